@@ -1,0 +1,372 @@
+//! `#[handlers]`: parse the impl block, validate every method, generate the message enum,
+//! the typed handle and the `gears::Handlers` implementation.
+//!
+//! On errors the user's impl block is still emitted, so one mistake gives one message.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Pat, PathArguments,
+    ReturnType, Type,
+};
+
+/// What a handler returns (built once per handler at compile time: size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Returns {
+    /// `-> T` (or nothing): the call cannot fail with a handler error.
+    Value(Type),
+    /// `-> Result<T, E>`: `Err` rolls the turn back and reaches the caller as
+    /// `CallError::Handler(E)`.
+    Result(Type, Type),
+}
+
+struct Handler {
+    method: Ident,
+    variant: Ident,
+    docs: Vec<Attribute>,
+    mutates: bool,
+    takes_context: bool,
+    args: Vec<(Ident, Type)>,
+    returns: Returns,
+}
+
+fn pascal_case(ident: &Ident) -> Ident {
+    let mut out = String::new();
+    for part in ident.to_string().trim_start_matches("r#").split('_') {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    if out.is_empty() {
+        out.push_str("Handler");
+    }
+    Ident::new(&out, ident.span())
+}
+
+fn is_context(ty: &Type) -> Option<bool> {
+    let Type::Reference(r) = ty else {
+        return None;
+    };
+    let Type::Path(p) = &*r.elem else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    (last.ident == "Context").then_some(r.mutability.is_some())
+}
+
+fn parse_returns(output: &ReturnType, errors: &mut Vec<syn::Error>) -> Returns {
+    let ty = match output {
+        ReturnType::Default => return Returns::Value(syn::parse_quote!(())),
+        ReturnType::Type(_, ty) => &**ty,
+    };
+    if let Type::Path(p) = ty
+        && p.qself.is_none()
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Result"
+    {
+        if let PathArguments::AngleBracketed(args) = &last.arguments {
+            let types: Vec<&Type> = args
+                .args
+                .iter()
+                .filter_map(|a| match a {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            if let [ok, err] = types[..] {
+                return Returns::Result(ok.clone(), err.clone());
+            }
+        }
+        errors.push(syn::Error::new_spanned(
+            ty,
+            "a handler returning `Result` must name both types, `Result<T, E>`, so Gears can \
+             roll the turn back on `Err` and type the caller's `CallError<E>`",
+        ));
+    }
+    Returns::Value(ty.clone())
+}
+
+fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler> {
+    let sig = &f.sig;
+    let before = errors.len();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "handlers must be `async fn`; put helper methods in a separate `impl` block",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "handlers cannot be generic: their arguments travel as one serializable message type",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    let mutates = match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {
+            r.mutability.is_some()
+        }
+        Some(FnArg::Receiver(r)) => {
+            errors.push(syn::Error::new_spanned(
+                r,
+                "a handler takes `&self` (read-only) or `&mut self` (exclusive), not `self` by value",
+            ));
+            false
+        }
+        _ => {
+            errors.push(syn::Error::new_spanned(
+                &sig.ident,
+                "handlers take `&self` or `&mut self` as their first parameter",
+            ));
+            false
+        }
+    };
+    let mut takes_context = false;
+    let mut args = Vec::new();
+    for (position, input) in inputs.enumerate() {
+        let FnArg::Typed(arg) = input else { continue };
+        match is_context(&arg.ty) {
+            Some(false) if position == 0 => {
+                takes_context = true;
+                continue;
+            }
+            Some(false) => {
+                errors.push(syn::Error::new_spanned(
+                    arg,
+                    "`&Context` must come right after the receiver",
+                ));
+                continue;
+            }
+            Some(true) => {
+                errors.push(syn::Error::new_spanned(
+                    &arg.ty,
+                    "handlers take `&Context`, not `&mut Context`",
+                ));
+                continue;
+            }
+            None => {}
+        }
+        let Pat::Ident(pat) = &*arg.pat else {
+            errors.push(syn::Error::new_spanned(
+                &arg.pat,
+                "handler arguments must be plain names (`qty: u32`), not patterns",
+            ));
+            continue;
+        };
+        if matches!(&*arg.ty, Type::Reference(_) | Type::ImplTrait(_)) {
+            errors.push(syn::Error::new_spanned(
+                &arg.ty,
+                "handler arguments must be owned serializable types (they travel in a message)",
+            ));
+            continue;
+        }
+        args.push((pat.ident.clone(), (*arg.ty).clone()));
+    }
+    let returns = parse_returns(&sig.output, errors);
+    if errors.len() > before {
+        return None;
+    }
+    Some(Handler {
+        method: sig.ident.clone(),
+        variant: pascal_case(&sig.ident),
+        docs: f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
+        mutates,
+        takes_context,
+        args,
+        returns,
+    })
+}
+
+fn self_ident(item: &ItemImpl) -> Result<Ident, syn::Error> {
+    if let Type::Path(p) = &*item.self_ty
+        && let Some(last) = p.path.segments.last()
+        && last.arguments.is_empty()
+    {
+        return Ok(last.ident.clone());
+    }
+    Err(syn::Error::new_spanned(
+        &item.self_ty,
+        "`#[handlers]` goes on `impl MyActor { ... }` of a non-generic actor struct",
+    ))
+}
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_impl: ItemImpl = match syn::parse2(item.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            let err = syn::Error::new(
+                e.span(),
+                "`#[handlers]` goes on an inherent `impl` block of an actor struct",
+            )
+            .to_compile_error();
+            return quote!(#item #err);
+        }
+    };
+    let mut errors = Vec::new();
+    if !attr.is_empty() {
+        errors.push(syn::Error::new_spanned(&attr, "`#[handlers]` takes no options"));
+    }
+    if let Some((_, path, _)) = &item_impl.trait_ {
+        errors.push(syn::Error::new_spanned(
+            path,
+            "`#[handlers]` goes on an inherent `impl` block, not a trait implementation",
+        ));
+    }
+    if !item_impl.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &item_impl.generics,
+            "actor types cannot be generic",
+        ));
+    }
+    let actor = self_ident(&item_impl).map_err(|e| errors.push(e)).ok();
+    let mut handlers = Vec::new();
+    for impl_item in &item_impl.items {
+        match impl_item {
+            ImplItem::Fn(f) => handlers.extend(parse_handler(f, &mut errors)),
+            other => errors.push(syn::Error::new(
+                other.span(),
+                "a `#[handlers]` block holds only handler methods",
+            )),
+        }
+    }
+    let combined = errors.into_iter().reduce(|mut a, b| {
+        a.combine(b);
+        a
+    });
+    match (combined, actor) {
+        (None, Some(actor)) => {
+            let generated = generate(&actor, &handlers);
+            quote!(#item_impl #generated)
+        }
+        (Some(err), _) => {
+            let err = err.to_compile_error();
+            quote!(#item_impl #err)
+        }
+        (None, None) => quote!(#item_impl),
+    }
+}
+
+fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
+    let message = format_ident!("{}Message", actor);
+    let handle = format_ident!("{}Handle", actor);
+    let private = quote!(::gears::__private);
+
+    let variants = handlers.iter().map(|h| {
+        let variant = &h.variant;
+        let fields = h.args.iter().map(|(name, ty)| quote!(#name: #ty));
+        let doc = format!("Arguments of [`{actor}::{}`].", h.method);
+        quote!(#[doc = #doc] #variant { #(#fields),* })
+    });
+
+    let describe = handlers.iter().map(|h| {
+        let variant = &h.variant;
+        let name = h.method.to_string();
+        let mutates = h.mutates;
+        quote!(#message::#variant { .. } => (#name, #mutates))
+    });
+
+    let dispatch = handlers.iter().map(|h| {
+        let variant = &h.variant;
+        let method = &h.method;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        let ctx = h.takes_context.then(|| quote!(ctx,));
+        let wrap = match h.returns {
+            Returns::Value(_) => quote!(#private::Output::value),
+            Returns::Result(..) => quote!(#private::Output::result),
+        };
+        quote! {
+            #message::#variant { #(#names),* } => #wrap(self.#method(#ctx #(#names),*).await)
+        }
+    });
+
+    let methods = handlers.iter().map(|h| {
+        let variant = &h.variant;
+        let method = &h.method;
+        let docs = &h.docs;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        let params = h.args.iter().map(|(n, ty)| quote!(#n: #ty));
+        let (returns, finish) = match &h.returns {
+            Returns::Value(t) => (
+                quote!(::core::result::Result<#t, ::gears::CallError>),
+                quote!(#private::finish::<#t>),
+            ),
+            Returns::Result(t, e) => (
+                quote!(::core::result::Result<#t, ::gears::CallError<#e>>),
+                quote!(#private::finish_result::<#t, #e>),
+            ),
+        };
+        quote! {
+            #(#docs)*
+            pub async fn #method(&self, #(#params),*) -> #returns {
+                #finish(self.0.call(#message::#variant { #(#names),* }).await)
+            }
+        }
+    });
+
+    let message_doc = format!(
+        "One message per handler of [`{actor}`], with its arguments: what sends, timers and \
+         HTTP carry. Generated by `#[handlers]`."
+    );
+    let handle_doc = format!(
+        "Typed handle to one [`{actor}`] actor: one async method per handler. Cheap to clone. \
+         Generated by `#[handlers]`."
+    );
+    quote! {
+        #[doc = #message_doc]
+        #[derive(#private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::gears::__private::serde")]
+        #[allow(missing_docs)]
+        pub enum #message {
+            #(#variants,)*
+        }
+
+        #[doc = #handle_doc]
+        #[derive(Clone, Debug)]
+        pub struct #handle(#private::Caller<#actor>);
+
+        impl #handle {
+            /// The key of the actor this handle addresses.
+            pub fn key(&self) -> &str {
+                self.0.key()
+            }
+
+            #(#methods)*
+        }
+
+        impl ::gears::Handlers for #actor {
+            type Message = #message;
+            type Handle = #handle;
+
+            fn __handle(caller: #private::Caller<Self>) -> #handle {
+                #handle(caller)
+            }
+
+            fn __describe(message: &#message) -> (&'static str, bool) {
+                match message {
+                    #(#describe,)*
+                }
+            }
+
+            fn __dispatch<'a>(
+                &'a mut self,
+                ctx: &'a ::gears::Context,
+                message: #message,
+            ) -> #private::BoxFuture<'a, #private::Output> {
+                let _ = ctx;
+                ::std::boxed::Box::pin(async move {
+                    match message {
+                        #(#dispatch,)*
+                    }
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Group commit and the output gate.
+//!
+//! Activations hand every state change to one committer thread and go on with their next
+//! message. The committer drains everything that arrived while it was busy into one atomic
+//! fjall batch with one journal sync (a key written several times is written once), then
+//! completes the batch's [`Ticket`]s. A reply is gated on the ticket of its actor's latest
+//! write: it leaves only when that write is durable, and fails if it failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::error::{Failure, StorageError};
+use crate::metrics::Metrics;
+use crate::store::{Store, Write};
+
+/// Most writes taken into one batch, so one huge burst does not delay every reply in it.
+const MAX_BATCH: usize = 8192;
+
+/// A step of the commit path where a test can inject a storage failure.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitStage {
+    /// Before the batch is written to the store.
+    BeforeWrite,
+    /// After the batch was written and synced, before replies are released (the write is
+    /// durable but the runtime treats it as failed: callers see an error, never a false ack).
+    AfterSync,
+}
+
+/// A test seam: called at each [`CommitStage`]; an `Err` fails the batch as a storage error
+/// would.
+#[doc(hidden)]
+pub type FaultHook = Arc<dyn Fn(CommitStage) -> Result<(), String> + Send + Sync>;
+
+/// A reply waiting for durability: called once with the outcome of the write it waits on.
+pub(crate) type GatedReply = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+
+const PENDING: u8 = 0;
+const DURABLE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// The fate of one submitted write, and the replies waiting on it.
+pub(crate) struct Ticket {
+    status: AtomicU8,
+    inner: Mutex<TicketInner>,
+}
+
+struct TicketInner {
+    waiting: Vec<GatedReply>,
+    error: Option<StorageError>,
+}
+
+impl Ticket {
+    fn new() -> Arc<Ticket> {
+        Arc::new(Ticket {
+            status: AtomicU8::new(PENDING),
+            inner: Mutex::new(TicketInner {
+                waiting: Vec::new(),
+                error: None,
+            }),
+        })
+    }
+
+    /// True once the write failed (it will never become durable).
+    pub(crate) fn failed(&self) -> bool {
+        self.status.load(Ordering::Acquire) == FAILED
+    }
+
+    /// True once the write is durable or failed.
+    pub(crate) fn settled(&self) -> bool {
+        self.status.load(Ordering::Acquire) != PENDING
+    }
+
+    /// Releases `reply` when this write is durable (now, if it already is).
+    pub(crate) fn gate(&self, reply: GatedReply) {
+        let outcome = {
+            let mut inner = self.inner.lock();
+            match self.status.load(Ordering::Acquire) {
+                PENDING => {
+                    inner.waiting.push(reply);
+                    return;
+                }
+                DURABLE => Ok(()),
+                _ => Err(Failure::Storage(inner.error.clone().unwrap_or_else(|| {
+                    StorageError::new("an earlier write of this actor failed")
+                }))),
+            }
+        };
+        reply(outcome);
+    }
+
+    fn settle(&self, outcome: Result<(), StorageError>) {
+        let waiting = {
+            let mut inner = self.inner.lock();
+            let status = if outcome.is_ok() { DURABLE } else { FAILED };
+            inner.error = outcome.as_ref().err().cloned();
+            self.status.store(status, Ordering::Release);
+            std::mem::take(&mut inner.waiting)
+        };
+        for reply in waiting {
+            reply(outcome.clone().map_err(Failure::Storage));
+        }
+    }
+}
+
+/// Gates `reply` on `ticket`, or releases it at once when there is no pending write.
+pub(crate) fn release_after(ticket: Option<&Arc<Ticket>>, reply: GatedReply) {
+    match ticket {
+        Some(t) => t.gate(reply),
+        None => reply(Ok(())),
+    }
+}
+
+/// One state change handed to the committer.
+pub(crate) struct CommitRequest {
+    pub(crate) key: Arc<[u8]>,
+    /// The new record, or `None` to delete.
+    pub(crate) value: Option<Arc<[u8]>>,
+    /// The actor's previous write, if it was not durable at submission: if it fails, this one
+    /// must fail too (it was computed from a state that will never exist on disk).
+    pub(crate) after: Option<Arc<Ticket>>,
+    pub(crate) ticket: Arc<Ticket>,
+}
+
+enum Command {
+    Write(CommitRequest),
+    /// Commit what has arrived and stop.
+    Stop,
+}
+
+/// The sending side of the commit pipeline.
+#[derive(Clone)]
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Committer {
+    /// Starts the committer thread.
+    pub(crate) fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        fault: Option<FaultHook>,
+    ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name("gears-committer".into())
+            .spawn(move || run_committer(rx, store, metrics, fault))?;
+        Ok((Committer { tx }, thread))
+    }
+
+    /// Submits a write and returns its ticket; waits (asynchronously) while the pipeline is
+    /// full, which slows down only the writing actor.
+    pub(crate) async fn submit(
+        &self,
+        key: Arc<[u8]>,
+        value: Option<Arc<[u8]>>,
+        after: Option<Arc<Ticket>>,
+    ) -> Arc<Ticket> {
+        let ticket = Ticket::new();
+        let after = after.filter(|t| !t.settled() || t.failed());
+        let request = CommitRequest {
+            key,
+            value,
+            after,
+            ticket: ticket.clone(),
+        };
+        if let Err(mpsc::error::SendError(Command::Write(request))) =
+            self.tx.send(Command::Write(request)).await
+        {
+            request
+                .ticket
+                .settle(Err(StorageError::new("the committer has stopped")));
+        }
+        ticket
+    }
+
+    /// Asks the committer to commit everything submitted so far and stop.
+    pub(crate) async fn stop(&self) {
+        let _ = self.tx.send(Command::Stop).await;
+    }
+}
+
+fn run_committer(
+    mut rx: mpsc::Receiver<Command>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    fault: Option<FaultHook>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut stopping = false;
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Command::Write(first)) => batch.push(first),
+            Some(Command::Stop) | None => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Command::Write(r)) => batch.push(r),
+                Ok(Command::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&store, &metrics, fault.as_ref(), &mut batch);
+        batch.clear();
+    }
+    // Whatever is still queued was never written: its callers hear so.
+    rx.close();
+    while let Ok(command) = rx.try_recv() {
+        if let Command::Write(r) = command {
+            r.ticket
+                .settle(Err(StorageError::new("the runtime shut down before this write")));
+        }
+    }
+    tracing::debug!("committer stopped");
+}
+
+fn commit_batch(
+    store: &Store,
+    metrics: &Metrics,
+    fault: Option<&FaultHook>,
+    batch: &mut Vec<CommitRequest>,
+) {
+    // A write computed from a failed write fails with it, and never reaches the store.
+    // Settled in order, so a chain of such writes within one batch fails as a whole.
+    batch.retain(|r| {
+        let doomed = r.after.as_ref().is_some_and(|t| t.failed());
+        if doomed {
+            r.ticket.settle(Err(StorageError::new(
+                "an earlier write of this actor failed; its later writes were discarded",
+            )));
+        }
+        !doomed
+    });
+    if batch.is_empty() {
+        return;
+    }
+
+    // Coalesce: the last write of a key within the batch wins.
+    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(batch.len());
+    for (i, r) in batch.iter().enumerate() {
+        last.insert(&r.key, i);
+    }
+    let writes = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| last.get(&*r.key) == Some(i))
+        .map(|(_, r)| Write {
+            key: &r.key,
+            value: r.value.as_deref(),
+        });
+    let coalesced = batch.len() - last.len();
+
+    let started = Instant::now();
+    let outcome = inject(fault, CommitStage::BeforeWrite)
+        .and_then(|()| store.commit_batch(writes, last.len()))
+        .and_then(|()| inject(fault, CommitStage::AfterSync));
+    let elapsed = started.elapsed();
+
+    metrics.batches.fetch_add(1, Ordering::Relaxed);
+    metrics.syncs.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .writes
+        .fetch_add(last.len() as u64, Ordering::Relaxed);
+    metrics
+        .coalesced
+        .fetch_add(coalesced as u64, Ordering::Relaxed);
+    add_micros(&metrics.sync_micros, elapsed);
+    metrics.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+    if let Err(e) = &outcome {
+        metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, writes = batch.len(), "commit batch failed");
+    }
+    drop(last);
+    for r in batch.iter() {
+        r.ticket.settle(outcome.clone());
+    }
+}
+
+fn inject(fault: Option<&FaultHook>, stage: CommitStage) -> Result<(), StorageError> {
+    match fault {
+        Some(hook) => hook(stage).map_err(StorageError::new),
+        None => Ok(()),
+    }
+}
+
+fn add_micros(counter: &AtomicU64, d: std::time::Duration) {
+    counter.fetch_add(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}

@@ -1,0 +1,234 @@
+//! The directory: per actor type, a sharded map from key to live activation.
+//!
+//! A live activation is a [`Slot`]: its state, a bounded queue, and no task of its own. A
+//! task runs only while the queue has messages ([`crate::activation`]). Get-or-insert happens
+//! under the shard lock, so there is never more than one activation per (type, key);
+//! passivation marks a slot retired under the same lock, and an enqueue that finds a retired
+//! slot looks it up again.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::activation::{self, Loaded};
+use crate::actor::Handlers;
+use crate::context::Chain;
+use crate::error::Failure;
+use crate::handle::Reply;
+use crate::runtime::Shared;
+
+const DIRECTORY_SHARDS: usize = 64;
+/// Slots examined to pick an eviction victim when the live cap is reached (sampled LRU).
+const EVICTION_SAMPLE: usize = 32;
+
+/// One message for an activation.
+pub(crate) struct Envelope<A: Handlers> {
+    pub(crate) message: A::Message,
+    pub(crate) chain: Chain,
+    pub(crate) reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// A live activation.
+pub(crate) struct Slot<A: Handlers> {
+    pub(crate) key: Arc<str>,
+    pub(crate) store_key: Arc<[u8]>,
+    /// Milliseconds since the runtime opened, at the last enqueue.
+    last_used: AtomicU64,
+    pub(crate) inner: Mutex<SlotInner<A>>,
+}
+
+pub(crate) struct SlotInner<A: Handlers> {
+    /// The state while no task runs; the running task holds it otherwise.
+    pub(crate) state: Option<Loaded<A>>,
+    pub(crate) queue: VecDeque<Envelope<A>>,
+    pub(crate) running: bool,
+    /// Removed from the directory: enqueue must look the key up again.
+    retired: bool,
+}
+
+impl<A: Handlers> SlotInner<A> {
+    /// Idle, with nothing that is not yet durable: dropping it loses nothing.
+    fn passivatable(&self) -> bool {
+        !self.running
+            && self.queue.is_empty()
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|l| l.last_write.as_ref().is_none_or(|t| t.settled()))
+    }
+}
+
+/// Everything the runtime keeps for one registered actor type.
+pub(crate) struct Registry<A: Handlers> {
+    pub(crate) idle_timeout: Duration,
+    shards: Box<[Mutex<HashMap<Arc<str>, Arc<Slot<A>>>>]>,
+    evict_cursor: AtomicUsize,
+}
+
+impl<A: Handlers> Registry<A> {
+    pub(crate) fn new(idle_timeout: Duration) -> Self {
+        Registry {
+            idle_timeout,
+            shards: (0..DIRECTORY_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            evict_cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, Arc<Slot<A>>>> {
+        &self.shards[(xxh3_64(key.as_bytes()) as usize) % DIRECTORY_SHARDS]
+    }
+
+    /// The live activation of `key`, created (without loading) if there is none.
+    fn get_or_insert(&self, shared: &Shared, key: &Arc<str>) -> Result<Arc<Slot<A>>, Failure> {
+        let shard = self.shard(key);
+        if let Some(slot) = shard.lock().get(&**key) {
+            return Ok(slot.clone());
+        }
+        // A new activation needs a place under the live cap; making one may passivate
+        // another activation, so no shard lock is held here.
+        shared.reserve_live()?;
+        let mut map = shard.lock();
+        if let Some(slot) = map.get(&**key) {
+            shared.release_live();
+            return Ok(slot.clone());
+        }
+        let slot = Arc::new(Slot {
+            key: key.clone(),
+            store_key: crate::codec::state_key(A::NAME, key).into(),
+            last_used: AtomicU64::new(shared.now_ms()),
+            inner: Mutex::new(SlotInner {
+                state: None,
+                queue: VecDeque::new(),
+                running: false,
+                retired: false,
+            }),
+        });
+        map.insert(key.clone(), slot.clone());
+        shared.metrics.activations.fetch_add(1, Ordering::Relaxed);
+        Ok(slot)
+    }
+
+    /// Queues `envelope` on the activation of `key`, starting its task if it has none.
+    pub(crate) fn enqueue(
+        &self,
+        shared: &Arc<Shared>,
+        key: &Arc<str>,
+        envelope: Envelope<A>,
+    ) -> Result<(), Failure> {
+        loop {
+            let slot = self.get_or_insert(shared, key)?;
+            let mut inner = slot.inner.lock();
+            if inner.retired {
+                continue;
+            }
+            if inner.queue.len() >= shared.config.mailbox_capacity {
+                shared.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Failure::Overloaded("the actor's mailbox is full"));
+            }
+            inner.queue.push_back(envelope);
+            slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
+            shared.turn_started();
+            if !inner.running {
+                inner.running = true;
+                drop(inner);
+                shared
+                    .tokio
+                    .spawn(activation::run(shared.clone(), slot));
+            }
+            return Ok(());
+        }
+    }
+
+    /// Retires `slot` if it may be passivated; the caller holds the shard lock.
+    fn try_retire(slot: &Slot<A>) -> bool {
+        let Some(mut inner) = slot.inner.try_lock() else {
+            return false;
+        };
+        if inner.retired || !inner.passivatable() {
+            return false;
+        }
+        inner.retired = true;
+        inner.state = None;
+        true
+    }
+}
+
+/// The type-erased face of a [`Registry`], for runtime-wide housekeeping.
+pub(crate) trait AnyRegistry: Send + Sync {
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Passivates every activation idle for longer than the type's idle timeout.
+    fn sweep(&self, shared: &Shared) -> usize;
+    /// Passivates the least recently used idle activation among a sample; false if none
+    /// could be passivated.
+    fn evict_one(&self, shared: &Shared) -> bool;
+}
+
+impl<A: Handlers> AnyRegistry for Registry<A> {
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn sweep(&self, shared: &Shared) -> usize {
+        let now = shared.now_ms();
+        let idle_ms = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut passivated = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            map.retain(|_, slot| {
+                let idle = now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= idle_ms;
+                let retire = idle && Self::try_retire(slot);
+                passivated += usize::from(retire);
+                !retire
+            });
+        }
+        shared.passivated(passivated);
+        passivated
+    }
+
+    fn evict_one(&self, shared: &Shared) -> bool {
+        let start = self.evict_cursor.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, Arc<str>, u64)> = None;
+        let mut examined = 0;
+        for i in 0..DIRECTORY_SHARDS {
+            let idx = (start + i) % DIRECTORY_SHARDS;
+            for slot in self.shards[idx].lock().values() {
+                examined += 1;
+                if slot
+                    .inner
+                    .try_lock()
+                    .is_some_and(|inner| inner.passivatable())
+                {
+                    let used = slot.last_used.load(Ordering::Relaxed);
+                    if best.as_ref().is_none_or(|b| used < b.2) {
+                        best = Some((idx, slot.key.clone(), used));
+                    }
+                }
+                if examined >= EVICTION_SAMPLE && best.is_some() {
+                    break;
+                }
+            }
+            if examined >= EVICTION_SAMPLE && best.is_some() {
+                break;
+            }
+        }
+        let Some((idx, key, _)) = best else {
+            return false;
+        };
+        let mut map = self.shards[idx].lock();
+        if map.get(&key).is_some_and(|slot| Self::try_retire(slot)) {
+            map.remove(&key);
+            drop(map);
+            shared.passivated(1);
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,202 @@
+//! The two error types users see: [`CallError`] for calls, [`Error`] for the runtime itself.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a call to an actor did not return the handler's value.
+///
+/// `E` is the handler's own error type (for handlers returning `Result<T, E>`); handlers that
+/// cannot fail use the default `Infallible`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError<E = Infallible> {
+    /// The handler ran and returned this error; its state changes were rolled back.
+    #[error("handler failed: {0}")]
+    Handler(E),
+    /// The call did not complete within the call timeout; if the handler was running it was
+    /// cancelled and the actor reset to its last committed state.
+    #[error("call timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The actor's mailbox (or the runtime's activation cap) is full; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
+    /// The handler panicked; the actor was reset to its last committed state.
+    #[error("handler `{handler}` of actor `{actor}` panicked; the actor was reset to its last committed state")]
+    Panicked {
+        /// Storage name of the actor type.
+        actor: &'static str,
+        /// The handler that panicked.
+        handler: &'static str,
+    },
+    /// The call would wait on an actor that is already waiting on this call (A → B → A).
+    #[error("call cycle: {0} is already in this call chain and would deadlock")]
+    Cycle(String),
+    /// The store failed; nothing of this call was acknowledged and the actor was reset to its
+    /// last durable state.
+    #[error("storage failure: {0}")]
+    Storage(StorageError),
+    /// The actor's stored state could not be decoded.
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// The key is not acceptable (empty, or longer than 1 KiB).
+    #[error(transparent)]
+    InvalidKey(KeyError),
+    /// The actor type was never registered with the runtime builder.
+    #[error("actor type `{0}` is not registered: add `.register::<{0}>()` to the runtime builder")]
+    NotRegistered(&'static str),
+    /// The runtime is shutting down and accepts no new calls.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+    /// This node does not own the actor's shard (reserved for scale-out).
+    #[error("this node does not own shard {0}")]
+    NotOwner(u16),
+}
+
+impl<E> CallError<E> {
+    /// The handler's own error, if that is what this is.
+    pub fn handler_error(&self) -> Option<&E> {
+        match self {
+            CallError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Turns a runtime failure (never a handler error) into a `CallError` of any `E`.
+    pub(crate) fn from_failure(failure: Failure) -> Self {
+        match failure {
+            Failure::Timeout(d) => CallError::Timeout(d),
+            Failure::Overloaded(what) => CallError::Overloaded(what),
+            Failure::Panicked { actor, handler } => CallError::Panicked { actor, handler },
+            Failure::Cycle(chain) => CallError::Cycle(chain),
+            Failure::Storage(e) => CallError::Storage(e),
+            Failure::Decode(e) => CallError::Decode(e),
+            Failure::InvalidKey(e) => CallError::InvalidKey(e),
+            Failure::NotRegistered(name) => CallError::NotRegistered(name),
+            Failure::ShuttingDown => CallError::ShuttingDown,
+        }
+    }
+}
+
+impl CallError<Infallible> {
+    /// Widens an infallible call's error to any handler error type, so `?` works across
+    /// handlers with different error types.
+    pub fn widen<E>(self) -> CallError<E> {
+        match self {
+            CallError::Handler(never) => match never {},
+            CallError::Timeout(d) => CallError::Timeout(d),
+            CallError::Overloaded(w) => CallError::Overloaded(w),
+            CallError::Panicked { actor, handler } => CallError::Panicked { actor, handler },
+            CallError::Cycle(c) => CallError::Cycle(c),
+            CallError::Storage(e) => CallError::Storage(e),
+            CallError::Decode(e) => CallError::Decode(e),
+            CallError::InvalidKey(e) => CallError::InvalidKey(e),
+            CallError::NotRegistered(n) => CallError::NotRegistered(n),
+            CallError::ShuttingDown => CallError::ShuttingDown,
+            CallError::NotOwner(s) => CallError::NotOwner(s),
+        }
+    }
+}
+
+/// A runtime failure of a call, before it is typed with the handler's error.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Timeout(std::time::Duration),
+    Overloaded(&'static str),
+    Panicked {
+        actor: &'static str,
+        handler: &'static str,
+    },
+    Cycle(String),
+    Storage(StorageError),
+    Decode(DecodeError),
+    InvalidKey(KeyError),
+    NotRegistered(&'static str),
+    ShuttingDown,
+}
+
+
+/// A failure of the underlying store (I/O, a poisoned journal, an injected fault).
+#[derive(Clone)]
+pub struct StorageError(Arc<str>);
+
+impl StorageError {
+    pub(crate) fn new(message: impl fmt::Display) -> Self {
+        StorageError(message.to_string().into())
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageError({:?})", &*self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// A stored value that could not be decoded: names the actor type and key so it can be found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot decode stored state of actor `{actor}` key {key:?}: {reason}")]
+pub struct DecodeError {
+    /// Storage name of the actor type.
+    pub actor: &'static str,
+    /// The actor's key.
+    pub key: String,
+    /// What is wrong with the bytes.
+    pub reason: String,
+}
+
+/// Why a key was refused before it reached the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Keys must not be empty.
+    #[error("invalid key: keys must not be empty")]
+    Empty,
+    /// Keys are at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    #[error("invalid key: {len} bytes is longer than the limit of {max} bytes")]
+    TooLong {
+        /// Length of the refused key in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// An error of the runtime itself: opening, configuring or shutting down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store could not be opened or written.
+    #[error("storage failure: {0}")]
+    Storage(StorageError),
+    /// The store was written by an incompatible version of Gears.
+    #[error("the store at {path} has format version {found}; this build reads version {supported}")]
+    IncompatibleStore {
+        /// Where the store is.
+        path: String,
+        /// The version found on disk.
+        found: u32,
+        /// The version this build understands.
+        supported: u32,
+    },
+    /// The builder was given an invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Opening or shutting down needs a Tokio runtime.
+    #[error("Gears must run inside a Tokio runtime (multi-threaded): {0}")]
+    NoTokio(String),
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Storage(e)
+    }
+}

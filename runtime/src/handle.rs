@@ -1,0 +1,114 @@
+//! The untyped core of every generated handle: validates the target, enqueues the message,
+//! and waits (bounded by the call timeout) for the gated reply.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::actor::Handlers;
+use crate::context::{Chain, find_cycle};
+use crate::directory::{Envelope, Registry};
+use crate::error::{CallError, Failure};
+use crate::runtime::Shared;
+
+/// What travels back from a turn to its caller.
+#[doc(hidden)]
+pub type Reply = Result<Box<dyn Any + Send>, Failure>;
+
+/// A cheap, cloneable reference to one actor, wrapped by the generated `<Type>Handle`.
+#[doc(hidden)]
+pub struct Caller<A: Handlers> {
+    shared: Arc<Shared>,
+    target: Result<(Arc<Registry<A>>, Arc<str>), Failure>,
+    chain: Chain,
+}
+
+impl<A: Handlers> Clone for Caller<A> {
+    fn clone(&self) -> Self {
+        Caller {
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+            chain: self.chain.clone(),
+        }
+    }
+}
+
+impl<A: Handlers> Caller<A> {
+    pub(crate) fn new(shared: &Arc<Shared>, key: &str, chain: Chain) -> Self {
+        let target = match crate::codec::validate_key(key) {
+            Err(e) => Err(Failure::InvalidKey(e)),
+            Ok(()) => shared
+                .registry::<A>()
+                .map(|r| (r, Arc::from(key)))
+                .ok_or(Failure::NotRegistered(A::NAME)),
+        };
+        Caller {
+            shared: shared.clone(),
+            target,
+            chain,
+        }
+    }
+
+    /// The key this handle addresses.
+    pub fn key(&self) -> &str {
+        match &self.target {
+            Ok((_, key)) => key,
+            Err(_) => "",
+        }
+    }
+
+    /// Sends `message` to the actor and waits for its durable reply.
+    pub async fn call(&self, message: A::Message) -> Reply {
+        let (registry, key) = self.target.as_ref().map_err(Clone::clone)?;
+        if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
+            return Err(Failure::Cycle(cycle));
+        }
+        self.shared.admit(self.chain.is_some())?;
+        let (tx, rx) = oneshot::channel();
+        let envelope = Envelope {
+            message,
+            chain: self.chain.clone(),
+            reply: Some(tx),
+        };
+        registry.enqueue(&self.shared, key, envelope)?;
+        let timeout = self.shared.config.call_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            // The activation dropped the reply without answering: only at shutdown.
+            Ok(Err(_)) => Err(Failure::ShuttingDown),
+            Err(_) => Err(Failure::Timeout(timeout)),
+        }
+    }
+}
+
+impl<A: Handlers> std::fmt::Debug for Caller<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", A::NAME, self.key())
+    }
+}
+
+fn downcast<T: 'static>(value: Box<dyn Any + Send>) -> T {
+    match value.downcast::<T>() {
+        Ok(v) => *v,
+        // The generated dispatch and handle agree on every type; this is a macro bug.
+        Err(_) => unreachable!("gears: handler returned an unexpected type"),
+    }
+}
+
+/// Types the reply of a handler that cannot fail.
+#[doc(hidden)]
+pub fn finish<T: 'static>(reply: Reply) -> Result<T, CallError> {
+    reply
+        .map(downcast::<T>)
+        .map_err(CallError::from_failure)
+}
+
+/// Types the reply of a handler returning `Result<T, E>`.
+#[doc(hidden)]
+pub fn finish_result<T: 'static, E: 'static>(reply: Reply) -> Result<T, CallError<E>> {
+    match reply {
+        Ok(value) => downcast::<Result<T, E>>(value).map_err(CallError::Handler),
+        Err(failure) => Err(CallError::from_failure(failure)),
+    }
+}

@@ -1,0 +1,108 @@
+//! # Gears: virtual actors with durable state, embedded in your application
+//!
+//! An `InventoryItem("sku-1")` or an `Order("o-42")` always exists: the first call activates
+//! it, its state is loaded from an embedded LSM store (fjall), it handles one message at a
+//! time (so handlers need no locks), every change it makes is durable before anyone hears of
+//! it, and when it has been idle for a while it is passivated and costs nothing but disk.
+//!
+//! ```
+//! use gears::prelude::*;
+//!
+//! #[derive(Actor, Default, Serialize, Deserialize)]
+//! #[actor(name = "counter")]
+//! pub struct Counter {
+//!     value: u64,
+//! }
+//!
+//! #[handlers]
+//! impl Counter {
+//!     /// Adds `n` and returns the new value; committed before the reply leaves.
+//!     pub async fn add(&mut self, n: u64) -> u64 {
+//!         self.value += n;
+//!         self.value
+//!     }
+//!
+//!     /// Reads the value; never written back.
+//!     pub async fn get(&self) -> u64 {
+//!         self.value
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let rt = Runtime::builder().path(dir.path()).register::<Counter>().open().await?;
+//! rt.get::<Counter>("visits").add(2).await?;
+//! assert_eq!(rt.get::<Counter>("visits").get().await?, 2);
+//! rt.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Where each part lives
+//! - [Macros](crate::Actor): `#[derive(Actor)]` marks the state, `#[handlers]` turns an
+//!   `impl` block into handlers, a typed handle (`<Type>Handle`) and a serializable message
+//!   type (`<Type>Message`); the traits are in `actor.rs`.
+//! - [The runtime](crate::Runtime) (`runtime.rs`): builder, open, typed handles, stats,
+//!   shutdown.
+//! - The directory (`directory.rs`): at most one live activation per (type, key); an idle
+//!   activation holds no task; passivation by idle timeout and a live cap (sampled LRU).
+//! - Turns (`activation.rs`): one message at a time per key, panics contained, timeouts,
+//!   rollback of a handler that returns `Err`.
+//! - Group commit and the output gate (`commit.rs`): one fjall batch and one journal sync
+//!   for every write that arrived meanwhile; replies wait until their state is durable.
+//! - Storage (`store.rs`, the only module naming fjall) and byte formats (`codec.rs`):
+//!   shard-prefixed keys, versioned records.
+//! - [`Context`] (`context.rs`): the key, calls to other actors, cycle detection.
+//! - Services (`shard.rs`, the only module naming ractor): the housekeeper.
+//! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod activation;
+mod actor;
+mod codec;
+mod commit;
+mod context;
+mod directory;
+mod error;
+mod handle;
+mod metrics;
+mod runtime;
+mod shard;
+mod store;
+
+pub use actor::{Actor, Handlers};
+pub use codec::{MAX_KEY_LEN, SHARDS};
+pub use context::Context;
+pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
+pub use gears_macros::{Actor, handlers};
+pub use metrics::Stats;
+pub use runtime::{Builder, Runtime};
+pub use store::Durability;
+
+/// Everything needed to define and call actors.
+pub mod prelude {
+    pub use crate::{Actor, CallError, Context, Durability, Runtime, handlers};
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Used by the code the macros generate, and by Gears' own tests. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::actor::Output;
+    pub use crate::codec::{shard_of, state_key};
+    pub use crate::commit::{CommitStage, FaultHook};
+    pub use crate::error::Failure;
+    pub use crate::handle::{Caller, Reply, finish, finish_result};
+    pub use futures::future::BoxFuture;
+    pub use serde;
+
+    /// Encodes a state record as the store holds it (for golden fixtures).
+    pub fn encode_state<A: crate::Actor>(state: &A) -> Vec<u8> {
+        crate::codec::encode_state(A::SCHEMA, state).unwrap_or_default()
+    }
+
+    /// Decodes a state record as the store holds it (for golden fixtures).
+    pub fn decode_state<A: crate::Actor>(bytes: &[u8]) -> Result<A, String> {
+        crate::codec::decode_state(bytes).map(|(_, state)| state)
+    }
+}

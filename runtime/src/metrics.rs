@@ -1,0 +1,73 @@
+//! Runtime counters, and the [`Stats`] snapshot users read with `Runtime::stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one runtime. Relaxed atomics: they are statistics, not synchronisation.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) activations: AtomicU64,
+    pub(crate) passivations: AtomicU64,
+    pub(crate) turns: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) max_batch: AtomicU64,
+    pub(crate) sync_micros: AtomicU64,
+}
+
+/// A snapshot of a runtime's counters since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Activations currently in memory.
+    pub live_activations: u64,
+    /// Activations created (state loaded or defaulted).
+    pub activations: u64,
+    /// Activations passivated (idle timeout or the live cap).
+    pub passivations: u64,
+    /// Handler turns run.
+    pub turns: u64,
+    /// Handler turns that panicked.
+    pub panics: u64,
+    /// Calls refused with `Overloaded`.
+    pub rejected: u64,
+    /// Commit batches written (each is one atomic fjall batch).
+    pub commit_batches: u64,
+    /// Commit batches that failed.
+    pub failed_batches: u64,
+    /// Journal syncs (one per batch; an fsync in `Durability::Sync`).
+    pub journal_syncs: u64,
+    /// Keys written to the store.
+    pub writes: u64,
+    /// Writes absorbed because a later turn in the same batch wrote the same key.
+    pub coalesced_writes: u64,
+    /// Largest batch seen, in submitted writes.
+    pub max_batch: u64,
+    /// Total time spent writing and syncing batches, in microseconds.
+    pub commit_micros: u64,
+}
+
+impl Metrics {
+    pub(crate) fn snapshot(&self, live: u64) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            live_activations: live,
+            activations: get(&self.activations),
+            passivations: get(&self.passivations),
+            turns: get(&self.turns),
+            panics: get(&self.panics),
+            rejected: get(&self.rejected),
+            commit_batches: get(&self.batches),
+            failed_batches: get(&self.failed_batches),
+            journal_syncs: get(&self.syncs),
+            writes: get(&self.writes),
+            coalesced_writes: get(&self.coalesced),
+            max_batch: get(&self.max_batch),
+            commit_micros: get(&self.sync_micros),
+        }
+    }
+}

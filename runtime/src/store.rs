@@ -1,0 +1,119 @@
+//! The embedded LSM store: the only module that names fjall.
+//!
+//! Every call here may block (fsync, write stalls, compaction back-pressure), so callers run
+//! it on the committer thread or in `spawn_blocking`, never on a Tokio worker.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::codec::STORE_FORMAT;
+use crate::error::{Error, StorageError};
+
+/// How durable an acknowledged write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every commit batch is fsynced before its replies leave: survives power loss.
+    #[default]
+    Sync,
+    /// Every commit batch is written to the OS before its replies leave: survives a crash of
+    /// the process, not of the machine.
+    Buffered,
+}
+
+/// One write of a commit batch: a value, or `None` to delete the key.
+pub(crate) struct Write<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) value: Option<&'a [u8]>,
+}
+
+/// The opened store with its keyspaces.
+#[derive(Clone)]
+pub(crate) struct Store {
+    db: Database,
+    state: Keyspace,
+    durability: Durability,
+}
+
+const META_FORMAT_KEY: &[u8] = b"store_format";
+
+fn storage(e: fjall::Error) -> StorageError {
+    StorageError::new(e)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and checks its format version.
+    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Store, Error> {
+        let db = Database::builder(path)
+            // Gears syncs the journal itself, once per commit batch (group commit).
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
+        let state = db
+            .keyspace("state", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        match meta.get(META_FORMAT_KEY).map_err(storage)? {
+            Some(found) => {
+                let found = <[u8; 4]>::try_from(&*found)
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found != STORE_FORMAT {
+                    return Err(Error::IncompatibleStore {
+                        path: PathBuf::from(path).display().to_string(),
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+            }
+            None => {
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&meta, META_FORMAT_KEY, STORE_FORMAT.to_be_bytes().to_vec());
+                batch.commit().map_err(storage)?;
+            }
+        }
+        Ok(Store {
+            db,
+            state,
+            durability,
+        })
+    }
+
+    /// Reads an actor's state record.
+    pub(crate) fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes one atomic batch to the `state` keyspace and makes it durable per the
+    /// configured [`Durability`] (one journal sync for the whole batch).
+    ///
+    /// Keys must have been validated: fjall panics on empty keys in a batch.
+    pub(crate) fn commit_batch<'a>(
+        &self,
+        writes: impl Iterator<Item = Write<'a>>,
+        count: usize,
+    ) -> Result<(), StorageError> {
+        let mode = match self.durability {
+            Durability::Sync => PersistMode::SyncAll,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count)
+            .durability(Some(mode));
+        for w in writes {
+            debug_assert!(!w.key.is_empty());
+            match w.value {
+                Some(v) => batch.insert(&self.state, w.key, v),
+                None => batch.remove(&self.state, w.key),
+            }
+        }
+        batch.commit().map_err(storage)
+    }
+
+    /// Syncs the journal to disk (used at shutdown).
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        self.db.persist(PersistMode::SyncAll).map_err(storage)
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared actors and helpers for the integration tests.
