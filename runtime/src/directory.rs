@@ -64,10 +64,13 @@ impl<A: Handlers> SlotInner<A> {
     }
 }
 
+/// One slice of a type's directory.
+type Shard<A> = HashMap<Arc<str>, Arc<Slot<A>>>;
+
 /// Everything the runtime keeps for one registered actor type.
 pub(crate) struct Registry<A: Handlers> {
     pub(crate) idle_timeout: Duration,
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<Slot<A>>>>]>,
+    shards: Box<[Mutex<Shard<A>>]>,
     evict_cursor: AtomicUsize,
 }
 
@@ -82,7 +85,7 @@ impl<A: Handlers> Registry<A> {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, Arc<Slot<A>>>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard<A>> {
         &self.shards[(xxh3_64(key.as_bytes()) as usize) % DIRECTORY_SHARDS]
     }
 
