@@ -67,18 +67,25 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let mut errors = Vec::new();
     let options = parse_options(&input, &mut errors);
     validate(&input, &options, &mut errors);
-    if let Some(combined) = errors.into_iter().reduce(|mut a, b| {
-        a.combine(b);
-        a
-    }) {
-        return combined.to_compile_error();
-    }
+    let errors = errors
+        .into_iter()
+        .reduce(|mut a, b| {
+            a.combine(b);
+            a
+        })
+        .map(|e| e.to_compile_error());
 
+    // Generic types get no impl (it could not compile); otherwise the impl is still emitted
+    // next to any option error, so one mistake gives one message.
+    if !input.generics.params.is_empty() {
+        return errors.unwrap_or_default();
+    }
     let ident = &input.ident;
     let name = options
         .name
         .map_or_else(|| ident.to_string(), |n| n.value());
     quote! {
+        #errors
         impl ::gears::Actor for #ident {
             const NAME: &'static str = #name;
         }

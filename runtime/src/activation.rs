@@ -153,7 +153,11 @@ async fn commit<A: Handlers>(
     }
     let ticket = shared
         .committer
-        .submit(slot.store_key.clone(), Some(record.clone()), l.last_write.take())
+        .submit(
+            slot.store_key.clone(),
+            Some(record.clone()),
+            l.last_write.take(),
+        )
         .await;
     l.record = Some(record);
     l.last_write = Some(ticket);
@@ -180,7 +184,7 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
 
 /// Reads the actor's record from the store (off the async workers) and decodes it.
 async fn load<A: Handlers>(shared: &Shared, slot: &Slot<A>) -> Result<Loaded<A>, Failure> {
-    let store = shared.store.clone();
+    let store = shared.store()?;
     let key = slot.store_key.clone();
     let bytes = tokio::task::spawn_blocking(move || store.get_state(&key))
         .await

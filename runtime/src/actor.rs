@@ -73,3 +73,18 @@ impl Output {
         }
     }
 }
+
+/// Handler arguments travel inside a message: they must be serializable.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "handler argument type `{Self}` must implement `Serialize` and `Deserialize`",
+    label = "this argument travels in the actor's message, so it must be serializable",
+    note = "add `#[derive(Serialize, Deserialize)]` to `{Self}`"
+)]
+pub trait MessageArgument {}
+
+impl<T: Serialize + DeserializeOwned> MessageArgument for T {}
+
+/// Compile-time check that `T` can be a handler argument.
+#[doc(hidden)]
+pub const fn assert_message_argument<T: MessageArgument>() {}

@@ -217,8 +217,9 @@ fn run_committer(
     rx.close();
     while let Ok(command) = rx.try_recv() {
         if let Command::Write(r) = command {
-            r.ticket
-                .settle(Err(StorageError::new("the runtime shut down before this write")));
+            r.ticket.settle(Err(StorageError::new(
+                "the runtime shut down before this write",
+            )));
         }
     }
     tracing::debug!("committer stopped");
@@ -275,7 +276,9 @@ fn commit_batch(
         .coalesced
         .fetch_add(coalesced as u64, Ordering::Relaxed);
     add_micros(&metrics.sync_micros, elapsed);
-    metrics.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+    metrics
+        .max_batch
+        .fetch_max(batch.len() as u64, Ordering::Relaxed);
     if let Err(e) = &outcome {
         metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, writes = batch.len(), "commit batch failed");

@@ -42,7 +42,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(shared: Arc<Shared>, actor: &'static str, key: Arc<str>, caller: Chain) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        actor: &'static str,
+        key: Arc<str>,
+        caller: Chain,
+    ) -> Self {
         Context {
             shared,
             actor,

@@ -142,9 +142,7 @@ impl<A: Handlers> Registry<A> {
             if !inner.running {
                 inner.running = true;
                 drop(inner);
-                shared
-                    .tokio
-                    .spawn(activation::run(shared.clone(), slot));
+                shared.tokio.spawn(activation::run(shared.clone(), slot));
             }
             return Ok(());
         }

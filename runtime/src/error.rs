@@ -22,7 +22,9 @@ pub enum CallError<E = Infallible> {
     #[error("overloaded: {0}")]
     Overloaded(&'static str),
     /// The handler panicked; the actor was reset to its last committed state.
-    #[error("handler `{handler}` of actor `{actor}` panicked; the actor was reset to its last committed state")]
+    #[error(
+        "handler `{handler}` of actor `{actor}` panicked; the actor was reset to its last committed state"
+    )]
     Panicked {
         /// Storage name of the actor type.
         actor: &'static str,
@@ -115,7 +117,6 @@ pub enum Failure {
     NotRegistered(&'static str),
     ShuttingDown,
 }
-
 
 /// A failure of the underlying store (I/O, a poisoned journal, an injected fault).
 #[derive(Clone)]

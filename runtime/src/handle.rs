@@ -99,9 +99,7 @@ fn downcast<T: 'static>(value: Box<dyn Any + Send>) -> T {
 /// Types the reply of a handler that cannot fail.
 #[doc(hidden)]
 pub fn finish<T: 'static>(reply: Reply) -> Result<T, CallError> {
-    reply
-        .map(downcast::<T>)
-        .map_err(CallError::from_failure)
+    reply.map(downcast::<T>).map_err(CallError::from_failure)
 }
 
 /// Types the reply of a handler returning `Result<T, E>`.

@@ -88,7 +88,7 @@ pub mod prelude {
 /// Used by the code the macros generate, and by Gears' own tests. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::Output;
+    pub use crate::actor::{MessageArgument, Output, assert_message_argument};
     pub use crate::codec::{shard_of, state_key};
     pub use crate::commit::{CommitStage, FaultHook};
     pub use crate::error::Failure;

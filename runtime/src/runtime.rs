@@ -128,10 +128,11 @@ impl Builder {
     /// Opens the store and starts the runtime. Must be called within a multi-threaded Tokio
     /// runtime.
     pub async fn open(self) -> Result<Runtime, Error> {
-        let tokio = tokio::runtime::Handle::try_current().map_err(|e| Error::NoTokio(e.to_string()))?;
-        let path = self
-            .path
-            .ok_or_else(|| Error::Config("no store path: call `.path(dir)` on the builder".into()))?;
+        let tokio =
+            tokio::runtime::Handle::try_current().map_err(|e| Error::NoTokio(e.to_string()))?;
+        let path = self.path.ok_or_else(|| {
+            Error::Config("no store path: call `.path(dir)` on the builder".into())
+        })?;
         let config = self.config;
         for (what, value) in [
             ("max_live_activations", config.max_live_activations),
@@ -169,15 +170,19 @@ impl Builder {
             .await
             .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
         let metrics = Arc::new(Metrics::default());
-        let (committer, committer_thread) =
-            Committer::start(store.clone(), metrics.clone(), config.commit_queue, self.fault)
-                .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
+        let (committer, committer_thread) = Committer::start(
+            store.clone(),
+            metrics.clone(),
+            config.commit_queue,
+            self.fault,
+        )
+        .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
 
-        let sweep_every = (config.idle_timeout / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let sweep_every =
+            (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let shared = Arc::new(Shared {
             config,
-            store,
+            store: parking_lot::RwLock::new(Some(store)),
             committer,
             metrics,
             types,
@@ -216,7 +221,8 @@ fn check_actor_name(name: &str) -> Result<(), Error> {
 /// State shared by the runtime, its handles, activations and services.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) store: Store,
+    /// `None` once shut down: the store is closed so the path can be opened again.
+    store: parking_lot::RwLock<Option<Store>>,
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
     types: HashMap<TypeId, Arc<dyn AnyRegistry>>,
@@ -238,6 +244,11 @@ impl Shared {
         self.types
             .get(&TypeId::of::<A>())
             .and_then(|r| r.clone().as_any().downcast::<Registry<A>>().ok())
+    }
+
+    /// The store, unless the runtime has shut down.
+    pub(crate) fn store(&self) -> Result<Store, Failure> {
+        self.store.read().clone().ok_or(Failure::ShuttingDown)
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -367,10 +378,18 @@ impl Runtime {
         if let Some(housekeeper) = housekeeper {
             housekeeper.stop().await;
         }
-        let store = shared.store.clone();
-        tokio::task::spawn_blocking(move || store.sync())
+        // Sync, then close the store (dropping fjall joins its workers, so off the workers
+        // here too); the path can be opened again as soon as this returns.
+        let store = shared.store.write().take();
+        if let Some(store) = store {
+            tokio::task::spawn_blocking(move || {
+                let synced = store.sync();
+                drop(store);
+                synced
+            })
             .await
             .map_err(|e| Error::Config(format!("shutdown task failed: {e}")))??;
+        }
         Ok(())
     }
 }

@@ -100,8 +100,8 @@ impl Store {
             Durability::Sync => PersistMode::SyncAll,
             Durability::Buffered => PersistMode::Buffer,
         };
-        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count)
-            .durability(Some(mode));
+        let mut batch =
+            fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count).durability(Some(mode));
         for w in writes {
             debug_assert!(!w.key.is_empty());
             match w.value {

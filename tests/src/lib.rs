@@ -82,7 +82,7 @@ pub struct Relay {
 #[handlers]
 impl Relay {
     /// Calls the first key of `route` with the rest as its onward route; returns the hop
-    /// count of the last actor. A failed inner call comes back as its `Debug` text.
+    /// count of the last actor. A failed inner call comes back as its message.
     pub async fn forward(&mut self, ctx: &Context, route: Vec<String>) -> Result<u32, String> {
         self.hops += 1;
         match route.split_first() {
@@ -90,7 +90,7 @@ impl Relay {
             Some((next, rest)) => match ctx.get::<Relay>(next).forward(rest.to_vec()).await {
                 Ok(hops) => Ok(hops),
                 Err(CallError::Handler(inner)) => Err(inner),
-                Err(e) => Err(format!("{e:?}")),
+                Err(e) => Err(e.to_string()),
             },
         }
     }

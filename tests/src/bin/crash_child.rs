@@ -1,0 +1,54 @@
+//! Child process of `tests/acknowledged_writes_survive_sigkill.rs`: hammers counters on a
+//! store until it is killed, printing every acknowledged value.
+//!
+//! Usage: `crash_child <data_dir> <keys>`. Prints `ack <key> <value>` (one line, flushed)
+//! after each `add(1)` on `Counter("k<i % keys>")` has returned; runs until killed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gears_tests::Counter;
+
+/// Concurrent callers, so commits are grouped as they are in production.
+const TASKS: usize = 32;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: crash_child <data_dir> <keys>";
+    let dir = PathBuf::from(args.next().ok_or(usage)?);
+    let keys: u64 = args.next().ok_or(usage)?.parse()?;
+    if keys == 0 {
+        return Err(usage.into());
+    }
+    let rt = gears_tests::builder(&dir).open().await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        tasks.spawn(hammer(rt.clone(), next.clone(), keys));
+    }
+    // The tasks only end on an error (a failed call, or the reader gone): report it.
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(join.into()),
+        None => Ok(()),
+    }
+}
+
+/// Adds 1 to the counter of the next key, prints the acknowledged value, repeats; returns
+/// only on an error.
+async fn hammer(rt: gears::Runtime, next: Arc<AtomicU64>, keys: u64) -> Result<(), BoxError> {
+    loop {
+        let key = format!("k{}", next.fetch_add(1, Ordering::Relaxed) % keys);
+        let value = rt.get::<Counter>(&key).add(1).await?;
+        // One locked write + flush per line, so lines never interleave and the ack is in the
+        // pipe before this task makes its next call.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ack {key} {value}")?;
+        out.flush()?;
+    }
+}

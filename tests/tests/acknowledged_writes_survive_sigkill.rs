@@ -1,0 +1,147 @@
+//! A write acknowledged before the process is SIGKILLed is still there after reopening: a
+//! child process hammering counters is killed and the store reopened and checked, three
+//! times on the same directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use gears_tests::Counter;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+/// Keys the child spreads its calls over.
+const KEYS: u64 = 16;
+/// Concurrent callers in the child (`TASKS` in `src/bin/crash_child.rs`).
+const CHILD_TASKS: u64 = 32;
+/// Kill/reopen cycles on the same directory.
+const CYCLES: usize = 3;
+/// Acknowledgements to see before killing the child.
+const ACKS_BEFORE_KILL: usize = 2000;
+/// Kill the child after this even if it acknowledged fewer writes (a slow disk is not what
+/// this test is about; it still checks whatever was acknowledged).
+const READ_BOUND: Duration = Duration::from_secs(120);
+
+/// The values a child acknowledged, per key.
+#[derive(Default)]
+struct Acks {
+    lowest: HashMap<String, u64>,
+    highest: HashMap<String, u64>,
+    count: usize,
+}
+
+impl Acks {
+    /// Records one complete `ack <key> <value>\n` line.
+    fn record(&mut self, line: &[u8]) {
+        let text = std::str::from_utf8(line).expect("the child prints UTF-8");
+        let parsed = text
+            .trim_end_matches('\n')
+            .strip_prefix("ack ")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(key, value)| Some((key, value.parse::<u64>().ok()?)));
+        let Some((key, value)) = parsed else {
+            panic!("unexpected line from the child: {text:?}");
+        };
+        let lowest = self.lowest.entry(key.to_string()).or_insert(value);
+        *lowest = (*lowest).min(value);
+        let highest = self.highest.entry(key.to_string()).or_insert(value);
+        *highest = (*highest).max(value);
+        self.count += 1;
+    }
+}
+
+/// Runs `crash_child` on `dir` until it has acknowledged `ACKS_BEFORE_KILL` writes, SIGKILLs
+/// it, and returns every write it acknowledged before dying.
+async fn run_child_until_sigkill(dir: &Path) -> Acks {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
+        .arg(dir)
+        .arg(KEYS.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn crash_child");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut acks = Acks::default();
+    let mut line = Vec::new();
+    let deadline = tokio::time::Instant::now() + READ_BOUND;
+    while acks.count < ACKS_BEFORE_KILL {
+        match tokio::time::timeout_at(deadline, stdout.read_until(b'\n', &mut line)).await {
+            // Out of time: `line` may hold the start of a line, completed below.
+            Err(_) => break,
+            Ok(Ok(0)) => panic!(
+                "crash_child exited before it was killed ({:?}) after {} acks",
+                child.wait().await,
+                acks.count
+            ),
+            Ok(Ok(_)) if line.ends_with(b"\n") => {
+                acks.record(&line);
+                line.clear();
+            }
+            Ok(Ok(_)) => panic!("crash_child closed its stdout mid-line: {line:?}"),
+            Ok(Err(e)) => panic!("reading crash_child's stdout: {e}"),
+        }
+    }
+    child.kill().await.expect("SIGKILL crash_child");
+    // Lines still in the pipe were acknowledged before the kill: they count too. A last
+    // line without its newline was cut by the kill and is ignored.
+    stdout
+        .read_to_end(&mut line)
+        .await
+        .expect("drain crash_child's stdout");
+    for complete in line.split_inclusive(|b| *b == b'\n') {
+        if complete.ends_with(b"\n") {
+            acks.record(complete);
+        }
+    }
+    acks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // What the previous reopen found, which the next child starts from.
+    let mut stored_before: HashMap<String, u64> = HashMap::new();
+    for cycle in 1..=CYCLES {
+        let acks = run_child_until_sigkill(dir.path()).await;
+        assert!(
+            acks.count > 0,
+            "cycle {cycle}: crash_child acknowledged nothing in {READ_BOUND:?}"
+        );
+
+        let rt = gears_tests::open(dir.path()).await;
+        for k in 0..KEYS {
+            let key = format!("k{k}");
+            let stored = rt
+                .get::<Counter>(&key)
+                .get()
+                .await
+                .expect("read a counter after reopening");
+            let before = stored_before.get(&key).copied().unwrap_or(0);
+            if let Some(&lowest) = acks.lowest.get(&key) {
+                assert!(
+                    lowest > before,
+                    "cycle {cycle}, {key}: the child acknowledged {lowest}, but it should have \
+                     started from the stored {before}"
+                );
+            }
+            let highest = acks.highest.get(&key).copied().unwrap_or(before);
+            assert!(
+                stored >= highest,
+                "cycle {cycle}, {key}: {highest} was acknowledged before SIGKILL, but only \
+                 {stored} survived"
+            );
+            // Each child task has at most one write committed but not yet acknowledged.
+            assert!(
+                stored - highest <= CHILD_TASKS,
+                "cycle {cycle}, {key}: {stored} stored, but only {highest} acknowledged and at \
+                 most {CHILD_TASKS} writes were in flight"
+            );
+            stored_before.insert(key, stored);
+        }
+        rt.shutdown().await.expect("shut down the checking runtime");
+        // The next child opens the same store: release it first.
+        drop(rt);
+    }
+}

@@ -1,0 +1,79 @@
+//! Idle activations are passivated after their idle timeout and come back with the same
+//! state; the number of live activations never exceeds the configured cap (LRU passivation).
+
+use std::time::Duration;
+
+use gears_tests::{Counter, builder};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_activations_passivate_and_reactivate_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .idle_timeout(Duration::from_millis(30))
+        .open()
+        .await
+        .unwrap();
+    for k in 0..10 {
+        rt.get::<Counter>(format!("k{k}")).add(k + 1).await.unwrap();
+    }
+    assert_eq!(rt.stats().live_activations, 10);
+    // The housekeeper sweeps every few idle periods; wait for it, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rt.stats().live_activations > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", rt.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rt.stats().passivations, 10);
+    for k in 0..10 {
+        assert_eq!(
+            rt.get::<Counter>(format!("k{k}")).get().await.unwrap(),
+            k + 1
+        );
+    }
+    assert_eq!(rt.stats().activations, 20, "each key was activated again");
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_type_idle_timeout_overrides_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .idle_timeout(Duration::from_secs(3600))
+        .idle_timeout_for::<Counter>(Duration::ZERO)
+        .open()
+        .await
+        .unwrap();
+    rt.get::<Counter>("a").add(1).await.unwrap();
+    assert_eq!(rt.passivate_idle(), 1);
+    assert_eq!(rt.stats().live_activations, 0);
+    assert_eq!(rt.get::<Counter>("a").get().await.unwrap(), 1);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_activations_never_exceed_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 8;
+    let rt = builder(dir.path())
+        .max_live_activations(cap)
+        .open()
+        .await
+        .unwrap();
+    for round in 1..=3u64 {
+        for k in 0..100 {
+            let value = rt.get::<Counter>(format!("k{k}")).add(1).await.unwrap();
+            assert_eq!(value, round, "state survived passivation");
+            let live = rt.stats().live_activations;
+            assert!(live <= cap as u64, "live {live} over cap {cap}");
+        }
+    }
+    // Recently used keys are still live; the least recently used went first.
+    let stats = rt.stats();
+    assert_eq!(stats.live_activations, cap as u64, "{stats:?}");
+    assert_eq!(
+        stats.activations - stats.passivations,
+        cap as u64,
+        "{stats:?}"
+    );
+    rt.shutdown().await.unwrap();
+}
