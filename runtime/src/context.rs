@@ -18,18 +18,16 @@ pub(crate) type Chain = Option<Arc<ChainLink>>;
 
 /// Finds `(actor, key)` in a chain, and renders the chain for the error message.
 pub(crate) fn find_cycle(chain: &Chain, actor: &str, key: &str) -> Option<String> {
-    let mut link = chain.as_ref();
-    let mut path = vec![format!("{actor}({key:?})")];
-    let mut found = false;
-    while let Some(l) = link {
-        path.push(format!("{}({:?})", l.actor, &*l.key));
-        found |= l.actor == actor && &*l.key == key;
-        link = l.parent.as_ref();
+    let links = || std::iter::successors(chain.as_deref(), |l| l.parent.as_deref());
+    if !links().any(|l| l.actor == actor && &*l.key == key) {
+        return None;
     }
-    found.then(|| {
-        path.reverse();
-        path.join(" → ")
-    })
+    let mut path: Vec<String> = links()
+        .map(|l| format!("{}({:?})", l.actor, &*l.key))
+        .collect();
+    path.reverse();
+    path.push(format!("{actor}({key:?})"));
+    Some(path.join(" → "))
 }
 
 /// Given to handlers that ask for it (`ctx: &Context` right after the receiver): the actor's
