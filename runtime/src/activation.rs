@@ -25,26 +25,57 @@ pub(crate) struct Loaded<A> {
     /// The record of the state as last written (or loaded): what a rollback returns to, and
     /// what a turn's result is compared with to skip writes that change nothing.
     record: Option<Arc<[u8]>>,
-    /// The latest write of this actor, while it may still be pending.
+}
+
+/// What an activation keeps between turns. The pending write outlives the state: after an
+/// unload (panic, undecodable record, failed commit) the next load waits for it, and replies
+/// stay gated on it.
+pub(crate) struct Activation<A> {
+    pub(crate) loaded: Option<Loaded<A>>,
+    /// The latest write of this actor while it may not be durable yet.
     pub(crate) last_write: Option<Arc<Ticket>>,
 }
 
-/// Drains the slot's queue, then puts the state back and ends.
+impl<A> Activation<A> {
+    pub(crate) fn empty() -> Self {
+        Activation {
+            loaded: None,
+            last_write: None,
+        }
+    }
+
+    /// Nothing of this activation is waiting to become durable.
+    pub(crate) fn settled(&self) -> bool {
+        self.last_write.as_ref().is_none_or(|t| t.settled())
+    }
+}
+
+/// Most bytes of one state record (fjall takes values below 4 GiB; far less is sane).
+const MAX_RECORD: usize = 1 << 30;
+
+/// Drains the slot's queue, then puts the activation back and ends.
 pub(crate) async fn run<A: Handlers>(shared: Arc<Shared>, slot: Arc<Slot<A>>) {
-    let mut loaded = slot.inner.lock().state.take();
+    let mut activation = std::mem::replace(&mut slot.inner.lock().activation, Activation::empty());
     loop {
         let envelope = {
             let mut inner = slot.inner.lock();
             match inner.queue.pop_front() {
                 Some(envelope) => envelope,
                 None => {
-                    inner.state = loaded;
+                    inner.activation = activation;
                     inner.running = false;
                     return;
                 }
             }
         };
-        turn(&shared, &slot, &mut loaded, envelope).await;
+        // Handler panics are caught inside; this catches the rest (a user `Serialize`,
+        // `Deserialize`, `Default` or `Drop` that panics), so the key never stays wedged.
+        let turn = AssertUnwindSafe(turn(&shared, &slot, &mut activation, envelope));
+        if turn.catch_unwind().await.is_err() {
+            shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(actor = A::NAME, key = %slot.key, "panic outside the handler; state unloaded");
+            activation.loaded = None;
+        }
         shared.turn_finished();
     }
 }
@@ -52,7 +83,7 @@ pub(crate) async fn run<A: Handlers>(shared: Arc<Shared>, slot: Arc<Slot<A>>) {
 async fn turn<A: Handlers>(
     shared: &Arc<Shared>,
     slot: &Slot<A>,
-    loaded: &mut Option<Loaded<A>>,
+    activation: &mut Activation<A>,
     envelope: Envelope<A>,
 ) {
     let Envelope {
@@ -64,24 +95,25 @@ async fn turn<A: Handlers>(
     if reply.as_ref().is_some_and(|r| r.is_closed()) {
         return;
     }
-    // A write of this activation failed: its memory holds state that never became durable.
-    if loaded
-        .as_ref()
-        .is_some_and(|l| l.last_write.as_ref().is_some_and(|t| t.failed()))
-    {
-        tracing::warn!(actor = A::NAME, key = %slot.key, "commit failed; reloading from the store");
-        *loaded = None;
+    match &activation.last_write {
+        // A write failed: memory holds a state that never became durable.
+        Some(t) if t.failed() => {
+            tracing::warn!(actor = A::NAME, key = %slot.key, "commit failed; reloading from the store");
+            activation.loaded = None;
+        }
+        Some(t) if t.settled() => activation.last_write = None,
+        _ => {}
     }
-    if loaded.is_none() {
-        match load::<A>(shared, slot).await {
-            Ok(l) => *loaded = Some(l),
+    if activation.loaded.is_none() {
+        match load::<A>(shared, slot, activation.last_write.take()).await {
+            Ok(l) => activation.loaded = Some(l),
             Err(failure) => {
                 send(reply, Err(failure));
                 return;
             }
         }
     }
-    let Some(l) = loaded.as_mut() else {
+    let Some(l) = activation.loaded.as_mut() else {
         return;
     };
 
@@ -101,13 +133,13 @@ async fn turn<A: Handlers>(
     let result: Reply = match ran {
         Err(_) => {
             tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
-            reset(loaded, slot);
+            reset(&mut activation.loaded, slot);
             Err(Failure::Timeout(timeout))
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
             tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
-            reset(loaded, slot);
+            reset(&mut activation.loaded, slot);
             Err(Failure::Panicked {
                 actor: A::NAME,
                 handler,
@@ -115,22 +147,21 @@ async fn turn<A: Handlers>(
         }
         Ok(Ok(output)) if !mutates => Ok(output.value),
         Ok(Ok(output)) if output.failed => {
-            reset(loaded, slot);
+            reset(&mut activation.loaded, slot);
             Ok(output.value)
         }
-        Ok(Ok(output)) => match commit(shared, slot, l).await {
+        Ok(Ok(output)) => match commit(shared, slot, l, &mut activation.last_write).await {
             Ok(()) => Ok(output.value),
             Err(failure) => {
-                reset(loaded, slot);
+                reset(&mut activation.loaded, slot);
                 Err(failure)
             }
         },
     };
 
-    let gate = loaded.as_ref().and_then(|l| l.last_write.as_ref());
     match reply {
         Some(tx) => release_after(
-            gate,
+            activation.last_write.as_ref(),
             Box::new(move |durable| {
                 let _ = tx.send(durable.and(result));
             }),
@@ -144,23 +175,32 @@ async fn commit<A: Handlers>(
     shared: &Shared,
     slot: &Slot<A>,
     l: &mut Loaded<A>,
+    last_write: &mut Option<Arc<Ticket>>,
 ) -> Result<(), Failure> {
-    let record: Arc<[u8]> = crate::codec::encode_state(A::SCHEMA, &l.state)
-        .map_err(|e| Failure::Storage(StorageError::new(format!("cannot encode state: {e}"))))?
-        .into();
-    if l.record.as_deref() == Some(&*record) {
+    let record = crate::codec::encode_state(A::SCHEMA, &l.state)
+        .map_err(|e| Failure::Storage(StorageError::new(format!("cannot encode state: {e}"))))?;
+    if l.record.as_deref() == Some(&record[..]) {
         return Ok(());
     }
+    if record.len() > MAX_RECORD {
+        return Err(Failure::Storage(StorageError::new(format!(
+            "the state of {}({:?}) encodes to {} bytes, over the limit of {MAX_RECORD}",
+            A::NAME,
+            &*slot.key,
+            record.len()
+        ))));
+    }
+    let record: Arc<[u8]> = record.into();
     let ticket = shared
         .committer
         .submit(
             slot.store_key.clone(),
             Some(record.clone()),
-            l.last_write.take(),
+            last_write.take(),
         )
         .await;
     l.record = Some(record);
-    l.last_write = Some(ticket);
+    *last_write = Some(ticket);
     Ok(())
 }
 
@@ -182,8 +222,20 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
     }
 }
 
-/// Reads the actor's record from the store (off the async workers) and decodes it.
-async fn load<A: Handlers>(shared: &Shared, slot: &Slot<A>) -> Result<Loaded<A>, Failure> {
+/// Reads the actor's record from the store (off the async workers) and decodes it, after
+/// the actor's pending write (if any) has settled, so the store is the truth.
+async fn load<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    pending: Option<Arc<Ticket>>,
+) -> Result<Loaded<A>, Failure> {
+    if let Some(ticket) = pending {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ticket.gate(Box::new(move |_| {
+            let _ = tx.send(());
+        }));
+        let _ = rx.await;
+    }
     let store = shared.store()?;
     let key = slot.store_key.clone();
     let bytes = tokio::task::spawn_blocking(move || store.get_state(&key))
@@ -194,14 +246,12 @@ async fn load<A: Handlers>(shared: &Shared, slot: &Slot<A>) -> Result<Loaded<A>,
         return Ok(Loaded {
             state: A::default(),
             record: None,
-            last_write: None,
         });
     };
     match crate::codec::decode_state::<A>(&bytes) {
         Ok((_schema, state)) => Ok(Loaded {
             state,
             record: Some(bytes.into()),
-            last_write: None,
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {
             actor: A::NAME,

@@ -7,6 +7,7 @@
 //! write: it leaves only when that write is durable, and fails if it failed.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
@@ -79,6 +80,9 @@ impl Ticket {
 
     /// Releases `reply` when this write is durable (now, if it already is).
     pub(crate) fn gate(&self, reply: GatedReply) {
+        if self.status.load(Ordering::Acquire) == DURABLE {
+            return reply(Ok(()));
+        }
         let outcome = {
             let mut inner = self.inner.lock();
             match self.status.load(Ordering::Acquire) {
@@ -210,7 +214,23 @@ fn run_committer(
                 Err(_) => break,
             }
         }
-        commit_batch(&store, &metrics, fault.as_ref(), &mut batch);
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit_batch(&store, &metrics, fault.as_ref(), &mut batch);
+        }));
+        if committed.is_err() {
+            // A bug (ours or the store's): fail the batch rather than leave callers hanging.
+            tracing::error!(
+                writes = batch.len(),
+                "commit batch panicked; its writes failed"
+            );
+            metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+            for r in &batch {
+                if !r.ticket.settled() {
+                    r.ticket
+                        .settle(Err(StorageError::new("the commit of this write panicked")));
+                }
+            }
+        }
         batch.clear();
     }
     // Whatever is still queued was never written: its callers hear so.

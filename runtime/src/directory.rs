@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::activation::{self, Loaded};
+use crate::activation::{self, Activation};
 use crate::actor::Handlers;
 use crate::context::Chain;
 use crate::error::Failure;
@@ -26,6 +26,8 @@ use crate::runtime::Shared;
 const DIRECTORY_SHARDS: usize = 64;
 /// Slots examined to pick an eviction victim when the live cap is reached (sampled LRU).
 const EVICTION_SAMPLE: usize = 32;
+/// Slots examined at most before giving up (`Overloaded`) when none is idle.
+const EVICTION_LIMIT: usize = 8 * EVICTION_SAMPLE;
 
 /// One message for an activation.
 pub(crate) struct Envelope<A: Handlers> {
@@ -45,7 +47,7 @@ pub(crate) struct Slot<A: Handlers> {
 
 pub(crate) struct SlotInner<A: Handlers> {
     /// The state while no task runs; the running task holds it otherwise.
-    pub(crate) state: Option<Loaded<A>>,
+    pub(crate) activation: Activation<A>,
     pub(crate) queue: VecDeque<Envelope<A>>,
     pub(crate) running: bool,
     /// Removed from the directory: enqueue must look the key up again.
@@ -55,12 +57,7 @@ pub(crate) struct SlotInner<A: Handlers> {
 impl<A: Handlers> SlotInner<A> {
     /// Idle, with nothing that is not yet durable: dropping it loses nothing.
     fn passivatable(&self) -> bool {
-        !self.running
-            && self.queue.is_empty()
-            && self
-                .state
-                .as_ref()
-                .is_none_or(|l| l.last_write.as_ref().is_none_or(|t| t.settled()))
+        !self.running && self.queue.is_empty() && self.activation.settled()
     }
 }
 
@@ -108,7 +105,7 @@ impl<A: Handlers> Registry<A> {
             store_key: crate::codec::state_key(A::NAME, key).into(),
             last_used: AtomicU64::new(shared.now_ms()),
             inner: Mutex::new(SlotInner {
-                state: None,
+                activation: Activation::empty(),
                 queue: VecDeque::new(),
                 running: false,
                 retired: false,
@@ -138,7 +135,6 @@ impl<A: Handlers> Registry<A> {
             }
             inner.queue.push_back(envelope);
             slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
-            shared.turn_started();
             if !inner.running {
                 inner.running = true;
                 drop(inner);
@@ -157,7 +153,6 @@ impl<A: Handlers> Registry<A> {
             return false;
         }
         inner.retired = true;
-        inner.state = None;
         true
     }
 }
@@ -212,11 +207,11 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
                         best = Some((idx, slot.key.clone(), used));
                     }
                 }
-                if examined >= EVICTION_SAMPLE && best.is_some() {
+                if (examined >= EVICTION_SAMPLE && best.is_some()) || examined >= EVICTION_LIMIT {
                     break;
                 }
             }
-            if examined >= EVICTION_SAMPLE && best.is_some() {
+            if (examined >= EVICTION_SAMPLE && best.is_some()) || examined >= EVICTION_LIMIT {
                 break;
             }
         }

@@ -64,6 +64,7 @@ impl<A: Handlers> Caller<A> {
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
             return Err(Failure::Cycle(cycle));
         }
+        let (handler, _) = A::__describe(&message);
         self.shared.admit(self.chain.is_some())?;
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
@@ -71,12 +72,18 @@ impl<A: Handlers> Caller<A> {
             chain: self.chain.clone(),
             reply: Some(tx),
         };
-        registry.enqueue(&self.shared, key, envelope)?;
+        if let Err(failure) = registry.enqueue(&self.shared, key, envelope) {
+            self.shared.turn_finished();
+            return Err(failure);
+        }
         let timeout = self.shared.config.call_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
-            // The activation dropped the reply without answering: only at shutdown.
-            Ok(Err(_)) => Err(Failure::ShuttingDown),
+            // The turn unwound without answering (a panic outside the handler).
+            Ok(Err(_)) => Err(Failure::Panicked {
+                actor: A::NAME,
+                handler,
+            }),
             Err(_) => Err(Failure::Timeout(timeout)),
         }
     }

@@ -42,6 +42,10 @@ impl Default for Config {
     }
 }
 
+/// Upper bound of every configured capacity (far above any sane value, far below what
+/// would overflow the channels' permit counters).
+const MAX_QUEUE: usize = 1 << 30;
+
 type Registration = Box<dyn FnOnce(Duration) -> (TypeId, &'static str, Arc<dyn AnyRegistry>)>;
 
 /// Configures and opens a [`Runtime`]. Start with [`Runtime::builder`].
@@ -139,8 +143,10 @@ impl Builder {
             ("mailbox_capacity", config.mailbox_capacity),
             ("commit_queue", config.commit_queue),
         ] {
-            if value == 0 {
-                return Err(Error::Config(format!("{what} must be at least 1")));
+            if value == 0 || value > MAX_QUEUE {
+                return Err(Error::Config(format!(
+                    "{what} must be between 1 and {MAX_QUEUE}, not {value}"
+                )));
             }
         }
 
@@ -257,22 +263,25 @@ impl Shared {
 
     /// Admits a new call, or refuses it while shutting down. Calls made by handlers are
     /// admitted until the very end, so in-flight work can finish.
+    ///
+    /// An admitted call counts as in flight from here until its turn finished (or
+    /// [`turn_finished`](Self::turn_finished) is called because it was not enqueued). Counting
+    /// before checking, both `SeqCst`, means shutdown either sees the call or the call sees
+    /// shutdown.
     pub(crate) fn admit(&self, from_actor: bool) -> Result<(), Failure> {
-        if self.closed.load(Ordering::Acquire)
-            || (!from_actor && self.closing.load(Ordering::Acquire))
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst)
+            || (!from_actor && self.closing.load(Ordering::SeqCst))
         {
+            self.turn_finished();
             Err(Failure::ShuttingDown)
         } else {
             Ok(())
         }
     }
 
-    pub(crate) fn turn_started(&self) {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-    }
-
     pub(crate) fn turn_finished(&self) {
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Takes a place under the live-activation cap, passivating an idle activation if needed.
@@ -361,18 +370,22 @@ impl Runtime {
     /// stops the runtime's services. Calls made after this fail with `ShuttingDown`.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let shared = &self.shared;
-        shared.closing.store(true, Ordering::Release);
-        while shared.inflight.load(Ordering::Acquire) > 0 {
+        shared.closing.store(true, Ordering::SeqCst);
+        while shared.inflight.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        shared.closed.store(true, Ordering::Release);
+        shared.closed.store(true, Ordering::SeqCst);
+        while shared.inflight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         shared.committer.stop().await;
         let thread = shared.committer_thread.lock().take();
+        let mut committer_result = Ok(());
         if let Some(thread) = thread {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| Error::Config(format!("shutdown task failed: {e}")))?
-                .map_err(|_| Error::Config("the committer thread panicked".into()))?;
+            committer_result = match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Error::Config("the committer thread panicked".into())),
+            };
         }
         let housekeeper = shared.housekeeper.lock().take();
         if let Some(housekeeper) = housekeeper {
@@ -390,7 +403,7 @@ impl Runtime {
             .await
             .map_err(|e| Error::Config(format!("shutdown task failed: {e}")))??;
         }
-        Ok(())
+        committer_result
     }
 }
 
