@@ -71,19 +71,27 @@ async fn replies_wait_for_durability_and_next_turns_do_not() {
             tokio::spawn(async move { c.add(1).await })
         })
         .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let wait_for_turns = |n: u64| {
+        let rt = rt.clone();
+        async move {
+            while rt.stats().turns < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "turns did not run: {:?}",
+                    rt.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    wait_for_turns(6).await;
+    // A read after the five writes ran: it sees their state, so it must wait for them too.
     let reader = tokio::spawn({
         let c = c.clone();
         async move { c.get().await }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rt.stats().turns < 7 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "turns did not run: {:?}",
-            rt.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for_turns(7).await;
     // Every turn ran, but nothing is durable: no reply may have left, the read included.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
