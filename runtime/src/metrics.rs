@@ -39,7 +39,8 @@ pub struct Stats {
     pub commit_batches: u64,
     /// Commit batches that failed.
     pub failed_batches: u64,
-    /// Journal syncs (one per batch; an fsync in `Durability::Sync`).
+    /// Journal syncs: one per batch that reached the store (an fsync in `Durability::Sync`,
+    /// a flush to the OS in `Durability::Buffered`).
     pub journal_syncs: u64,
     /// Keys written to the store.
     pub writes: u64,

@@ -284,6 +284,13 @@ impl Shared {
         self.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Waits until no admitted call is in flight.
+    async fn drained(&self) {
+        while self.inflight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Takes a place under the live-activation cap, passivating an idle activation if needed.
     pub(crate) fn reserve_live(&self) -> Result<(), Failure> {
         let cap = self.config.max_live_activations;
@@ -370,14 +377,12 @@ impl Runtime {
     /// stops the runtime's services. Calls made after this fail with `ShuttingDown`.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let shared = &self.shared;
+        // First outside calls stop and what was accepted drains (handlers may still call
+        // other actors); then every call stops and the last of those drain.
         shared.closing.store(true, Ordering::SeqCst);
-        while shared.inflight.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        shared.drained().await;
         shared.closed.store(true, Ordering::SeqCst);
-        while shared.inflight.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        shared.drained().await;
         shared.committer.stop().await;
         let thread = shared.committer_thread.lock().take();
         let mut committer_result = Ok(());

@@ -3,7 +3,7 @@
 //! Every call here may block (fsync, write stalls, compaction back-pressure), so callers run
 //! it on the committer thread or in `spawn_blocking`, never on a Tokio worker.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -63,7 +63,7 @@ impl Store {
                     .unwrap_or(u32::MAX);
                 if found != STORE_FORMAT {
                     return Err(Error::IncompatibleStore {
-                        path: PathBuf::from(path).display().to_string(),
+                        path: path.display().to_string(),
                         found,
                         supported: STORE_FORMAT,
                     });
