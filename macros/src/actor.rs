@@ -2,14 +2,18 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{DeriveInput, LitStr};
+use syn::{DeriveInput, LitStr, Type};
 
 struct Options {
     name: Option<LitStr>,
+    events: Option<Type>,
 }
 
 fn parse_options(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> Options {
-    let mut options = Options { name: None };
+    let mut options = Options {
+        name: None,
+        events: None,
+    };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("actor")) {
         let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
@@ -19,13 +23,21 @@ fn parse_options(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> Options {
                 }
                 options.name = Some(name);
                 Ok(())
+            } else if meta.path.is_ident("events") {
+                let events: Type = meta.value()?.parse()?;
+                if options.events.is_some() {
+                    return Err(meta.error("`events` is given twice"));
+                }
+                options.events = Some(events);
+                Ok(())
             } else {
                 let option = meta
                     .path
                     .get_ident()
                     .map_or_else(|| "?".to_string(), ToString::to_string);
                 Err(meta.error(format!(
-                    "unknown actor option `{option}`; the accepted option is `name = \"...\"`"
+                    "unknown actor option `{option}`; the accepted options are `name = \"...\"` \
+                     and `events = EventType`"
                 )))
             }
         });
@@ -84,10 +96,14 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let name = options
         .name
         .map_or_else(|| ident.to_string(), |n| n.value());
+    let events = options
+        .events
+        .map_or_else(|| quote!(()), |ty| quote!(#ty));
     quote! {
         #errors
         impl ::gears::Actor for #ident {
             const NAME: &'static str = #name;
+            type Event = #events;
         }
     }
 }

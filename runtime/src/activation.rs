@@ -1,8 +1,11 @@
 //! Turns: the task that drains one activation's queue, one message at a time.
 //!
 //! The task exists only while the queue has messages. For each message it runs the handler
-//! on the state (panics caught, bounded by the call timeout), hands a changed state to the
-//! commit pipeline without waiting for it, and gates the reply on the actor's latest write.
+//! on the state (panics caught, bounded by the call timeout), applies what the turn asked of
+//! its [`Context`] (sends, timers, events, subscriptions, deletion) and, for a durable
+//! message, its removal from the outbox or timers; hands all of it to the commit pipeline as
+//! one atomic request without waiting for it; and gates the reply, the new outbox entries
+//! and the events on the actor's latest write.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,17 +14,26 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use tracing::Instrument;
 
+use std::time::SystemTime;
+
 use crate::actor::Handlers;
-use crate::commit::{Ticket, release_after};
-use crate::context::Context;
-use crate::directory::{Envelope, Slot};
+use crate::codec::{
+    ActorMeta, ActorRef, OutboxRecord, Payload, Subscriber, TimerEntry, TimerRecord,
+    encode_envelope, outbox_key, timer_key,
+};
+use crate::commit::{KeyWrite, Ticket, release_after};
+use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
+use crate::directory::{Body, Delivery, Envelope, Replier, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
 use crate::runtime::Shared;
+use crate::store::Space;
 
 /// An activation's state in memory.
 pub(crate) struct Loaded<A> {
     state: A,
+    /// Timers, subscribers, subscriptions and dedup window: committed with the state.
+    meta: ActorMeta,
     /// The record of the state as last written (or loaded): what a rollback returns to, and
     /// what a turn's result is compared with to skip writes that change nothing.
     record: Option<Arc<[u8]>>,
@@ -49,6 +61,9 @@ impl<A> Activation<A> {
         self.last_write.as_ref().is_none_or(|t| t.settled())
     }
 }
+
+/// Idempotency keys of outside sends remembered per actor.
+pub(crate) const DEDUP_WINDOW: usize = 128;
 
 /// Most bytes of one state record (fjall takes values below 4 GiB; far less is sane).
 const MAX_RECORD: usize = 1 << 30;
@@ -87,12 +102,13 @@ async fn turn<A: Handlers>(
     envelope: Envelope<A>,
 ) {
     let Envelope {
-        message,
+        body,
         chain,
         reply,
+        delivery,
     } = envelope;
     // The caller gave up (timeout): do not run a handler nobody waits for.
-    if reply.as_ref().is_some_and(|r| r.is_closed()) {
+    if reply.as_ref().is_some_and(Replier::is_closed) {
         return;
     }
     match &activation.last_write {
@@ -117,8 +133,42 @@ async fn turn<A: Handlers>(
         return;
     };
 
+    let message = match body {
+        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_ref()) => message,
+        // A duplicate (idempotency key seen) or stale (cancelled, rescheduled) delivery:
+        // completed without running anything.
+        Body::Call(_) => {
+            let mut writes = Vec::new();
+            if let Some(d) = delivery {
+                complete_delivery(shared, slot, l, d, false, &mut writes, &mut None);
+            }
+            let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, false)
+                .await
+                .map(|()| Box::new(()) as Box<dyn std::any::Any + Send>);
+            return reply_after(shared, slot, activation, reply, result, Released::default());
+        }
+        Body::Subscribe(subscriber) => {
+            let subscribers = &mut l.meta.subscribers;
+            subscribers.retain(|s| s.actor != subscriber.actor || s.key != subscriber.key);
+            subscribers.push(subscriber);
+            return system_turn(shared, slot, activation, reply, delivery).await;
+        }
+        Body::Unsubscribe(gone) => {
+            l.meta
+                .subscribers
+                .retain(|s| s.actor != gone.actor || s.key != gone.key);
+            return system_turn(shared, slot, activation, reply, delivery).await;
+        }
+    };
+
     let (handler, mutates) = A::__describe(&message);
-    let ctx = Context::new(shared.clone(), A::NAME, slot.key.clone(), chain);
+    let ctx = Context::new(
+        shared.clone(),
+        TurnType::of::<A>(),
+        slot.key.clone(),
+        chain,
+        l.meta.timers.clone(),
+    );
     let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
     let timeout = shared.config.call_timeout;
     let ran = tokio::time::timeout(
@@ -127,81 +177,471 @@ async fn turn<A: Handlers>(
     )
     .instrument(span)
     .await;
-    drop(ctx);
+    let mut effects = ctx.into_effects();
     shared.metrics.turns.fetch_add(1, Ordering::Relaxed);
 
-    let result: Reply = match ran {
+    let output = match ran {
         Err(_) => {
             tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
             reset(&mut activation.loaded, slot);
-            Err(Failure::Timeout(timeout))
+            return send_gated(activation, reply, Err(Failure::Timeout(timeout)));
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
             tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
             reset(&mut activation.loaded, slot);
-            Err(Failure::Panicked {
+            let failure = Failure::Panicked {
                 actor: A::NAME,
                 handler,
-            })
+            };
+            return send_gated(activation, reply, Err(failure));
         }
-        Ok(Ok(output)) if !mutates => Ok(output.value),
-        Ok(Ok(output)) if output.failed => {
-            reset(&mut activation.loaded, slot);
-            Ok(output.value)
-        }
-        Ok(Ok(output)) => match commit(shared, slot, l, &mut activation.last_write).await {
-            Ok(()) => Ok(output.value),
-            Err(failure) => {
-                reset(&mut activation.loaded, slot);
-                Err(failure)
-            }
-        },
+        Ok(Ok(output)) => output,
     };
 
-    match reply {
-        Some(tx) => release_after(
-            activation.last_write.as_ref(),
-            Box::new(move |durable| {
-                let _ = tx.send(durable.and(result));
-            }),
-        ),
-        None => drop(result),
+    // The handler returned: the message counts as processed, even if the turn is rolled back.
+    let refused = effects.error.take();
+    let keep = refused.is_none() && !output.failed;
+    let mut writes = Vec::new();
+    let mut released = Released::default();
+    let mut dirty = keep && mutates;
+    if !keep && mutates {
+        reset(&mut activation.loaded, slot);
+    }
+    let Some(l) = activation.loaded.as_mut() else {
+        return send_gated(activation, reply, refused.map_or(Ok(output.value), Err));
+    };
+    if keep {
+        match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+            Ok(changed) => dirty |= changed,
+            Err(failure) => {
+                // Transient (the outbox is full): the message is not consumed.
+                reset(&mut activation.loaded, slot);
+                return send_gated(activation, reply, Err(failure));
+            }
+        }
+    }
+    if let Some(d) = delivery {
+        dirty |= complete_delivery(shared, slot, l, d, true, &mut writes, &mut released.timer_due);
+    }
+    let outbox = released.outbox.len();
+    let committed = finish_turn(shared, slot, l, &mut activation.last_write, writes, dirty).await;
+    let result = match (committed, refused) {
+        (Err(failure), _) => {
+            shared.outbox.release(outbox);
+            reset(&mut activation.loaded, slot);
+            Err(failure)
+        }
+        (Ok(()), Some(failure)) => Err(failure),
+        (Ok(()), None) => Ok(output.value),
+    };
+    reply_after(shared, slot, activation, reply, result, released);
+}
+
+/// A subscription change: commit the changed metadata (and the delivery's removal).
+async fn system_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+    delivery: Option<Delivery>,
+) {
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
+    let mut writes = Vec::new();
+    if let Some(d) = delivery {
+        complete_delivery(shared, slot, l, d, true, &mut writes, &mut None);
+    }
+    let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, true).await;
+    if result.is_err() {
+        reset(&mut activation.loaded, slot);
+    }
+    let result = result.map(|()| Box::new(()) as Box<dyn std::any::Any + Send>);
+    reply_after(shared, slot, activation, reply, result, Released::default());
+}
+
+/// What a committed turn releases once it is durable, besides its reply.
+struct Released<E> {
+    /// New outbox entries, for the dispatcher.
+    outbox: Vec<(u64, OutboxRecord)>,
+    /// Events, for watchers.
+    events: Vec<E>,
+    /// The earliest timer the turn scheduled.
+    timer_due: Option<u64>,
+}
+
+impl<E> Default for Released<E> {
+    fn default() -> Self {
+        Released {
+            outbox: Vec::new(),
+            events: Vec::new(),
+            timer_due: None,
+        }
     }
 }
 
-/// Encodes the state and, if it changed, hands it to the committer.
-async fn commit<A: Handlers>(
+/// A delivery already processed (its idempotency key is in the window) or a timer firing
+/// that no longer exists (cancelled or rescheduled after it was picked up).
+fn is_duplicate(meta: &ActorMeta, delivery: Option<&Delivery>) -> bool {
+    match delivery {
+        Some(Delivery::Outbox {
+            idempotency: Some(k),
+            ..
+        }) => meta.dedup.contains(k),
+        Some(Delivery::Timer { name, due_ms, .. }) => !meta
+            .timers
+            .iter()
+            .any(|t| t.name == *name && t.due_ms == *due_ms),
+        _ => false,
+    }
+}
+
+/// Applies a kept turn's effects to the metadata and collects their writes. Returns whether
+/// the record changed.
+fn apply_effects<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    l: &mut Loaded<A>,
+    effects: Effects,
+    writes: &mut Vec<KeyWrite>,
+    released: &mut Released<A::Event>,
+) -> Result<bool, Failure> {
+    let Effects {
+        mut sends,
+        events,
+        timers,
+        subscriptions,
+        delete,
+        error: _,
+    } = effects;
+    let mut changed = false;
+    let me = || ActorRef {
+        actor: A::NAME.to_string(),
+        key: slot.key.to_string(),
+    };
+
+    let events: Vec<A::Event> = events
+        .into_iter()
+        .filter_map(|e| e.downcast::<A::Event>().ok().map(|e| *e))
+        .collect();
+    if !events.is_empty() && !l.meta.subscribers.is_empty() {
+        for event in &events {
+            let bytes = postcard::to_allocvec(event).map_err(|e| {
+                Failure::Invalid(format!("cannot encode an event of `{}`: {e}", A::NAME))
+            })?;
+            for s in &l.meta.subscribers {
+                sends.push(OutboxRecord {
+                    target: ActorRef {
+                        actor: s.actor.clone(),
+                        key: s.key.clone(),
+                    },
+                    payload: Payload::Event {
+                        handler: s.handler.clone(),
+                        event: bytes.clone(),
+                    },
+                    idempotency: None,
+                });
+            }
+        }
+    }
+
+    if delete {
+        for t in l.meta.timers.iter() {
+            writes.push(timer_write(t.due_ms, slot, &t.name, None));
+        }
+        for publisher in l.meta.subscriptions.drain(..) {
+            sends.push(OutboxRecord {
+                target: publisher,
+                payload: Payload::Unsubscribe(me()),
+                idempotency: None,
+            });
+        }
+        l.meta = ActorMeta::default();
+        l.state = A::default();
+        changed = true;
+    } else {
+        for op in timers {
+            changed = true;
+            match op {
+                TimerOp::Cancel(name) => {
+                    if let Some(old) = remove_timer(&mut l.meta, &name) {
+                        writes.push(timer_write(old.due_ms, slot, &name, None));
+                    }
+                }
+                TimerOp::Set {
+                    name,
+                    due_ms,
+                    every_ms,
+                    message,
+                } => {
+                    if let Some(old) = remove_timer(&mut l.meta, &name) {
+                        writes.push(timer_write(old.due_ms, slot, &name, None));
+                    }
+                    let record = TimerRecord {
+                        target: me(),
+                        name: name.clone(),
+                        message,
+                        due_ms,
+                        every_ms,
+                    };
+                    let value = encode_envelope(&record).map_err(Failure::Invalid)?;
+                    writes.push(timer_write(due_ms, slot, &name, Some(value.into())));
+                    Arc::make_mut(&mut l.meta.timers).push(TimerEntry {
+                        name,
+                        due_ms,
+                        every_ms,
+                    });
+                    released.timer_due = Some(released.timer_due.map_or(due_ms, |d| d.min(due_ms)));
+                }
+            }
+        }
+        for op in subscriptions {
+            changed = true;
+            match op {
+                SubscriptionOp::Subscribe { publisher, handler } => {
+                    if !l.meta.subscriptions.contains(&publisher) {
+                        l.meta.subscriptions.push(publisher.clone());
+                    }
+                    sends.push(OutboxRecord {
+                        target: publisher,
+                        payload: Payload::Subscribe(Subscriber {
+                            actor: A::NAME.to_string(),
+                            key: slot.key.to_string(),
+                            handler,
+                        }),
+                        idempotency: None,
+                    });
+                }
+                SubscriptionOp::Unsubscribe(publisher) => {
+                    l.meta.subscriptions.retain(|p| *p != publisher);
+                    sends.push(OutboxRecord {
+                        target: publisher,
+                        payload: Payload::Unsubscribe(me()),
+                        idempotency: None,
+                    });
+                }
+            }
+        }
+    }
+
+    if !sends.is_empty() {
+        let reserved = sends.len();
+        shared.outbox.reserve(reserved)?;
+        for record in sends {
+            let value = match encode_envelope(&record) {
+                Ok(v) => v,
+                Err(e) => {
+                    shared.outbox.release(reserved);
+                    return Err(Failure::Invalid(format!("cannot encode a send: {e}")));
+                }
+            };
+            let seq = shared.outbox.next_seq();
+            writes.push(KeyWrite {
+                space: Space::Outbox,
+                key: outbox_key(seq).to_vec().into(),
+                value: Some(value.into()),
+            });
+            released.outbox.push((seq, record));
+        }
+    }
+    released.events = events;
+    Ok(changed)
+}
+
+fn remove_timer(meta: &mut ActorMeta, name: &str) -> Option<TimerEntry> {
+    let at = meta.timers.iter().position(|t| t.name == name)?;
+    Some(Arc::make_mut(&mut meta.timers).remove(at))
+}
+
+fn timer_write<A: Handlers>(
+    due_ms: u64,
+    slot: &Slot<A>,
+    name: &str,
+    value: Option<Arc<[u8]>>,
+) -> KeyWrite {
+    KeyWrite {
+        space: Space::Timers,
+        key: timer_key(due_ms, &slot.store_key, name).into(),
+        value,
+    }
+}
+
+/// Removes a processed delivery in the turn's batch (what makes it exactly-once), and for a
+/// periodic timer writes its next firing. Returns whether the record changed.
+fn complete_delivery<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    l: &mut Loaded<A>,
+    delivery: Delivery,
+    processed: bool,
+    writes: &mut Vec<KeyWrite>,
+    timer_due: &mut Option<u64>,
+) -> bool {
+    match delivery {
+        Delivery::Outbox { key, idempotency } => {
+            writes.push(KeyWrite {
+                space: Space::Outbox,
+                key,
+                value: None,
+            });
+            match idempotency {
+                Some(k) if processed && !l.meta.dedup.contains(&k) => {
+                    l.meta.dedup.push_back(k);
+                    while l.meta.dedup.len() > DEDUP_WINDOW {
+                        l.meta.dedup.pop_front();
+                    }
+                    true
+                }
+                _ => false,
+            }
+        }
+        Delivery::Timer {
+            key,
+            name,
+            due_ms,
+            every_ms,
+            message,
+        } => {
+            writes.push(KeyWrite {
+                space: Space::Timers,
+                key,
+                value: None,
+            });
+            let Some(at) = l
+                .meta
+                .timers
+                .iter()
+                .position(|t| t.name == name && t.due_ms == due_ms)
+            else {
+                return false;
+            };
+            if processed {
+                shared.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
+            }
+            let timers = Arc::make_mut(&mut l.meta.timers);
+            match every_ms {
+                None => {
+                    timers.remove(at);
+                }
+                Some(every) => {
+                    // Missed periods are not replayed: the next firing is one period after
+                    // the later of the due time and now.
+                    let now = epoch_ms(SystemTime::now());
+                    let next = match due_ms.saturating_add(every) {
+                        next if next > now => next,
+                        _ => now.saturating_add(every),
+                    };
+                    timers[at].due_ms = next;
+                    let record = TimerRecord {
+                        target: ActorRef {
+                            actor: A::NAME.to_string(),
+                            key: slot.key.to_string(),
+                        },
+                        name: name.clone(),
+                        message: message.to_vec(),
+                        due_ms: next,
+                        every_ms,
+                    };
+                    if let Ok(value) = encode_envelope(&record) {
+                        writes.push(timer_write(next, slot, &name, Some(value.into())));
+                    }
+                    *timer_due = Some(timer_due.map_or(next, |d| d.min(next)));
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Writes the record if it changed, plus `writes`, as one commit request. Nothing to write
+/// means nothing to wait for.
+async fn finish_turn<A: Handlers>(
     shared: &Shared,
     slot: &Slot<A>,
     l: &mut Loaded<A>,
     last_write: &mut Option<Arc<Ticket>>,
+    mut writes: Vec<KeyWrite>,
+    dirty: bool,
 ) -> Result<(), Failure> {
-    let record = crate::codec::encode_state(A::SCHEMA, &l.state)
-        .map_err(|e| Failure::Storage(StorageError::new(format!("cannot encode state: {e}"))))?;
-    if l.record.as_deref() == Some(&record[..]) {
+    let mut record = None;
+    if dirty {
+        let bytes = crate::codec::encode_record(A::SCHEMA, &l.meta, &l.state)
+            .map_err(|e| Failure::Storage(StorageError::new(e)))?;
+        if l.record.as_deref() != Some(&bytes[..]) {
+            if bytes.len() > MAX_RECORD {
+                return Err(Failure::Storage(StorageError::new(format!(
+                    "the state of {}({:?}) encodes to {} bytes, over the limit of {MAX_RECORD}",
+                    A::NAME,
+                    &*slot.key,
+                    bytes.len()
+                ))));
+            }
+            let bytes: Arc<[u8]> = bytes.into();
+            writes.push(KeyWrite {
+                space: Space::State,
+                key: slot.store_key.clone(),
+                value: Some(bytes.clone()),
+            });
+            record = Some(bytes);
+        }
+    }
+    if writes.is_empty() {
         return Ok(());
     }
-    if record.len() > MAX_RECORD {
-        return Err(Failure::Storage(StorageError::new(format!(
-            "the state of {}({:?}) encodes to {} bytes, over the limit of {MAX_RECORD}",
-            A::NAME,
-            &*slot.key,
-            record.len()
-        ))));
+    let ticket = shared.committer.submit(writes, last_write.take()).await;
+    if record.is_some() {
+        l.record = record;
     }
-    let record: Arc<[u8]> = record.into();
-    let ticket = shared
-        .committer
-        .submit(
-            slot.store_key.clone(),
-            Some(record.clone()),
-            last_write.take(),
-        )
-        .await;
-    l.record = Some(record);
     *last_write = Some(ticket);
     Ok(())
+}
+
+/// Gates the reply, and everything the turn releases, on the actor's latest write.
+fn reply_after<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &Activation<A>,
+    reply: Option<Replier>,
+    result: Reply,
+    released: Released<A::Event>,
+) {
+    let Released {
+        outbox,
+        events,
+        timer_due,
+    } = released;
+    let nothing_released = outbox.is_empty() && events.is_empty() && timer_due.is_none();
+    if reply.is_none() && nothing_released {
+        return;
+    }
+    let release = (!nothing_released).then(|| {
+        let shared = shared.clone();
+        let key = slot.key.clone();
+        move |durable: bool| shared.release::<A>(&key, durable, outbox, events, timer_due)
+    });
+    release_after(
+        activation.last_write.as_ref(),
+        Box::new(move |durable| {
+            if let Some(release) = release {
+                release(durable.is_ok());
+            }
+            if let Some(reply) = reply {
+                reply.send(durable.and(result));
+            }
+        }),
+    );
+}
+
+/// Replies once the actor's latest write settles (a failure still waits, so nothing is
+/// heard before the state it follows is durable).
+fn send_gated<A>(activation: &Activation<A>, reply: Option<Replier>, result: Reply) {
+    if let Some(reply) = reply {
+        release_after(
+            activation.last_write.as_ref(),
+            Box::new(move |durable| reply.send(durable.and(result))),
+        );
+    }
 }
 
 /// Rolls the state back to its last written record (which stays gated on its write).
@@ -210,11 +650,16 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
         return;
     };
     let restored = match &l.record {
-        None => Ok(A::default()),
-        Some(bytes) => crate::codec::decode_state::<A>(bytes).map(|(_, state)| state),
+        None => Ok((A::default(), ActorMeta::default())),
+        Some(bytes) => {
+            crate::codec::decode_record::<A>(bytes).map(|(_, meta, state)| (state, meta))
+        }
     };
     match restored {
-        Ok(state) => l.state = state,
+        Ok((state, meta)) => {
+            l.state = state;
+            l.meta = meta;
+        }
         Err(reason) => {
             tracing::error!(actor = A::NAME, key = %slot.key, %reason, "cannot restore state; unloading");
             *loaded = None;
@@ -245,12 +690,14 @@ async fn load<A: Handlers>(
     let Some(bytes) = bytes else {
         return Ok(Loaded {
             state: A::default(),
+            meta: ActorMeta::default(),
             record: None,
         });
     };
-    match crate::codec::decode_state::<A>(&bytes) {
-        Ok((_schema, state)) => Ok(Loaded {
+    match crate::codec::decode_record::<A>(&bytes) {
+        Ok((_schema, meta, state)) => Ok(Loaded {
             state,
+            meta,
             record: Some(bytes.into()),
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {
@@ -261,8 +708,8 @@ async fn load<A: Handlers>(
     }
 }
 
-fn send(reply: Option<tokio::sync::oneshot::Sender<Reply>>, value: Reply) {
-    if let Some(tx) = reply {
-        let _ = tx.send(value);
+fn send(reply: Option<Replier>, value: Reply) {
+    if let Some(reply) = reply {
+        reply.send(value);
     }
 }

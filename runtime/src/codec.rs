@@ -1,10 +1,14 @@
-//! Byte layouts of everything Gears stores: storage keys and versioned state records.
+//! Byte layouts of everything Gears stores: storage keys, versioned state records (with the
+//! actor's timers, subscriptions and dedup window), outbox entries and timers.
 //!
 //! postcard is not self-describing, so every stored value starts with a format byte; a
 //! change of layout gets a new byte and the old one stays readable (golden fixtures in
 //! `tests/fixtures` pin each version).
 
-use serde::{Serialize, de::DeserializeOwned};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::error::KeyError;
@@ -21,7 +25,15 @@ pub const SHARDS: u16 = 256;
 const SHARD_SEED: u64 = 0x6765_6172_735f_7631; // "gears_v1"
 
 /// Format byte of a state record, version 1: `[1][varint schema][postcard state]`.
+/// Still written for actors without timers, subscriptions or dedup entries.
 pub(crate) const STATE_RECORD_V1: u8 = 1;
+
+/// Format byte of a state record, version 2:
+/// `[2][varint schema][postcard ActorMeta][postcard state]`.
+pub(crate) const STATE_RECORD_V2: u8 = 2;
+
+/// Format byte of outbox entries and timers, version 1: `[1][postcard record]`.
+pub(crate) const ENVELOPE_V1: u8 = 1;
 
 /// Version of the store layout as a whole, kept in the `meta` keyspace.
 pub(crate) const STORE_FORMAT: u32 = 1;
@@ -62,32 +74,198 @@ pub fn state_key(actor: &str, key: &str) -> Vec<u8> {
     out
 }
 
-/// Encodes a state record (version 1).
-pub(crate) fn encode_state<A: Serialize>(schema: u32, state: &A) -> Result<Vec<u8>, String> {
+/// What an actor keeps besides its state, in the same record (so it commits atomically
+/// with the state): its timers, who subscribes to its events, what it subscribes to, and the
+/// idempotency keys it processed last.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ActorMeta {
+    /// Pending timers (shared with the turn's `Context` without copying).
+    pub(crate) timers: Arc<Vec<TimerEntry>>,
+    /// Durable subscribers to this actor's events.
+    pub(crate) subscribers: Vec<Subscriber>,
+    /// The actors this actor subscribes to (so deleting it can unsubscribe).
+    pub(crate) subscriptions: Vec<ActorRef>,
+    /// The most recent idempotency keys of sends from outside, oldest first.
+    pub(crate) dedup: VecDeque<String>,
+}
+
+impl ActorMeta {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.timers.is_empty()
+            && self.subscribers.is_empty()
+            && self.subscriptions.is_empty()
+            && self.dedup.is_empty()
+    }
+}
+
+/// One pending timer in its actor's record (the timer itself is in the `timers` keyspace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimerEntry {
+    pub(crate) name: String,
+    /// Wall-clock due time, milliseconds since the Unix epoch.
+    pub(crate) due_ms: u64,
+    /// Period of a periodic timer.
+    pub(crate) every_ms: Option<u64>,
+}
+
+/// An actor by storage name and key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct ActorRef {
+    pub(crate) actor: String,
+    pub(crate) key: String,
+}
+
+/// A durable subscriber: its events go to `handler` of `actor(key)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Subscriber {
+    pub(crate) actor: String,
+    pub(crate) key: String,
+    pub(crate) handler: String,
+}
+
+/// Encodes a state record: version 1 when the actor has no metadata, else version 2.
+pub(crate) fn encode_record<A: Serialize>(
+    schema: u32,
+    meta: &ActorMeta,
+    state: &A,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(64);
-    out.push(STATE_RECORD_V1);
-    out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+    if meta.is_empty() {
+        out.push(STATE_RECORD_V1);
+        out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+    } else {
+        out.push(STATE_RECORD_V2);
+        out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+        out = postcard::to_extend(meta, out).map_err(|e| format!("cannot encode meta: {e}"))?;
+    }
     postcard::to_extend(state, out).map_err(|e| format!("cannot encode state: {e}"))
 }
 
-/// Decodes a state record of any supported version, returning its schema version and state.
-pub(crate) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, A), String> {
+/// Encodes a state record without metadata (version 1).
+pub(crate) fn encode_state<A: Serialize>(schema: u32, state: &A) -> Result<Vec<u8>, String> {
+    encode_record(schema, &ActorMeta::default(), state)
+}
+
+/// Decodes a state record of any supported version: schema version, metadata, state.
+pub(crate) fn decode_record<A: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(u32, ActorMeta, A), String> {
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };
-    if format != STATE_RECORD_V1 {
+    if format != STATE_RECORD_V1 && format != STATE_RECORD_V2 {
         return Err(format!(
-            "unknown record format {format} (this build reads format {STATE_RECORD_V1})"
+            "unknown record format {format} (this build reads formats {STATE_RECORD_V1} and \
+             {STATE_RECORD_V2})"
         ));
     }
     let (schema, rest) =
         postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("bad schema version: {e}"))?;
+    let (meta, rest) = if format == STATE_RECORD_V2 {
+        postcard::take_from_bytes::<ActorMeta>(rest).map_err(|e| format!("bad meta bytes: {e}"))?
+    } else {
+        (ActorMeta::default(), rest)
+    };
     let (state, rest) =
         postcard::take_from_bytes::<A>(rest).map_err(|e| format!("bad state bytes: {e}"))?;
     if !rest.is_empty() {
         return Err(format!("{} trailing bytes after the state", rest.len()));
     }
-    Ok((schema, state))
+    Ok((schema, meta, state))
+}
+
+/// Decodes a state record of any supported version, returning its schema version and state.
+pub(crate) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, A), String> {
+    decode_record(bytes).map(|(schema, _, state)| (schema, state))
+}
+
+/// What an outbox entry carries to its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Payload {
+    /// A message to one of the target's handlers (postcard of its `<Type>Message`).
+    Message(Vec<u8>),
+    /// An event for a subscriber: the handler to run and the postcard-encoded event.
+    Event { handler: String, event: Vec<u8> },
+    /// Add `subscriber` to the target's subscribers.
+    Subscribe(Subscriber),
+    /// Remove the subscriber `actor(key)` from the target's subscribers.
+    Unsubscribe(ActorRef),
+}
+
+/// One outbox entry: a message that is durable and not yet processed by its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OutboxRecord {
+    pub(crate) target: ActorRef,
+    pub(crate) payload: Payload,
+    /// A caller-chosen key: a second send with the same key to the same actor is dropped.
+    pub(crate) idempotency: Option<String>,
+}
+
+/// One timer in the `timers` keyspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimerRecord {
+    pub(crate) target: ActorRef,
+    pub(crate) name: String,
+    /// Postcard of the target's `<Type>Message`.
+    pub(crate) message: Vec<u8>,
+    pub(crate) due_ms: u64,
+    pub(crate) every_ms: Option<u64>,
+}
+
+/// Encodes an outbox entry or timer: `[1][postcard]`.
+pub(crate) fn encode_envelope<T: Serialize>(record: &T) -> Result<Vec<u8>, String> {
+    postcard::to_extend(record, vec![ENVELOPE_V1]).map_err(|e| e.to_string())
+}
+
+/// Decodes an outbox entry or timer.
+pub(crate) fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        None => Err("empty envelope".into()),
+        Some((&ENVELOPE_V1, rest)) => {
+            let (record, rest) = postcard::take_from_bytes::<T>(rest).map_err(|e| e.to_string())?;
+            if rest.is_empty() {
+                Ok(record)
+            } else {
+                Err(format!("{} trailing bytes after the envelope", rest.len()))
+            }
+        }
+        Some((format, _)) => Err(format!(
+            "unknown envelope format {format} (this build reads format {ENVELOPE_V1})"
+        )),
+    }
+}
+
+/// The key of an outbox entry: its sequence number (big-endian, so entries sort in order).
+pub(crate) fn outbox_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The sequence number of an outbox key.
+pub(crate) fn outbox_seq(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// The key of a timer: `due (u64 BE ms) · len(state key) (u16 BE) · state key · name`, so the
+/// keyspace is ordered by due time.
+pub(crate) fn timer_key(due_ms: u64, state_key: &[u8], name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + state_key.len() + name.len());
+    out.extend_from_slice(&due_ms.to_be_bytes());
+    out.extend_from_slice(&(state_key.len() as u16).to_be_bytes());
+    out.extend_from_slice(state_key);
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// The due time of a timer key.
+pub(crate) fn timer_due(key: &[u8]) -> Option<u64> {
+    key.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
+/// Decodes the postcard-encoded argument of a one-argument handler (for subscriptions).
+pub fn decode_argument<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("cannot decode the event: {e}"))
 }
 
 #[cfg(test)]
@@ -115,6 +293,118 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_state::<(u32, String)>(&longer).is_err());
+    }
+
+    #[test]
+    fn records_with_meta_round_trip_and_v1_stays_v1() {
+        let meta = ActorMeta {
+            timers: Arc::new(vec![TimerEntry {
+                name: "t".into(),
+                due_ms: 5,
+                every_ms: Some(7),
+            }]),
+            dedup: VecDeque::from(["k".to_string()]),
+            ..ActorMeta::default()
+        };
+        let bytes = encode_record(1, &meta, &42u32).unwrap();
+        assert_eq!(bytes[0], STATE_RECORD_V2);
+        let (schema, back, state): (u32, ActorMeta, u32) = decode_record(&bytes).unwrap();
+        assert_eq!((schema, &back, state), (1, &meta, 42));
+        let plain = encode_record(1, &ActorMeta::default(), &42u32).unwrap();
+        assert_eq!(plain, [STATE_RECORD_V1, 1, 42]);
+        for cut in 0..bytes.len() {
+            assert!(decode_record::<u32>(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_reject_garbage() {
+        let record = OutboxRecord {
+            target: ActorRef {
+                actor: "a".into(),
+                key: "k".into(),
+            },
+            payload: Payload::Message(vec![1, 2]),
+            idempotency: None,
+        };
+        let bytes = encode_envelope(&record).unwrap();
+        assert_eq!(decode_envelope::<OutboxRecord>(&bytes).unwrap(), record);
+        assert!(decode_envelope::<OutboxRecord>(&[]).is_err());
+        assert!(decode_envelope::<OutboxRecord>(&[7, 0]).is_err());
+        assert!(decode_envelope::<OutboxRecord>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// Golden bytes of every stored format besides the v1 state record (which
+    /// `tests/tests/stored_format_v1_golden_fixture.rs` pins). `GEARS_WRITE_FIXTURES=1`
+    /// writes them once; after that they must never change.
+    #[test]
+    fn stored_formats_match_golden_fixtures() {
+        let meta = ActorMeta {
+            timers: Arc::new(vec![TimerEntry {
+                name: "expire".into(),
+                due_ms: 1_700_000_000_000,
+                every_ms: Some(60_000),
+            }]),
+            subscribers: vec![Subscriber {
+                actor: "listener".into(),
+                key: "l".into(),
+                handler: "on_stock".into(),
+            }],
+            subscriptions: vec![ActorRef {
+                actor: "stock".into(),
+                key: "s".into(),
+            }],
+            dedup: VecDeque::from(["payment-7".to_string()]),
+        };
+        let outbox = OutboxRecord {
+            target: ActorRef {
+                actor: "receiver".into(),
+                key: "r".into(),
+            },
+            payload: Payload::Message(vec![0, 1, b'a', 3]),
+            idempotency: Some("payment-7".into()),
+        };
+        let timer = TimerRecord {
+            target: ActorRef {
+                actor: "alarm".into(),
+                key: "a".into(),
+            },
+            name: "expire".into(),
+            message: vec![3, 1, b'x'],
+            due_ms: 1_700_000_000_000,
+            every_ms: None,
+        };
+        let fixtures = [
+            (
+                "state_v2_counter_300_with_meta.bin",
+                encode_record(1, &meta, &300u64).unwrap(),
+            ),
+            ("outbox_v1_message.bin", encode_envelope(&outbox).unwrap()),
+            ("timer_v1_one_shot.bin", encode_envelope(&timer).unwrap()),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        for (name, bytes) in &fixtures {
+            let path = dir.join(name);
+            if std::env::var_os("GEARS_WRITE_FIXTURES").is_some() && !path.exists() {
+                std::fs::write(&path, bytes).unwrap();
+            }
+            let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&golden, bytes, "{name} changed: stored data would be misread");
+        }
+        let golden = std::fs::read(dir.join(fixtures[0].0)).unwrap();
+        assert_eq!(decode_record::<u64>(&golden).unwrap(), (1, meta, 300));
+        let golden = std::fs::read(dir.join(fixtures[1].0)).unwrap();
+        assert_eq!(decode_envelope::<OutboxRecord>(&golden).unwrap(), outbox);
+        let golden = std::fs::read(dir.join(fixtures[2].0)).unwrap();
+        assert_eq!(decode_envelope::<TimerRecord>(&golden).unwrap(), timer);
+    }
+
+    #[test]
+    fn timer_keys_sort_by_due_time() {
+        let a = timer_key(5, b"zz", "x");
+        let b = timer_key(6, b"aa", "a");
+        assert!(a < b);
+        assert_eq!(timer_due(&a), Some(5));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Failure, StorageError};
 use crate::metrics::Metrics;
-use crate::store::{Store, Write};
+use crate::store::{Space, Store, Write};
 
 /// Most writes taken into one batch, so one huge burst does not delay every reply in it.
 const MAX_BATCH: usize = 8192;
@@ -99,6 +99,19 @@ impl Ticket {
         reply(outcome);
     }
 
+    /// Waits until this write is durable (or failed).
+    pub(crate) async fn wait(&self) -> Result<(), Failure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.gate(Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        }));
+        rx.await.unwrap_or_else(|_| {
+            Err(Failure::Storage(StorageError::new(
+                "the write was abandoned",
+            )))
+        })
+    }
+
     fn settle(&self, outcome: Result<(), StorageError>) {
         let waiting = {
             let mut inner = self.inner.lock();
@@ -121,11 +134,16 @@ pub(crate) fn release_after(ticket: Option<&Arc<Ticket>>, reply: GatedReply) {
     }
 }
 
-/// One state change handed to the committer.
-pub(crate) struct CommitRequest {
+/// One key to write: a value, or `None` to delete it.
+pub(crate) struct KeyWrite {
+    pub(crate) space: Space,
     pub(crate) key: Arc<[u8]>,
-    /// The new record, or `None` to delete.
     pub(crate) value: Option<Arc<[u8]>>,
+}
+
+/// What one turn (or one outside send) hands to the committer: applied atomically.
+pub(crate) struct CommitRequest {
+    pub(crate) writes: Vec<KeyWrite>,
     /// The actor's previous write, if it was not durable at submission: if it fails, this one
     /// must fail too (it was computed from a state that will never exist on disk).
     pub(crate) after: Option<Arc<Ticket>>,
@@ -163,15 +181,13 @@ impl Committer {
     /// full, which slows down only the writing actor.
     pub(crate) async fn submit(
         &self,
-        key: Arc<[u8]>,
-        value: Option<Arc<[u8]>>,
+        writes: Vec<KeyWrite>,
         after: Option<Arc<Ticket>>,
     ) -> Arc<Ticket> {
         let ticket = Ticket::new();
         let after = after.filter(|t| !t.settled() || t.failed());
         let request = CommitRequest {
-            key,
-            value,
+            writes,
             after,
             ticket: ticket.clone(),
         };
@@ -267,19 +283,26 @@ fn commit_batch(
     }
 
     // Coalesce: the last write of a key within the batch wins.
-    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(batch.len());
+    let submitted: usize = batch.iter().map(|r| r.writes.len()).sum();
+    let mut last: HashMap<(Space, &[u8]), (usize, usize)> = HashMap::with_capacity(submitted);
     for (i, r) in batch.iter().enumerate() {
-        last.insert(&r.key, i);
+        for (j, w) in r.writes.iter().enumerate() {
+            last.insert((w.space, &w.key), (i, j));
+        }
     }
-    let writes = batch
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| last.get(&*r.key) == Some(i))
-        .map(|(_, r)| Write {
-            key: &r.key,
-            value: r.value.as_deref(),
-        });
-    let coalesced = batch.len() - last.len();
+    let writes = batch.iter().enumerate().flat_map(|(i, r)| {
+        let last = &last;
+        r.writes
+            .iter()
+            .enumerate()
+            .filter(move |(j, w)| last.get(&(w.space, &*w.key)) == Some(&(i, *j)))
+            .map(|(_, w)| Write {
+                space: w.space,
+                key: &w.key,
+                value: w.value.as_deref(),
+            })
+    });
+    let coalesced = submitted - last.len();
 
     let started = Instant::now();
     let outcome = inject(fault, CommitStage::BeforeWrite)

@@ -1,8 +1,17 @@
-//! [`Context`]: what a handler can reach besides its own state.
+//! [`Context`]: what a handler can reach besides its own state: its key, calls and sends to
+//! other actors, timers, events, subscriptions, deletion.
 
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::actor::Handlers;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::actor::{Deliver, Handlers};
+use crate::codec::{ActorRef, OutboxRecord, Payload, TimerEntry};
+use crate::error::Failure;
 use crate::handle::Caller;
 use crate::runtime::Shared;
 
@@ -30,28 +39,158 @@ pub(crate) fn find_cycle(chain: &Chain, actor: &str, key: &str) -> Option<String
     Some(path.join(" → "))
 }
 
+/// A timer's schedule: when it first fires and whether it repeats.
+///
+/// Timers are durable: they survive restarts. A timer that came due while the runtime was
+/// down fires once when it starts again; a periodic timer then continues one period after
+/// that firing (missed periods are not replayed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    due: SystemTime,
+    every: Option<Duration>,
+}
+
+impl Timer {
+    /// Fires once, `delay` from now.
+    pub fn after(delay: Duration) -> Timer {
+        Timer {
+            due: SystemTime::now() + delay,
+            every: None,
+        }
+    }
+
+    /// Fires once, at `time` (at once if that has passed).
+    pub fn at(time: SystemTime) -> Timer {
+        Timer {
+            due: time,
+            every: None,
+        }
+    }
+
+    /// Fires every `period` (at least 1 ms), the first time one period from now.
+    pub fn every(period: Duration) -> Timer {
+        let period = period.max(Duration::from_millis(1));
+        Timer {
+            due: SystemTime::now() + period,
+            every: Some(period),
+        }
+    }
+}
+
+/// A pending timer of the actor, as listed by [`Context::timers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimerInfo {
+    /// The timer's name (unique per actor).
+    pub name: String,
+    /// When it fires next.
+    pub due: SystemTime,
+    /// Its period, if it repeats.
+    pub every: Option<Duration>,
+}
+
+/// Milliseconds since the Unix epoch (the timers' clock).
+pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A change to the actor's timers, applied when the turn commits.
+pub(crate) enum TimerOp {
+    Set {
+        name: String,
+        due_ms: u64,
+        every_ms: Option<u64>,
+        message: Vec<u8>,
+    },
+    Cancel(String),
+}
+
+/// A change to what the actor subscribes to, applied when the turn commits.
+pub(crate) enum SubscriptionOp {
+    Subscribe { publisher: ActorRef, handler: String },
+    Unsubscribe(ActorRef),
+}
+
+/// Everything a turn asked for besides its state change. Applied only if the turn commits;
+/// dropped if it is rolled back.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) sends: Vec<OutboxRecord>,
+    pub(crate) events: Vec<Box<dyn Any + Send>>,
+    pub(crate) timers: Vec<TimerOp>,
+    pub(crate) subscriptions: Vec<SubscriptionOp>,
+    pub(crate) delete: bool,
+    /// The first refused request: the turn fails with it.
+    pub(crate) error: Option<Failure>,
+}
+
+impl Effects {
+    fn refuse(&mut self, failure: Failure) {
+        self.error.get_or_insert(failure);
+    }
+}
+
+/// What a context knows of the actor type running the turn.
+pub(crate) struct TurnType {
+    pub(crate) actor: &'static str,
+    pub(crate) type_id: TypeId,
+    pub(crate) event_type: TypeId,
+    pub(crate) event_type_name: &'static str,
+    pub(crate) event_handler: fn(&str) -> Option<TypeId>,
+}
+
+impl TurnType {
+    pub(crate) fn of<A: Handlers>() -> TurnType {
+        TurnType {
+            actor: A::NAME,
+            type_id: TypeId::of::<A>(),
+            event_type: TypeId::of::<A::Event>(),
+            event_type_name: std::any::type_name::<A::Event>(),
+            event_handler: A::__event_handler,
+        }
+    }
+}
+
 /// Given to handlers that ask for it (`ctx: &Context` right after the receiver): the actor's
-/// key, and handles to other actors that carry this call's chain (so cycles are detected).
+/// key, calls and sends to other actors, timers, events and subscriptions.
+///
+/// Sends, timers, events, subscriptions and deletion take effect only if the turn commits,
+/// atomically with the state change, and leave only once that is durable. A turn that is
+/// rolled back (the handler returned `Err`, panicked or timed out) does none of them.
 pub struct Context {
     shared: Arc<Shared>,
-    actor: &'static str,
+    turn: TurnType,
     key: Arc<str>,
     caller: Chain,
+    timers: Arc<Vec<TimerEntry>>,
+    effects: Mutex<Effects>,
 }
 
 impl Context {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        actor: &'static str,
+        turn: TurnType,
         key: Arc<str>,
         caller: Chain,
+        timers: Arc<Vec<TimerEntry>>,
     ) -> Self {
         Context {
             shared,
-            actor,
+            turn,
             key,
             caller,
+            timers,
+            effects: Mutex::new(Effects::default()),
         }
+    }
+
+    pub(crate) fn into_effects(self) -> Effects {
+        self.effects.into_inner()
     }
 
     /// The key of the actor running this turn.
@@ -61,7 +200,7 @@ impl Context {
 
     /// The storage name of the actor type running this turn.
     pub fn actor_name(&self) -> &'static str {
-        self.actor
+        self.turn.actor
     }
 
     /// A typed handle to another actor (or another key of the same type). Calls made through
@@ -69,18 +208,217 @@ impl Context {
     /// turn fails at once with `CallError::Cycle` instead of deadlocking.
     pub fn get<B: Handlers>(&self, key: impl AsRef<str>) -> B::Handle {
         let link = Arc::new(ChainLink {
-            actor: self.actor,
+            actor: self.turn.actor,
             key: self.key.clone(),
             parent: self.caller.clone(),
         });
         B::__handle(Caller::new(&self.shared, key.as_ref(), Some(link)))
     }
+
+    /// Sends a message to another actor (or this one), fire-and-forget and exactly once:
+    /// `ctx.send::<Order>("o-1").ship(lines)`. It is written to the outbox in the same atomic
+    /// batch as this turn's state, delivered once that is durable, retried until the target
+    /// has committed it, and processed once even across crashes.
+    ///
+    /// An invalid key or unregistered type fails this turn (rolled back) with that error.
+    pub fn send<B: Handlers>(&self, key: impl Into<String>) -> B::Mail<TurnSend<'_, B>> {
+        B::__mail(TurnSend {
+            ctx: self,
+            key: key.into(),
+            _target: PhantomData,
+        })
+    }
+
+    /// Schedules a durable timer on this actor that calls one of its own handlers:
+    /// `ctx.timer::<Self>("expire", Timer::after(ttl)).expire(order)`. A timer of the same
+    /// name replaces the earlier one. The type must be the actor running this turn.
+    pub fn timer<A: Handlers>(
+        &self,
+        name: impl Into<String>,
+        when: Timer,
+    ) -> A::Mail<TimerSet<'_, A>> {
+        A::__mail(TimerSet {
+            ctx: self,
+            name: name.into(),
+            when,
+            _actor: PhantomData,
+        })
+    }
+
+    /// Cancels this actor's timer `name`, if there is one.
+    pub fn cancel_timer(&self, name: impl Into<String>) {
+        self.effects.lock().timers.push(TimerOp::Cancel(name.into()));
+    }
+
+    /// This actor's pending timers as of the start of the turn, earliest first.
+    pub fn timers(&self) -> Vec<TimerInfo> {
+        let mut list: Vec<TimerInfo> = self
+            .timers
+            .iter()
+            .map(|t| TimerInfo {
+                name: t.name.clone(),
+                due: UNIX_EPOCH + Duration::from_millis(t.due_ms),
+                every: t.every_ms.map(Duration::from_millis),
+            })
+            .collect();
+        list.sort_by_key(|t| t.due);
+        list
+    }
+
+    /// Publishes an event of this actor (its `#[actor(events = ...)]` type). Watchers and
+    /// subscribers receive it once the turn is durable, in publication order.
+    pub fn publish<E: Serialize + Send + 'static>(&self, event: E) {
+        let mut effects = self.effects.lock();
+        if TypeId::of::<E>() == self.turn.event_type {
+            effects.events.push(Box::new(event));
+        } else {
+            effects.refuse(Failure::Invalid(format!(
+                "`{}` publishes events of type `{}`, not `{}` (set it with \
+                 `#[actor(events = ...)]`)",
+                self.turn.actor,
+                self.turn.event_type_name,
+                std::any::type_name::<E>()
+            )));
+        }
+    }
+
+    /// Subscribes this actor to the events of `B(key)`, durably: each event `B` publishes
+    /// from now on reaches this actor's `handler` (a handler taking `B`'s event type as its
+    /// one argument) exactly once, in order, also across restarts.
+    pub fn subscribe<B: Handlers>(&self, key: impl Into<String>, handler: &str) {
+        let key = key.into();
+        let mut effects = self.effects.lock();
+        if let Err(failure) = self.check_target::<B>(&key) {
+            return effects.refuse(failure);
+        }
+        if (self.turn.event_handler)(handler) != Some(TypeId::of::<B::Event>()) {
+            return effects.refuse(Failure::Invalid(format!(
+                "`{}` has no handler `{handler}` taking one argument of `{}`'s event type `{}`",
+                self.turn.actor,
+                B::NAME,
+                std::any::type_name::<B::Event>()
+            )));
+        }
+        effects.subscriptions.push(SubscriptionOp::Subscribe {
+            publisher: ActorRef {
+                actor: B::NAME.to_string(),
+                key,
+            },
+            handler: handler.to_string(),
+        });
+    }
+
+    /// Ends this actor's subscription to the events of `B(key)`.
+    pub fn unsubscribe<B: Handlers>(&self, key: impl Into<String>) {
+        self.effects
+            .lock()
+            .subscriptions
+            .push(SubscriptionOp::Unsubscribe(ActorRef {
+                actor: B::NAME.to_string(),
+                key: key.into(),
+            }));
+    }
+
+    /// Deletes this actor when the turn commits: its state (it reads as `Default` again),
+    /// its timers and its subscriptions. Timers and subscriptions requested in the same turn
+    /// are dropped with it; its sends and events still go out.
+    pub fn delete(&self) {
+        self.effects.lock().delete = true;
+    }
+
+    fn check_target<B: Handlers>(&self, key: &str) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        if self.shared.registry::<B>().is_none() {
+            return Err(Failure::NotRegistered(B::NAME));
+        }
+        Ok(())
+    }
+}
+
+/// Records a send with the turn: what [`Context::send`]'s methods deliver to.
+#[doc(hidden)]
+pub struct TurnSend<'a, B> {
+    ctx: &'a Context,
+    key: String,
+    _target: PhantomData<fn() -> B>,
+}
+
+impl<B: Handlers> Deliver<B> for TurnSend<'_, B> {
+    type Output = ();
+
+    fn deliver(self, message: B::Message) {
+        let ctx = self.ctx;
+        let record = ctx.check_target::<B>(&self.key).and_then(|()| {
+            Ok(OutboxRecord {
+                target: ActorRef {
+                    actor: B::NAME.to_string(),
+                    key: self.key,
+                },
+                payload: Payload::Message(encode_message::<B>(&message)?),
+                idempotency: None,
+            })
+        });
+        let mut effects = ctx.effects.lock();
+        match record {
+            Ok(record) => effects.sends.push(record),
+            Err(failure) => effects.refuse(failure),
+        }
+    }
+}
+
+/// Records a timer with the turn: what [`Context::timer`]'s methods deliver to.
+#[doc(hidden)]
+pub struct TimerSet<'a, A> {
+    ctx: &'a Context,
+    name: String,
+    when: Timer,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
+    type Output = ();
+
+    fn deliver(self, message: A::Message) {
+        let ctx = self.ctx;
+        let op = if TypeId::of::<A>() != ctx.turn.type_id {
+            Err(Failure::Invalid(format!(
+                "a timer of `{}` must call its own handlers, not `{}`'s",
+                ctx.turn.actor,
+                A::NAME
+            )))
+        } else if self.name.is_empty() || self.name.len() > MAX_TIMER_NAME {
+            Err(Failure::Invalid(format!(
+                "timer names are 1 to {MAX_TIMER_NAME} bytes, not {}",
+                self.name.len()
+            )))
+        } else {
+            encode_message::<A>(&message).map(|message| TimerOp::Set {
+                name: self.name,
+                due_ms: epoch_ms(self.when.due),
+                every_ms: self.when.every.map(duration_ms),
+                message,
+            })
+        };
+        let mut effects = ctx.effects.lock();
+        match op {
+            Ok(op) => effects.timers.push(op),
+            Err(failure) => effects.refuse(failure),
+        }
+    }
+}
+
+/// Longest timer name, in bytes.
+pub(crate) const MAX_TIMER_NAME: usize = 256;
+
+pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Vec<u8>, Failure> {
+    postcard::to_allocvec(message)
+        .map_err(|e| Failure::Invalid(format!("cannot encode a message to `{}`: {e}", B::NAME)))
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("actor", &self.actor)
+            .field("actor", &self.turn.actor)
             .field("key", &self.key)
             .finish_non_exhaustive()
     }

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::activation::{self, Activation};
 use crate::actor::Handlers;
+use crate::codec::{ActorRef, Payload, Subscriber};
 use crate::context::Chain;
-use crate::error::Failure;
+use crate::error::{DecodeError, Failure};
 use crate::handle::Reply;
 use crate::runtime::Shared;
 
@@ -29,11 +30,67 @@ const EVICTION_SAMPLE: usize = 32;
 /// Slots examined at most before giving up (`Overloaded`) when none is idle.
 const EVICTION_LIMIT: usize = 8 * EVICTION_SAMPLE;
 
+/// What an activation is asked to do.
+pub(crate) enum Body<A: Handlers> {
+    /// Run a handler.
+    Call(A::Message),
+    /// Add a durable subscriber to this actor's events.
+    Subscribe(Subscriber),
+    /// Remove a durable subscriber.
+    Unsubscribe(ActorRef),
+}
+
+/// Told when a delivered message's turn is over: `Ok` once its processing is durable.
+pub(crate) type DoneFn = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+
+/// Who hears the outcome of a turn.
+pub(crate) enum Replier {
+    /// A caller waiting for the handler's value.
+    Call(oneshot::Sender<Reply>),
+    /// The dispatcher of a durable message.
+    Done(DoneFn),
+}
+
+impl Replier {
+    /// The caller gave up (timed out): nobody waits for the turn.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self, Replier::Call(tx) if tx.is_closed())
+    }
+
+    pub(crate) fn send(self, reply: Reply) {
+        match self {
+            Replier::Call(tx) => {
+                let _ = tx.send(reply);
+            }
+            Replier::Done(done) => done(reply.map(drop)),
+        }
+    }
+}
+
+/// Where a durable message came from: its removal commits with the turn that processes it,
+/// which is what makes the processing exactly-once.
+pub(crate) enum Delivery {
+    /// An outbox entry.
+    Outbox {
+        key: Arc<[u8]>,
+        idempotency: Option<String>,
+    },
+    /// A due timer.
+    Timer {
+        key: Arc<[u8]>,
+        name: String,
+        due_ms: u64,
+        every_ms: Option<u64>,
+        message: Arc<[u8]>,
+    },
+}
+
 /// One message for an activation.
 pub(crate) struct Envelope<A: Handlers> {
-    pub(crate) message: A::Message,
+    pub(crate) body: Body<A>,
     pub(crate) chain: Chain,
-    pub(crate) reply: Option<oneshot::Sender<Reply>>,
+    pub(crate) reply: Option<Replier>,
+    pub(crate) delivery: Option<Delivery>,
 }
 
 /// A live activation.
@@ -69,6 +126,11 @@ pub(crate) struct Registry<A: Handlers> {
     pub(crate) idle_timeout: Duration,
     shards: Box<[Mutex<Shard<A>>]>,
     evict_cursor: AtomicUsize,
+    /// In-process watchers per key (independent of activations: a watched actor may be
+    /// passivated).
+    watchers: Mutex<HashMap<Arc<str>, broadcast::Sender<A::Event>>>,
+    /// Keys with watchers, so publishing skips the lock when nobody watches.
+    watched: AtomicUsize,
 }
 
 impl<A: Handlers> Registry<A> {
@@ -79,6 +141,39 @@ impl<A: Handlers> Registry<A> {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             evict_cursor: AtomicUsize::new(0),
+            watchers: Mutex::new(HashMap::new()),
+            watched: AtomicUsize::new(0),
+        }
+    }
+
+    /// A receiver of `key`'s events from now on, buffering at most `capacity` of them.
+    pub(crate) fn watch(&self, key: &str, capacity: usize) -> broadcast::Receiver<A::Event> {
+        let mut watchers = self.watchers.lock();
+        if let Some(tx) = watchers.get(key) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(capacity);
+        watchers.insert(Arc::from(key), tx);
+        self.watched.store(watchers.len(), Ordering::Release);
+        rx
+    }
+
+    /// Hands committed events to `key`'s watchers; never blocks (a slow watcher lags).
+    pub(crate) fn publish(&self, key: &str, events: Vec<A::Event>) {
+        if self.watched.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut watchers = self.watchers.lock();
+        let Some(tx) = watchers.get(key) else {
+            return;
+        };
+        if tx.receiver_count() == 0 {
+            watchers.remove(key);
+            self.watched.store(watchers.len(), Ordering::Release);
+            return;
+        }
+        for event in events {
+            let _ = tx.send(event);
         }
     }
 
@@ -165,11 +260,59 @@ pub(crate) trait AnyRegistry: Send + Sync {
     /// Passivates the least recently used idle activation among a sample; false if none
     /// could be passivated.
     fn evict_one(&self, shared: &Shared) -> bool;
+    /// Queues a durable message on `key`'s activation; `done` hears when its turn is over.
+    /// On `Err` the message was not queued and `done` is never called.
+    fn deliver(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure>;
 }
 
 impl<A: Handlers> AnyRegistry for Registry<A> {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+
+    fn deliver(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        let undecodable = |reason: String| {
+            Failure::Decode(DecodeError {
+                actor: A::NAME,
+                key: key.to_string(),
+                reason: format!("undecodable message: {reason}"),
+            })
+        };
+        let body = match payload {
+            Payload::Message(bytes) => Body::Call(
+                postcard::from_bytes::<A::Message>(bytes)
+                    .map_err(|e| undecodable(e.to_string()))?,
+            ),
+            Payload::Event { handler, event } => {
+                Body::Call(A::__event_message(handler, event).map_err(undecodable)?)
+            }
+            Payload::Subscribe(subscriber) => Body::Subscribe(subscriber.clone()),
+            Payload::Unsubscribe(subscriber) => Body::Unsubscribe(subscriber.clone()),
+        };
+        shared.admit(false)?;
+        let envelope = Envelope {
+            body,
+            chain: None,
+            reply: Some(Replier::Done(done)),
+            delivery: Some(delivery),
+        };
+        self.enqueue(shared, &Arc::from(key), envelope)
+            .inspect_err(|_| shared.turn_finished())
     }
 
     fn sweep(&self, shared: &Shared) -> usize {

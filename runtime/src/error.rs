@@ -50,6 +50,11 @@ pub enum CallError<E = Infallible> {
     /// The runtime is shutting down and accepts no new calls.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// The turn asked for something that cannot be done (an event of the wrong type, a timer
+    /// on another actor type, a subscription to a handler that does not take the event, an
+    /// unencodable message); it was rolled back.
+    #[error("refused: {0}")]
+    Invalid(String),
     /// This node does not own the actor's shard (reserved for scale-out).
     #[error("this node does not own shard {0}")]
     NotOwner(u16),
@@ -76,6 +81,7 @@ impl<E> CallError<E> {
             Failure::InvalidKey(e) => CallError::InvalidKey(e),
             Failure::NotRegistered(name) => CallError::NotRegistered(name),
             Failure::ShuttingDown => CallError::ShuttingDown,
+            Failure::Invalid(why) => CallError::Invalid(why),
         }
     }
 }
@@ -95,6 +101,7 @@ impl CallError<Infallible> {
             CallError::InvalidKey(e) => CallError::InvalidKey(e),
             CallError::NotRegistered(n) => CallError::NotRegistered(n),
             CallError::ShuttingDown => CallError::ShuttingDown,
+            CallError::Invalid(why) => CallError::Invalid(why),
             CallError::NotOwner(s) => CallError::NotOwner(s),
         }
     }
@@ -116,6 +123,23 @@ pub enum Failure {
     InvalidKey(KeyError),
     NotRegistered(&'static str),
     ShuttingDown,
+    Invalid(String),
+}
+
+impl Failure {
+    /// Retrying the same message cannot succeed (the message or its target is bad).
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Failure::Decode(_) | Failure::InvalidKey(_) | Failure::NotRegistered(_)
+        )
+    }
+
+    /// Retrying later may succeed without the message having been processed (the runtime was
+    /// busy or stopping); such retries do not count as failed attempts.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, Failure::Overloaded(_) | Failure::ShuttingDown)
+    }
 }
 
 /// A failure of the underlying store (I/O, a poisoned journal, an injected fault).

@@ -2,13 +2,19 @@
 //! and waits (bounded by the call timeout) for the gated reply.
 
 use std::any::Any;
+use std::marker::PhantomData;
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 
 use tokio::sync::oneshot;
 
-use crate::actor::Handlers;
+use crate::actor::{Deliver, Handlers};
+use crate::codec::{ActorRef, OutboxRecord, Payload, encode_envelope, outbox_key};
+use crate::commit::KeyWrite;
+use crate::store::Space;
 use crate::context::{Chain, find_cycle};
-use crate::directory::{Envelope, Registry};
+use crate::directory::{Body, Envelope, Registry, Replier};
 use crate::error::{CallError, Failure};
 use crate::runtime::Shared;
 
@@ -68,9 +74,10 @@ impl<A: Handlers> Caller<A> {
         self.shared.admit(self.chain.is_some())?;
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
-            message,
+            body: Body::Call(message),
             chain: self.chain.clone(),
-            reply: Some(tx),
+            reply: Some(Replier::Call(tx)),
+            delivery: None,
         };
         if let Err(failure) = registry.enqueue(&self.shared, key, envelope) {
             self.shared.turn_finished();
@@ -92,6 +99,77 @@ impl<A: Handlers> Caller<A> {
 impl<A: Handlers> std::fmt::Debug for Caller<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}({:?})", A::NAME, self.key())
+    }
+}
+
+/// A durable send from outside any actor: what [`Runtime::send`](crate::Runtime::send)'s
+/// methods deliver to. Resolves once the message is in the outbox and durable.
+#[doc(hidden)]
+pub struct OutsideSend<A> {
+    shared: Arc<Shared>,
+    key: String,
+    idempotency: Option<String>,
+    _target: PhantomData<fn() -> A>,
+}
+
+impl<A> OutsideSend<A> {
+    pub(crate) fn new(shared: &Arc<Shared>, key: String, idempotency: Option<String>) -> Self {
+        OutsideSend {
+            shared: shared.clone(),
+            key,
+            idempotency,
+            _target: PhantomData,
+        }
+    }
+}
+
+impl<A: Handlers> Deliver<A> for OutsideSend<A> {
+    type Output = BoxFuture<'static, Result<(), CallError>>;
+
+    fn deliver(self, message: A::Message) -> Self::Output {
+        Box::pin(async move {
+            let shared = self.shared;
+            crate::codec::validate_key(&self.key).map_err(CallError::InvalidKey)?;
+            if shared.registry::<A>().is_none() {
+                return Err(CallError::NotRegistered(A::NAME));
+            }
+            let payload = crate::context::encode_message::<A>(&message)
+                .map_err(CallError::from_failure)?;
+            let record = OutboxRecord {
+                target: ActorRef {
+                    actor: A::NAME.to_string(),
+                    key: self.key,
+                },
+                payload: Payload::Message(payload),
+                idempotency: self.idempotency,
+            };
+            let value = encode_envelope(&record)
+                .map_err(|e| CallError::Invalid(format!("cannot encode a send: {e}")))?;
+            shared.admit(false).map_err(CallError::from_failure)?;
+            let sent = async {
+                shared.outbox.reserve(1)?;
+                let seq = shared.outbox.next_seq();
+                let write = KeyWrite {
+                    space: Space::Outbox,
+                    key: outbox_key(seq).to_vec().into(),
+                    value: Some(value.into()),
+                };
+                let ticket = shared.committer.submit(vec![write], None).await;
+                match ticket.wait().await {
+                    Ok(()) => {
+                        shared.committed(vec![(seq, record)]);
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        shared.outbox.release(1);
+                        Err(failure)
+                    }
+                }
+            }
+            .await;
+            shared.turn_finished();
+            sent.map_err(CallError::from_failure)
+        })
     }
 }
 

@@ -71,30 +71,36 @@ mod directory;
 mod error;
 mod handle;
 mod metrics;
+mod outbox;
 mod runtime;
 mod shard;
 mod store;
+mod timers;
+mod watch;
 
 pub use actor::{Actor, Handlers};
 pub use codec::{MAX_KEY_LEN, SHARDS};
-pub use context::Context;
+pub use context::{Context, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
 pub use gears_macros::{Actor, handlers};
 pub use metrics::Stats;
 pub use runtime::{Builder, Runtime};
 pub use store::Durability;
+pub use watch::{Watch, Watched};
 
 /// Everything needed to define and call actors.
 pub mod prelude {
-    pub use crate::{Actor, CallError, Context, Durability, Runtime, handlers};
+    pub use crate::{Actor, CallError, Context, Durability, Runtime, Timer, Watched, handlers};
     pub use serde::{Deserialize, Serialize};
 }
 
 /// Used by the code the macros generate, and by Gears' own tests. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::{MessageArgument, Output, assert_message_argument};
-    pub use crate::codec::{shard_of, state_key};
+    pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
+    pub use crate::codec::{decode_argument, shard_of, state_key};
+    pub use crate::context::{TimerSet, TurnSend};
+    pub use crate::handle::OutsideSend;
     pub use crate::commit::{CommitStage, FaultHook};
     pub use crate::error::Failure;
     pub use crate::handle::{Caller, Reply, finish, finish_result};

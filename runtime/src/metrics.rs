@@ -17,6 +17,11 @@ pub(crate) struct Metrics {
     pub(crate) coalesced: AtomicU64,
     pub(crate) max_batch: AtomicU64,
     pub(crate) sync_micros: AtomicU64,
+    pub(crate) sends: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) timers_fired: AtomicU64,
+    pub(crate) events: AtomicU64,
 }
 
 /// A snapshot of a runtime's counters since it was opened.
@@ -50,10 +55,23 @@ pub struct Stats {
     pub max_batch: u64,
     /// Total time spent writing and syncing batches, in microseconds.
     pub commit_micros: u64,
+    /// Messages written to the outbox (sends, subscription events and requests).
+    pub sends: u64,
+    /// Outbox messages processed by their target (their removal committed with its turn).
+    pub delivered: u64,
+    /// Outbox messages given up on (undecodable, unknown target, or failing every attempt);
+    /// each is logged at error level.
+    pub dead_letters: u64,
+    /// Outbox messages durable and not yet processed.
+    pub outbox_backlog: u64,
+    /// Timer firings processed.
+    pub timers_fired: u64,
+    /// Events published by committed turns.
+    pub events: u64,
 }
 
 impl Metrics {
-    pub(crate) fn snapshot(&self, live: u64) -> Stats {
+    pub(crate) fn snapshot(&self, live: u64, outbox_backlog: u64) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             live_activations: live,
@@ -69,6 +87,12 @@ impl Metrics {
             coalesced_writes: get(&self.coalesced),
             max_batch: get(&self.max_batch),
             commit_micros: get(&self.sync_micros),
+            sends: get(&self.sends),
+            delivered: get(&self.delivered),
+            dead_letters: get(&self.dead_letters),
+            outbox_backlog,
+            timers_fired: get(&self.timers_fired),
+            events: get(&self.events),
         }
     }
 }

@@ -1,22 +1,26 @@
-//! [`Runtime`]: the builder, opening the store, typed handles, statistics and shutdown.
+//! [`Runtime`]: the builder, opening the store (and recovering the outbox), typed handles,
+//! sends from outside, watching, statistics and shutdown.
 
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::actor::Handlers;
+use crate::codec::{ActorRef, OutboxRecord, Payload};
 use crate::commit::{Committer, FaultHook};
-use crate::directory::{AnyRegistry, Registry};
-use crate::error::{Error, Failure};
-use crate::handle::Caller;
+use crate::directory::{AnyRegistry, Delivery, DoneFn, Registry};
+use crate::error::{CallError, Error, Failure};
+use crate::handle::{Caller, OutsideSend};
 use crate::metrics::{Metrics, Stats};
-use crate::shard::Housekeeper;
+use crate::outbox::Outbox;
+use crate::shard::{Host, HostRef};
 use crate::store::{Durability, Store};
+use crate::watch::Watch;
 
 /// Settings fixed when the runtime opens.
 #[derive(Debug, Clone)]
@@ -27,6 +31,10 @@ pub(crate) struct Config {
     pub(crate) mailbox_capacity: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) commit_queue: usize,
+    pub(crate) outbox_capacity: usize,
+    pub(crate) watch_capacity: usize,
+    /// Test seam: outbox entries are kept, never delivered.
+    pub(crate) hold_deliveries: bool,
 }
 
 impl Default for Config {
@@ -38,6 +46,9 @@ impl Default for Config {
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             commit_queue: 65_536,
+            outbox_capacity: 100_000,
+            watch_capacity: 1024,
+            hold_deliveries: false,
         }
     }
 }
@@ -122,6 +133,28 @@ impl Builder {
         self
     }
 
+    /// Messages (sends, subscription events) that may wait in the outbox for delivery before
+    /// turns that send more fail with `Overloaded` (default 100,000).
+    pub fn outbox_capacity(mut self, capacity: usize) -> Self {
+        self.config.outbox_capacity = capacity;
+        self
+    }
+
+    /// Events buffered per watched actor for its slowest watcher; a watcher further behind
+    /// skips ahead and is told how many it missed (default 1,024).
+    pub fn watch_capacity(mut self, capacity: usize) -> Self {
+        self.config.watch_capacity = capacity;
+        self
+    }
+
+    /// Test seam: keep outbox entries without delivering them (to crash "between the
+    /// sender's commit and the delivery").
+    #[doc(hidden)]
+    pub fn __hold_deliveries(mut self) -> Self {
+        self.config.hold_deliveries = true;
+        self
+    }
+
     /// Test seam: a hook that can fail the commit path at each stage.
     #[doc(hidden)]
     pub fn __fault_hook(mut self, hook: FaultHook) -> Self {
@@ -142,6 +175,8 @@ impl Builder {
             ("max_live_activations", config.max_live_activations),
             ("mailbox_capacity", config.mailbox_capacity),
             ("commit_queue", config.commit_queue),
+            ("outbox_capacity", config.outbox_capacity),
+            ("watch_capacity", config.watch_capacity),
         ] {
             if value == 0 || value > MAX_QUEUE {
                 return Err(Error::Config(format!(
@@ -151,7 +186,7 @@ impl Builder {
         }
 
         let mut types: HashMap<TypeId, Arc<dyn AnyRegistry>> = HashMap::new();
-        let mut names: HashMap<&'static str, TypeId> = HashMap::new();
+        let mut names: HashMap<&'static str, Arc<dyn AnyRegistry>> = HashMap::new();
         for (type_id, registration) in self.registrations {
             if types.contains_key(&type_id) {
                 continue;
@@ -163,7 +198,7 @@ impl Builder {
                 .unwrap_or(config.idle_timeout);
             let (type_id, name, registry) = registration(idle);
             check_actor_name(name)?;
-            if names.insert(name, type_id).is_some() {
+            if names.insert(name, registry.clone()).is_some() {
                 return Err(Error::Config(format!(
                     "two registered actor types share the storage name `{name}`"
                 )));
@@ -172,9 +207,14 @@ impl Builder {
         }
 
         let durability = config.durability;
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, durability))
-            .await
-            .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
+        let (store, recovered) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&path, durability)?;
+            let entries = store.outbox_entries()?;
+            Ok::<_, Error>((store, entries))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
+        let (outbox, recovered) = recover_outbox(recovered, config.outbox_capacity);
         let metrics = Arc::new(Metrics::default());
         let (committer, committer_thread) = Committer::start(
             store.clone(),
@@ -192,6 +232,9 @@ impl Builder {
             committer,
             metrics,
             types,
+            by_name: names,
+            outbox,
+            host_ref: OnceLock::new(),
             live: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -199,14 +242,45 @@ impl Builder {
             opened: Instant::now(),
             tokio,
             committer_thread: Mutex::new(Some(committer_thread)),
-            housekeeper: Mutex::new(None),
+            host: Mutex::new(None),
         });
-        let housekeeper = Housekeeper::start(Arc::downgrade(&shared), sweep_every)
+        let (host, host_ref) = Host::start(Arc::downgrade(&shared), sweep_every, recovered)
             .await
-            .map_err(|e| Error::Config(format!("cannot start the housekeeper: {e}")))?;
-        *shared.housekeeper.lock() = Some(housekeeper);
+            .map_err(|e| Error::Config(format!("cannot start the host service: {e}")))?;
+        let _ = shared.host_ref.set(host_ref);
+        *shared.host.lock() = Some(host);
         Ok(Runtime { shared })
     }
+}
+
+/// Decodes the outbox entries left at startup. An undecodable entry stays in the store
+/// (logged) rather than being dropped: nothing is lost, and an operator can look at it.
+fn recover_outbox(
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    capacity: usize,
+) -> (Outbox, Vec<(u64, OutboxRecord)>) {
+    let mut next = 1;
+    let mut recovered = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let Some(seq) = crate::codec::outbox_seq(&key) else {
+            tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
+            continue;
+        };
+        next = next.max(seq + 1);
+        match crate::codec::decode_envelope::<OutboxRecord>(&value) {
+            Ok(record) => recovered.push((seq, record)),
+            Err(reason) => {
+                tracing::error!(seq, %reason, "undecodable outbox entry; left in place");
+            }
+        }
+    }
+    if !recovered.is_empty() {
+        tracing::info!(
+            pending = recovered.len(),
+            "delivering outbox messages left by the last run"
+        );
+    }
+    (Outbox::new(next, recovered.len(), capacity), recovered)
 }
 
 fn check_actor_name(name: &str) -> Result<(), Error> {
@@ -232,6 +306,9 @@ pub(crate) struct Shared {
     pub(crate) committer: Committer,
     pub(crate) metrics: Arc<Metrics>,
     types: HashMap<TypeId, Arc<dyn AnyRegistry>>,
+    by_name: HashMap<&'static str, Arc<dyn AnyRegistry>>,
+    pub(crate) outbox: Outbox,
+    host_ref: OnceLock<HostRef>,
     live: AtomicUsize,
     /// Messages accepted and not yet through their turn.
     inflight: AtomicUsize,
@@ -242,7 +319,7 @@ pub(crate) struct Shared {
     opened: Instant,
     pub(crate) tokio: tokio::runtime::Handle,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    housekeeper: Mutex<Option<Housekeeper>>,
+    host: Mutex<Option<Host>>,
 }
 
 impl Shared {
@@ -250,6 +327,83 @@ impl Shared {
         self.types
             .get(&TypeId::of::<A>())
             .and_then(|r| r.clone().as_any().downcast::<Registry<A>>().ok())
+    }
+
+    /// Queues an outbox entry on its target; `done` hears when its turn is over.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        record: &OutboxRecord,
+        seq: u64,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        let delivery = Delivery::Outbox {
+            key: crate::codec::outbox_key(seq).to_vec().into(),
+            idempotency: record.idempotency.clone(),
+        };
+        self.deliver_to(&record.target, &record.payload, delivery, done)
+    }
+
+    /// Queues a durable message (outbox entry or timer firing) on `target`.
+    pub(crate) fn deliver_to(
+        self: &Arc<Self>,
+        target: &ActorRef,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        let Some(registry) = self.by_name.get(target.actor.as_str()) else {
+            return Err(Failure::Invalid(format!(
+                "no registered actor type is named `{}`",
+                target.actor
+            )));
+        };
+        registry.deliver(self, &target.key, payload, delivery, done)
+    }
+
+    /// Releases what a turn of `A(key)` produced, once its batch settled: outbox entries to
+    /// the dispatcher, events to watchers, the earliest new timer to the timer service. If
+    /// the batch failed, only the outbox places are given back.
+    pub(crate) fn release<A: Handlers>(
+        &self,
+        key: &str,
+        durable: bool,
+        outbox: Vec<(u64, OutboxRecord)>,
+        events: Vec<A::Event>,
+        timer_due: Option<u64>,
+    ) {
+        if !durable {
+            self.outbox.release(outbox.len());
+            return;
+        }
+        if !outbox.is_empty() {
+            self.metrics
+                .sends
+                .fetch_add(outbox.len() as u64, Ordering::Relaxed);
+            if let Some(host) = self.host_ref.get() {
+                host.committed(outbox);
+            }
+        }
+        if !events.is_empty() {
+            self.metrics
+                .events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            if let Some(registry) = self.registry::<A>() {
+                registry.publish(key, events);
+            }
+        }
+        if let (Some(due), Some(host)) = (timer_due, self.host_ref.get()) {
+            host.timer_scheduled(due);
+        }
+    }
+
+    /// Hands outbox entries written outside any turn (by `Runtime::send`) to the dispatcher.
+    pub(crate) fn committed(&self, entries: Vec<(u64, OutboxRecord)>) {
+        self.metrics
+            .sends
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        if let Some(host) = self.host_ref.get() {
+            host.committed(entries);
+        }
     }
 
     /// The store, unless the runtime has shut down.
@@ -360,11 +514,47 @@ impl Runtime {
         A::__handle(Caller::new(&self.shared, key.as_ref(), None))
     }
 
+    /// Sends a message to `A(key)` durably, fire-and-forget: `rt.send::<Order>("o-1")
+    /// .ship(lines).await?` returns once the message is in the outbox (durable); it is then
+    /// delivered and processed exactly once, also across restarts.
+    pub fn send<A: Handlers>(&self, key: impl Into<String>) -> A::Mail<OutsideSend<A>> {
+        A::__mail(OutsideSend::new(&self.shared, key.into(), None))
+    }
+
+    /// Like [`send`](Self::send), with a caller-chosen idempotency key: a second send with the
+    /// same key to the same actor is processed at most once, as long as it arrives within the
+    /// actor's last 128 keyed sends (its dedup window, kept in its record).
+    pub fn send_idempotent<A: Handlers>(
+        &self,
+        key: impl Into<String>,
+        idempotency_key: impl Into<String>,
+    ) -> A::Mail<OutsideSend<A>> {
+        let idempotency = Some(idempotency_key.into());
+        A::__mail(OutsideSend::new(&self.shared, key.into(), idempotency))
+    }
+
+    /// A stream of `A(key)`'s events from now on, each released once the turn that published
+    /// it is durable. The stream buffers a bounded number of events
+    /// ([`Builder::watch_capacity`]); a watcher that falls further behind never slows the
+    /// actor: it skips ahead and receives [`Watched::Lagged`](crate::Watched::Lagged) with the number it missed.
+    pub fn watch<A: Handlers>(&self, key: impl AsRef<str>) -> Result<Watch<A::Event>, CallError> {
+        let key = key.as_ref();
+        crate::codec::validate_key(key).map_err(CallError::InvalidKey)?;
+        let registry = self
+            .shared
+            .registry::<A>()
+            .ok_or(CallError::NotRegistered(A::NAME))?;
+        Ok(Watch::new(
+            registry.watch(key, self.shared.config.watch_capacity),
+        ))
+    }
+
     /// A snapshot of the runtime's counters.
     pub fn stats(&self) -> Stats {
-        self.shared
-            .metrics
-            .snapshot(self.shared.live.load(Ordering::Relaxed) as u64)
+        self.shared.metrics.snapshot(
+            self.shared.live.load(Ordering::Relaxed) as u64,
+            self.shared.outbox.backlog() as u64,
+        )
     }
 
     /// Passivates every activation that has been idle longer than its idle timeout now,
@@ -392,9 +582,9 @@ impl Runtime {
                 _ => Err(Error::Config("the committer thread panicked".into())),
             };
         }
-        let housekeeper = shared.housekeeper.lock().take();
-        if let Some(housekeeper) = housekeeper {
-            housekeeper.stop().await;
+        let host = shared.host.lock().take();
+        if let Some(host) = host {
+            host.stop().await;
         }
         // Sync, then close the store (dropping fjall joins its workers, so off the workers
         // here too); the path can be opened again as soon as this returns.

@@ -2,39 +2,76 @@
 //!
 //! Activations are not ractor actors (an idle ractor actor costs ≈ 7.5 KiB; a Gears
 //! activation holds no task while idle). ractor runs what is long-lived and worth
-//! supervising: today the housekeeper, which passivates idle activations on a timer.
+//! supervising: the host, which passivates idle activations, dispatches the outbox
+//! ([`crate::outbox`]) and fires due timers ([`crate::timers`]). On one node there is one
+//! host for every shard; scale-out would run one per owned shard range.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::codec::{OutboxRecord, outbox_key};
+use crate::commit::KeyWrite;
+use crate::directory::DoneFn;
+use crate::error::Failure;
+use crate::outbox::Dispatcher;
 use crate::runtime::Shared;
+use crate::store::Space;
+use crate::timers::TimerService;
 
-/// Messages of the housekeeper.
-pub(crate) enum HousekeeperMsg {
+/// How often the host retries busy deliveries and checks for due timers: the timers'
+/// resolution.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Messages of the host.
+pub(crate) enum HostMsg {
     /// Passivate activations idle longer than their type's timeout.
     Sweep,
+    /// Retry what waited for a backoff; fire due timers.
+    Tick,
+    /// Outbox entries whose batch is durable.
+    Committed(Vec<(u64, OutboxRecord)>),
+    /// An outbox delivery's turn is over.
+    Delivered {
+        seq: u64,
+        outcome: Result<(), Failure>,
+    },
+    /// A committed turn scheduled a timer due at this time (ms since the Unix epoch).
+    TimerScheduled(u64),
+    /// A timer firing's turn is over.
+    TimerDone { key: Arc<[u8]>, ok: bool },
 }
 
-struct HousekeeperActor;
+struct HostActor;
 
-struct HousekeeperState {
+struct HostState {
     shared: Weak<Shared>,
+    dispatcher: Dispatcher,
+    timers: TimerService,
 }
 
-impl Actor for HousekeeperActor {
-    type Msg = HousekeeperMsg;
-    type State = HousekeeperState;
-    type Arguments = (Weak<Shared>, Duration);
+impl Actor for HostActor {
+    type Msg = HostMsg;
+    type State = HostState;
+    type Arguments = (Weak<Shared>, Duration, Vec<(u64, OutboxRecord)>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (shared, every): Self::Arguments,
+        (shared, sweep_every, recovered): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(every, || HousekeeperMsg::Sweep);
-        Ok(HousekeeperState { shared })
+        myself.send_interval(sweep_every, || HostMsg::Sweep);
+        myself.send_interval(TICK, || HostMsg::Tick);
+        let mut dispatcher = Dispatcher::default();
+        dispatcher.add(recovered);
+        // Deliver what was left in the outbox and fire missed timers at once.
+        let _ = myself.cast(HostMsg::Tick);
+        Ok(HostState {
+            shared,
+            dispatcher,
+            timers: TimerService::new(),
+        })
     }
 
     async fn handle(
@@ -43,34 +80,109 @@ impl Actor for HousekeeperActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let Some(shared) = state.shared.upgrade() else {
+            // The runtime is gone.
+            myself.stop(None);
+            return Ok(());
+        };
         match message {
-            HousekeeperMsg::Sweep => match state.shared.upgrade() {
-                Some(shared) => {
-                    let passivated = shared.sweep();
-                    if passivated > 0 {
-                        tracing::debug!(passivated, "passivated idle activations");
-                    }
+            HostMsg::Sweep => {
+                let passivated = shared.sweep();
+                if passivated > 0 {
+                    tracing::debug!(passivated, "passivated idle activations");
                 }
-                // The runtime is gone.
-                None => myself.stop(None),
-            },
+                return Ok(());
+            }
+            HostMsg::Tick => {
+                state.dispatcher.tick();
+                if state.timers.due() {
+                    let host = myself.clone();
+                    let done = move |key: Arc<[u8]>| -> DoneFn {
+                        let host = host.clone();
+                        Box::new(move |outcome| {
+                            let ok = outcome.is_ok();
+                            let _ = host.cast(HostMsg::TimerDone { key, ok });
+                        })
+                    };
+                    state.timers.fire(&shared, &done).await;
+                }
+            }
+            HostMsg::Committed(entries) => state.dispatcher.add(entries),
+            HostMsg::Delivered { seq, outcome } => state.dispatcher.done(&shared, seq, outcome),
+            HostMsg::TimerScheduled(due) => {
+                state.timers.scheduled(due);
+                return Ok(());
+            }
+            HostMsg::TimerDone { key, ok } => {
+                state.timers.done(&key, ok);
+                return Ok(());
+            }
         }
+        if shared.config.hold_deliveries {
+            return Ok(());
+        }
+        let host = myself.clone();
+        let done = move |seq: u64| -> DoneFn {
+            let host = host.clone();
+            Box::new(move |outcome| {
+                let _ = host.cast(HostMsg::Delivered { seq, outcome });
+            })
+        };
+        state.dispatcher.dispatch(&shared, &done);
+        remove_dead_letters(&shared, state.dispatcher.take_dead()).await;
         Ok(())
     }
 }
 
-/// A running housekeeper.
-pub(crate) struct Housekeeper {
-    actor: ActorRef<HousekeeperMsg>,
+/// Removes given-up outbox entries from the store.
+async fn remove_dead_letters(shared: &Shared, dead: Vec<u64>) {
+    if dead.is_empty() {
+        return;
+    }
+    let writes = dead
+        .into_iter()
+        .map(|seq| KeyWrite {
+            space: Space::Outbox,
+            key: outbox_key(seq).to_vec().into(),
+            value: None,
+        })
+        .collect();
+    shared.committer.submit(writes, None).await;
+}
+
+/// Where the rest of the runtime reaches the host.
+#[derive(Clone)]
+pub(crate) struct HostRef(ActorRef<HostMsg>);
+
+impl HostRef {
+    /// Outbox entries whose batch is durable, for delivery.
+    pub(crate) fn committed(&self, entries: Vec<(u64, OutboxRecord)>) {
+        let _ = self.0.cast(HostMsg::Committed(entries));
+    }
+
+    /// A durable timer due at `due_ms`.
+    pub(crate) fn timer_scheduled(&self, due_ms: u64) {
+        let _ = self.0.cast(HostMsg::TimerScheduled(due_ms));
+    }
+}
+
+/// A running host service.
+pub(crate) struct Host {
+    actor: ActorRef<HostMsg>,
     handle: tokio::task::JoinHandle<()>,
 }
 
-impl Housekeeper {
-    pub(crate) async fn start(shared: Weak<Shared>, every: Duration) -> Result<Self, String> {
-        let (actor, handle) = Actor::spawn(None, HousekeeperActor, (shared, every))
+impl Host {
+    pub(crate) async fn start(
+        shared: Weak<Shared>,
+        sweep_every: Duration,
+        recovered: Vec<(u64, OutboxRecord)>,
+    ) -> Result<(Host, HostRef), String> {
+        let (actor, handle) = Actor::spawn(None, HostActor, (shared, sweep_every, recovered))
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Housekeeper { actor, handle })
+        let host_ref = HostRef(actor.clone());
+        Ok((Host { actor, handle }, host_ref))
     }
 
     pub(crate) async fn stop(self) {

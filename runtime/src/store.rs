@@ -22,17 +22,34 @@ pub enum Durability {
     Buffered,
 }
 
+/// The keyspaces of the store (see DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Space {
+    /// Actor records: `shard · type · key` → state record.
+    State,
+    /// Durable messages not yet processed: `sequence` → envelope.
+    Outbox,
+    /// Timers ordered by due time: `due · state key · name` → timer record.
+    Timers,
+}
+
 /// One write of a commit batch: a value, or `None` to delete the key.
 pub(crate) struct Write<'a> {
+    pub(crate) space: Space,
     pub(crate) key: &'a [u8],
     pub(crate) value: Option<&'a [u8]>,
 }
+
+/// A key and value read from the store.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// The opened store with its keyspaces.
 #[derive(Clone)]
 pub(crate) struct Store {
     db: Database,
     state: Keyspace,
+    outbox: Keyspace,
+    timers: Keyspace,
     durability: Durability,
 }
 
@@ -52,6 +69,12 @@ impl Store {
             .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
         let state = db
             .keyspace("state", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let outbox = db
+            .keyspace("outbox", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let timers = db
+            .keyspace("timers", KeyspaceCreateOptions::default)
             .map_err(storage)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
@@ -78,6 +101,8 @@ impl Store {
         Ok(Store {
             db,
             state,
+            outbox,
+            timers,
             durability,
         })
     }
@@ -87,7 +112,35 @@ impl Store {
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
-    /// Writes one atomic batch to the `state` keyspace and makes it durable per the
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::State => &self.state,
+            Space::Outbox => &self.outbox,
+            Space::Timers => &self.timers,
+        }
+    }
+
+    /// Every outbox entry, in sequence order (read once at startup).
+    pub(crate) fn outbox_entries(&self) -> Result<Vec<Entry>, StorageError> {
+        collect(self.outbox.iter(), usize::MAX)
+    }
+
+    /// Up to `limit` timers due at or before `now_ms`, earliest first.
+    pub(crate) fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let end = now_ms.saturating_add(1).to_be_bytes();
+        collect(self.timers.range(..end.as_slice()), limit)
+    }
+
+    /// The due time of the earliest timer due after `now_ms`.
+    pub(crate) fn next_timer_after(&self, now_ms: u64) -> Result<Option<u64>, StorageError> {
+        let start = now_ms.saturating_add(1).to_be_bytes();
+        let first = collect(self.timers.range(start.as_slice()..), 1)?;
+        Ok(first
+            .first()
+            .and_then(|(key, _)| crate::codec::timer_due(key)))
+    }
+
+    /// Writes one atomic batch (across keyspaces) and makes it durable per the
     /// configured [`Durability`] (one journal sync for the whole batch).
     ///
     /// Keys must have been validated: fjall panics on empty keys in a batch.
@@ -104,9 +157,10 @@ impl Store {
             fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count).durability(Some(mode));
         for w in writes {
             debug_assert!(!w.key.is_empty());
+            let keyspace = self.keyspace(w.space);
             match w.value {
-                Some(v) => batch.insert(&self.state, w.key, v),
-                None => batch.remove(&self.state, w.key),
+                Some(v) => batch.insert(keyspace, w.key, v),
+                None => batch.remove(keyspace, w.key),
             }
         }
         batch.commit().map_err(storage)
@@ -116,4 +170,15 @@ impl Store {
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(PersistMode::SyncAll).map_err(storage)
     }
+}
+
+fn collect(iter: impl Iterator<Item = fjall::Guard>, limit: usize) -> Result<Vec<Entry>, StorageError> {
+    iter.take(limit)
+        .map(|guard| {
+            guard
+                .into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(storage)
+        })
+        .collect()
 }

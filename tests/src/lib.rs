@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use gears::prelude::*;
 
+pub mod child;
+
 /// A counter that also records how many times it was activated in this process.
 #[derive(Actor, Default, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[actor(name = "counter")]
@@ -107,4 +109,240 @@ pub fn builder(dir: &Path) -> gears::Builder {
         .path(dir)
         .register::<Counter>()
         .register::<Relay>()
+        .register::<Sender>()
+        .register::<Receiver>()
+        .register::<Alarm>()
+        .register::<Stock>()
+        .register::<Listener>()
+}
+
+/// Sends messages to [`Receiver`]s, and counts what it sent (committed with the sends).
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "sender")]
+pub struct Sender {
+    /// Sum of `n` over every committed send.
+    pub sent: u64,
+}
+
+#[handlers]
+impl Sender {
+    /// Sends `receive(n)` to `Receiver(target)`; returns the running total sent.
+    pub async fn send_to(&mut self, ctx: &Context, target: String, n: u64) -> u64 {
+        self.sent += n;
+        ctx.send::<Receiver>(target)
+            .receive(ctx.key().to_string(), n);
+        self.sent
+    }
+
+    /// Sends like `send_to`, then fails: the turn is rolled back and nothing is sent.
+    pub async fn send_then_fail(
+        &mut self,
+        ctx: &Context,
+        target: String,
+        n: u64,
+    ) -> Result<(), String> {
+        self.sent += n;
+        ctx.send::<Receiver>(target)
+            .receive(ctx.key().to_string(), n);
+        Err("refused after sending".into())
+    }
+
+    /// What this sender sent in total.
+    pub async fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// Receives messages and counts them.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "receiver")]
+pub struct Receiver {
+    /// Sum of `n` received.
+    pub total: u64,
+    /// Messages received.
+    pub messages: u64,
+}
+
+#[handlers]
+impl Receiver {
+    /// Adds `n` to the total.
+    pub async fn receive(&mut self, from: String, n: u64) {
+        let _ = from;
+        self.total += n;
+        self.messages += 1;
+    }
+
+    /// `(total, messages)`.
+    pub async fn totals(&self) -> (u64, u64) {
+        (self.total, self.messages)
+    }
+}
+
+/// An actor with durable timers that count their firings.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "alarm")]
+pub struct Alarm {
+    /// Firings per timer name.
+    pub rings: std::collections::BTreeMap<String, u64>,
+}
+
+#[handlers]
+impl Alarm {
+    /// Schedules timer `name` to ring once after `ms` milliseconds.
+    pub async fn arm(&mut self, ctx: &Context, name: String, ms: u64) {
+        ctx.timer::<Self>(name.clone(), Timer::after(Duration::from_millis(ms)))
+            .ring(name);
+    }
+
+    /// Schedules timer `name` to ring every `ms` milliseconds.
+    pub async fn arm_every(&mut self, ctx: &Context, name: String, ms: u64) {
+        ctx.timer::<Self>(name.clone(), Timer::every(Duration::from_millis(ms)))
+            .ring(name);
+    }
+
+    /// Cancels timer `name`.
+    pub async fn disarm(&mut self, ctx: &Context, name: String) {
+        ctx.cancel_timer(name);
+    }
+
+    /// Called by the timers.
+    pub async fn ring(&mut self, name: String) {
+        *self.rings.entry(name).or_default() += 1;
+    }
+
+    /// How often timer `name` rang.
+    pub async fn rings(&self, name: String) -> u64 {
+        self.rings.get(&name).copied().unwrap_or(0)
+    }
+
+    /// Names of the pending timers, earliest first.
+    pub async fn pending(&self, ctx: &Context) -> Vec<String> {
+        ctx.timers().into_iter().map(|t| t.name).collect()
+    }
+
+    /// Deletes this actor (state and timers).
+    pub async fn delete(&mut self, ctx: &Context) {
+        ctx.delete();
+    }
+}
+
+/// The event of [`Stock`]: its level after a change, numbered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    /// 1 for the first change of this stock, 2 for the next...
+    pub seq: u64,
+    /// The level after the change.
+    pub level: u64,
+}
+
+/// A publisher of numbered events.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "stock", events = StockChanged)]
+pub struct Stock {
+    /// The level.
+    pub level: u64,
+    /// Events published.
+    pub changes: u64,
+}
+
+#[handlers]
+impl Stock {
+    /// Adds `n` and publishes the change.
+    pub async fn add(&mut self, ctx: &Context, n: u64) -> u64 {
+        self.level += n;
+        self.changes += 1;
+        ctx.publish(StockChanged {
+            seq: self.changes,
+            level: self.level,
+        });
+        self.changes
+    }
+
+    /// Publishes like `add`, then fails: nothing is published.
+    pub async fn add_then_fail(&mut self, ctx: &Context, n: u64) -> Result<(), String> {
+        self.add(ctx, n).await;
+        Err("refused after publishing".into())
+    }
+
+    /// Publishes an event of the wrong type (a misuse the turn is refused for).
+    pub async fn publish_wrong_type(&mut self, ctx: &Context) {
+        ctx.publish(42u32);
+    }
+}
+
+/// A durable subscriber of [`Stock`] events.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "listener")]
+pub struct Listener {
+    /// Sequence numbers of the events received, in order.
+    pub seen: Vec<u64>,
+}
+
+#[handlers]
+impl Listener {
+    /// Subscribes to `Stock(stock)`.
+    pub async fn follow(&mut self, ctx: &Context, stock: String) {
+        ctx.subscribe::<Stock>(stock, "on_stock");
+    }
+
+    /// Subscribes to `Stock(stock)` with a handler that does not take its events (refused).
+    pub async fn follow_wrong_handler(&mut self, ctx: &Context, stock: String) {
+        ctx.subscribe::<Stock>(stock, "seen");
+    }
+
+    /// Ends the subscription to `Stock(stock)`.
+    pub async fn unfollow(&mut self, ctx: &Context, stock: String) {
+        ctx.unsubscribe::<Stock>(stock);
+    }
+
+    /// Receives the events.
+    pub async fn on_stock(&mut self, event: StockChanged) {
+        self.seen.push(event.seq);
+    }
+
+    /// The sequence numbers received.
+    pub async fn seen(&self) -> Vec<u64> {
+        self.seen.clone()
+    }
+
+    /// Deletes this listener (state and subscriptions).
+    pub async fn delete(&mut self, ctx: &Context) {
+        ctx.delete();
+    }
+}
+
+/// Waits until every outbox message has been processed (panics after 30 s).
+pub async fn settle(rt: &Runtime) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rt.stats().outbox_backlog > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox did not drain: {:?}",
+            rt.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls `probe` (usually a call) until it returns `Ok(want)` (panics after 30 s with the
+/// last result).
+pub async fn eventually<T, E, F, Fut>(want: T, mut probe: F) -> T
+where
+    T: PartialEq + std::fmt::Debug,
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = probe().await;
+        if got.as_ref().is_ok_and(|got| *got == want) {
+            return want;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {got:?}, waiting for {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

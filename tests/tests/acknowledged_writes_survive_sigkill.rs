@@ -4,12 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use gears_tests::Counter;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
+use gears_tests::child::run_until_sigkill;
 
 /// Keys the child spreads its calls over.
 const KEYS: u64 = 16;
@@ -32,16 +30,14 @@ struct Acks {
 }
 
 impl Acks {
-    /// Records one complete `ack <key> <value>\n` line.
-    fn record(&mut self, line: &[u8]) {
-        let text = std::str::from_utf8(line).expect("the child prints UTF-8");
-        let parsed = text
-            .trim_end_matches('\n')
+    /// Records one `ack <key> <value>` line.
+    fn record(&mut self, line: &str) {
+        let parsed = line
             .strip_prefix("ack ")
             .and_then(|rest| rest.split_once(' '))
             .and_then(|(key, value)| Some((key, value.parse::<u64>().ok()?)));
         let Some((key, value)) = parsed else {
-            panic!("unexpected line from the child: {text:?}");
+            panic!("unexpected line from the child: {line:?}");
         };
         let lowest = self.lowest.entry(key.to_string()).or_insert(value);
         *lowest = (*lowest).min(value);
@@ -54,46 +50,16 @@ impl Acks {
 /// Runs `crash_child` on `dir` until it has acknowledged `ACKS_BEFORE_KILL` writes, SIGKILLs
 /// it, and returns every write it acknowledged before dying.
 async fn run_child_until_sigkill(dir: &Path) -> Acks {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
-        .arg(dir)
-        .arg(KEYS.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn crash_child");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let lines = run_until_sigkill(
+        env!("CARGO_BIN_EXE_crash_child"),
+        [dir.as_os_str(), KEYS.to_string().as_ref()],
+        ACKS_BEFORE_KILL,
+        READ_BOUND,
+    )
+    .await;
     let mut acks = Acks::default();
-    let mut line = Vec::new();
-    let deadline = tokio::time::Instant::now() + READ_BOUND;
-    while acks.count < ACKS_BEFORE_KILL {
-        match tokio::time::timeout_at(deadline, stdout.read_until(b'\n', &mut line)).await {
-            // Out of time: `line` may hold the start of a line, completed below.
-            Err(_) => break,
-            Ok(Ok(0)) => panic!(
-                "crash_child exited before it was killed ({:?}) after {} acks",
-                child.wait().await,
-                acks.count
-            ),
-            Ok(Ok(_)) if line.ends_with(b"\n") => {
-                acks.record(&line);
-                line.clear();
-            }
-            Ok(Ok(_)) => panic!("crash_child closed its stdout mid-line: {line:?}"),
-            Ok(Err(e)) => panic!("reading crash_child's stdout: {e}"),
-        }
-    }
-    child.kill().await.expect("SIGKILL crash_child");
-    // Lines still in the pipe were acknowledged before the kill: they count too. A last
-    // line without its newline was cut by the kill and is ignored.
-    stdout
-        .read_to_end(&mut line)
-        .await
-        .expect("drain crash_child's stdout");
-    for complete in line.split_inclusive(|b| *b == b'\n') {
-        if complete.ends_with(b"\n") {
-            acks.record(complete);
-        }
+    for line in &lines {
+        acks.record(line);
     }
     acks
 }

@@ -1,0 +1,263 @@
+//! The outbox: durable messages (sends, subscription events and requests) from committed
+//! turns and outside senders to their targets.
+//!
+//! An entry is written in the same atomic batch as the sender's state and is handed to the
+//! [`Dispatcher`] once that batch is durable. The dispatcher queues it on the target's
+//! activation; the target's turn removes the entry in *its* batch, atomically with the state
+//! change the message caused. An entry therefore exists exactly as long as its message has
+//! not been processed: after a crash, whatever is left is delivered again, and nothing that
+//! was processed is.
+//!
+//! Per target, entries are queued in sequence order and mailboxes are FIFO, so messages from
+//! one sender (and events of one publisher) are processed in order. A message whose turn
+//! fails (panic, timeout) is retried after a backoff, behind messages queued meanwhile; after
+//! [`MAX_ATTEMPTS`] failed turns it is dropped and logged as a dead letter.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::codec::{ActorRef, OutboxRecord};
+use crate::directory::DoneFn;
+use crate::error::Failure;
+use crate::runtime::Shared;
+
+/// Failed turns (panics, timeouts, undecodable state) before a message is given up.
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
+/// Deliveries queued on activations at once, in all.
+const MAX_INFLIGHT: usize = 8192;
+/// Deliveries queued on one activation at once (its mailbox bounds it too).
+const MAX_INFLIGHT_PER_TARGET: usize = 256;
+/// Wait before retrying a target that was busy (full mailbox, storage failing, stopping).
+const BUSY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// The outbox's counters, shared by every turn: sequence numbers and the bounded backlog.
+pub(crate) struct Outbox {
+    next: AtomicU64,
+    backlog: AtomicUsize,
+    limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(next: u64, backlog: usize, limit: usize) -> Outbox {
+        Outbox {
+            next: AtomicU64::new(next),
+            backlog: AtomicUsize::new(backlog),
+            limit,
+        }
+    }
+
+    /// The next entry's sequence number (its key: entries sort in sending order).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes `n` places in the backlog, or refuses: the outbox is bounded, and a turn that
+    /// would overflow it fails with `Overloaded` (and is rolled back).
+    pub(crate) fn reserve(&self, n: usize) -> Result<(), Failure> {
+        let before = self.backlog.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.limit {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            return Err(Failure::Overloaded(
+                "the outbox is full: too many messages are waiting for delivery",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns `n` places: their entries were processed, dropped, or never written.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Entries durable (or being written) and not yet processed.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Acquire)
+    }
+}
+
+struct Pending {
+    record: OutboxRecord,
+    /// Failed turns so far.
+    attempts: u32,
+}
+
+#[derive(Default)]
+struct Target {
+    /// Entries not yet queued on the activation, in sequence order.
+    queue: VecDeque<u64>,
+    inflight: usize,
+    /// Busy or failing: nothing is delivered before this.
+    retry_at: Option<Instant>,
+}
+
+/// The dispatcher's state, owned by the host service (one message at a time).
+#[derive(Default)]
+pub(crate) struct Dispatcher {
+    entries: HashMap<u64, Pending>,
+    targets: HashMap<ActorRef, Target>,
+    /// Targets that may have something to deliver now.
+    ready: VecDeque<ActorRef>,
+    inflight: usize,
+    /// Entries given up on, to be removed from the store.
+    dead: Vec<u64>,
+}
+
+impl Dispatcher {
+    /// Adds durable entries (from a committed batch, or read at startup).
+    pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (u64, OutboxRecord)>) {
+        for (seq, record) in entries {
+            let target = self.targets.entry(record.target.clone()).or_default();
+            // Entries of one sender arrive in order; across senders, keep sequence order.
+            match target.queue.back() {
+                Some(&last) if last > seq => {
+                    let at = target.queue.partition_point(|&s| s < seq);
+                    target.queue.insert(at, seq);
+                }
+                _ => target.queue.push_back(seq),
+            }
+            if target.queue.len() == 1 && target.retry_at.is_none() {
+                self.ready.push_back(record.target.clone());
+            }
+            self.entries.insert(seq, Pending {
+                record,
+                attempts: 0,
+            });
+        }
+    }
+
+    /// Queues deliverable entries on their targets' activations. `done` makes the callback
+    /// that reports a delivery's outcome back to [`Dispatcher::done`].
+    pub(crate) fn dispatch(&mut self, shared: &std::sync::Arc<Shared>, done: &(dyn Fn(u64) -> DoneFn + Send + Sync)) {
+        let now = Instant::now();
+        let mut rounds = self.ready.len();
+        while self.inflight < MAX_INFLIGHT && rounds > 0 {
+            rounds -= 1;
+            let Some(name) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(target) = self.targets.get_mut(&name) else {
+                continue;
+            };
+            if target.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            target.retry_at = None;
+            while target.inflight < MAX_INFLIGHT_PER_TARGET && self.inflight < MAX_INFLIGHT {
+                let Some(&seq) = target.queue.front() else {
+                    break;
+                };
+                let Some(entry) = self.entries.get(&seq) else {
+                    target.queue.pop_front();
+                    continue;
+                };
+                match shared.deliver(&entry.record, seq, done(seq)) {
+                    Ok(()) => {
+                        target.queue.pop_front();
+                        target.inflight += 1;
+                        self.inflight += 1;
+                    }
+                    Err(failure) if failure.is_permanent() => {
+                        target.queue.pop_front();
+                        let entry = self.entries.remove(&seq);
+                        dead_letter(shared, seq, entry.map(|e| e.record), &failure);
+                        self.dead.push(seq);
+                    }
+                    Err(_) => {
+                        target.retry_at = Some(now + BUSY_BACKOFF);
+                        break;
+                    }
+                }
+            }
+            if target.queue.is_empty() && target.inflight == 0 {
+                self.targets.remove(&name);
+            } else if !target.queue.is_empty()
+                && target.retry_at.is_none()
+                && target.inflight < MAX_INFLIGHT_PER_TARGET
+            {
+                // Stopped by the global limit: try again on the next round.
+                self.ready.push_back(name);
+            }
+        }
+    }
+
+    /// Records a delivery's outcome: processed (its removal is durable) or to be retried.
+    pub(crate) fn done(&mut self, shared: &Shared, seq: u64, outcome: Result<(), Failure>) {
+        self.inflight = self.inflight.saturating_sub(1);
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        let name = entry.record.target.clone();
+        let target = self.targets.entry(name.clone()).or_default();
+        target.inflight = target.inflight.saturating_sub(1);
+        match outcome {
+            Ok(()) => {
+                self.entries.remove(&seq);
+                shared.outbox.release(1);
+                shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(failure) => {
+                // Busy or storage failing: the message was not processed; retry, uncounted.
+                let counted = !failure.is_busy() && !matches!(failure, Failure::Storage(_));
+                if counted {
+                    entry.attempts += 1;
+                }
+                if entry.attempts >= MAX_ATTEMPTS {
+                    let entry = self.entries.remove(&seq);
+                    dead_letter(shared, seq, entry.map(|e| e.record), &failure);
+                    self.dead.push(seq);
+                } else {
+                    let backoff = if counted {
+                        Duration::from_millis(100 << entry.attempts.min(6))
+                    } else {
+                        BUSY_BACKOFF
+                    };
+                    let at = target.queue.partition_point(|&s| s < seq);
+                    target.queue.insert(at, seq);
+                    target.retry_at = Some(Instant::now() + backoff);
+                    tracing::debug!(seq, attempts = entry.attempts, error = %crate::error::CallError::<std::convert::Infallible>::from_failure(failure), "delivery failed; will retry");
+                }
+            }
+        }
+        if target.queue.is_empty() && target.inflight == 0 {
+            self.targets.remove(&name);
+        } else if target.retry_at.is_none() && !target.queue.is_empty() {
+            self.ready.push_back(name);
+        }
+    }
+
+    /// Makes targets whose backoff has passed ready again.
+    pub(crate) fn tick(&mut self) {
+        let now = Instant::now();
+        for (name, target) in &mut self.targets {
+            if target.retry_at.is_some_and(|at| at <= now) {
+                target.retry_at = None;
+                self.ready.push_back(name.clone());
+            }
+        }
+    }
+
+    /// Entries given up on since the last call: their keys must be removed from the store.
+    pub(crate) fn take_dead(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dead)
+    }
+}
+
+fn dead_letter(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failure) {
+    shared.outbox.release(1);
+    shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+    let error = crate::error::CallError::<std::convert::Infallible>::from_failure(failure.clone());
+    match record {
+        Some(r) => tracing::error!(
+            seq,
+            actor = %r.target.actor,
+            key = %r.target.key,
+            payload = ?r.payload,
+            %error,
+            "dead letter: giving up on an outbox message"
+        ),
+        None => tracing::error!(seq, %error, "dead letter: giving up on an outbox message"),
+    }
+}

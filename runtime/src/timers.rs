@@ -1,0 +1,160 @@
+//! Durable timers: a keyspace ordered by due time, scanned by the host service when the
+//! earliest timer comes due. No task or thread waits per timer, and an actor whose only
+//! business is a pending timer can be passivated: the firing activates it.
+//!
+//! A firing is delivered like an outbox message: the target's turn removes the timer (or
+//! writes its next firing) in the same batch as its state change, and ignores a firing that
+//! its record no longer lists, so each firing is processed once, across crashes too.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::codec::{Payload, TimerRecord, decode_envelope, timer_due};
+use crate::context::epoch_ms;
+use crate::directory::{Delivery, DoneFn};
+use crate::runtime::Shared;
+
+/// Timers read per scan.
+const SCAN_LIMIT: usize = 1024;
+/// Wait before looking again after a firing could not be delivered or failed.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The timer service's state, owned by the host service.
+pub(crate) struct TimerService {
+    /// Firings queued on activations and not yet done.
+    inflight: HashSet<Arc<[u8]>>,
+    /// When to scan next (ms since the Unix epoch); 0 = at once (startup: fire what was
+    /// missed while the runtime was down).
+    next_wake: u64,
+}
+
+impl TimerService {
+    pub(crate) fn new() -> TimerService {
+        TimerService {
+            inflight: HashSet::new(),
+            next_wake: 0,
+        }
+    }
+
+    /// A committed turn scheduled a timer due at `due_ms`.
+    pub(crate) fn scheduled(&mut self, due_ms: u64) {
+        self.next_wake = self.next_wake.min(due_ms);
+    }
+
+    /// Whether a scan is due.
+    pub(crate) fn due(&self) -> bool {
+        epoch_ms(SystemTime::now()) >= self.next_wake
+    }
+
+    /// A firing's turn is over; a failed one is retried at the next scan.
+    pub(crate) fn done(&mut self, key: &[u8], ok: bool) {
+        self.inflight.remove(key);
+        if !ok {
+            self.retry_soon();
+        }
+    }
+
+    fn retry_soon(&mut self) {
+        let at = epoch_ms(SystemTime::now() + RETRY);
+        self.next_wake = self.next_wake.min(at);
+    }
+
+    /// Delivers every due timer that is not in flight, then finds the next due time.
+    pub(crate) async fn fire(
+        &mut self,
+        shared: &Arc<Shared>,
+        done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
+    ) {
+        let now = epoch_ms(SystemTime::now());
+        // Until the scan below says otherwise, look again soon (a failed read retries).
+        self.next_wake = now.saturating_add(RETRY.as_millis() as u64);
+        let Ok(store) = shared.store() else {
+            return;
+        };
+        let scanned = tokio::task::spawn_blocking(move || {
+            let due = store.due_timers(now, SCAN_LIMIT)?;
+            let next = store.next_timer_after(now)?;
+            Ok::<_, crate::error::StorageError>((due, next))
+        })
+        .await;
+        let (due, next) = match scanned {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read due timers; retrying");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "timer scan task failed; retrying");
+                return;
+            }
+        };
+        let full = due.len() == SCAN_LIMIT;
+        let mut busy = false;
+        for (key, value) in due {
+            let key: Arc<[u8]> = key.into();
+            if self.inflight.contains(&key) {
+                continue;
+            }
+            busy |= !self.deliver(shared, key, &value, done);
+        }
+        self.next_wake = match next {
+            _ if full => now,
+            Some(next) => next,
+            None => u64::MAX,
+        };
+        if busy {
+            self.retry_soon();
+        }
+    }
+
+    /// Queues one firing; false if it must be retried later.
+    fn deliver(
+        &mut self,
+        shared: &Arc<Shared>,
+        key: Arc<[u8]>,
+        value: &[u8],
+        done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
+    ) -> bool {
+        let record = match decode_envelope::<TimerRecord>(value) {
+            Ok(record) if timer_due(&key) == Some(record.due_ms) => record,
+            Ok(_) | Err(_) => {
+                // Never written by this build: leave it for an operator, do not fire it.
+                if self.inflight.insert(key.clone()) {
+                    tracing::error!(key = ?key, "undecodable timer in the store; skipped");
+                }
+                return true;
+            }
+        };
+        let name = record.name.clone();
+        let delivery = Delivery::Timer {
+            key: key.clone(),
+            name: record.name,
+            due_ms: record.due_ms,
+            every_ms: record.every_ms,
+            message: record.message.clone().into(),
+        };
+        let payload = Payload::Message(record.message);
+        match shared.deliver_to(&record.target, &payload, delivery, done(key.clone())) {
+            Ok(()) => {
+                self.inflight.insert(key);
+                true
+            }
+            Err(failure) if failure.is_permanent() => {
+                if self.inflight.insert(key) {
+                    let error =
+                        crate::error::CallError::<std::convert::Infallible>::from_failure(failure);
+                    tracing::error!(
+                        actor = %record.target.actor,
+                        key = %record.target.key,
+                        timer = %name,
+                        %error,
+                        "timer cannot be delivered; skipped"
+                    );
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `Runtime::send` returns once the message is durable and it is processed once; with an
+//! idempotency key, a retried send is processed at most once. Bad targets are refused.
+
+use gears::CallError;
+use gears_tests::{Receiver, open, settle};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_sends_are_durable_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    rt.send::<Receiver>("r")
+        .receive("app".into(), 1)
+        .await
+        .unwrap();
+    rt.send::<Receiver>("r")
+        .receive("app".into(), 1)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        rt.send_idempotent::<Receiver>("r", "payment-7")
+            .receive("app".into(), 10)
+            .await
+            .unwrap();
+    }
+    // The same idempotency key to another actor is another message.
+    rt.send_idempotent::<Receiver>("other", "payment-7")
+        .receive("app".into(), 10)
+        .await
+        .unwrap();
+    settle(&rt).await;
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (12, 3));
+    assert_eq!(rt.get::<Receiver>("other").totals().await.unwrap(), (10, 1));
+    rt.shutdown().await.unwrap();
+
+    // The window survives a restart.
+    let rt = open(dir.path()).await;
+    rt.send_idempotent::<Receiver>("r", "payment-7")
+        .receive("app".into(), 10)
+        .await
+        .unwrap();
+    settle(&rt).await;
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (12, 3));
+
+    let empty = rt.send::<Receiver>("").receive("app".into(), 1).await;
+    assert!(matches!(empty, Err(CallError::InvalidKey(_))), "{empty:?}");
+    rt.shutdown().await.unwrap();
+    let closed = rt.send::<Receiver>("r").receive("app".into(), 1).await;
+    assert!(matches!(closed, Err(CallError::ShuttingDown)), "{closed:?}");
+}
