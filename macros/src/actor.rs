@@ -96,9 +96,7 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let name = options
         .name
         .map_or_else(|| ident.to_string(), |n| n.value());
-    let events = options
-        .events
-        .map_or_else(|| quote!(()), |ty| quote!(#ty));
+    let events = options.events.map_or_else(|| quote!(()), |ty| quote!(#ty));
     quote! {
         #errors
         impl ::gears::Actor for #ident {

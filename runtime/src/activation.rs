@@ -222,7 +222,15 @@ async fn turn<A: Handlers>(
         }
     }
     if let Some(d) = delivery {
-        dirty |= complete_delivery(shared, slot, l, d, true, &mut writes, &mut released.timer_due);
+        dirty |= complete_delivery(
+            shared,
+            slot,
+            l,
+            d,
+            true,
+            &mut writes,
+            &mut released.timer_due,
+        );
     }
     let outbox = released.outbox.len();
     let committed = finish_turn(shared, slot, l, &mut activation.last_write, writes, dirty).await;

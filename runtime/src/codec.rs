@@ -389,7 +389,10 @@ mod tests {
                 std::fs::write(&path, bytes).unwrap();
             }
             let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(&golden, bytes, "{name} changed: stored data would be misread");
+            assert_eq!(
+                &golden, bytes,
+                "{name} changed: stored data would be misread"
+            );
         }
         let golden = std::fs::read(dir.join(fixtures[0].0)).unwrap();
         assert_eq!(decode_record::<u64>(&golden).unwrap(), (1, meta, 300));

@@ -112,7 +112,10 @@ pub(crate) enum TimerOp {
 
 /// A change to what the actor subscribes to, applied when the turn commits.
 pub(crate) enum SubscriptionOp {
-    Subscribe { publisher: ActorRef, handler: String },
+    Subscribe {
+        publisher: ActorRef,
+        handler: String,
+    },
     Unsubscribe(ActorRef),
 }
 
@@ -247,7 +250,10 @@ impl Context {
 
     /// Cancels this actor's timer `name`, if there is one.
     pub fn cancel_timer(&self, name: impl Into<String>) {
-        self.effects.lock().timers.push(TimerOp::Cancel(name.into()));
+        self.effects
+            .lock()
+            .timers
+            .push(TimerOp::Cancel(name.into()));
     }
 
     /// This actor's pending timers as of the start of the turn, earliest first.

@@ -12,11 +12,11 @@ use tokio::sync::oneshot;
 use crate::actor::{Deliver, Handlers};
 use crate::codec::{ActorRef, OutboxRecord, Payload, encode_envelope, outbox_key};
 use crate::commit::KeyWrite;
-use crate::store::Space;
 use crate::context::{Chain, find_cycle};
 use crate::directory::{Body, Envelope, Registry, Replier};
 use crate::error::{CallError, Failure};
 use crate::runtime::Shared;
+use crate::store::Space;
 
 /// What travels back from a turn to its caller.
 #[doc(hidden)]
@@ -133,8 +133,8 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
             if shared.registry::<A>().is_none() {
                 return Err(CallError::NotRegistered(A::NAME));
             }
-            let payload = crate::context::encode_message::<A>(&message)
-                .map_err(CallError::from_failure)?;
+            let payload =
+                crate::context::encode_message::<A>(&message).map_err(CallError::from_failure)?;
             let record = OutboxRecord {
                 target: ActorRef {
                     actor: A::NAME.to_string(),

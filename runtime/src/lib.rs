@@ -99,10 +99,10 @@ pub mod prelude {
 pub mod __private {
     pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
     pub use crate::codec::{decode_argument, shard_of, state_key};
-    pub use crate::context::{TimerSet, TurnSend};
-    pub use crate::handle::OutsideSend;
     pub use crate::commit::{CommitStage, FaultHook};
+    pub use crate::context::{TimerSet, TurnSend};
     pub use crate::error::Failure;
+    pub use crate::handle::OutsideSend;
     pub use crate::handle::{Caller, Reply, finish, finish_result};
     pub use futures::future::BoxFuture;
     pub use serde;

@@ -121,16 +121,23 @@ impl Dispatcher {
             if target.queue.len() == 1 && target.retry_at.is_none() {
                 self.ready.push_back(record.target.clone());
             }
-            self.entries.insert(seq, Pending {
-                record,
-                attempts: 0,
-            });
+            self.entries.insert(
+                seq,
+                Pending {
+                    record,
+                    attempts: 0,
+                },
+            );
         }
     }
 
     /// Queues deliverable entries on their targets' activations. `done` makes the callback
     /// that reports a delivery's outcome back to [`Dispatcher::done`].
-    pub(crate) fn dispatch(&mut self, shared: &std::sync::Arc<Shared>, done: &(dyn Fn(u64) -> DoneFn + Send + Sync)) {
+    pub(crate) fn dispatch(
+        &mut self,
+        shared: &std::sync::Arc<Shared>,
+        done: &(dyn Fn(u64) -> DoneFn + Send + Sync),
+    ) {
         let now = Instant::now();
         let mut rounds = self.ready.len();
         while self.inflight < MAX_INFLIGHT && rounds > 0 {

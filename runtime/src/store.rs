@@ -172,7 +172,10 @@ impl Store {
     }
 }
 
-fn collect(iter: impl Iterator<Item = fjall::Guard>, limit: usize) -> Result<Vec<Entry>, StorageError> {
+fn collect(
+    iter: impl Iterator<Item = fjall::Guard>,
+    limit: usize,
+) -> Result<Vec<Entry>, StorageError> {
     iter.take(limit)
         .map(|guard| {
             guard
