@@ -240,6 +240,13 @@ async fn turn<A: Handlers>(
             reset(&mut activation.loaded, slot);
             Err(failure)
         }
+        // A refused turn still consumed its durable message (removed in this commit): the
+        // dispatcher must hear "done", not "retry", or it would deliver it again.
+        (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(_))) => {
+            let error = crate::CallError::<std::convert::Infallible>::from_failure(failure);
+            tracing::error!(actor = A::NAME, key = %slot.key, handler, %error, "a delivered message's turn was refused; the message is consumed");
+            Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+        }
         (Ok(()), Some(failure)) => Err(failure),
         (Ok(()), None) => Ok(output.value),
     };

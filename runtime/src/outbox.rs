@@ -11,7 +11,9 @@
 //! Per target, entries are queued in sequence order and mailboxes are FIFO, so messages from
 //! one sender (and events of one publisher) are processed in order. A message whose turn
 //! fails (panic, timeout) is retried after a backoff, behind messages queued meanwhile; after
-//! [`MAX_ATTEMPTS`] failed turns it is dropped and logged as a dead letter.
+//! [`MAX_ATTEMPTS`] failed turns it is dropped and logged as a dead letter. A message that
+//! could not be processed for reasons outside it (target busy, storage failing, target's
+//! record undecodable) is retried without limit: dropping it would lose it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +32,9 @@ const MAX_INFLIGHT: usize = 8192;
 const MAX_INFLIGHT_PER_TARGET: usize = 256;
 /// Wait before retrying a target that was busy (full mailbox, storage failing, stopping).
 const BUSY_BACKOFF: Duration = Duration::from_millis(20);
+/// Wait before retrying a target whose stored record cannot be decoded (until an operator or
+/// a new build fixes it).
+const STUCK_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The outbox's counters, shared by every turn: sequence numbers and the bounded backlog.
 pub(crate) struct Outbox {
@@ -206,8 +211,10 @@ impl Dispatcher {
                 shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(failure) => {
-                // Busy or storage failing: the message was not processed; retry, uncounted.
-                let counted = !failure.is_busy() && !matches!(failure, Failure::Storage(_));
+                // Busy, storage failing, or the target's record undecodable: the message was
+                // not processed and dropping it would lose it; retry without counting.
+                let counted = !failure.is_busy()
+                    && !matches!(failure, Failure::Storage(_) | Failure::Decode(_));
                 if counted {
                     entry.attempts += 1;
                 }
@@ -216,10 +223,10 @@ impl Dispatcher {
                     dead_letter(shared, seq, entry.map(|e| e.record), &failure);
                     self.dead.push(seq);
                 } else {
-                    let backoff = if counted {
-                        Duration::from_millis(100 << entry.attempts.min(6))
-                    } else {
-                        BUSY_BACKOFF
+                    let backoff = match &failure {
+                        _ if counted => Duration::from_millis(100 << entry.attempts.min(6)),
+                        Failure::Decode(_) => STUCK_BACKOFF,
+                        _ => BUSY_BACKOFF,
                     };
                     let at = target.queue.partition_point(|&s| s < seq);
                     target.queue.insert(at, seq);
