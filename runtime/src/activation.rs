@@ -37,6 +37,8 @@ pub(crate) struct Loaded<A> {
     /// The record of the state as last written (or loaded): what a rollback returns to, and
     /// what a turn's result is compared with to skip writes that change nothing.
     record: Option<Arc<[u8]>>,
+    /// This turn deleted the actor: its record is removed unless something is left.
+    deleted: bool,
 }
 
 /// What an activation keeps between turns. The pending write outlives the state: after an
@@ -235,14 +237,16 @@ async fn turn<A: Handlers>(
     let outbox = released.outbox.len();
     let committed = finish_turn(shared, slot, l, &mut activation.last_write, writes, dirty).await;
     let result = match (committed, refused) {
+        // Nothing was submitted: nothing may be released either.
         (Err(failure), _) => {
             shared.outbox.release(outbox);
             reset(&mut activation.loaded, slot);
+            released = Released::default();
             Err(failure)
         }
         // A refused turn still consumed its durable message (removed in this commit): the
         // dispatcher must hear "done", not "retry", or it would deliver it again.
-        (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(_))) => {
+        (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(..))) => {
             let error = crate::CallError::<std::convert::Infallible>::from_failure(failure);
             tracing::error!(actor = A::NAME, key = %slot.key, handler, %error, "a delivered message's turn was refused; the message is consumed");
             Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
@@ -374,6 +378,7 @@ fn apply_effects<A: Handlers>(
         }
         l.meta = ActorMeta::default();
         l.state = A::default();
+        l.deleted = true;
         changed = true;
     } else {
         for op in timers {
@@ -580,7 +585,16 @@ async fn finish_turn<A: Handlers>(
     dirty: bool,
 ) -> Result<(), Failure> {
     let mut record = None;
-    if dirty {
+    if dirty && l.deleted && l.meta.is_empty() {
+        // A deleted actor with nothing left: remove its record rather than store a default.
+        if l.record.take().is_some() {
+            writes.push(KeyWrite {
+                space: Space::State,
+                key: slot.store_key.clone(),
+                value: None,
+            });
+        }
+    } else if dirty {
         let bytes = crate::codec::encode_record(A::SCHEMA, &l.meta, &l.state)
             .map_err(|e| Failure::Storage(StorageError::new(e)))?;
         if l.record.as_deref() != Some(&bytes[..]) {
@@ -608,6 +622,7 @@ async fn finish_turn<A: Handlers>(
     if record.is_some() {
         l.record = record;
     }
+    l.deleted = false;
     *last_write = Some(ticket);
     Ok(())
 }
@@ -674,6 +689,7 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
         Ok((state, meta)) => {
             l.state = state;
             l.meta = meta;
+            l.deleted = false;
         }
         Err(reason) => {
             tracing::error!(actor = A::NAME, key = %slot.key, %reason, "cannot restore state; unloading");
@@ -707,6 +723,7 @@ async fn load<A: Handlers>(
             state: A::default(),
             meta: ActorMeta::default(),
             record: None,
+            deleted: false,
         });
     };
     match crate::codec::decode_record::<A>(&bytes) {
@@ -714,6 +731,7 @@ async fn load<A: Handlers>(
             state,
             meta,
             record: Some(bytes.into()),
+            deleted: false,
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {
             actor: A::NAME,

@@ -112,16 +112,24 @@ impl Ticket {
         })
     }
 
+    /// Runs the waiting callbacks, then marks the write settled. The status changes only once
+    /// every callback registered before it has run, so a later turn that sees the write
+    /// settled cannot release its events or reply ahead of this write's.
     fn settle(&self, outcome: Result<(), StorageError>) {
-        let waiting = {
-            let mut inner = self.inner.lock();
-            let status = if outcome.is_ok() { DURABLE } else { FAILED };
-            inner.error = outcome.as_ref().err().cloned();
-            self.status.store(status, Ordering::Release);
-            std::mem::take(&mut inner.waiting)
-        };
-        for reply in waiting {
-            reply(outcome.clone().map_err(Failure::Storage));
+        loop {
+            let waiting = {
+                let mut inner = self.inner.lock();
+                if inner.waiting.is_empty() {
+                    let status = if outcome.is_ok() { DURABLE } else { FAILED };
+                    inner.error = outcome.as_ref().err().cloned();
+                    self.status.store(status, Ordering::Release);
+                    return;
+                }
+                std::mem::take(&mut inner.waiting)
+            };
+            for reply in waiting {
+                reply(outcome.clone().map_err(Failure::Storage));
+            }
         }
     }
 }

@@ -48,10 +48,14 @@ pub(crate) enum Replier {
     /// A caller waiting for the handler's value.
     Call(oneshot::Sender<Reply>),
     /// The dispatcher of a durable message.
-    Done(DoneFn),
+    Done(Done),
 }
 
 impl Replier {
+    pub(crate) fn done(done: DoneFn) -> Replier {
+        Replier::Done(Done(Some(done)))
+    }
+
     /// The caller gave up (timed out): nobody waits for the turn.
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self, Replier::Call(tx) if tx.is_closed())
@@ -62,7 +66,33 @@ impl Replier {
             Replier::Call(tx) => {
                 let _ = tx.send(reply);
             }
-            Replier::Done(done) => done(reply.map(drop)),
+            Replier::Done(mut done) => {
+                let (outcome, value) = match reply {
+                    Ok(value) => (Ok(()), Some(value)),
+                    Err(failure) => (Err(failure), None),
+                };
+                // Report before dropping the handler's value: a user `Drop` that panics must
+                // not lose the report.
+                if let Some(done) = done.0.take() {
+                    done(outcome);
+                }
+                drop(value);
+            }
+        }
+    }
+}
+
+/// The dispatcher's callback, which must hear exactly once: if a turn unwinds before
+/// answering (a panic outside the handler, before anything was submitted), dropping it
+/// reports a failure, so the message is retried instead of being forgotten.
+pub(crate) struct Done(Option<DoneFn>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(Failure::Invalid(
+                "the turn unwound before answering (a panic outside the handler)".into(),
+            )));
         }
     }
 }
@@ -152,6 +182,8 @@ impl<A: Handlers> Registry<A> {
         if let Some(tx) = watchers.get(key) {
             return tx.subscribe();
         }
+        // Keys whose watchers all went away are dropped here (and when they publish).
+        watchers.retain(|_, tx| tx.receiver_count() > 0);
         let (tx, rx) = broadcast::channel(capacity);
         watchers.insert(Arc::from(key), tx);
         self.watched.store(watchers.len(), Ordering::Release);
@@ -308,7 +340,7 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
         let envelope = Envelope {
             body,
             chain: None,
-            reply: Some(Replier::Done(done)),
+            reply: Some(Replier::done(done)),
             delivery: Some(delivery),
         };
         self.enqueue(shared, &Arc::from(key), envelope)

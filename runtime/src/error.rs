@@ -127,14 +127,6 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Retrying the same message cannot succeed (the message or its target is bad).
-    pub(crate) fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Failure::Decode(_) | Failure::InvalidKey(_) | Failure::NotRegistered(_)
-        )
-    }
-
     /// Retrying later may succeed without the message having been processed (the runtime was
     /// busy or stopping); such retries do not count as failed attempts.
     pub(crate) fn is_busy(&self) -> bool {

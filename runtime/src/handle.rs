@@ -146,28 +146,41 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
             let value = encode_envelope(&record)
                 .map_err(|e| CallError::Invalid(format!("cannot encode a send: {e}")))?;
             shared.admit(false).map_err(CallError::from_failure)?;
-            let sent = async {
-                shared.outbox.reserve(1)?;
-                let seq = shared.outbox.next_seq();
-                let write = KeyWrite {
-                    space: Space::Outbox,
-                    key: outbox_key(seq).to_vec().into(),
-                    value: Some(value.into()),
-                };
-                let ticket = shared.committer.submit(vec![write], None).await;
-                match ticket.wait().await {
-                    Ok(()) => {
-                        shared.committed(vec![(seq, record)]);
-                        Ok(())
-                    }
-                    Err(failure) => {
-                        shared.outbox.release(1);
-                        Err(failure)
+            // Once admitted, the send runs to its end in its own task even if the caller
+            // stops waiting: the in-flight count, the outbox place and the hand-over to the
+            // dispatcher must not depend on the caller's future being polled.
+            let task = shared.clone();
+            let sent = shared.tokio.spawn(async move {
+                let shared = task;
+                let sent = async {
+                    shared.outbox.reserve(1)?;
+                    let seq = shared.outbox.next_seq();
+                    let write = KeyWrite {
+                        space: Space::Outbox,
+                        key: outbox_key(seq).to_vec().into(),
+                        value: Some(value.into()),
+                    };
+                    let ticket = shared.committer.submit(vec![write], None).await;
+                    match ticket.wait().await {
+                        Ok(()) => {
+                            shared.committed(vec![(seq, record)]);
+                            Ok(())
+                        }
+                        Err(failure) => {
+                            shared.outbox.release(1);
+                            Err(failure)
+                        }
                     }
                 }
-            }
-            .await;
-            shared.turn_finished();
+                .await;
+                shared.turn_finished();
+                sent
+            });
+            let sent = sent.await.unwrap_or_else(|e| {
+                Err(Failure::Storage(crate::error::StorageError::new(format!(
+                    "the send task failed: {e}"
+                ))))
+            });
             sent.map_err(CallError::from_failure)
         })
     }

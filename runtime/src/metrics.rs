@@ -59,8 +59,9 @@ pub struct Stats {
     pub sends: u64,
     /// Outbox messages processed by their target (their removal committed with its turn).
     pub delivered: u64,
-    /// Outbox messages given up on (undecodable, unknown target, or failing every attempt);
-    /// each is logged at error level.
+    /// Outbox messages parked in this run: undeliverable (unknown actor type, undecodable)
+    /// or failing every attempt. Each is logged at error level and left in the outbox, to be
+    /// tried again at the next start.
     pub dead_letters: u64,
     /// Outbox messages durable and not yet processed.
     pub outbox_backlog: u64,

@@ -11,9 +11,13 @@
 //! Per target, entries are queued in sequence order and mailboxes are FIFO, so messages from
 //! one sender (and events of one publisher) are processed in order. A message whose turn
 //! fails (panic, timeout) is retried after a backoff, behind messages queued meanwhile; after
-//! [`MAX_ATTEMPTS`] failed turns it is dropped and logged as a dead letter. A message that
-//! could not be processed for reasons outside it (target busy, storage failing, target's
-//! record undecodable) is retried without limit: dropping it would lose it.
+//! [`MAX_ATTEMPTS`] failed turns it is *parked*. A message that cannot be delivered at all
+//! (unknown actor type, undecodable message, invalid key) is parked at once. Parking logs the
+//! message at error level and stops retrying it in this run, but leaves it in the outbox:
+//! nothing is deleted that was not processed, and the next start (perhaps with the type
+//! registered or the bug fixed) tries again. A message that could not be processed for
+//! reasons outside it (target busy, storage failing, target's record undecodable) is retried
+//! without limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +28,7 @@ use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::runtime::Shared;
 
-/// Failed turns (panics, timeouts, undecodable state) before a message is given up.
+/// Failed turns (panics, timeouts, refused effects) before a message is parked.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
 /// Deliveries queued on activations at once, in all.
 const MAX_INFLIGHT: usize = 8192;
@@ -106,8 +110,6 @@ pub(crate) struct Dispatcher {
     /// Targets that may have something to deliver now.
     ready: VecDeque<ActorRef>,
     inflight: usize,
-    /// Entries given up on, to be removed from the store.
-    dead: Vec<u64>,
 }
 
 impl Dispatcher {
@@ -171,15 +173,14 @@ impl Dispatcher {
                         target.inflight += 1;
                         self.inflight += 1;
                     }
-                    Err(failure) if failure.is_permanent() => {
-                        target.queue.pop_front();
-                        let entry = self.entries.remove(&seq);
-                        dead_letter(shared, seq, entry.map(|e| e.record), &failure);
-                        self.dead.push(seq);
-                    }
-                    Err(_) => {
+                    Err(failure) if failure.is_busy() => {
                         target.retry_at = Some(now + BUSY_BACKOFF);
                         break;
+                    }
+                    Err(failure) => {
+                        target.queue.pop_front();
+                        let entry = self.entries.remove(&seq);
+                        park(shared, seq, entry.map(|e| e.record), &failure);
                     }
                 }
             }
@@ -220,8 +221,7 @@ impl Dispatcher {
                 }
                 if entry.attempts >= MAX_ATTEMPTS {
                     let entry = self.entries.remove(&seq);
-                    dead_letter(shared, seq, entry.map(|e| e.record), &failure);
-                    self.dead.push(seq);
+                    park(shared, seq, entry.map(|e| e.record), &failure);
                 } else {
                     let backoff = match &failure {
                         _ if counted => Duration::from_millis(100 << entry.attempts.min(6)),
@@ -252,14 +252,10 @@ impl Dispatcher {
             }
         }
     }
-
-    /// Entries given up on since the last call: their keys must be removed from the store.
-    pub(crate) fn take_dead(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.dead)
-    }
 }
 
-fn dead_letter(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failure) {
+/// Stops retrying an entry in this run; it stays in the store for the next start.
+fn park(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failure) {
     shared.outbox.release(1);
     shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
     let error = crate::error::CallError::<std::convert::Infallible>::from_failure(failure.clone());
@@ -270,8 +266,8 @@ fn dead_letter(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure:
             key = %r.target.key,
             payload = ?r.payload,
             %error,
-            "dead letter: giving up on an outbox message"
+            "parked an outbox message: it stays in the outbox, retried at the next start"
         ),
-        None => tracing::error!(seq, %error, "dead letter: giving up on an outbox message"),
+        None => tracing::error!(seq, %error, "parked an outbox message"),
     }
 }

@@ -11,13 +11,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::codec::{OutboxRecord, outbox_key};
-use crate::commit::KeyWrite;
+use crate::codec::OutboxRecord;
 use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
 use crate::runtime::Shared;
-use crate::store::Space;
 use crate::timers::TimerService;
 
 /// How often the host retries busy deliveries and checks for due timers: the timers'
@@ -129,25 +127,8 @@ impl Actor for HostActor {
             })
         };
         state.dispatcher.dispatch(&shared, &done);
-        remove_dead_letters(&shared, state.dispatcher.take_dead()).await;
         Ok(())
     }
-}
-
-/// Removes given-up outbox entries from the store.
-async fn remove_dead_letters(shared: &Shared, dead: Vec<u64>) {
-    if dead.is_empty() {
-        return;
-    }
-    let writes = dead
-        .into_iter()
-        .map(|seq| KeyWrite {
-            space: Space::Outbox,
-            key: outbox_key(seq).to_vec().into(),
-            value: None,
-        })
-        .collect();
-    shared.committer.submit(writes, None).await;
 }
 
 /// Where the rest of the runtime reaches the host.

@@ -125,10 +125,18 @@ impl Store {
         collect(self.outbox.iter(), usize::MAX)
     }
 
-    /// Up to `limit` timers due at or before `now_ms`, earliest first.
-    pub(crate) fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StorageError> {
-        let end = now_ms.saturating_add(1).to_be_bytes();
-        collect(self.timers.range(..end.as_slice()), limit)
+    /// Up to `limit` timers due at or before `now_ms`, earliest first, after the key `after`
+    /// (if given).
+    pub(crate) fn due_timers(
+        &self,
+        after: Option<&[u8]>,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let end = now_ms.saturating_add(1).to_be_bytes().to_vec();
+        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        collect(self.timers.range((start, Bound::Excluded(end))), limit)
     }
 
     /// The due time of the earliest timer due after `now_ms`.

@@ -27,6 +27,9 @@ pub(crate) struct TimerService {
     /// When to scan next (ms since the Unix epoch); 0 = at once (startup: fire what was
     /// missed while the runtime was down).
     next_wake: u64,
+    /// Where the next scan continues when the last one filled a page, so timers that are in
+    /// flight or parked at the front never hide the ones behind them.
+    resume_after: Option<Vec<u8>>,
 }
 
 impl TimerService {
@@ -34,6 +37,7 @@ impl TimerService {
         TimerService {
             inflight: HashSet::new(),
             next_wake: 0,
+            resume_after: None,
         }
     }
 
@@ -72,8 +76,9 @@ impl TimerService {
         let Ok(store) = shared.store() else {
             return;
         };
+        let after = self.resume_after.take();
         let scanned = tokio::task::spawn_blocking(move || {
-            let due = store.due_timers(now, SCAN_LIMIT)?;
+            let due = store.due_timers(after.as_deref(), now, SCAN_LIMIT)?;
             let next = store.next_timer_after(now)?;
             Ok::<_, crate::error::StorageError>((due, next))
         })
@@ -90,6 +95,9 @@ impl TimerService {
             }
         };
         let full = due.len() == SCAN_LIMIT;
+        if full {
+            self.resume_after = due.last().map(|(key, _)| key.clone());
+        }
         let mut busy = false;
         for (key, value) in due {
             let key: Arc<[u8]> = key.into();
@@ -140,7 +148,9 @@ impl TimerService {
                 self.inflight.insert(key);
                 true
             }
-            Err(failure) if failure.is_permanent() => {
+            Err(failure) if failure.is_busy() => false,
+            Err(failure) => {
+                // Parked for this run (logged), left in the store for the next start.
                 if self.inflight.insert(key) {
                     let error =
                         crate::error::CallError::<std::convert::Infallible>::from_failure(failure);
@@ -154,7 +164,6 @@ impl TimerService {
                 }
                 true
             }
-            Err(_) => false,
         }
     }
 }

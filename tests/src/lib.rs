@@ -114,6 +114,7 @@ pub fn builder(dir: &Path) -> gears::Builder {
         .register::<Alarm>()
         .register::<Stock>()
         .register::<Listener>()
+        .register::<Fragile>()
 }
 
 /// Sends messages to [`Receiver`]s, and counts what it sent (committed with the sends).
@@ -344,5 +345,58 @@ where
             "still {got:?}, waiting for {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Makes the next encoding of a [`Fragile`] state fail with an error.
+pub static FAIL_NEXT_ENCODE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+/// Makes the next encoding of a [`Fragile`] state panic (outside any handler).
+pub static PANIC_NEXT_ENCODE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// An actor whose state encoding can be made to fail or panic once, from outside.
+#[derive(Actor, Default, Deserialize)]
+#[actor(name = "fragile")]
+pub struct Fragile {
+    /// Sum of what was added.
+    pub total: u64,
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::sync::atomic::Ordering;
+        if FAIL_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
+            return Err(serde::ser::Error::custom("injected encoding failure"));
+        }
+        if PANIC_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
+            panic!("injected panic while encoding");
+        }
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Fragile", 1)?;
+        s.serialize_field("total", &self.total)?;
+        s.end()
+    }
+}
+
+#[handlers]
+impl Fragile {
+    /// Adds `n` and sends `receive(n)` to `Receiver(target)`.
+    pub async fn add_and_send(&mut self, ctx: &Context, n: u64, target: String) -> u64 {
+        self.total += n;
+        ctx.send::<Receiver>(target)
+            .receive(ctx.key().to_string(), n);
+        self.total
+    }
+
+    /// Adds `n`.
+    pub async fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+
+    /// The total.
+    pub async fn total(&self) -> u64 {
+        self.total
     }
 }

@@ -1,0 +1,109 @@
+//! What goes wrong around a turn neither loses nor duplicates messages, nor leaks capacity:
+//! a state that fails to encode releases none of the turn's sends; a panic outside the
+//! handler on a delivered message retries it; a send whose caller stops waiting still
+//! completes and does not hang shutdown; undeliverable timers do not hide later ones.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use gears::CallError;
+use gears::prelude::*;
+use gears_tests::{
+    Alarm, FAIL_NEXT_ENCODE, Fragile, PANIC_NEXT_ENCODE, Receiver, builder, eventually, open,
+    settle,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_encoding_releases_no_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    let fragile = rt.get::<Fragile>("f");
+    FAIL_NEXT_ENCODE.store(true, Ordering::SeqCst);
+    let failed = fragile.add_and_send(1, "r".into()).await;
+    assert!(matches!(failed, Err(CallError::Storage(_))), "{failed:?}");
+    settle(&rt).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (0, 0));
+    assert_eq!(rt.stats().outbox_backlog, 0);
+    assert_eq!(rt.stats().sends, 0);
+    // The actor and the outbox still work.
+    assert_eq!(fragile.add_and_send(2, "r".into()).await.unwrap(), 2);
+    settle(&rt).await;
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (2, 1));
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_outside_the_handler_on_a_delivery_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    PANIC_NEXT_ENCODE.store(true, Ordering::SeqCst);
+    rt.send::<Fragile>("f").add(5).await.unwrap();
+    settle(&rt).await;
+    assert_eq!(rt.get::<Fragile>("f").total().await.unwrap(), 5);
+    let stats = rt.stats();
+    assert_eq!((stats.delivered, stats.dead_letters), (1, 0));
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_sends_complete_and_shutdown_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    for _ in 0..20 {
+        let send = rt.send::<Receiver>("r").receive("impatient".into(), 1);
+        let _ = tokio::time::timeout(Duration::from_micros(1), send).await;
+    }
+    settle(&rt).await;
+    let (total, messages) = rt.get::<Receiver>("r").totals().await.unwrap();
+    assert_eq!(total, messages);
+    assert!(messages <= 20);
+    tokio::time::timeout(Duration::from_secs(10), rt.shutdown())
+        .await
+        .expect("shutdown hung")
+        .unwrap();
+}
+
+/// An actor type that is registered only in the first run.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "orphan")]
+struct Orphan;
+
+#[handlers]
+impl Orphan {
+    /// Schedules `n` timers, all due at once.
+    async fn schedule(&mut self, ctx: &Context, n: u32) {
+        for i in 0..n {
+            ctx.timer::<Self>(format!("t{i}"), gears::Timer::after(Duration::ZERO))
+                .ring();
+        }
+    }
+
+    /// Does nothing: only the timers matter.
+    async fn ring(&mut self) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_timers_do_not_hide_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .register::<Orphan>()
+        .__hold_deliveries()
+        .open()
+        .await
+        .unwrap();
+    rt.get::<Orphan>("o").schedule(1100).await.unwrap();
+    rt.shutdown().await.unwrap();
+
+    // Without `Orphan` registered, its 1,100 due timers cannot be delivered; they stay in
+    // the store while a later timer still fires.
+    let rt = open(dir.path()).await;
+    let alarm = rt.get::<Alarm>("a");
+    alarm.arm("later".into(), 50).await.unwrap();
+    eventually(1, || {
+        let alarm = alarm.clone();
+        async move { alarm.rings("later".into()).await }
+    })
+    .await;
+    rt.shutdown().await.unwrap();
+}
