@@ -528,6 +528,11 @@ fn complete_delivery<A: Handlers>(
                 key,
                 value: None,
             });
+            if processed {
+                shared.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
+            }
+            // The handler may have cancelled or re-armed its own timer: then there is no
+            // entry left to remove or advance.
             let Some(at) = l
                 .meta
                 .timers
@@ -536,9 +541,6 @@ fn complete_delivery<A: Handlers>(
             else {
                 return false;
             };
-            if processed {
-                shared.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
-            }
             let timers = Arc::make_mut(&mut l.meta.timers);
             match every_ms {
                 None => {

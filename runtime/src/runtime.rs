@@ -224,8 +224,14 @@ impl Builder {
         )
         .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
 
+        // Sweep often enough for the shortest idle timeout of any type.
+        let shortest_idle = self
+            .idle_overrides
+            .values()
+            .copied()
+            .fold(config.idle_timeout, Duration::min);
         let sweep_every =
-            (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+            (shortest_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         let shared = Arc::new(Shared {
             config,
             store: parking_lot::RwLock::new(Some(store)),

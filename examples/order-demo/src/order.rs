@@ -1,0 +1,365 @@
+//! [`Order`] (key = order id): the saga that turns a customer's lines into shipped stock.
+//!
+//! `place` reserves the lines one by one with calls to their [`InventoryItem`]s:
+//! - every line held: the order becomes `Shipping` and, in the same atomic turn, sends each
+//!   item a `commit` and the customer a notice. Sends are exactly-once and leave only if the
+//!   turn commits, so either the order is `Shipping` and every item will ship, or neither.
+//! - a line out of stock: the order releases what it held (calls, before its turn ends) and
+//!   becomes `Backordered`. It subscribes to the missing item's [`BackInStock`] events and
+//!   tries again when one arrives; a durable deadline timer cancels it if none helps in time.
+//! - an item unreachable (overloaded, timed out): it releases what it held and fails with
+//!   [`PlaceError::Unavailable`]; its turn is rolled back and the caller may retry.
+//!
+//! Calls made during a turn are not undone by a rollback, hence the explicit releases; a
+//! release that fails is covered by the hold's expiry (see [`crate::inventory`]). Items
+//! never call an order (they send), so no call cycle can form.
+
+use gears::prelude::*;
+
+use crate::customer::{Customer, Notice};
+use crate::inventory::{BackInStock, InventoryItem};
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Line {
+    /// The item's SKU.
+    pub sku: String,
+    /// Units ordered (at least 1).
+    pub qty: u32,
+}
+
+/// Timing of an order's saga, chosen when it is placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// How long an item holds stock for the order before asking whether it still needs it.
+    pub hold_ms: u64,
+    /// How long a backordered order waits for stock before it is cancelled.
+    pub wait_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            hold_ms: 10_000,
+            wait_ms: 2_000,
+        }
+    }
+}
+
+/// Where an order's saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Every line is held and committed: the items ship it.
+    Shipping,
+    /// A line is out of stock; the order waits for it to come back.
+    Backordered,
+    /// No stock came back before the deadline; nothing is held or shipped.
+    Cancelled,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Shipping => "shipping",
+            Status::Backordered => "backordered",
+            Status::Cancelled => "cancelled",
+        })
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shipping" => Ok(Status::Shipping),
+            "backordered" => Ok(Status::Backordered),
+            "cancelled" => Ok(Status::Cancelled),
+            other => Err(format!("unknown order status {other:?}")),
+        }
+    }
+}
+
+/// Why [`Order::place`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlaceError {
+    /// The lines are unacceptable (none, a zero quantity, a SKU twice).
+    Invalid(String),
+    /// The order id was already placed with other lines or for another customer.
+    Conflict,
+    /// An item could not be reached; nothing was placed and nothing stays held. Retry.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for PlaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceError::Invalid(why) => write!(f, "invalid order: {why}"),
+            PlaceError::Conflict => {
+                f.write_str("this order id was already placed with different contents")
+            }
+            PlaceError::Unavailable(why) => write!(f, "an item is unavailable, retry: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PlaceError {}
+
+/// What [`Order::details`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// `None` if the order was never placed (or its placing never committed).
+    pub status: Option<Status>,
+    /// The customer who placed it.
+    pub customer: String,
+    /// Its lines.
+    pub lines: Vec<Line>,
+    /// The SKU it waits for while backordered.
+    pub missing: Option<String>,
+    /// Times it tried to reserve its lines.
+    pub attempts: u32,
+}
+
+/// An order, keyed by order id.
+#[derive(Actor, Default, Debug, Serialize, Deserialize)]
+#[actor(name = "order")]
+pub struct Order {
+    customer: String,
+    lines: Vec<Line>,
+    policy: Policy,
+    status: Option<Status>,
+    /// The SKU subscribed to while backordered.
+    missing: Option<String>,
+    attempts: u32,
+    /// The attempt whose holds were committed, once `Shipping`.
+    shipped_attempt: Option<u64>,
+}
+
+/// Name of the deadline timer of a backordered order.
+const DEADLINE: &str = "deadline";
+
+/// How one attempt to reserve every line ended.
+enum Attempt {
+    Held,
+    Short(String),
+    Unreachable(String),
+}
+
+#[handlers]
+impl Order {
+    /// Places the order: reserves every line, then ships or backorders it. Placing an order
+    /// id again with the same customer and lines returns its current status and changes
+    /// nothing.
+    pub async fn place(
+        &mut self,
+        ctx: &Context,
+        customer: String,
+        lines: Vec<Line>,
+        policy: Policy,
+    ) -> Result<Status, PlaceError> {
+        if let Some(status) = self.status {
+            return if self.customer == customer && self.lines == lines {
+                Ok(status)
+            } else {
+                Err(PlaceError::Conflict)
+            };
+        }
+        check_lines(&lines)?;
+        self.customer = customer;
+        self.lines = lines;
+        self.policy = policy;
+        match self.try_lines(ctx).await {
+            Attempt::Held => Ok(Status::Shipping),
+            Attempt::Short(sku) => {
+                self.backorder(ctx, sku);
+                Ok(Status::Backordered)
+            }
+            Attempt::Unreachable(why) => Err(PlaceError::Unavailable(why)),
+        }
+    }
+
+    /// The order's status; `None` if it was never placed.
+    pub async fn status(&self) -> Option<Status> {
+        self.status
+    }
+
+    /// The order's status and contents.
+    pub async fn details(&self) -> OrderView {
+        OrderView {
+            status: self.status,
+            customer: self.customer.clone(),
+            lines: self.lines.clone(),
+            missing: self.missing.clone(),
+            attempts: self.attempts,
+        }
+    }
+
+    /// Subscription handler: the SKU this order waits for is back; if there is enough of
+    /// it for this order's line, try again.
+    pub async fn on_back_in_stock(&mut self, ctx: &Context, event: BackInStock) {
+        if self.status != Some(Status::Backordered) || self.missing.as_ref() != Some(&event.sku) {
+            return;
+        }
+        let needed = self
+            .lines
+            .iter()
+            .find(|l| l.sku == event.sku)
+            .map_or(0, |l| l.qty);
+        if event.available < i64::from(needed) {
+            return;
+        }
+        self.notify(
+            ctx,
+            Notice::BackInStock {
+                order: ctx.key().to_string(),
+                sku: event.sku,
+            },
+        );
+        match self.try_lines(ctx).await {
+            Attempt::Held => {}
+            Attempt::Short(sku) => self.backorder(ctx, sku),
+            // Still backordered; the next event or the deadline decides.
+            Attempt::Unreachable(why) => {
+                tracing::warn!(order = ctx.key(), %why, "retry failed; still backordered");
+            }
+        }
+    }
+
+    /// Asked by an item whose hold for this order expired: releases it unless this order
+    /// shipped with that attempt (its `commit` is then on its way to the item).
+    pub async fn confirm_hold(&mut self, ctx: &Context, sku: String, attempt: u64) {
+        let keep = self.status == Some(Status::Shipping) && self.shipped_attempt == Some(attempt);
+        if !keep {
+            ctx.send::<InventoryItem>(sku)
+                .release(ctx.key().to_string(), attempt);
+        }
+    }
+
+    /// The deadline timer: a backordered order gives up and is cancelled.
+    pub async fn give_up(&mut self, ctx: &Context) {
+        if self.status == Some(Status::Backordered) {
+            self.status = Some(Status::Cancelled);
+            self.stop_waiting(ctx);
+            self.notify(
+                ctx,
+                Notice::Cancelled {
+                    order: ctx.key().to_string(),
+                },
+            );
+        }
+    }
+}
+
+impl Order {
+    /// Reserves every line under a fresh attempt id. All held: ships. Otherwise releases
+    /// what this attempt held and says why.
+    async fn try_lines(&mut self, ctx: &Context) -> Attempt {
+        let attempt: u64 = rand::random();
+        self.attempts += 1;
+        let order = ctx.key().to_string();
+        let mut held = Vec::with_capacity(self.lines.len());
+        let mut failed = None;
+        for line in &self.lines {
+            let reserved = ctx
+                .get::<InventoryItem>(&line.sku)
+                .reserve(order.clone(), attempt, line.qty, self.policy.hold_ms)
+                .await;
+            match reserved {
+                Ok(()) => held.push(line.sku.as_str()),
+                Err(CallError::Handler(short)) => {
+                    failed = Some(Attempt::Short(short.sku));
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(Attempt::Unreachable(format!("{}: {e}", line.sku)));
+                    break;
+                }
+            }
+        }
+        if let Some(failed) = failed {
+            for sku in held {
+                let released = ctx
+                    .get::<InventoryItem>(sku)
+                    .release(order.clone(), attempt)
+                    .await;
+                if let Err(e) = released {
+                    // Its expiry timer will ask this order, which then releases it.
+                    tracing::warn!(order, sku, %e, "release failed; the hold will expire");
+                }
+            }
+            return failed;
+        }
+        self.ship(ctx, attempt);
+        Attempt::Held
+    }
+
+    /// Every line is held by `attempt`: commit them all, atomically with this turn.
+    fn ship(&mut self, ctx: &Context, attempt: u64) {
+        let order = ctx.key().to_string();
+        for line in &self.lines {
+            ctx.send::<InventoryItem>(line.sku.clone())
+                .commit(order.clone(), attempt, line.qty);
+        }
+        if self.status == Some(Status::Backordered) {
+            self.stop_waiting(ctx);
+        }
+        self.status = Some(Status::Shipping);
+        self.shipped_attempt = Some(attempt);
+        self.notify(ctx, Notice::Shipped { order });
+    }
+
+    /// A line is short: wait for `sku` (subscribed to its events), until the deadline.
+    fn backorder(&mut self, ctx: &Context, sku: String) {
+        if self.status != Some(Status::Backordered) {
+            self.status = Some(Status::Backordered);
+            ctx.timer::<Self>(
+                DEADLINE,
+                Timer::after(std::time::Duration::from_millis(self.policy.wait_ms)),
+            )
+            .give_up();
+            self.notify(
+                ctx,
+                Notice::Backordered {
+                    order: ctx.key().to_string(),
+                    sku: sku.clone(),
+                },
+            );
+        }
+        if self.missing.as_ref() != Some(&sku) {
+            if let Some(old) = self.missing.take() {
+                ctx.unsubscribe::<InventoryItem>(old);
+            }
+            ctx.subscribe::<InventoryItem>(sku.clone(), "on_back_in_stock");
+            self.missing = Some(sku);
+        }
+    }
+
+    /// No longer backordered: drop the subscription and the deadline.
+    fn stop_waiting(&mut self, ctx: &Context) {
+        if let Some(sku) = self.missing.take() {
+            ctx.unsubscribe::<InventoryItem>(sku);
+        }
+        ctx.cancel_timer(DEADLINE);
+    }
+
+    fn notify(&self, ctx: &Context, notice: Notice) {
+        ctx.send::<Customer>(self.customer.clone()).notify(notice);
+    }
+}
+
+fn check_lines(lines: &[Line]) -> Result<(), PlaceError> {
+    if lines.is_empty() {
+        return Err(PlaceError::Invalid(
+            "an order needs at least one line".into(),
+        ));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if line.qty == 0 {
+            return Err(PlaceError::Invalid(format!("{}: quantity 0", line.sku)));
+        }
+        if lines[..i].iter().any(|l| l.sku == line.sku) {
+            return Err(PlaceError::Invalid(format!("{} appears twice", line.sku)));
+        }
+    }
+    Ok(())
+}
