@@ -243,22 +243,27 @@ impl<A: Handlers> Registry<A> {
         Ok(slot)
     }
 
-    /// Queues `envelope` on the activation of `key`, starting its task if it has none.
+    /// Queues `envelope` on the activation of `key`, starting its task if it has none. On
+    /// `Err` the envelope comes back, unqueued.
     pub(crate) fn enqueue(
         &self,
         shared: &Arc<Shared>,
         key: &Arc<str>,
         envelope: Envelope<A>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), (Failure, Envelope<A>)> {
         loop {
-            let slot = self.get_or_insert(shared, key)?;
+            let slot = match self.get_or_insert(shared, key) {
+                Ok(slot) => slot,
+                Err(failure) => return Err((failure, envelope)),
+            };
             let mut inner = slot.inner.lock();
             if inner.retired {
                 continue;
             }
             if inner.queue.len() >= shared.config.mailbox_capacity {
                 shared.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::Overloaded("the actor's mailbox is full"));
+                let failure = Failure::Overloaded("the actor's mailbox is full");
+                return Err((failure, envelope));
             }
             inner.queue.push_back(envelope);
             slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
@@ -344,7 +349,14 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             delivery: Some(delivery),
         };
         self.enqueue(shared, &Arc::from(key), envelope)
-            .inspect_err(|_| shared.turn_finished())
+            .map_err(|(failure, envelope)| {
+                shared.turn_finished();
+                // Not queued: the caller hears of it from this `Err` alone.
+                if let Some(Replier::Done(mut done)) = envelope.reply {
+                    done.0.take();
+                }
+                failure
+            })
     }
 
     fn sweep(&self, shared: &Shared) -> usize {

@@ -79,7 +79,7 @@ impl<A: Handlers> Caller<A> {
             reply: Some(Replier::Call(tx)),
             delivery: None,
         };
-        if let Err(failure) = registry.enqueue(&self.shared, key, envelope) {
+        if let Err((failure, _)) = registry.enqueue(&self.shared, key, envelope) {
             self.shared.turn_finished();
             return Err(failure);
         }

@@ -52,3 +52,33 @@ async fn ten_thousand_sends_between_100_pairs_are_exact() {
     assert_eq!(totals, (SENDS_PER_PAIR, SENDS_PER_PAIR));
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_a_full_mailbox_are_retried_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // 500 messages wait in the outbox, then arrive at once at a mailbox of 4.
+    let rt = gears_tests::builder(dir.path())
+        .__hold_deliveries()
+        .open()
+        .await
+        .unwrap();
+    for i in 0..500u64 {
+        rt.send::<Receiver>("busy")
+            .receive("app".into(), i)
+            .await
+            .unwrap();
+    }
+    rt.shutdown().await.unwrap();
+    let rt = gears_tests::builder(dir.path())
+        .mailbox_capacity(4)
+        .open()
+        .await
+        .unwrap();
+    settle(&rt).await;
+    let totals = rt.get::<Receiver>("busy").totals().await.unwrap();
+    assert_eq!(totals, ((0..500).sum(), 500));
+    let stats = rt.stats();
+    assert_eq!((stats.delivered, stats.dead_letters), (500, 0));
+    assert!(stats.rejected > 0, "the mailbox never filled: {stats:?}");
+    rt.shutdown().await.unwrap();
+}

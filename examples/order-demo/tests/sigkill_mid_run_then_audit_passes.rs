@@ -4,81 +4,17 @@
 //! cancelled, and the audit passes (in-process, and as `order-demo audit`). A second run on
 //! the same store, killed too, adds to it and the audit still passes.
 
-use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use gears_tests::child::run_until_sigkill;
 use order_demo::{CATALOG, Catalog, Status, StoreOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
 
 const DEMO: &str = env!("CARGO_BIN_EXE_order-demo");
 /// Orders per child run: far more than it places before it is killed.
 const ORDERS: &str = "5000";
 /// Give up waiting for acknowledgements after this (then check what was acknowledged).
 const READ_BOUND: Duration = Duration::from_secs(60);
-
-/// Runs `program args…` until it has printed `lines` complete lines (or `bound` passed),
-/// SIGKILLs it, and returns every complete line it printed before dying (those still in
-/// the pipe included; a last line cut by the kill is dropped). Panics if the child exits on
-/// its own.
-async fn run_until_sigkill<I, S>(
-    program: &str,
-    args: I,
-    lines: usize,
-    bound: Duration,
-) -> Vec<String>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut child = Command::new(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut seen = Vec::new();
-    let mut line = Vec::new();
-    let deadline = tokio::time::Instant::now() + bound;
-    while seen.len() < lines {
-        match tokio::time::timeout_at(deadline, stdout.read_until(b'\n', &mut line)).await {
-            Err(_) => break,
-            Ok(Ok(0)) => panic!(
-                "{program} exited before it was killed ({:?}) after {} lines",
-                child.wait().await,
-                seen.len()
-            ),
-            Ok(Ok(_)) if line.ends_with(b"\n") => {
-                seen.push(text(&line));
-                line.clear();
-            }
-            Ok(Ok(_)) => panic!("{program} closed its stdout mid-line: {line:?}"),
-            Ok(Err(e)) => panic!("reading {program}'s stdout: {e}"),
-        }
-    }
-    child.kill().await.expect("SIGKILL the child");
-    stdout
-        .read_to_end(&mut line)
-        .await
-        .expect("drain the child's stdout");
-    for complete in line.split_inclusive(|b| *b == b'\n') {
-        if complete.ends_with(b"\n") {
-            seen.push(text(complete));
-        }
-    }
-    seen
-}
-
-fn text(line: &[u8]) -> String {
-    std::str::from_utf8(line)
-        .expect("the child prints UTF-8")
-        .trim_end_matches('\n')
-        .to_string()
-}
 
 /// Runs the demo on `dir` until it acknowledged `acks` orders, kills it, and returns the
 /// acknowledged orders with their status.
@@ -163,11 +99,10 @@ async fn sigkilled_runs_recover_and_pass_the_audit() {
     }
 
     // The binary's own audit agrees (and exits 0).
-    let out = Command::new(DEMO)
+    let out = std::process::Command::new(DEMO)
         .args(["audit", "--data"])
         .arg(dir.path())
         .output()
-        .await
         .expect("run order-demo audit");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", out.status);
