@@ -250,11 +250,11 @@ impl<A: Handlers> Registry<A> {
         shared: &Arc<Shared>,
         key: &Arc<str>,
         envelope: Envelope<A>,
-    ) -> Result<(), (Failure, Envelope<A>)> {
+    ) -> Result<(), (Failure, Box<Envelope<A>>)> {
         loop {
             let slot = match self.get_or_insert(shared, key) {
                 Ok(slot) => slot,
-                Err(failure) => return Err((failure, envelope)),
+                Err(failure) => return Err((failure, Box::new(envelope))),
             };
             let mut inner = slot.inner.lock();
             if inner.retired {
@@ -263,7 +263,7 @@ impl<A: Handlers> Registry<A> {
             if inner.queue.len() >= shared.config.mailbox_capacity {
                 shared.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 let failure = Failure::Overloaded("the actor's mailbox is full");
-                return Err((failure, envelope));
+                return Err((failure, Box::new(envelope)));
             }
             inner.queue.push_back(envelope);
             slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
