@@ -81,6 +81,8 @@ pub(crate) async fn run<A: Handlers>(shared: Arc<Shared>, slot: Arc<Slot<A>>) {
                 None => {
                     inner.activation = activation;
                     inner.running = false;
+                    // An idle activation keeps no queue buffer (it is most of its memory).
+                    inner.queue = std::collections::VecDeque::new();
                     return;
                 }
             }
@@ -109,6 +111,7 @@ async fn turn<A: Handlers>(
         reply,
         delivery,
     } = envelope;
+    let delivery = delivery.map(|d| *d);
     // The caller gave up (timeout): do not run a handler nobody waits for.
     if reply.as_ref().is_some_and(Replier::is_closed) {
         return;
@@ -152,7 +155,7 @@ async fn turn<A: Handlers>(
         Body::Subscribe(subscriber) => {
             let subscribers = &mut l.meta.subscribers;
             subscribers.retain(|s| s.actor != subscriber.actor || s.key != subscriber.key);
-            subscribers.push(subscriber);
+            subscribers.push(*subscriber);
             return system_turn(shared, slot, activation, reply, delivery).await;
         }
         Body::Unsubscribe(gone) => {

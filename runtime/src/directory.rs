@@ -35,9 +35,9 @@ pub(crate) enum Body<A: Handlers> {
     /// Run a handler.
     Call(A::Message),
     /// Add a durable subscriber to this actor's events.
-    Subscribe(Subscriber),
+    Subscribe(Box<Subscriber>),
     /// Remove a durable subscriber.
-    Unsubscribe(ActorRef),
+    Unsubscribe(Box<ActorRef>),
 }
 
 /// Told when a delivered message's turn is over: `Ok` once its processing is durable.
@@ -120,7 +120,8 @@ pub(crate) struct Envelope<A: Handlers> {
     pub(crate) body: Body<A>,
     pub(crate) chain: Chain,
     pub(crate) reply: Option<Replier>,
-    pub(crate) delivery: Option<Delivery>,
+    /// Boxed: rare, and an envelope's size is paid by every queue slot.
+    pub(crate) delivery: Option<Box<Delivery>>,
 }
 
 /// A live activation.
@@ -338,15 +339,15 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             Payload::Event { handler, event } => {
                 Body::Call(A::__event_message(handler, event).map_err(undecodable)?)
             }
-            Payload::Subscribe(subscriber) => Body::Subscribe(subscriber.clone()),
-            Payload::Unsubscribe(subscriber) => Body::Unsubscribe(subscriber.clone()),
+            Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
+            Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),
         };
         shared.admit(false)?;
         let envelope = Envelope {
             body,
             chain: None,
             reply: Some(Replier::done(done)),
-            delivery: Some(delivery),
+            delivery: Some(Box::new(delivery)),
         };
         self.enqueue(shared, &Arc::from(key), envelope)
             .map_err(|(failure, envelope)| {

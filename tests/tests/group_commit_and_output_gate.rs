@@ -24,7 +24,9 @@ async fn thousand_concurrent_writes_need_few_syncs() {
     let stats = rt.stats();
     eprintln!("1,000 writes to 1,000 keys: {stats:?}");
     assert_eq!(stats.writes + stats.coalesced_writes, 1000, "{stats:?}");
-    assert!(stats.journal_syncs <= 100, "too many syncs: {stats:?}");
+    // One sync per write would be 1,000. Typically 15-70 here; the bound leaves room for a
+    // loaded CI machine where fast fsyncs and starved callers make batches small.
+    assert!(stats.journal_syncs <= 250, "too many syncs: {stats:?}");
     assert!(stats.max_batch > 1, "{stats:?}");
     rt.shutdown().await.unwrap();
 }
