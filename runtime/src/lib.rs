@@ -51,8 +51,14 @@
 //!   for every write that arrived meanwhile; replies wait until their state is durable.
 //! - Storage (`store.rs`, the only module naming fjall) and byte formats (`codec.rs`):
 //!   shard-prefixed keys, versioned records.
-//! - [`Context`] (`context.rs`): the key, calls to other actors, cycle detection.
-//! - Services (`shard.rs`, the only module naming ractor): the housekeeper.
+//! - [`Context`] (`context.rs`): the key, calls to other actors, cycle detection, sends,
+//!   timers, events, subscriptions, deletion.
+//! - The outbox (`outbox.rs`): exactly-once sends and subscription events, removed in the
+//!   receiver's batch; the dispatcher.
+//! - Durable timers (`timers.rs`): a keyspace ordered by due time, scanned by the host.
+//! - Watching (`watch.rs`): [`Watch`], a bounded stream of an actor's committed events.
+//! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
+//!   activations, dispatches the outbox and fires timers.
 //! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
