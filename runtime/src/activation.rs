@@ -250,8 +250,7 @@ async fn turn<A: Handlers>(
         // A refused turn still consumed its durable message (removed in this commit): the
         // dispatcher must hear "done", not "retry", or it would deliver it again.
         (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(..))) => {
-            let error = crate::CallError::<std::convert::Infallible>::from_failure(failure);
-            tracing::error!(actor = A::NAME, key = %slot.key, handler, %error, "a delivered message's turn was refused; the message is consumed");
+            tracing::error!(actor = A::NAME, key = %slot.key, handler, error = %failure, "a delivered message's turn was refused; the message is consumed");
             Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
         }
         (Ok(()), Some(failure)) => Err(failure),
@@ -338,10 +337,7 @@ fn apply_effects<A: Handlers>(
         error: _,
     } = effects;
     let mut changed = false;
-    let me = || ActorRef {
-        actor: A::NAME.to_string(),
-        key: slot.key.to_string(),
-    };
+    let me = || actor_ref(slot);
 
     let events: Vec<A::Event> = events
         .into_iter()
@@ -401,15 +397,7 @@ fn apply_effects<A: Handlers>(
                     if let Some(old) = remove_timer(&mut l.meta, &name) {
                         writes.push(timer_write(old.due_ms, slot, &name, None));
                     }
-                    let record = TimerRecord {
-                        target: me(),
-                        name: name.clone(),
-                        message,
-                        due_ms,
-                        every_ms,
-                    };
-                    let value = encode_envelope(&record).map_err(Failure::Invalid)?;
-                    writes.push(timer_write(due_ms, slot, &name, Some(value.into())));
+                    writes.push(timer_put(slot, &name, message, due_ms, every_ms)?);
                     Arc::make_mut(&mut l.meta.timers).push(TimerEntry {
                         name,
                         due_ms,
@@ -462,7 +450,7 @@ fn apply_effects<A: Handlers>(
             let seq = shared.outbox.next_seq();
             writes.push(KeyWrite {
                 space: Space::Outbox,
-                key: outbox_key(seq).to_vec().into(),
+                key: outbox_key(seq),
                 value: Some(value.into()),
             });
             released.outbox.push((seq, record));
@@ -475,6 +463,33 @@ fn apply_effects<A: Handlers>(
 fn remove_timer(meta: &mut ActorMeta, name: &str) -> Option<TimerEntry> {
     let at = meta.timers.iter().position(|t| t.name == name)?;
     Some(Arc::make_mut(&mut meta.timers).remove(at))
+}
+
+/// This actor as a message target.
+fn actor_ref<A: Handlers>(slot: &Slot<A>) -> ActorRef {
+    ActorRef {
+        actor: A::NAME.to_string(),
+        key: slot.key.to_string(),
+    }
+}
+
+/// The write that stores timer `name` of this actor, due at `due_ms`.
+fn timer_put<A: Handlers>(
+    slot: &Slot<A>,
+    name: &str,
+    message: Vec<u8>,
+    due_ms: u64,
+    every_ms: Option<u64>,
+) -> Result<KeyWrite, Failure> {
+    let record = TimerRecord {
+        target: actor_ref(slot),
+        name: name.to_string(),
+        message,
+        due_ms,
+        every_ms,
+    };
+    let value = encode_envelope(&record).map_err(Failure::Invalid)?;
+    Ok(timer_write(due_ms, slot, name, Some(value.into())))
 }
 
 fn timer_write<A: Handlers>(
@@ -558,18 +573,11 @@ fn complete_delivery<A: Handlers>(
                         _ => now.saturating_add(every),
                     };
                     timers[at].due_ms = next;
-                    let record = TimerRecord {
-                        target: ActorRef {
-                            actor: A::NAME.to_string(),
-                            key: slot.key.to_string(),
-                        },
-                        name: name.clone(),
-                        message: message.to_vec(),
-                        due_ms: next,
-                        every_ms,
-                    };
-                    if let Ok(value) = encode_envelope(&record) {
-                        writes.push(timer_write(next, slot, &name, Some(value.into())));
+                    match timer_put(slot, &name, message.to_vec(), next, every_ms) {
+                        Ok(write) => writes.push(write),
+                        Err(failure) => {
+                            tracing::error!(actor = A::NAME, key = %slot.key, timer = %name, error = %failure, "cannot re-arm a periodic timer");
+                        }
                     }
                     *timer_due = Some(timer_due.map_or(next, |d| d.min(next)));
                 }

@@ -236,8 +236,8 @@ pub(crate) fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, St
 }
 
 /// The key of an outbox entry: its sequence number (big-endian, so entries sort in order).
-pub(crate) fn outbox_key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+pub(crate) fn outbox_key(seq: u64) -> Arc<[u8]> {
+    Arc::from(seq.to_be_bytes().as_slice())
 }
 
 /// The sequence number of an outbox key.

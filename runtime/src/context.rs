@@ -294,7 +294,7 @@ impl Context {
     pub fn subscribe<B: Handlers>(&self, key: impl Into<String>, handler: &str) {
         let key = key.into();
         let mut effects = self.effects.lock();
-        if let Err(failure) = self.check_target::<B>(&key) {
+        if let Err(failure) = self.shared.check_target::<B>(&key) {
             return effects.refuse(failure);
         }
         if (self.turn.event_handler)(handler) != Some(TypeId::of::<B::Event>()) {
@@ -331,14 +331,6 @@ impl Context {
     pub fn delete(&self) {
         self.effects.lock().delete = true;
     }
-
-    fn check_target<B: Handlers>(&self, key: &str) -> Result<(), Failure> {
-        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
-        if self.shared.registry::<B>().is_none() {
-            return Err(Failure::NotRegistered(B::NAME));
-        }
-        Ok(())
-    }
 }
 
 /// Records a send with the turn: what [`Context::send`]'s methods deliver to.
@@ -354,16 +346,7 @@ impl<B: Handlers> Deliver<B> for TurnSend<'_, B> {
 
     fn deliver(self, message: B::Message) {
         let ctx = self.ctx;
-        let record = ctx.check_target::<B>(&self.key).and_then(|()| {
-            Ok(OutboxRecord {
-                target: ActorRef {
-                    actor: B::NAME.to_string(),
-                    key: self.key,
-                },
-                payload: Payload::Message(encode_message::<B>(&message)?),
-                idempotency: None,
-            })
-        });
+        let record = message_record::<B>(&ctx.shared, self.key, &message, None);
         let mut effects = ctx.effects.lock();
         match record {
             Ok(record) => effects.sends.push(record),
@@ -419,6 +402,25 @@ pub(crate) const MAX_TIMER_NAME: usize = 256;
 pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Vec<u8>, Failure> {
     postcard::to_allocvec(message)
         .map_err(|e| Failure::Invalid(format!("cannot encode a message to `{}`: {e}", B::NAME)))
+}
+
+/// The outbox record of a message to `B(key)`, sent from a turn or from outside, after
+/// checking the target.
+pub(crate) fn message_record<B: Handlers>(
+    shared: &Shared,
+    key: String,
+    message: &B::Message,
+    idempotency: Option<String>,
+) -> Result<OutboxRecord, Failure> {
+    shared.check_target::<B>(&key)?;
+    Ok(OutboxRecord {
+        target: ActorRef {
+            actor: B::NAME.to_string(),
+            key,
+        },
+        payload: Payload::Message(encode_message::<B>(message)?),
+        idempotency,
+    })
 }
 
 impl std::fmt::Debug for Context {

@@ -126,6 +126,13 @@ pub enum Failure {
     Invalid(String),
 }
 
+/// Worded as the `CallError` it becomes (for logs where no caller will see it).
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        CallError::<Infallible>::from_failure(self.clone()).fmt(f)
+    }
+}
+
 impl Failure {
     /// Retrying later may succeed without the message having been processed (the runtime was
     /// busy or stopping); such retries do not count as failed attempts.

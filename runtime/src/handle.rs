@@ -10,8 +10,9 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::actor::{Deliver, Handlers};
-use crate::codec::{ActorRef, OutboxRecord, Payload, encode_envelope, outbox_key};
+use crate::codec::{encode_envelope, outbox_key};
 use crate::commit::KeyWrite;
+use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
 use crate::directory::{Body, Envelope, Registry, Replier};
 use crate::error::{CallError, Failure};
@@ -129,20 +130,8 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
     fn deliver(self, message: A::Message) -> Self::Output {
         Box::pin(async move {
             let shared = self.shared;
-            crate::codec::validate_key(&self.key).map_err(CallError::InvalidKey)?;
-            if shared.registry::<A>().is_none() {
-                return Err(CallError::NotRegistered(A::NAME));
-            }
-            let payload =
-                crate::context::encode_message::<A>(&message).map_err(CallError::from_failure)?;
-            let record = OutboxRecord {
-                target: ActorRef {
-                    actor: A::NAME.to_string(),
-                    key: self.key,
-                },
-                payload: Payload::Message(payload),
-                idempotency: self.idempotency,
-            };
+            let record = message_record::<A>(&shared, self.key, &message, self.idempotency)
+                .map_err(CallError::from_failure)?;
             let value = encode_envelope(&record)
                 .map_err(|e| CallError::Invalid(format!("cannot encode a send: {e}")))?;
             shared.admit(false).map_err(CallError::from_failure)?;
@@ -157,7 +146,7 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                     let seq = shared.outbox.next_seq();
                     let write = KeyWrite {
                         space: Space::Outbox,
-                        key: outbox_key(seq).to_vec().into(),
+                        key: outbox_key(seq),
                         value: Some(value.into()),
                     };
                     let ticket = shared.committer.submit(vec![write], None).await;

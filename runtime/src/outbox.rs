@@ -231,7 +231,7 @@ impl Dispatcher {
                     let at = target.queue.partition_point(|&s| s < seq);
                     target.queue.insert(at, seq);
                     target.retry_at = Some(Instant::now() + backoff);
-                    tracing::debug!(seq, attempts = entry.attempts, error = %crate::error::CallError::<std::convert::Infallible>::from_failure(failure), "delivery failed; will retry");
+                    tracing::debug!(seq, attempts = entry.attempts, error = %failure, "delivery failed; will retry");
                 }
             }
         }
@@ -258,16 +258,15 @@ impl Dispatcher {
 fn park(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failure) {
     shared.outbox.release(1);
     shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-    let error = crate::error::CallError::<std::convert::Infallible>::from_failure(failure.clone());
     match record {
         Some(r) => tracing::error!(
             seq,
             actor = %r.target.actor,
             key = %r.target.key,
             payload = ?r.payload,
-            %error,
+            error = %failure,
             "parked an outbox message: it stays in the outbox, retried at the next start"
         ),
-        None => tracing::error!(seq, %error, "parked an outbox message"),
+        None => tracing::error!(seq, error = %failure, "parked an outbox message"),
     }
 }

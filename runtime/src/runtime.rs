@@ -343,7 +343,7 @@ impl Shared {
         done: DoneFn,
     ) -> Result<(), Failure> {
         let delivery = Delivery::Outbox {
-            key: crate::codec::outbox_key(seq).to_vec().into(),
+            key: crate::codec::outbox_key(seq),
             idempotency: record.idempotency.clone(),
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
@@ -410,6 +410,16 @@ impl Shared {
         if let Some(host) = self.host_ref.get() {
             host.committed(entries);
         }
+    }
+
+    /// Checks that `key` is acceptable and `B` registered, before a message to `B(key)` is
+    /// recorded.
+    pub(crate) fn check_target<B: Handlers>(&self, key: &str) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        if !self.types.contains_key(&TypeId::of::<B>()) {
+            return Err(Failure::NotRegistered(B::NAME));
+        }
+        Ok(())
     }
 
     /// The store, unless the runtime has shut down.

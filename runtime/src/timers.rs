@@ -152,13 +152,11 @@ impl TimerService {
             Err(failure) => {
                 // Parked for this run (logged), left in the store for the next start.
                 if self.inflight.insert(key) {
-                    let error =
-                        crate::error::CallError::<std::convert::Infallible>::from_failure(failure);
                     tracing::error!(
                         actor = %record.target.actor,
                         key = %record.target.key,
                         timer = %name,
-                        %error,
+                        error = %failure,
                         "timer cannot be delivered; skipped"
                     );
                 }

@@ -213,12 +213,7 @@ async fn run_on(
     observer
         .bar
         .set_message("waiting for backorders to ship or time out");
-    let backordered = placement
-        .acked
-        .iter()
-        .filter(|(_, s)| *s == Status::Backordered)
-        .map(|(id, _)| id.clone())
-        .collect();
+    let backordered = placement.ids_with(Status::Backordered);
     let skus: Vec<String> = (0..workload.skus).map(order_demo::sku_id).collect();
     let bound = Duration::from_secs(args.drain_secs);
     let drained = order_demo::drain(rt, backordered, &skus, bound).await?;

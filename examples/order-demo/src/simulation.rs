@@ -142,6 +142,15 @@ impl Placement {
     pub fn acked_with(&self, status: Status) -> usize {
         self.acked.iter().filter(|(_, s)| *s == status).count()
     }
+
+    /// The ids of the orders acknowledged with `status`.
+    pub fn ids_with(&self, status: Status) -> Vec<String> {
+        self.acked
+            .iter()
+            .filter(|(_, s)| *s == status)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 /// Lists the items and customers in the catalog and seeds every item (idempotent: a store

@@ -49,12 +49,7 @@ async fn small_simulation_passes_the_audit() {
             placement.acked_with(Status::Backordered) > 0,
             "the workload is meant to run items out of stock"
         );
-        let backordered = placement
-            .acked
-            .iter()
-            .filter(|(_, s)| *s == Status::Backordered)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let backordered = placement.ids_with(Status::Backordered);
         let drained = drain(&rt, backordered, &skus, Duration::from_secs(20))
             .await
             .unwrap();
