@@ -5,7 +5,7 @@
 //! in `BENCHMARKS.md` at the repository root.
 //!
 //! ## Where each part lives
-//! - Workloads: `durable_writes.rs` (`many-keys`, `hot-key`), `read_call.rs`,
+//! - Workloads: `durable_writes.rs` (`many-keys`, `hot-key`), `sends.rs`, `read_call.rs`,
 //!   `cold_activation.rs`, `order_workflow.rs`, `memory.rs`; `all` and `smoke` run them all
 //!   (here).
 //! - Actors under test: `counter.rs`, `orders.rs` (stand-ins for the order demo's actors);
@@ -33,6 +33,7 @@ mod raw_fjall;
 mod read_call;
 mod report;
 mod rng;
+mod sends;
 mod sqlite_orders;
 mod stats;
 
@@ -64,6 +65,8 @@ enum Workload {
     ManyKeys(durable_writes::ManyKeysArgs),
     /// Concurrent callers increment one counter (durable; the output-gate pipelining case).
     HotKey(durable_writes::HotKeyArgs),
+    /// What the outbox costs: exactly-once sends (with delivery) vs durable calls.
+    Sends(sends::SendsArgs),
     /// A read-only call on an active actor vs a bare ractor call and a tokio round trip.
     ReadCall(read_call::ReadCallArgs),
     /// Calls to stored actors not in memory, and the time to open a store of many actors.
@@ -133,6 +136,7 @@ fn run_one(
     match workload {
         Workload::ManyKeys(args) => durable_writes::many_keys(tokio, mode, args),
         Workload::HotKey(args) => durable_writes::hot_key(tokio, mode, args),
+        Workload::Sends(args) => sends::run(tokio, mode, args),
         Workload::ReadCall(args) => read_call::run(tokio, mode, args),
         Workload::ColdActivation(args) => cold_activation::run(tokio, mode, args),
         Workload::OrderWorkflow(args) => order_workflow::run(tokio, mode, args),
@@ -158,6 +162,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
         Sizes::Defaults => vec![
             Workload::ManyKeys(defaults()),
             Workload::HotKey(defaults()),
+            Workload::Sends(defaults()),
             Workload::ReadCall(defaults()),
             Workload::ColdActivation(defaults()),
             Workload::OrderWorkflow(defaults()),
@@ -166,6 +171,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
         Sizes::Tiny => vec![
             Workload::ManyKeys(durable_writes::ManyKeysArgs::tiny()),
             Workload::HotKey(durable_writes::HotKeyArgs::tiny()),
+            Workload::Sends(sends::SendsArgs::tiny()),
             Workload::ReadCall(read_call::ReadCallArgs::tiny()),
             Workload::ColdActivation(cold_activation::ColdActivationArgs::tiny()),
             Workload::OrderWorkflow(order_workflow::OrderWorkflowArgs::tiny()),
