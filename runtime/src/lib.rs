@@ -84,6 +84,10 @@ mod store;
 mod timers;
 mod watch;
 
+// Decoders of stored and received bytes against truncated, flipped and random input.
+#[cfg(test)]
+mod codec_fuzz;
+
 pub use actor::{Actor, Handlers};
 pub use codec::{MAX_KEY_LEN, SHARDS};
 pub use context::{Context, Timer, TimerInfo};

@@ -120,6 +120,44 @@ impl Store {
         }
     }
 
+    /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
+    /// order (shard, then key), after the state key `after` (if given).
+    ///
+    /// Keys are shard-first, so this walks the type's prefix in each shard from `after`'s.
+    pub(crate) fn state_keys(
+        &self,
+        actor: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        use std::ops::Bound;
+        let first_shard = after
+            .and_then(|k| k.get(..2))
+            .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
+        let mut keys = Vec::new();
+        for shard in first_shard..crate::codec::SHARDS {
+            let mut prefix = Vec::with_capacity(3 + actor.len());
+            prefix.extend_from_slice(&shard.to_be_bytes());
+            prefix.push(actor.len() as u8);
+            prefix.extend_from_slice(actor.as_bytes());
+            let start = match after {
+                Some(k) if k.starts_with(&prefix) => Bound::Excluded(k.to_vec()),
+                _ => Bound::Included(prefix.clone()),
+            };
+            for guard in self.state.range((start, Bound::Unbounded)) {
+                let key = guard.key().map_err(storage)?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                keys.push(key.to_vec());
+                if keys.len() >= limit {
+                    return Ok(keys);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// Every outbox entry, in sequence order (read once at startup).
     pub(crate) fn outbox_entries(&self) -> Result<Vec<Entry>, StorageError> {
         collect(self.outbox.iter(), usize::MAX)
