@@ -360,6 +360,42 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         }
     });
 
+    let infos = handlers.iter().map(|h| {
+        let name = h.method.to_string();
+        let args = h.args.iter().map(|(n, _)| n.to_string());
+        let mutates = h.mutates;
+        quote!(::gears::HandlerInfo { name: #name, args: &[#(#args),*], mutates: #mutates })
+    });
+    let json_messages = handlers.iter().map(|h| {
+        let name = h.method.to_string();
+        let variant = &h.variant;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        let fields = h
+            .args
+            .iter()
+            .map(|(n, ty)| quote_spanned!(ty.span()=> #n: #ty));
+        quote! {
+            #name => {
+                #[derive(#private::serde::Deserialize)]
+                #[serde(crate = "::gears::__private::serde", deny_unknown_fields)]
+                struct Arguments { #(#fields),* }
+                let Arguments { #(#names),* } = #private::json_args::<Arguments>(body)?;
+                ::core::result::Result::Ok(#message::#variant { #(#names),* })
+            }
+        }
+    });
+    let json_replies = handlers.iter().map(|h| {
+        let name = h.method.to_string();
+        match &h.returns {
+            Returns::Value(t) => {
+                quote_spanned!(t.span()=> #name => #private::json_value::<#t>(value))
+            }
+            Returns::Result(t, e) => {
+                quote_spanned!(e.span()=> #name => #private::json_result::<#t, #e>(value))
+            }
+        }
+    });
+
     let argument_checks = handlers
         .iter()
         .flat_map(|h| &h.args)
@@ -442,6 +478,38 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                         "`{}` has no handler `{handler}` taking one argument",
                         <Self as ::gears::Actor>::NAME
                     )),
+                }
+            }
+
+            fn __handler_infos() -> &'static [::gears::HandlerInfo] {
+                &[#(#infos),*]
+            }
+
+            ::gears::__json_codec! {
+                fn __json_message(
+                    handler: &str,
+                    body: &[u8],
+                ) -> ::core::result::Result<#message, ::std::string::String> {
+                    match handler {
+                        #(#json_messages)*
+                        _ => ::core::result::Result::Err(::std::format!(
+                            "`{}` has no handler `{handler}`",
+                            <Self as ::gears::Actor>::NAME
+                        )),
+                    }
+                }
+
+                fn __json_reply(
+                    handler: &str,
+                    value: &(dyn ::core::any::Any + ::core::marker::Send),
+                ) -> ::core::result::Result<(bool, ::std::vec::Vec<u8>), ::std::string::String> {
+                    match handler {
+                        #(#json_replies,)*
+                        _ => ::core::result::Result::Err(::std::format!(
+                            "`{}` has no handler `{handler}`",
+                            <Self as ::gears::Actor>::NAME
+                        )),
+                    }
                 }
             }
 

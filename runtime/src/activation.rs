@@ -18,12 +18,12 @@ use std::time::SystemTime;
 
 use crate::actor::Handlers;
 use crate::codec::{
-    ActorMeta, ActorRef, OutboxRecord, Payload, Subscriber, TimerEntry, TimerRecord,
+    ActorMeta, ActorRef, OutboxRecord, Payload, StoredReply, Subscriber, TimerEntry, TimerRecord,
     encode_envelope, outbox_key, timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
-use crate::directory::{Body, Delivery, Envelope, Replier, Slot};
+use crate::directory::{Body, Delivery, Envelope, KeyedCall, KeyedOutcome, Replier, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
 use crate::runtime::Shared;
@@ -134,12 +134,27 @@ async fn turn<A: Handlers>(
             }
         }
     }
+    // A message whose earlier turn failed in the commit: that batch may have become durable
+    // after all (it removed the entry), and then the message was processed.
+    if let Some(Delivery::Outbox {
+        key, verify: true, ..
+    }) = &delivery
+    {
+        match still_queued(shared, key).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(actor = A::NAME, key = %slot.key, "a retried message was already processed");
+                return send_gated(activation, reply, Ok(unit()));
+            }
+            Err(failure) => return send(reply, Err(failure)),
+        }
+    }
     let Some(l) = activation.loaded.as_mut() else {
         return;
     };
 
-    let message = match body {
-        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_ref()) => message,
+    let (message, keyed) = match body {
+        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_ref()) => (message, None),
         // A duplicate (idempotency key seen) or stale (cancelled, rescheduled) delivery:
         // completed without running anything.
         Body::Call(_) => {
@@ -149,8 +164,59 @@ async fn turn<A: Handlers>(
             }
             let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, false)
                 .await
-                .map(|()| Box::new(()) as Box<dyn std::any::Any + Send>);
+                .map(|()| unit());
             return reply_after(shared, slot, activation, reply, result, Released::default());
+        }
+        Body::Keyed(call) => {
+            let KeyedCall {
+                message,
+                key,
+                request,
+                encode,
+            } = *call;
+            if let Some(stored) = l.meta.reply(&key) {
+                let outcome = if stored.request == request {
+                    KeyedOutcome::Replayed {
+                        ok: stored.ok,
+                        body: stored.body.clone(),
+                    }
+                } else {
+                    KeyedOutcome::Conflict
+                };
+                return send_gated(activation, reply, Ok(Box::new(outcome)));
+            }
+            (message, Some((key, request, encode)))
+        }
+        Body::Read(read) => {
+            let value = read(&l.state, &l.meta);
+            return send_gated(activation, reply, Ok(value));
+        }
+        Body::Delete => {
+            let effects = Effects {
+                delete: true,
+                ..Effects::default()
+            };
+            let mut writes = Vec::new();
+            let mut released = Released::default();
+            let result = match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+                Ok(_) => {
+                    let outbox = released.outbox.len();
+                    let committed =
+                        finish_turn(shared, slot, l, &mut activation.last_write, writes, true)
+                            .await;
+                    if committed.is_err() {
+                        shared.outbox.release(outbox);
+                        released = Released::default();
+                    }
+                    committed
+                }
+                Err(failure) => Err(failure),
+            };
+            if result.is_err() {
+                reset(&mut activation.loaded, slot);
+            }
+            let result = result.map(|()| unit());
+            return reply_after(shared, slot, activation, reply, result, released);
         }
         Body::Subscribe(subscriber) => {
             let subscribers = &mut l.meta.subscribers;
@@ -216,6 +282,31 @@ async fn turn<A: Handlers>(
     let Some(l) = activation.loaded.as_mut() else {
         return send_gated(activation, reply, refused.map_or(Ok(output.value), Err));
     };
+    // An idempotent call stores its result (a handler error too: it is the answer a retry
+    // gets) with the turn; a refused turn stores nothing.
+    let mut value = output.value;
+    if let Some((key, request, encode)) = keyed
+        && refused.is_none()
+    {
+        match encode(handler, &*value) {
+            Ok((ok, body)) => {
+                l.meta.store_reply(StoredReply {
+                    key,
+                    request,
+                    ok,
+                    body: body.clone(),
+                });
+                dirty = true;
+                value = Box::new(KeyedOutcome::Fresh { ok, body });
+            }
+            Err(e) => {
+                reset(&mut activation.loaded, slot);
+                let failure =
+                    Failure::Invalid(format!("cannot encode the result of `{handler}`: {e}"));
+                return send_gated(activation, reply, Err(failure));
+            }
+        }
+    }
     if keep {
         match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
             Ok(changed) => dirty |= changed,
@@ -251,10 +342,10 @@ async fn turn<A: Handlers>(
         // dispatcher must hear "done", not "retry", or it would deliver it again.
         (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(..))) => {
             tracing::error!(actor = A::NAME, key = %slot.key, handler, error = %failure, "a delivered message's turn was refused; the message is consumed");
-            Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            Ok(unit())
         }
         (Ok(()), Some(failure)) => Err(failure),
-        (Ok(()), None) => Ok(output.value),
+        (Ok(()), None) => Ok(value),
     };
     reply_after(shared, slot, activation, reply, result, released);
 }
@@ -278,8 +369,13 @@ async fn system_turn<A: Handlers>(
     if result.is_err() {
         reset(&mut activation.loaded, slot);
     }
-    let result = result.map(|()| Box::new(()) as Box<dyn std::any::Any + Send>);
+    let result = result.map(|()| unit());
     reply_after(shared, slot, activation, reply, result, Released::default());
+}
+
+/// The reply of a turn that runs no handler.
+fn unit() -> Box<dyn std::any::Any + Send> {
+    Box::new(())
 }
 
 /// What a committed turn releases once it is durable, besides its reply.
@@ -517,7 +613,9 @@ fn complete_delivery<A: Handlers>(
     timer_due: &mut Option<u64>,
 ) -> bool {
     match delivery {
-        Delivery::Outbox { key, idempotency } => {
+        Delivery::Outbox {
+            key, idempotency, ..
+        } => {
             writes.push(KeyWrite {
                 space: Space::Outbox,
                 key,
@@ -752,6 +850,16 @@ async fn load<A: Handlers>(
             reason,
         })),
     }
+}
+
+/// Whether the outbox entry `key` still waits for its target (read off the async workers).
+async fn still_queued(shared: &Shared, key: &Arc<[u8]>) -> Result<bool, Failure> {
+    let store = shared.store()?;
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || store.outbox_contains(&key))
+        .await
+        .map_err(|e| Failure::Storage(StorageError::new(format!("outbox check failed: {e}"))))?
+        .map_err(Failure::Storage)
 }
 
 fn send(reply: Option<Replier>, value: Reply) {

@@ -53,6 +53,22 @@ pub trait Handlers: Actor {
     #[doc(hidden)]
     fn __handle(caller: Caller<Self>) -> Self::Handle;
 
+    /// Every handler: name, argument names, whether it may change the state.
+    #[doc(hidden)]
+    fn __handler_infos() -> &'static [HandlerInfo];
+
+    /// Builds the message of `handler` from a JSON object of its arguments (an empty body
+    /// for none). The error names the offending field.
+    #[cfg(feature = "http")]
+    #[doc(hidden)]
+    fn __json_message(handler: &str, body: &[u8]) -> Result<Self::Message, String>;
+
+    /// Encodes the value `handler` returned (`T`, or `Result<T, E>`) as JSON: `T`'s JSON, or
+    /// `{"error": <variant or type name>, "detail": <E>}` (and `false`).
+    #[cfg(feature = "http")]
+    #[doc(hidden)]
+    fn __json_reply(handler: &str, value: &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
+
     /// Name of the message's handler, and whether it may change the state (`&mut self`).
     #[doc(hidden)]
     fn __describe(message: &Self::Message) -> (&'static str, bool);
@@ -64,6 +80,17 @@ pub trait Handlers: Actor {
         ctx: &'a Context,
         message: Self::Message,
     ) -> BoxFuture<'a, Output>;
+}
+
+/// A handler as the HTTP ingress and error messages list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// The handler's (method) name.
+    pub name: &'static str,
+    /// Its argument names (besides `ctx`): the fields of its JSON body.
+    pub args: &'static [&'static str],
+    /// `&mut self`: it may change the state.
+    pub mutates: bool,
 }
 
 /// Where a message built by a [`Handlers::Mail`] goes: a send recorded with the turn, a
@@ -116,3 +143,34 @@ impl<T: Serialize + DeserializeOwned> MessageArgument for T {}
 /// Compile-time check that `T` can be a handler argument.
 #[doc(hidden)]
 pub const fn assert_message_argument<T: MessageArgument>() {}
+
+/// Handler results travel as JSON over HTTP (feature `http`): they must be serializable.
+#[cfg(feature = "http")]
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "handler result type `{Self}` must implement `Serialize` (the `http` feature is on)",
+    label = "with the `http` feature, handler results and errors are sent as JSON",
+    note = "add `#[derive(Serialize)]` to `{Self}`"
+)]
+pub trait JsonResult: Serialize + 'static {}
+
+#[cfg(feature = "http")]
+impl<T: Serialize + 'static> JsonResult for T {}
+
+/// With the `http` feature, expands to the JSON codec `#[handlers]` generates; without it,
+/// to nothing (so handler results need not be serializable).
+#[cfg(feature = "http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __json_codec {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// With the `http` feature, expands to the JSON codec `#[handlers]` generates; without it,
+/// to nothing (so handler results need not be serializable).
+#[cfg(not(feature = "http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __json_codec {
+    ($($item:tt)*) => {};
+}

@@ -32,6 +32,10 @@ pub(crate) const STATE_RECORD_V1: u8 = 1;
 /// `[2][varint schema][postcard ActorMeta][postcard state]`.
 pub(crate) const STATE_RECORD_V2: u8 = 2;
 
+/// Format byte of a state record, version 3: like version 2 with
+/// [`ActorMeta::replies`] appended to the metadata. Written only when there are replies.
+pub(crate) const STATE_RECORD_V3: u8 = 3;
+
 /// Format byte of outbox entries and timers, version 1: `[1][postcard record]`.
 pub(crate) const ENVELOPE_V1: u8 = 1;
 
@@ -77,7 +81,7 @@ pub fn state_key(actor: &str, key: &str) -> Vec<u8> {
 /// What an actor keeps besides its state, in the same record (so it commits atomically
 /// with the state): its timers, who subscribes to its events, what it subscribes to, and the
 /// idempotency keys it processed last.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ActorMeta {
     /// Pending timers (shared with the turn's `Context` without copying).
     pub(crate) timers: Arc<Vec<TimerEntry>>,
@@ -87,6 +91,18 @@ pub(crate) struct ActorMeta {
     pub(crate) subscriptions: Vec<ActorRef>,
     /// The most recent idempotency keys of sends from outside, oldest first.
     pub(crate) dedup: VecDeque<String>,
+    /// The results of the most recent idempotent calls, oldest first (format 3).
+    pub(crate) replies: VecDeque<StoredReply>,
+}
+
+/// The metadata as format 2 stores it (and format 3 before its replies). Borrowed for
+/// encoding, owned for decoding: one field list for both.
+#[derive(Serialize, Deserialize)]
+struct MetaV2<T, S, R, D> {
+    timers: T,
+    subscribers: S,
+    subscriptions: R,
+    dedup: D,
 }
 
 impl ActorMeta {
@@ -95,6 +111,53 @@ impl ActorMeta {
             && self.subscribers.is_empty()
             && self.subscriptions.is_empty()
             && self.dedup.is_empty()
+            && self.replies.is_empty()
+    }
+
+    /// The stored result of the idempotent call `key`, if still in the window.
+    pub(crate) fn reply(&self, key: &str) -> Option<&StoredReply> {
+        self.replies.iter().find(|r| r.key == key)
+    }
+
+    /// Stores the result of an idempotent call, dropping the oldest beyond the window's
+    /// count or size.
+    pub(crate) fn store_reply(&mut self, reply: StoredReply) {
+        self.replies.retain(|r| r.key != reply.key);
+        self.replies.push_back(reply);
+        let mut bytes: usize = self.replies.iter().map(StoredReply::size).sum();
+        while self.replies.len() > REPLY_WINDOW
+            || (bytes > REPLY_WINDOW_BYTES && self.replies.len() > 1)
+        {
+            if let Some(old) = self.replies.pop_front() {
+                bytes -= old.size();
+            }
+        }
+    }
+}
+
+/// Results of idempotent calls remembered per actor: at most this many...
+pub(crate) const REPLY_WINDOW: usize = 32;
+/// ...and about this many bytes (the newest is always kept). They are rewritten with every
+/// write of the actor, so the window stays small.
+pub(crate) const REPLY_WINDOW_BYTES: usize = 64 * 1024;
+
+/// The result of an idempotent call, stored with the turn that produced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredReply {
+    /// The caller's idempotency key.
+    pub(crate) key: String,
+    /// A hash of the request (handler and arguments): the same key with another request is
+    /// a conflict, not a replay.
+    pub(crate) request: u64,
+    /// `false`: the handler returned an error.
+    pub(crate) ok: bool,
+    /// The encoded result (JSON for the HTTP ingress).
+    pub(crate) body: Vec<u8>,
+}
+
+impl StoredReply {
+    fn size(&self) -> usize {
+        self.key.len() + self.body.len() + 16
     }
 }
 
@@ -134,9 +197,24 @@ pub(crate) fn encode_record<A: Serialize>(
         out.push(STATE_RECORD_V1);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
     } else {
-        out.push(STATE_RECORD_V2);
+        let format = if meta.replies.is_empty() {
+            STATE_RECORD_V2
+        } else {
+            STATE_RECORD_V3
+        };
+        out.push(format);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
-        out = postcard::to_extend(meta, out).map_err(|e| format!("cannot encode meta: {e}"))?;
+        let v2 = MetaV2 {
+            timers: &meta.timers,
+            subscribers: &meta.subscribers,
+            subscriptions: &meta.subscriptions,
+            dedup: &meta.dedup,
+        };
+        out = postcard::to_extend(&v2, out).map_err(|e| format!("cannot encode meta: {e}"))?;
+        if format == STATE_RECORD_V3 {
+            out = postcard::to_extend(&meta.replies, out)
+                .map_err(|e| format!("cannot encode replies: {e}"))?;
+        }
     }
     postcard::to_extend(state, out).map_err(|e| format!("cannot encode state: {e}"))
 }
@@ -153,19 +231,31 @@ pub(crate) fn decode_record<A: DeserializeOwned>(
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };
-    if format != STATE_RECORD_V1 && format != STATE_RECORD_V2 {
+    if !(STATE_RECORD_V1..=STATE_RECORD_V3).contains(&format) {
         return Err(format!(
-            "unknown record format {format} (this build reads formats {STATE_RECORD_V1} and \
-             {STATE_RECORD_V2})"
+            "unknown record format {format} (this build reads formats {STATE_RECORD_V1} to \
+             {STATE_RECORD_V3})"
         ));
     }
     let (schema, rest) =
         postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("bad schema version: {e}"))?;
-    let (meta, rest) = if format == STATE_RECORD_V2 {
-        postcard::take_from_bytes::<ActorMeta>(rest).map_err(|e| format!("bad meta bytes: {e}"))?
-    } else {
-        (ActorMeta::default(), rest)
-    };
+    let (mut meta, mut rest) = (ActorMeta::default(), rest);
+    if format >= STATE_RECORD_V2 {
+        type Owned = MetaV2<Arc<Vec<TimerEntry>>, Vec<Subscriber>, Vec<ActorRef>, VecDeque<String>>;
+        let (v2, tail) =
+            postcard::take_from_bytes::<Owned>(rest).map_err(|e| format!("bad meta bytes: {e}"))?;
+        meta.timers = v2.timers;
+        meta.subscribers = v2.subscribers;
+        meta.subscriptions = v2.subscriptions;
+        meta.dedup = v2.dedup;
+        rest = tail;
+    }
+    if format == STATE_RECORD_V3 {
+        let (replies, tail) = postcard::take_from_bytes::<VecDeque<StoredReply>>(rest)
+            .map_err(|e| format!("bad stored replies: {e}"))?;
+        meta.replies = replies;
+        rest = tail;
+    }
     let (state, rest) =
         postcard::take_from_bytes::<A>(rest).map_err(|e| format!("bad state bytes: {e}"))?;
     if !rest.is_empty() {
@@ -355,6 +445,16 @@ mod tests {
                 key: "s".into(),
             }],
             dedup: VecDeque::from(["payment-7".to_string()]),
+            replies: VecDeque::new(),
+        };
+        let with_replies = ActorMeta {
+            replies: VecDeque::from([StoredReply {
+                key: "order-42".into(),
+                request: 0x1234_5678_9abc_def0,
+                ok: false,
+                body: br#"{"error":"OutOfStock","detail":{"available":1}}"#.to_vec(),
+            }]),
+            ..meta.clone()
         };
         let outbox = OutboxRecord {
             target: ActorRef {
@@ -381,6 +481,10 @@ mod tests {
             ),
             ("outbox_v1_message.bin", encode_envelope(&outbox).unwrap()),
             ("timer_v1_one_shot.bin", encode_envelope(&timer).unwrap()),
+            (
+                "state_v3_counter_300_with_replies.bin",
+                encode_record(1, &with_replies, &300u64).unwrap(),
+            ),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -400,6 +504,39 @@ mod tests {
         assert_eq!(decode_envelope::<OutboxRecord>(&golden).unwrap(), outbox);
         let golden = std::fs::read(dir.join(fixtures[2].0)).unwrap();
         assert_eq!(decode_envelope::<TimerRecord>(&golden).unwrap(), timer);
+        let golden = std::fs::read(dir.join(fixtures[3].0)).unwrap();
+        assert_eq!(golden[0], STATE_RECORD_V3);
+        assert_eq!(
+            decode_record::<u64>(&golden).unwrap(),
+            (1, with_replies, 300)
+        );
+    }
+
+    #[test]
+    fn the_reply_window_is_bounded_by_count_and_bytes() {
+        let mut meta = ActorMeta::default();
+        for i in 0..100 {
+            meta.store_reply(StoredReply {
+                key: format!("k{i}"),
+                request: i,
+                ok: true,
+                body: vec![b'1'; 10],
+            });
+        }
+        assert_eq!(meta.replies.len(), REPLY_WINDOW);
+        assert_eq!(meta.replies.front().unwrap().key, "k68");
+        assert!(meta.reply("k99").is_some() && meta.reply("k0").is_none());
+        meta.store_reply(StoredReply {
+            key: "big".into(),
+            request: 0,
+            ok: true,
+            body: vec![b'1'; REPLY_WINDOW_BYTES * 2],
+        });
+        assert_eq!(meta.replies.len(), 1, "the newest is kept, alone");
+        assert_eq!(
+            meta.reply("big").unwrap().body.len(),
+            REPLY_WINDOW_BYTES * 2
+        );
     }
 
     #[test]

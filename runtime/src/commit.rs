@@ -29,6 +29,14 @@ const MAX_BATCH: usize = 8192;
 pub enum CommitStage {
     /// Before the batch is written to the store.
     BeforeWrite,
+    /// After the batch was written to the journal (and applied in memory), before the journal
+    /// is synced: an `Err` fails the batch and skips the sync, so the write is neither
+    /// durable nor flushed to the OS.
+    AfterWrite,
+    /// In place of the journal sync's outcome: an `Err` is a failed sync. The journal is
+    /// flushed to the OS but not fsynced (as when `fsync` reports an I/O error), and the
+    /// batch fails.
+    Sync,
     /// After the batch was written and synced, before replies are released (the write is
     /// durable but the runtime treats it as failed: callers see an error, never a false ack).
     AfterSync,
@@ -314,11 +322,27 @@ fn commit_batch(
 
     let started = Instant::now();
     let outcome = inject(fault, CommitStage::BeforeWrite)
+        .and_then(|()| store.write_batch(writes, last.len()))
         .and_then(|()| {
-            // One journal write + sync per batch (fewer than batches only when a fault
-            // stops a batch before it reaches the store).
-            metrics.syncs.fetch_add(1, Ordering::Relaxed);
-            store.commit_batch(writes, last.len())
+            // Written to the memtables: from here a failure leaves writes that reads would
+            // see but that are not durable.
+            let synced = inject(fault, CommitStage::AfterWrite).and_then(|()| {
+                // One journal sync per batch (fewer than batches only when a fault stops a
+                // batch before its sync).
+                metrics.syncs.fetch_add(1, Ordering::Relaxed);
+                match inject(fault, CommitStage::Sync) {
+                    Ok(()) => store.sync_batch(),
+                    Err(e) => {
+                        // What a failed fsync leaves: the journal reached the OS, not the disk.
+                        let _ = store.flush_to_os();
+                        Err(e)
+                    }
+                }
+            });
+            if synced.is_err() {
+                store.mark_unsynced();
+            }
+            synced
         })
         .and_then(|()| inject(fault, CommitStage::AfterSync));
     let elapsed = started.elapsed();

@@ -89,6 +89,20 @@ pub struct TimerInfo {
     pub every: Option<Duration>,
 }
 
+/// An actor's timers as users see them, earliest first.
+pub(crate) fn timer_infos(timers: &[TimerEntry]) -> Vec<TimerInfo> {
+    let mut list: Vec<TimerInfo> = timers
+        .iter()
+        .map(|t| TimerInfo {
+            name: t.name.clone(),
+            due: UNIX_EPOCH + Duration::from_millis(t.due_ms),
+            every: t.every_ms.map(Duration::from_millis),
+        })
+        .collect();
+    list.sort_by_key(|t| t.due);
+    list
+}
+
 /// Milliseconds since the Unix epoch (the timers' clock).
 pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -258,17 +272,7 @@ impl Context {
 
     /// This actor's pending timers as of the start of the turn, earliest first.
     pub fn timers(&self) -> Vec<TimerInfo> {
-        let mut list: Vec<TimerInfo> = self
-            .timers
-            .iter()
-            .map(|t| TimerInfo {
-                name: t.name.clone(),
-                due: UNIX_EPOCH + Duration::from_millis(t.due_ms),
-                every: t.every_ms.map(Duration::from_millis),
-            })
-            .collect();
-        list.sort_by_key(|t| t.due);
-        list
+        timer_infos(&self.timers)
     }
 
     /// Publishes an event of this actor (its `#[actor(events = ...)]` type). Watchers and

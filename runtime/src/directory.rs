@@ -18,7 +18,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::activation::{self, Activation};
 use crate::actor::Handlers;
-use crate::codec::{ActorRef, Payload, Subscriber};
+use crate::codec::{ActorMeta, ActorRef, Payload, Subscriber};
 use crate::context::Chain;
 use crate::error::{DecodeError, Failure};
 use crate::handle::Reply;
@@ -38,6 +38,41 @@ pub(crate) enum Body<A: Handlers> {
     Subscribe(Box<Subscriber>),
     /// Remove a durable subscriber.
     Unsubscribe(Box<ActorRef>),
+    /// An idempotent call: answered from the stored result of an earlier call with the same
+    /// key, else run and its result stored with the turn.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Keyed(Box<KeyedCall<A>>),
+    /// Read the state without running a handler.
+    Read(ReadFn<A>),
+    /// Delete the actor: state, timers, subscriptions.
+    Delete,
+}
+
+/// A read of an actor's state and metadata, run in a turn of its own.
+pub(crate) type ReadFn<A> = Box<dyn FnOnce(&A, &ActorMeta) -> Box<dyn Any + Send> + Send>;
+
+/// Encodes a handler's result for storage: the handler's name, its value (`T`, or
+/// `Result<T, E>`) → whether it is a success, and the bytes to store and to answer with.
+pub(crate) type EncodeReply = fn(&str, &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
+
+/// A call with a caller-chosen idempotency key.
+pub(crate) struct KeyedCall<A: Handlers> {
+    pub(crate) message: A::Message,
+    pub(crate) key: String,
+    /// A hash of the request: the same key with another request is a conflict.
+    pub(crate) request: u64,
+    pub(crate) encode: EncodeReply,
+}
+
+/// The answer to a [`KeyedCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyedOutcome {
+    /// The handler ran now (`ok: false`: it returned an error); `body` is its encoded result.
+    Fresh { ok: bool, body: Vec<u8> },
+    /// An earlier call with this key and request ran it: its stored result.
+    Replayed { ok: bool, body: Vec<u8> },
+    /// The key was used before for a different request.
+    Conflict,
 }
 
 /// Told when a delivered message's turn is over: `Ok` once its processing is durable.
@@ -104,6 +139,9 @@ pub(crate) enum Delivery {
     Outbox {
         key: Arc<[u8]>,
         idempotency: Option<String>,
+        /// An earlier turn on this message failed in the commit, after which its batch may
+        /// still have become durable: the turn first checks that the entry still exists.
+        verify: bool,
     },
     /// A due timer.
     Timer {
@@ -298,6 +336,9 @@ pub(crate) trait AnyRegistry: Send + Sync {
     /// Passivates the least recently used idle activation among a sample; false if none
     /// could be passivated.
     fn evict_one(&self, shared: &Shared) -> bool;
+    /// The type's JSON face, for the HTTP ingress.
+    #[cfg(feature = "http")]
+    fn json(&self) -> Arc<dyn crate::json::JsonActor>;
     /// Queues a durable message on `key`'s activation; `done` hears when its turn is over.
     /// On `Err` the message was not queued and `done` is never called.
     fn deliver(
@@ -313,6 +354,11 @@ pub(crate) trait AnyRegistry: Send + Sync {
 impl<A: Handlers> AnyRegistry for Registry<A> {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+
+    #[cfg(feature = "http")]
+    fn json(&self) -> Arc<dyn crate::json::JsonActor> {
+        Arc::new(crate::json::JsonFace::<A>::new())
     }
 
     fn deliver(

@@ -67,15 +67,21 @@ impl<A: Handlers> Caller<A> {
 
     /// Sends `message` to the actor and waits for its durable reply.
     pub async fn call(&self, message: A::Message) -> Reply {
+        let (handler, _) = A::__describe(&message);
+        self.request(Body::Call(message), handler).await
+    }
+
+    /// Queues `body` on the actor and waits (bounded by the call timeout) for its gated
+    /// reply. `handler` names the turn in errors.
+    pub(crate) async fn request(&self, body: Body<A>, handler: &'static str) -> Reply {
         let (registry, key) = self.target.as_ref().map_err(Clone::clone)?;
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
             return Err(Failure::Cycle(cycle));
         }
-        let (handler, _) = A::__describe(&message);
         self.shared.admit(self.chain.is_some())?;
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
-            body: Body::Call(message),
+            body,
             chain: self.chain.clone(),
             reply: Some(Replier::Call(tx)),
             delivery: None,

@@ -60,6 +60,9 @@
 //! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
 //!   activations, dispatches the outbox and fires timers.
 //! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
+//! - The HTTP ingress (`http.rs`, feature `http`): every registered actor over HTTP with
+//!   JSON; its per-type JSON face (`json.rs`) decodes arguments and encodes results with
+//!   the code `#[handlers]` generates, and stores idempotent results with the turn.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -76,6 +79,11 @@ mod context;
 mod directory;
 mod error;
 mod handle;
+/// The HTTP ingress: call any registered actor over HTTP (feature `http`).
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "http")]
+mod json;
 mod metrics;
 mod outbox;
 mod runtime;
@@ -88,7 +96,7 @@ mod watch;
 #[cfg(test)]
 mod codec_fuzz;
 
-pub use actor::{Actor, Handlers};
+pub use actor::{Actor, HandlerInfo, Handlers};
 pub use codec::{MAX_KEY_LEN, SHARDS};
 pub use context::{Context, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
@@ -114,6 +122,8 @@ pub mod __private {
     pub use crate::error::Failure;
     pub use crate::handle::OutsideSend;
     pub use crate::handle::{Caller, Reply, finish, finish_result};
+    #[cfg(feature = "http")]
+    pub use crate::json::{json_args, json_result, json_value};
     pub use futures::future::BoxFuture;
     pub use serde;
 

@@ -91,6 +91,9 @@ struct Pending {
     record: OutboxRecord,
     /// Failed turns so far.
     attempts: u32,
+    /// A turn on it failed with a storage error: its commit may still have reached the
+    /// store, so the next turn checks that the entry still exists before running.
+    verify: bool,
 }
 
 #[derive(Default)]
@@ -133,6 +136,7 @@ impl Dispatcher {
                 Pending {
                     record,
                     attempts: 0,
+                    verify: false,
                 },
             );
         }
@@ -167,7 +171,7 @@ impl Dispatcher {
                     target.queue.pop_front();
                     continue;
                 };
-                match shared.deliver(&entry.record, seq, done(seq)) {
+                match shared.deliver(&entry.record, seq, entry.verify, done(seq)) {
                     Ok(()) => {
                         target.queue.pop_front();
                         target.inflight += 1;
@@ -216,6 +220,7 @@ impl Dispatcher {
                 // not processed and dropping it would lose it; retry without counting.
                 let counted = !failure.is_busy()
                     && !matches!(failure, Failure::Storage(_) | Failure::Decode(_));
+                entry.verify |= matches!(failure, Failure::Storage(_));
                 if counted {
                     entry.attempts += 1;
                 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::actor::Handlers;
-use crate::codec::{ActorRef, OutboxRecord, Payload};
+use crate::codec::{ActorMeta, ActorRef, OutboxRecord, Payload};
 use crate::commit::{Committer, FaultHook};
-use crate::directory::{AnyRegistry, Delivery, DoneFn, Registry};
-use crate::error::{CallError, Error, Failure};
+use crate::context::{TimerInfo, timer_infos};
+use crate::directory::{AnyRegistry, Body, Delivery, DoneFn, Registry};
+use crate::error::{CallError, Error, Failure, StorageError};
 use crate::handle::{Caller, OutsideSend};
 use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
@@ -329,6 +330,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The registry of the type stored under `name`.
+    #[cfg(feature = "http")]
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<dyn AnyRegistry>> {
+        self.by_name.get(name)
+    }
+
+    /// The storage names of all registered types, sorted.
+    #[cfg(feature = "http")]
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.by_name.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
     pub(crate) fn registry<A: Handlers>(&self) -> Option<Arc<Registry<A>>> {
         self.types
             .get(&TypeId::of::<A>())
@@ -340,11 +355,13 @@ impl Shared {
         self: &Arc<Self>,
         record: &OutboxRecord,
         seq: u64,
+        verify: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
         let delivery = Delivery::Outbox {
             key: crate::codec::outbox_key(seq),
             idempotency: record.idempotency.clone(),
+            verify,
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
     }
@@ -509,7 +526,7 @@ impl Shared {
 /// Cheap to clone; every clone is the same runtime.
 #[derive(Clone)]
 pub struct Runtime {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Runtime {
@@ -563,6 +580,86 @@ impl Runtime {
         Ok(Watch::new(
             registry.watch(key, self.shared.config.watch_capacity),
         ))
+    }
+
+    /// Reads `A(key)`'s state without running a handler: `read` runs in a turn of the actor
+    /// (after the messages queued before it), and its value is returned only once every
+    /// earlier write of the actor is durable. Activates the actor like any call.
+    pub async fn read<A: Handlers, R: Send + 'static>(
+        &self,
+        key: impl AsRef<str>,
+        read: impl FnOnce(&A) -> R + Send + 'static,
+    ) -> Result<R, CallError> {
+        let body = Body::Read(Box::new(move |state: &A, _: &ActorMeta| {
+            Box::new(read(state)) as Box<dyn std::any::Any + Send>
+        }));
+        self.request::<A, R>(key.as_ref(), body, "read").await
+    }
+
+    /// `A(key)`'s pending timers, earliest first.
+    pub async fn timers<A: Handlers>(
+        &self,
+        key: impl AsRef<str>,
+    ) -> Result<Vec<TimerInfo>, CallError> {
+        let body = Body::Read(Box::new(|_: &A, meta: &ActorMeta| {
+            Box::new(timer_infos(&meta.timers)) as Box<dyn std::any::Any + Send>
+        }));
+        self.request::<A, Vec<TimerInfo>>(key.as_ref(), body, "timers")
+            .await
+    }
+
+    /// Deletes `A(key)` as `ctx.delete()` would in a turn: its state, timers and
+    /// subscriptions; it reads as `Default` afterwards. Returns once the deletion is durable.
+    pub async fn delete<A: Handlers>(&self, key: impl AsRef<str>) -> Result<(), CallError> {
+        self.request::<A, ()>(key.as_ref(), Body::Delete, "delete")
+            .await
+    }
+
+    /// Up to `limit` keys of type `A` with stored state, after the key `after` (exclusive),
+    /// in storage order: by shard, then by key. Pass the last key of a page as `after` to
+    /// get the next. Lists what is durable: an actor never written (or deleted) has no
+    /// stored state and is not listed.
+    pub async fn keys<A: Handlers>(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, CallError> {
+        self.shared
+            .registry::<A>()
+            .ok_or(CallError::NotRegistered(A::NAME))?;
+        let after = match after {
+            Some(key) => {
+                crate::codec::validate_key(key).map_err(CallError::InvalidKey)?;
+                Some(crate::codec::state_key(A::NAME, key))
+            }
+            None => None,
+        };
+        let store = self.shared.store().map_err(CallError::from_failure)?;
+        let keys =
+            tokio::task::spawn_blocking(move || store.state_keys(A::NAME, after.as_deref(), limit))
+                .await
+                .map_err(|e| {
+                    CallError::Storage(StorageError::new(format!("key scan failed: {e}")))
+                })?
+                .map_err(CallError::Storage)?;
+        let prefix = 3 + A::NAME.len();
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k.get(prefix..)?.to_vec()).ok())
+            .collect())
+    }
+
+    /// Runs a turn of `A(key)` without a handler and types its reply.
+    async fn request<A: Handlers, R: 'static>(
+        &self,
+        key: &str,
+        body: Body<A>,
+        what: &'static str,
+    ) -> Result<R, CallError> {
+        let reply = Caller::<A>::new(&self.shared, key, None)
+            .request(body, what)
+            .await;
+        crate::handle::finish::<R>(reply)
     }
 
     /// A snapshot of the runtime's counters.

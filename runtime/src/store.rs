@@ -4,6 +4,8 @@
 //! it on the committer thread or in `spawn_blocking`, never on a Tokio worker.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -51,6 +53,10 @@ pub(crate) struct Store {
     outbox: Keyspace,
     timers: Keyspace,
     durability: Durability,
+    /// Set when a batch reached the memtables but its commit failed before its sync: reads
+    /// would see writes that are not durable, so the next load syncs first (see
+    /// [`Store::get_state`]).
+    unsynced: Arc<AtomicBool>,
 }
 
 const META_FORMAT_KEY: &[u8] = b"store_format";
@@ -61,25 +67,46 @@ fn storage(e: fjall::Error) -> StorageError {
 
 impl Store {
     /// Opens (or creates) the store at `path` and checks its format version.
+    ///
+    /// fjall panics on some corrupted files (an assertion in its journal reader): such a
+    /// panic is turned into an error naming the path, like any other refusal to open.
     pub(crate) fn open(path: &Path, durability: Durability) -> Result<Store, Error> {
+        let opened = std::panic::catch_unwind(|| Self::open_unguarded(path, durability));
+        opened.unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Storage(StorageError::new(format!(
+                "cannot open {}: the store panicked while reading its files, which are probably \
+                 corrupted: {why}",
+                path.display()
+            ))))
+        })
+    }
+
+    fn open_unguarded(path: &Path, durability: Durability) -> Result<Store, Error> {
+        let at =
+            |e: fjall::Error| StorageError::new(format!("cannot open {}: {e}", path.display()));
         let db = Database::builder(path)
             // Gears syncs the journal itself, once per commit batch (group commit).
             .manual_journal_persist(true)
             .open()
-            .map_err(|e| StorageError::new(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(at)?;
         let state = db
             .keyspace("state", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
+            .map_err(at)?;
         let outbox = db
             .keyspace("outbox", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
+            .map_err(at)?;
         let timers = db
             .keyspace("timers", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
+            .map_err(at)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        match meta.get(META_FORMAT_KEY).map_err(storage)? {
+            .map_err(at)?;
+        match meta.get(META_FORMAT_KEY).map_err(at)? {
             Some(found) => {
                 let found = <[u8; 4]>::try_from(&*found)
                     .map(u32::from_be_bytes)
@@ -95,7 +122,7 @@ impl Store {
             None => {
                 let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
                 batch.insert(&meta, META_FORMAT_KEY, STORE_FORMAT.to_be_bytes().to_vec());
-                batch.commit().map_err(storage)?;
+                batch.commit().map_err(at)?;
             }
         }
         Ok(Store {
@@ -104,12 +131,38 @@ impl Store {
             outbox,
             timers,
             durability,
+            unsynced: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Reads an actor's state record.
+    ///
+    /// After a commit failed between its write and its sync, the memtables hold writes that
+    /// were reported failed and are not durable; an actor reloaded then must not answer from
+    /// them (a crash would take them back), so the journal is synced first. If that sync
+    /// fails too (a real I/O failure poisons the store), the load fails.
     pub(crate) fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.settle_unsynced()?;
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    /// Whether the outbox entry `key` is still waiting for its target (reads the store as
+    /// [`Store::get_state`] does: after syncing writes left unsynced by a failed commit).
+    pub(crate) fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError> {
+        self.settle_unsynced()?;
+        self.outbox.contains_key(key).map_err(storage)
+    }
+
+    /// Syncs first if a failed commit left writes in the memtables that are not durable.
+    fn settle_unsynced(&self) -> Result<(), StorageError> {
+        // Cleared before the sync: a failure marked during it stays marked.
+        if self.unsynced.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.sync_batch()
+        {
+            self.unsynced.store(true, Ordering::Release);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn keyspace(&self, space: Space) -> &Keyspace {
@@ -186,21 +239,16 @@ impl Store {
             .and_then(|(key, _)| crate::codec::timer_due(key)))
     }
 
-    /// Writes one atomic batch (across keyspaces) and makes it durable per the
-    /// configured [`Durability`] (one journal sync for the whole batch).
+    /// Writes one atomic batch (across keyspaces) to the journal and the memtables, without
+    /// syncing: [`Store::sync_batch`] makes it durable (one journal sync for the whole batch).
     ///
     /// Keys must have been validated: fjall panics on empty keys in a batch.
-    pub(crate) fn commit_batch<'a>(
+    pub(crate) fn write_batch<'a>(
         &self,
         writes: impl Iterator<Item = Write<'a>>,
         count: usize,
     ) -> Result<(), StorageError> {
-        let mode = match self.durability {
-            Durability::Sync => PersistMode::SyncAll,
-            Durability::Buffered => PersistMode::Buffer,
-        };
-        let mut batch =
-            fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count).durability(Some(mode));
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count);
         for w in writes {
             debug_assert!(!w.key.is_empty());
             let keyspace = self.keyspace(w.space);
@@ -210,6 +258,25 @@ impl Store {
             }
         }
         batch.commit().map_err(storage)
+    }
+
+    /// Makes every batch written so far durable per the configured [`Durability`].
+    pub(crate) fn sync_batch(&self) -> Result<(), StorageError> {
+        let mode = match self.durability {
+            Durability::Sync => PersistMode::SyncAll,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        self.db.persist(mode).map_err(storage)
+    }
+
+    /// Records that a written batch failed before it was synced (see [`Store::get_state`]).
+    pub(crate) fn mark_unsynced(&self) {
+        self.unsynced.store(true, Ordering::Release);
+    }
+
+    /// Hands every batch written so far to the OS, without fsync (a test seam's failed sync).
+    pub(crate) fn flush_to_os(&self) -> Result<(), StorageError> {
+        self.db.persist(PersistMode::Buffer).map_err(storage)
     }
 
     /// Syncs the journal to disk (used at shutdown).

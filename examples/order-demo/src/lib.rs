@@ -15,11 +15,13 @@
 //!   `place`.
 //! - [`Customer`] (`customer.rs`): an inbox of [`Notice`]s.
 //! - [`Catalog`] (`catalog.rs`): how many items, orders and customers exist, so the audit can
-//!   visit them all (the runtime does not list keys).
+//!   visit them all in order.
 //! - The simulation (`simulation.rs`): [`seed`], [`place_orders`], [`drain`].
 //! - The audit (`audit.rs`): [`audit()`], the invariants the books must satisfy.
 //! - The store (`store.rs`): [`open`] with every actor registered, [`wipe`], [`settle`].
 //! - The report (`report.rs`): [`RunReport`] and the audit's `Display`.
+//! - Serving (`serve.rs`, feature `http`): the actors behind `gears::http`, a background
+//!   simulation, and the live page (`static/live.html`) fed by one aggregate event stream.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -30,6 +32,9 @@ mod error;
 mod inventory;
 mod order;
 mod report;
+/// `order-demo serve`: the HTTP ingress, the live page and a background simulation.
+#[cfg(feature = "http")]
+pub mod serve;
 mod simulation;
 mod store;
 

@@ -6,6 +6,10 @@
 //! - `order-demo audit [--data DIR]`: lets pending work of an existing store finish (for
 //!   instance after a crash), then audits it. Exits with status 1 if the audit fails.
 //!
+//! - `order-demo serve [--addr 127.0.0.1:8080] [--data DIR] [--fresh] [--no-simulation] ...`:
+//!   serves the demo's actors over HTTP (the Gears ingress) with a live page at `/`, while a
+//!   simulation places orders (feature `http`, on by default). Runs until Ctrl-C.
+//!
 //! Errors (the store cannot be opened, a call fails) exit with status 2.
 
 use std::io::Write;
@@ -36,6 +40,9 @@ enum Command {
     Run(RunArgs),
     /// Let an existing store's pending work finish, then audit it.
     Audit(AuditArgs),
+    /// Serve the actors over HTTP with a live page at `/`, while simulated customers order.
+    #[cfg(feature = "http")]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +131,38 @@ struct AuditArgs {
     drain_secs: u64,
 }
 
+#[cfg(feature = "http")]
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default; anything else exposes every actor).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Store folder [default: gears-order-demo under the system temp dir].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Wipe the store first.
+    #[arg(long)]
+    fresh: bool,
+    /// Do not place simulated orders: only what arrives over HTTP.
+    #[arg(long)]
+    no_simulation: bool,
+    /// Simulated orders per second.
+    #[arg(long, default_value_t = 20)]
+    rate: u32,
+    /// Items in the simulated shop.
+    #[arg(long, default_value_t = 24)]
+    skus: u32,
+    /// Units each item starts with.
+    #[arg(long, default_value_t = 60)]
+    initial_stock: u32,
+    /// Require `Authorization: Bearer <TOKEN>` on the admin routes and `/metrics`.
+    #[arg(long)]
+    token: Option<String>,
+    /// Durability of acknowledged writes.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
+    durability: DurabilityArg,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -137,6 +176,16 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Audit(args)) => audit(args).await,
         Some(Command::Run(args)) => run(args).await,
+        #[cfg(feature = "http")]
+        Some(Command::Serve(args)) => {
+            return match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("order-demo: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         None => run(cli.run).await,
     };
     match outcome {
@@ -221,6 +270,58 @@ async fn run_on(
     let stats = rt.stats();
     let audit = order_demo::audit(rt, &placement.acked).await?;
     Ok((placement, drained, stats, audit))
+}
+
+/// Serves until Ctrl-C. No audit at the end: orders placed over HTTP with ids of the
+/// caller's choosing are not in the catalog, which the audit walks.
+#[cfg(feature = "http")]
+async fn serve(args: ServeArgs) -> Result<(), DemoError> {
+    use order_demo::serve::{ServeOptions, Simulation};
+
+    let dir = args.data.clone().unwrap_or_else(order_demo::default_dir);
+    if args.fresh {
+        order_demo::wipe(&dir)?;
+    }
+    let options = StoreOptions {
+        durability: args.durability.into(),
+        ..StoreOptions::default()
+    };
+    let rt = order_demo::open(&dir, options).await?;
+    let mut http = gears::http::HttpConfig::default().bind(args.addr);
+    if let Some(token) = args.token {
+        http = http.bearer_token(token);
+    }
+    let simulation = (!args.no_simulation).then(|| {
+        let mut simulation = Simulation {
+            rate: args.rate,
+            ..Simulation::default()
+        };
+        simulation.workload.skus = args.skus;
+        simulation.workload.initial_stock = args.initial_stock;
+        simulation
+    });
+    let options = ServeOptions {
+        http,
+        simulation,
+        ..ServeOptions::default()
+    };
+    let live = match order_demo::serve::start(&rt, options).await {
+        Ok(live) => live,
+        Err(e) => {
+            let _ = rt.shutdown().await;
+            return Err(e);
+        }
+    };
+    println!("store {}", dir.display());
+    println!("live page: http://{}/", live.local_addr());
+    println!("Ctrl-C stops the server.");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+    let stopped = live.stop().await;
+    let shutdown = rt.shutdown().await;
+    stopped?;
+    shutdown?;
+    Ok(())
 }
 
 async fn audit(args: AuditArgs) -> Result<Audit, DemoError> {

@@ -1,0 +1,697 @@
+//! The HTTP ingress (feature `http`, axum): call any registered actor like a serverless
+//! function, read its state, watch its events, administer keys and timers, scrape metrics.
+//!
+//! [`serve`](crate::http::serve) binds a listener (loopback by default) and answers until
+//! [`Server::shutdown`](crate::http::Server::shutdown); [`router`](crate::http::router)
+//! gives the same routes as an [`axum::Router`] to embed in a server of your own.
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /{type}/{key}/{handler}` | runs the handler with the JSON body's fields as its arguments (an empty body: no arguments); `200` with the handler's value as JSON |
+//! | `POST /{type}/{key}/{handler}/send` | queues the call durably (the outbox), fire-and-forget: `202 {"status":"queued"}` once durable |
+//! | `GET /{type}/{key}` | the actor's state as JSON (a read-only turn) |
+//! | `GET /{type}/{key}/events` | server-sent events: each committed event as an `event` named `event` (JSON data); a reader that fell behind gets an `event` named `lagged` with data `{"skipped": n}` |
+//! | `GET /admin/{type}?after=&limit=` | `{"keys": [...], "next": <key or null>}`: up to `limit` (default 100, at most 1,000) keys with stored state, in storage order, after `after`; pass `next` as `after` for the next page |
+//! | `DELETE /admin/{type}/{key}` | deletes the actor (state, timers, subscriptions): `204` |
+//! | `GET /admin/{type}/{key}/timers` | `{"timers": [{"name", "due_ms", "every_ms"}]}`, earliest first (`due_ms`: Unix epoch milliseconds) |
+//! | `GET /metrics` | the runtime's [`Stats`](crate::Stats) and the ingress' request counts, OpenMetrics text (Prometheus scrapes it) |
+//! | `GET /health` | `200 {"status":"ok"}` |
+//!
+//! A first path segment `admin`, `metrics` or `health` is the ingress' own: an actor type of
+//! that name cannot be reached over HTTP. `GET /{type}/{key}/events` is the event stream;
+//! a handler named `events` is still called with `POST`.
+//!
+//! An `Idempotency-Key` header (1 to 255 visible ASCII characters) on a call makes it
+//! run at most once per actor: the first result, success or handler error, is stored
+//! atomically with the turn's state change, and a retry with the same key and the same
+//! request is answered from it, with the header `Idempotency-Replayed: true`. On `/send`
+//! it deduplicates the message per actor (as [`Runtime::send_idempotent`] does).
+//!
+//! # Errors
+//!
+//! Every error is a JSON object `{"error": <name>, "message": <text>}`, sometimes with more
+//! fields. Bad input is always a 4xx, never a 500:
+//!
+//! | status | `error` | when |
+//! | --- | --- | --- |
+//! | 400 | `bad_request` | a body that is not the handler's arguments (the message names the field), an undecodable path, a bad query or idempotency key |
+//! | 400 | `invalid_key` | a key that is empty, longer than [`MAX_KEY_LEN`] bytes or holds control characters |
+//! | 401 | `unauthorized` | a bearer token is configured and the request lacks it (header `WWW-Authenticate: Bearer`) |
+//! | 404 | `unknown_actor_type` / `unknown_handler` | with `"valid": [...]`, the registered types or the type's handlers |
+//! | 404 | `not_found` | no such route |
+//! | 405 | `method_not_allowed` | with an `Allow` header |
+//! | 409 | `idempotency_conflict` | the idempotency key was used for a different request to this actor |
+//! | 413 | `body_too_large` | the body exceeds the limit (default 64 KiB) |
+//! | 422 | the error's name (its enum variant, else its type) | the handler returned `Err`; its JSON is under `"detail"`; the turn was rolled back |
+//! | 429 | `overloaded` | the actor's mailbox is full (per-actor admission); `Retry-After: 1` |
+//! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox) or stopping; with `Retry-After` |
+//! | 504 | `timeout` | the call exceeded the runtime's call timeout |
+//! | 421 | `not_owner` | this node does not own the actor's shard (scale-out) |
+//! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `invalid_turn`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
+//!
+//! # Access
+//!
+//! Without a token ([`HttpConfig::bearer_token`](crate::http::HttpConfig::bearer_token))
+//! every route is open, which is why the listener binds to loopback by default. With one,
+//! requests must carry `Authorization: Bearer <token>`: on the admin routes and `/metrics`
+//! by default ([`TokenScope::Admin`](crate::http::TokenScope::Admin)), or on every route
+//! but `/health` ([`TokenScope::All`](crate::http::TokenScope::All)).
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::codec::MAX_KEY_LEN;
+use crate::context::epoch_ms;
+use crate::json::{JsonActor, JsonEvent};
+use crate::runtime::Runtime;
+
+mod error;
+mod metrics;
+
+use error::ApiError;
+
+/// The header that marks an answer replayed from an earlier request's stored result.
+pub const REPLAYED_HEADER: &str = "idempotency-replayed";
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Most keys one `GET /admin/{type}` page returns.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+/// Which routes need the bearer token, when one is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenScope {
+    /// The admin routes (`/admin/...`) and `/metrics`; calls, state and events stay open.
+    #[default]
+    Admin,
+    /// Every route except `/health`.
+    All,
+}
+
+/// Settings of the ingress. Start from `HttpConfig::default()` and change what you need.
+#[derive(Clone)]
+pub struct HttpConfig {
+    addr: SocketAddr,
+    body_limit: usize,
+    token: Option<Arc<str>>,
+    token_scope: TokenScope,
+    keep_alive: Duration,
+}
+
+impl Default for HttpConfig {
+    /// Binds `127.0.0.1:8080`, 64 KiB bodies, no token, SSE keep-alive every 15 s.
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            body_limit: 64 * 1024,
+            token: None,
+            token_scope: TokenScope::Admin,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address [`serve`] listens on (default `127.0.0.1:8080`; port 0 picks a free one).
+    /// Binding anything but loopback exposes every actor: set a token.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// The address [`serve`] will listen on.
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The largest request body accepted, in bytes (default 64 KiB); larger ones get 413.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the routes of [`token_scope`](Self::token_scope).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into().into());
+        self
+    }
+
+    /// Which routes the bearer token guards (default [`TokenScope::Admin`]).
+    pub fn token_scope(mut self, scope: TokenScope) -> Self {
+        self.token_scope = scope;
+        self
+    }
+
+    /// How often an idle event stream sends a keep-alive comment (default 15 s).
+    pub fn keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = every;
+        self
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("addr", &self.addr)
+            .field("body_limit", &self.body_limit)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_scope", &self.token_scope)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+/// The ingress' routes for `rt`, to serve with your own `axum::serve` or merge into your
+/// own router. Event streams (`/events`) run until their client disconnects; [`serve`]
+/// also ends them when it shuts down.
+pub fn router(rt: Runtime, config: &HttpConfig) -> Router {
+    // No sender: the streams never hear of a shutdown (see `closed`).
+    let (_, closing) = watch::channel(false);
+    build(rt, config, Router::new(), closing)
+}
+
+/// Serves the ingress for `rt` on `config`'s address until [`Server::shutdown`].
+pub async fn serve(rt: Runtime, config: HttpConfig) -> std::io::Result<Server> {
+    serve_with(rt, config, Router::new()).await
+}
+
+/// Like [`serve`], with more routes of your own beside the ingress' (a page, say). The
+/// ingress' limits, counters and JSON errors for unknown routes apply to them too.
+///
+/// # Panics
+/// If `routes` has a fallback or a route the ingress has too (as [`Router::merge`] does).
+pub async fn serve_with(
+    rt: Runtime,
+    config: HttpConfig,
+    routes: Router,
+) -> std::io::Result<Server> {
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let (closing_tx, closing) = watch::channel(false);
+    let app = build(rt, &config, routes, closing.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(closed(closing))
+            .await
+    });
+    tracing::info!(%addr, "HTTP ingress listening");
+    Ok(Server {
+        addr,
+        closing: closing_tx,
+        task,
+    })
+}
+
+/// A running ingress, from [`serve`]. Dropping it leaves the server running until the
+/// process ends; [`shutdown`](Self::shutdown) stops it.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    closing: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, ends the event streams, and waits for the requests in
+    /// flight to be answered. The runtime keeps running: shut it down after this.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.closing.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(format!(
+                "the HTTP server task failed: {e}"
+            ))),
+        }
+    }
+}
+
+/// Resolves once `closing` turns true; never if its sender is gone without saying so.
+async fn closed(mut closing: watch::Receiver<bool>) {
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What every route handler shares.
+#[derive(Clone)]
+struct Ingress {
+    rt: Runtime,
+    keep_alive: Duration,
+    body_limit: usize,
+    closing: watch::Receiver<bool>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+fn build(
+    rt: Runtime,
+    config: &HttpConfig,
+    extra: Router,
+    closing: watch::Receiver<bool>,
+) -> Router {
+    let ingress = Ingress {
+        rt,
+        keep_alive: config.keep_alive,
+        body_limit: config.body_limit,
+        closing,
+        counts: Arc::new(Counts::default()),
+    };
+    let admin_guard = Guard {
+        token: config.token.clone(),
+    };
+    let actor_guard = Guard {
+        token: match config.token_scope {
+            TokenScope::All => config.token.clone(),
+            TokenScope::Admin => None,
+        },
+    };
+    let admin = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin/{type}", get(list_keys))
+        .route("/admin/{type}/{key}", delete(delete_actor))
+        .route("/admin/{type}/{key}/timers", get(list_timers))
+        .route_layer(middleware::from_fn_with_state(admin_guard, require_token));
+    let actors = Router::new()
+        .route("/{type}/{key}", get(read_state))
+        .route("/{type}/{key}/{handler}", get(watch_events).post(call))
+        .route("/{type}/{key}/{handler}/send", axum::routing::post(send))
+        .route_layer(middleware::from_fn_with_state(actor_guard, require_token));
+    let ingress_routes = Router::new()
+        .route("/health", get(health))
+        .merge(admin)
+        .merge(actors)
+        .with_state(ingress.clone());
+    extra
+        .merge(ingress_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(ingress.counts, count))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The token a group of routes requires (`None`: open).
+#[derive(Clone)]
+struct Guard {
+    token: Option<Arc<str>>,
+}
+
+async fn require_token(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let Some(token) = &guard.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => ApiError::unauthorized("this route needs `Authorization: Bearer <token>`")
+            .into_response(),
+        Some(given) if !same(given.trim().as_bytes(), token.as_bytes()) => {
+            ApiError::unauthorized("the bearer token is not the configured one").into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Compares without stopping at the first difference (no timing hint of the prefix).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count(State(counts): State<Arc<Counts>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    counts.requests.fetch_add(1, Ordering::Relaxed);
+    if response.status().is_client_error() {
+        counts.client_errors.fetch_add(1, Ordering::Relaxed);
+    } else if response.status().is_server_error() {
+        counts.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("an HTTP route handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the ingress failed to answer this request",
+    )
+    .into_response()
+}
+
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {method} {}; routes: POST /{{type}}/{{key}}/{{handler}}[/send], \
+             GET /{{type}}/{{key}}[/events], GET /admin/{{type}}, \
+             DELETE /admin/{{type}}/{{key}}, GET /admin/{{type}}/{{key}}/timers, \
+             GET /metrics, GET /health",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response();
+    // axum adds the `Allow` header of the route itself.
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Path parameters, with a JSON 400 for an undecodable path.
+struct Segments<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Segments(t)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+impl Ingress {
+    fn actor(&self, name: &str) -> Result<Arc<dyn JsonActor>, ApiError> {
+        self.rt
+            .json_actor(name)
+            .ok_or_else(|| ApiError::unknown_type(name, self.rt.json_actor_names()))
+    }
+
+    /// The body, or a 413 past the limit.
+    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+        body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body exceeds the limit of {} bytes", self.body_limit),
+                )
+                .with("limit", self.body_limit)
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            }
+        })
+    }
+}
+
+fn check_handler(actor: &dyn JsonActor, handler: &str) -> Result<(), ApiError> {
+    let handlers = actor.handlers();
+    if handlers.iter().any(|h| h.name == handler) {
+        Ok(())
+    } else {
+        let valid = handlers.iter().map(|h| h.name).collect();
+        Err(ApiError::unknown_handler(actor.name(), handler, valid))
+    }
+}
+
+/// Keys are 1 to [`MAX_KEY_LEN`] bytes of UTF-8 (the path decodes percent escapes, so
+/// `%2F` puts a `/` in a key) without control characters.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    let why = if key.is_empty() {
+        Some("keys must not be empty".to_string())
+    } else if key.len() > MAX_KEY_LEN {
+        Some(format!(
+            "the key is {} bytes, longer than the limit of {MAX_KEY_LEN}",
+            key.len()
+        ))
+    } else if key.chars().any(char::is_control) {
+        Some("keys must not contain control characters".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+            format!("invalid key: {why}"),
+        )),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let refuse = || {
+        ApiError::bad_request(format!(
+            "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII \
+             characters"
+        ))
+    };
+    let key = value.to_str().map_err(|_| refuse())?.trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(refuse());
+    }
+    Ok(Some(key.to_string()))
+}
+
+fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn call(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key, handler)): Segments<(String, String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    check_handler(&*actor, &handler)?;
+    check_key(&key)?;
+    let idempotency = idempotency_key(&headers)?;
+    let body = ingress.body(body)?;
+    let reply = actor
+        .call(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
+        .await
+        .map_err(ApiError::from_json)?;
+    let mut response = if reply.ok {
+        json_body(StatusCode::OK, reply.body)
+    } else {
+        ApiError::handler(actor.name(), &handler, reply.error, &reply.body).into_response()
+    };
+    if reply.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn send(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key, handler)): Segments<(String, String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    check_handler(&*actor, &handler)?;
+    check_key(&key)?;
+    let idempotency = idempotency_key(&headers)?;
+    let body = ingress.body(body)?;
+    actor
+        .send(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
+        .await
+        .map_err(ApiError::from_json)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "queued" })),
+    )
+        .into_response())
+}
+
+async fn read_state(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key)): Segments<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    check_key(&key)?;
+    let state = actor
+        .state(&ingress.rt, &key)
+        .await
+        .map_err(ApiError::from_json)?;
+    Ok(json_body(StatusCode::OK, state))
+}
+
+async fn watch_events(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key, segment)): Segments<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    if segment != "events" {
+        return Err(ApiError::method_not_allowed(
+            "POST",
+            format!("`{segment}` is called with POST; GET /{{type}}/{{key}}/events watches events"),
+        ));
+    }
+    let actor = ingress.actor(&type_name)?;
+    check_key(&key)?;
+    let events = actor
+        .watch(&ingress.rt, &key)
+        .map_err(ApiError::from_json)?;
+    let stream = events
+        .map(|item| {
+            Ok::<_, Infallible>(match item {
+                JsonEvent::Event(json) => Event::default()
+                    .event("event")
+                    .data(String::from_utf8_lossy(&json)),
+                JsonEvent::Lagged(skipped) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"skipped\":{skipped}}}")),
+            })
+        })
+        .take_until(closed(ingress.closing.clone()));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(ingress.keep_alive))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_keys(
+    State(ingress): State<Ingress>,
+    Segments(type_name): Segments<String>,
+    paging: Result<Query<Paging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    let Query(paging) = paging.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = paging.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_PAGE}, not {limit}"
+        )));
+    }
+    let keys = actor
+        .keys(&ingress.rt, paging.after.as_deref(), limit)
+        .await
+        .map_err(ApiError::from_json)?;
+    let next = if keys.len() == limit {
+        keys.last().cloned()
+    } else {
+        None
+    };
+    Ok(Json(serde_json::json!({ "keys": keys, "next": next })).into_response())
+}
+
+async fn delete_actor(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key)): Segments<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    check_key(&key)?;
+    actor
+        .delete(&ingress.rt, &key)
+        .await
+        .map_err(ApiError::from_json)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_timers(
+    State(ingress): State<Ingress>,
+    Segments((type_name, key)): Segments<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = ingress.actor(&type_name)?;
+    check_key(&key)?;
+    let timers = actor
+        .timers(&ingress.rt, &key)
+        .await
+        .map_err(ApiError::from_json)?;
+    let timers: Vec<serde_json::Value> = timers
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "due_ms": epoch_ms(t.due),
+                "every_ms": t.every.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "timers": timers })).into_response())
+}
+
+async fn metrics(State(ingress): State<Ingress>) -> Result<Response, ApiError> {
+    let counts = metrics::IngressCounts {
+        requests: ingress.counts.requests.load(Ordering::Relaxed),
+        client_errors: ingress.counts.client_errors.load(Ordering::Relaxed),
+        server_errors: ingress.counts.server_errors.load(Ordering::Relaxed),
+    };
+    let text = metrics::render(&ingress.rt.stats(), &counts).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode the metrics: {e}"),
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}

@@ -1,0 +1,268 @@
+//! Storage failures injected at each step of the commit path (before the batch is written,
+//! after it is written but before the sync, a failed sync, after the sync) fail the calls of
+//! the affected batch and never acknowledge a write that is not durable: under concurrent
+//! load with every few batches failing, no acknowledged counter value is ever acknowledged
+//! twice (which a reset to a state older than an acknowledged one would cause), every
+//! acknowledged value survives a restart, sends stay exactly-once, and the runtime recovers.
+//! A crash right after a failed commit loses nothing that was read back after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gears::__private::CommitStage;
+use gears::CallError;
+use gears_tests::{Counter, Receiver, Sender, builder, open, settle};
+
+const KEYS: usize = 4;
+const TASKS: usize = 8;
+const CALLS_PER_TASK: usize = 150;
+/// Every call has a bound: a hang is a failure, not a stuck test.
+const CALL_BOUND: Duration = Duration::from_secs(20);
+const FAULT_CHILD: &str = env!("CARGO_BIN_EXE_fault_child");
+
+/// A hook failing every `every`-th batch at `stage`, counting what it failed.
+fn failing_every(
+    stage: CommitStage,
+    every: u64,
+    failed: Arc<AtomicU64>,
+) -> gears::__private::FaultHook {
+    let seen = AtomicU64::new(0);
+    Arc::new(move |at| {
+        if at != stage {
+            return Ok(());
+        }
+        if seen.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
+            failed.fetch_add(1, Ordering::Relaxed);
+            Err(format!("injected failure at {at:?}"))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// What the load saw: per key, the values acknowledged; sends acknowledged; calls failed.
+#[derive(Default)]
+struct Seen {
+    acked: BTreeMap<String, Vec<u64>>,
+    sent_acked: u64,
+    failed_calls: u64,
+}
+
+async fn load(rt: &gears::Runtime) -> Seen {
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            let mut seen = Seen::default();
+            for i in 0..CALLS_PER_TASK {
+                let key = format!("k{}", (t + i) % KEYS);
+                let counter = rt.get::<Counter>(&key);
+                let call = counter.add(1);
+                match tokio::time::timeout(CALL_BOUND, call).await {
+                    Err(_) => panic!("add on {key} hung"),
+                    Ok(Ok(v)) => seen.acked.entry(key).or_default().push(v),
+                    Ok(Err(CallError::Storage(_))) => seen.failed_calls += 1,
+                    Ok(Err(e)) => panic!("unexpected failure: {e}"),
+                }
+                if i % 5 == 0 {
+                    let sender = rt.get::<Sender>(format!("s{t}"));
+                    let send = sender.send_to(format!("r{t}"), 1);
+                    match tokio::time::timeout(CALL_BOUND, send).await {
+                        Err(_) => panic!("send_to hung"),
+                        Ok(Ok(_)) => seen.sent_acked += 1,
+                        Ok(Err(CallError::Storage(_))) => seen.failed_calls += 1,
+                        Ok(Err(e)) => panic!("unexpected failure: {e}"),
+                    }
+                }
+            }
+            seen
+        });
+    }
+    let mut all = Seen::default();
+    while let Some(done) = tasks.join_next().await {
+        let done = done.unwrap();
+        for (k, v) in done.acked {
+            all.acked.entry(k).or_default().extend(v);
+        }
+        all.sent_acked += done.sent_acked;
+        all.failed_calls += done.failed_calls;
+    }
+    all
+}
+
+async fn faults_at(stage: CommitStage, exact_sends: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let failed_batches = Arc::new(AtomicU64::new(0));
+    let rt = builder(dir.path())
+        .__fault_hook(failing_every(stage, 7, failed_batches.clone()))
+        .open()
+        .await
+        .unwrap();
+    let seen = load(&rt).await;
+    let injected = failed_batches.load(Ordering::Relaxed);
+    eprintln!(
+        "{stage:?}: {injected} batches failed, {} calls failed, {} adds and {} sends acknowledged",
+        seen.failed_calls,
+        seen.acked.values().map(Vec::len).sum::<usize>(),
+        seen.sent_acked
+    );
+    assert!(injected > 0, "no fault was injected at {stage:?}");
+    assert!(seen.failed_calls > 0, "no call failed at {stage:?}");
+    assert!(rt.stats().failed_batches >= injected);
+
+    // An acknowledged value is acknowledged once: a repeat means a reset went back past it.
+    for (key, values) in &seen.acked {
+        let distinct: BTreeSet<_> = values.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            values.len(),
+            "{stage:?}: {key} acknowledged a value twice: {values:?}"
+        );
+    }
+    // The runtime recovered: every actor answers, and writes work again. Sends whose outbox
+    // entries were written by a failed batch may still be delivered later (the write was
+    // reported failed, not known lost), so only the durable totals are compared.
+    settle(&rt).await;
+    rt.shutdown().await.unwrap();
+
+    let rt = open(dir.path()).await;
+    for (key, values) in &seen.acked {
+        let max = values.iter().max().copied().unwrap_or(0);
+        let now = rt.get::<Counter>(key).get().await.unwrap();
+        assert!(
+            now >= max && now >= values.len() as u64,
+            "{stage:?}: {key} is {now} after restart, but {max} was acknowledged ({} acks)",
+            values.len()
+        );
+        assert_eq!(rt.get::<Counter>(key).add(1).await.unwrap(), now + 1);
+    }
+    settle(&rt).await;
+    let (mut sent, mut received, mut messages) = (0, 0, 0);
+    for t in 0..TASKS {
+        sent += rt.get::<Sender>(format!("s{t}")).sent().await.unwrap();
+        let (total, count) = rt.get::<Receiver>(format!("r{t}")).totals().await.unwrap();
+        received += total;
+        messages += count;
+    }
+    assert!(
+        sent >= seen.sent_acked,
+        "{stage:?}: {sent} sent < {} acknowledged",
+        seen.sent_acked
+    );
+    assert_eq!(received, messages);
+    assert!(
+        received >= sent,
+        "{stage:?}: {sent} sends committed, {received} processed: sends were lost"
+    );
+    if exact_sends {
+        assert_eq!(
+            received, sent,
+            "{stage:?}: {sent} sends committed, {received} processed: some twice"
+        );
+    }
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_before_write() {
+    faults_at(CommitStage::BeforeWrite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_write_before_sync() {
+    faults_at(CommitStage::AfterWrite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sync() {
+    faults_at(CommitStage::Sync, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_sync() {
+    faults_at(CommitStage::AfterSync, false).await;
+}
+
+// A delivered message whose turn's batch fails after it reached the store (written, or
+// synced but reported failed) is retried, and the retry runs on the reloaded state, which
+// already holds the first processing: the message is processed twice. Found by this suite;
+// the fix belongs in the runtime (before retrying a delivery, check that its outbox entry
+// still exists, or poison the store on such failures as fjall does on real I/O errors).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_exactly_once_when_commit_fails_after_write() {
+    faults_at(CommitStage::AfterWrite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_exactly_once_when_sync_fails() {
+    faults_at(CommitStage::Sync, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_exactly_once_when_commit_fails_after_sync() {
+    faults_at(CommitStage::AfterSync, true).await;
+}
+
+/// A child fails one commit at `stage`, reads the reset actor, prints it, and aborts; the
+/// value it read must survive (a read is an acknowledgement too).
+fn crash_after_failure(stage: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(FAULT_CHILD)
+        .arg(dir.path())
+        .arg(stage)
+        .output()
+        .expect("run fault_child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the child should abort: {}\n{stdout}",
+        out.status
+    );
+    let value = |prefix: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {stdout:?}"))
+            .parse()
+            .unwrap()
+    };
+    let (acked, read) = (value("acked "), value("read "));
+    assert!(stdout.contains("failed "), "{stdout}");
+    assert_eq!(acked, 10);
+    assert!(read == 10 || read == 11, "{stage}: read {read}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let now = rt.block_on(async {
+        let rt = open(dir.path()).await;
+        let now = rt.get::<Counter>("c").get().await.unwrap();
+        rt.shutdown().await.unwrap();
+        now
+    });
+    assert!(
+        now >= read,
+        "{stage}: after a failed commit the reset actor read {read}, but after a crash the \
+         store holds {now}: a value was observed that was not durable"
+    );
+}
+
+#[test]
+fn crash_after_failure_before_write_loses_nothing_read() {
+    crash_after_failure("before-write");
+}
+
+#[test]
+fn crash_after_failure_after_write_loses_nothing_read() {
+    crash_after_failure("after-write");
+}
+
+#[test]
+fn crash_after_failed_sync_loses_nothing_read() {
+    crash_after_failure("sync");
+}
+
+#[test]
+fn crash_after_failure_after_sync_loses_nothing_read() {
+    crash_after_failure("after-sync");
+}
