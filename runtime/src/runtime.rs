@@ -481,6 +481,7 @@ impl Shared {
     /// Takes a place under the live-activation cap, passivating an idle activation if needed.
     pub(crate) fn reserve_live(&self) -> Result<(), Failure> {
         let cap = self.config.max_live_activations;
+        let mut waited_since: Option<Instant> = None;
         loop {
             let live = self.live.load(Ordering::Acquire);
             if live < cap {
@@ -494,6 +495,14 @@ impl Shared {
                 continue;
             }
             if !self.types.values().any(|r| r.evict_one(self)) {
+                // An activation whose reply just left may still be finishing its turn (its
+                // write is marked settled after the reply's callback ran): give it a moment
+                // before refusing, so sequential calls under the cap are never refused.
+                let since = *waited_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < EVICTION_GRACE {
+                    std::thread::yield_now();
+                    continue;
+                }
                 self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(Failure::Overloaded(
                     "the live activation cap is reached and no activation is idle",
@@ -520,6 +529,10 @@ impl Shared {
         self.types.values().map(|r| r.sweep(self)).sum()
     }
 }
+
+/// How long a new activation waits, at the live cap, for a busy one to become idle before
+/// its call is refused (spent only when every live activation is busy).
+const EVICTION_GRACE: Duration = Duration::from_micros(500);
 
 /// An embedded Gears runtime: a store, the activations living on it, and their services.
 ///
