@@ -726,6 +726,9 @@ async fn finish_turn<A: Handlers>(
             record = Some(bytes);
         }
     }
+    // The deletion is dealt with (its removal is in `writes`, or there was no record): a
+    // later turn's state must be written again.
+    l.deleted = false;
     if writes.is_empty() {
         return Ok(());
     }
@@ -733,7 +736,6 @@ async fn finish_turn<A: Handlers>(
     if record.is_some() {
         l.record = record;
     }
-    l.deleted = false;
     *last_write = Some(ticket);
     Ok(())
 }

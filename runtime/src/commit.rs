@@ -120,10 +120,26 @@ impl Ticket {
         })
     }
 
-    /// Runs the waiting callbacks, then marks the write settled. The status changes only once
+    /// Runs the waiting callbacks, then marks the write durable. The status changes only once
     /// every callback registered before it has run, so a later turn that sees the write
-    /// settled cannot release its events or reply ahead of this write's.
+    /// settled cannot release its events or reply ahead of this write's. A failure is marked
+    /// first (it releases nothing but errors).
     fn settle(&self, outcome: Result<(), StorageError>) {
+        if let Err(error) = &outcome {
+            // A failed write releases nothing whose order matters (no events, no sends): it is
+            // marked failed before its replies leave, so a call made right after a failed one
+            // finds the actor's write failed and reloads it, instead of failing with it.
+            let waiting = {
+                let mut inner = self.inner.lock();
+                inner.error = Some(error.clone());
+                self.status.store(FAILED, Ordering::Release);
+                std::mem::take(&mut inner.waiting)
+            };
+            for reply in waiting {
+                reply(Err(Failure::Storage(error.clone())));
+            }
+            return;
+        }
         loop {
             let waiting = {
                 let mut inner = self.inner.lock();

@@ -162,7 +162,7 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                             Ok(())
                         }
                         Err(failure) => {
-                            shared.outbox.release(1);
+                            shared.recover_unsure(vec![(seq, record)]);
                             Err(failure)
                         }
                     }

@@ -385,9 +385,9 @@ impl Shared {
 
     /// Releases what a turn of `A(key)` produced, once its batch settled: outbox entries to
     /// the dispatcher, events to watchers, the earliest new timer to the timer service. If
-    /// the batch failed, only the outbox places are given back.
+    /// the batch failed, its outbox entries are checked ([`Shared::recover_unsure`]).
     pub(crate) fn release<A: Handlers>(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         durable: bool,
         outbox: Vec<(u64, OutboxRecord)>,
@@ -395,7 +395,7 @@ impl Shared {
         timer_due: Option<u64>,
     ) {
         if !durable {
-            self.outbox.release(outbox.len());
+            self.recover_unsure(outbox);
             return;
         }
         if !outbox.is_empty() {
@@ -417,6 +417,49 @@ impl Shared {
         if let (Some(due), Some(host)) = (timer_due, self.host_ref.get()) {
             host.timer_scheduled(due);
         }
+    }
+
+    /// Outbox entries of a batch reported failed: a failure after the write may still have
+    /// made them durable (the next sync does), and then their senders' state says they were
+    /// sent. Those still in the store after a sync go to the dispatcher; the others give
+    /// their outbox places back.
+    pub(crate) fn recover_unsure(self: &Arc<Self>, entries: Vec<(u64, OutboxRecord)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let Ok(store) = self.store() else {
+            self.outbox.release(entries.len());
+            return;
+        };
+        let shared = self.clone();
+        self.tokio.spawn(async move {
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut kept = Vec::new();
+                let mut gone = 0;
+                for (seq, record) in entries {
+                    match store.outbox_contains(&crate::codec::outbox_key(seq)) {
+                        Ok(true) => kept.push((seq, record)),
+                        // Absent, or unknowable now: the next start reads what is stored.
+                        Ok(false) | Err(_) => gone += 1,
+                    }
+                }
+                (kept, gone)
+            })
+            .await;
+            match checked {
+                Ok((kept, gone)) => {
+                    shared.outbox.release(gone);
+                    if !kept.is_empty() {
+                        tracing::warn!(
+                            messages = kept.len(),
+                            "a failed commit's messages became durable after all; delivering them"
+                        );
+                        shared.committed(kept);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot check a failed commit's messages"),
+            }
+        });
     }
 
     /// Hands outbox entries written outside any turn (by `Runtime::send`) to the dispatcher.
@@ -630,8 +673,8 @@ impl Runtime {
 
     /// Up to `limit` keys of type `A` with stored state, after the key `after` (exclusive),
     /// in storage order: by shard, then by key. Pass the last key of a page as `after` to
-    /// get the next. Lists what is durable: an actor never written (or deleted) has no
-    /// stored state and is not listed.
+    /// get the next. Lists what is stored: an actor never written (or deleted) has no
+    /// stored state and is not listed; a write still being synced may be.
     pub async fn keys<A: Handlers>(
         &self,
         after: Option<&str>,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -56,7 +56,15 @@ pub(crate) struct Store {
     /// Set when a batch reached the memtables but its commit failed before its sync: reads
     /// would see writes that are not durable, so the next load syncs first (see
     /// [`Store::get_state`]).
-    unsynced: Arc<AtomicBool>,
+    unsynced: Arc<Unsynced>,
+}
+
+/// Commits that failed after their write, and how many of them a sync has covered since.
+#[derive(Default)]
+struct Unsynced {
+    failures: AtomicU64,
+    synced: AtomicU64,
+    syncing: parking_lot::Mutex<()>,
 }
 
 const META_FORMAT_KEY: &[u8] = b"store_format";
@@ -131,7 +139,7 @@ impl Store {
             outbox,
             timers,
             durability,
-            unsynced: Arc::new(AtomicBool::new(false)),
+            unsynced: Arc::new(Unsynced::default()),
         })
     }
 
@@ -154,14 +162,19 @@ impl Store {
     }
 
     /// Syncs first if a failed commit left writes in the memtables that are not durable.
+    /// Concurrent readers wait for the one sync; a failure marked while it runs is synced by
+    /// the next reader.
     fn settle_unsynced(&self) -> Result<(), StorageError> {
-        // Cleared before the sync: a failure marked during it stays marked.
-        if self.unsynced.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.sync_batch()
-        {
-            self.unsynced.store(true, Ordering::Release);
-            return Err(e);
+        let failed = self.unsynced.failures.load(Ordering::Acquire);
+        if self.unsynced.synced.load(Ordering::Acquire) >= failed {
+            return Ok(());
         }
+        let _one_at_a_time = self.unsynced.syncing.lock();
+        if self.unsynced.synced.load(Ordering::Acquire) >= failed {
+            return Ok(());
+        }
+        self.sync_batch()?;
+        self.unsynced.synced.fetch_max(failed, Ordering::AcqRel);
         Ok(())
     }
 
@@ -174,7 +187,8 @@ impl Store {
     }
 
     /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
-    /// order (shard, then key), after the state key `after` (if given).
+    /// order (shard, then key), after the state key `after` (if given). Batches still being
+    /// synced may be listed (as with any read of the store).
     ///
     /// Keys are shard-first, so this walks the type's prefix in each shard from `after`'s.
     pub(crate) fn state_keys(
@@ -184,6 +198,10 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
         use std::ops::Bound;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.settle_unsynced()?;
         let first_shard = after
             .and_then(|k| k.get(..2))
             .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
@@ -271,7 +289,7 @@ impl Store {
 
     /// Records that a written batch failed before it was synced (see [`Store::get_state`]).
     pub(crate) fn mark_unsynced(&self) {
-        self.unsynced.store(true, Ordering::Release);
+        self.unsynced.failures.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Hands every batch written so far to the OS, without fsync (a test seam's failed sync).

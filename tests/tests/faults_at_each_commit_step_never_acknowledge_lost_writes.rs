@@ -186,10 +186,9 @@ async fn failure_after_sync() {
 }
 
 // A delivered message whose turn's batch fails after it reached the store (written, or
-// synced but reported failed) is retried, and the retry runs on the reloaded state, which
-// already holds the first processing: the message is processed twice. Found by this suite;
-// the fix belongs in the runtime (before retrying a delivery, check that its outbox entry
-// still exists, or poison the store on such failures as fjall does on real I/O errors).
+// synced but reported failed) is retried; the retry must not process it again when that
+// batch became durable after all (found by this suite, fixed in the runtime: the retried
+// turn first checks that the outbox entry still exists).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_exactly_once_when_commit_fails_after_write() {
@@ -265,4 +264,46 @@ fn crash_after_failed_sync_loses_nothing_read() {
 #[test]
 fn crash_after_failure_after_sync_loses_nothing_read() {
     crash_after_failure("after-sync");
+}
+
+/// A send whose batch is reported failed after its write reached the store: the sender's
+/// reloaded state says it sent, so the message must be delivered without a restart.
+async fn failed_send_becomes_durable_and_is_delivered(stage: CommitStage) {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook_armed = armed.clone();
+    let rt = builder(dir.path())
+        .__fault_hook(Arc::new(move |at| {
+            if at == stage && hook_armed.swap(false, Ordering::AcqRel) {
+                Err(format!("injected failure at {at:?}"))
+            } else {
+                Ok(())
+            }
+        }))
+        .open()
+        .await
+        .unwrap();
+    armed.store(true, Ordering::Release);
+    let sent = rt.get::<Sender>("s").send_to("r".into(), 1).await;
+    assert!(matches!(sent, Err(CallError::Storage(_))), "{sent:?}");
+    assert_eq!(
+        rt.get::<Sender>("s").sent().await.unwrap(),
+        1,
+        "durable after all"
+    );
+    let receiver = rt.get::<Receiver>("r");
+    gears_tests::eventually((1, 1), || receiver.totals()).await;
+    settle(&rt).await;
+    assert_eq!(rt.stats().outbox_backlog, 0);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_failed_after_write_is_still_delivered() {
+    failed_send_becomes_durable_and_is_delivered(CommitStage::AfterWrite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_failed_after_sync_is_still_delivered() {
+    failed_send_becomes_durable_and_is_delivered(CommitStage::AfterSync).await;
 }

@@ -92,3 +92,26 @@ async fn keys_pages_through_every_stored_key_of_one_type() {
     assert!(!all.contains(&"k7".to_string()));
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_deleting_an_unwritten_actor_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    // Deleting an actor with no record writes nothing; the next write must still be stored.
+    rt.delete::<Counter>("d").await.unwrap();
+    rt.delete::<Counter>("d").await.unwrap();
+    assert_eq!(rt.get::<Counter>("d").add(5).await.unwrap(), 5);
+    // And after deleting one that has a record.
+    rt.get::<Counter>("e").add(1).await.unwrap();
+    rt.delete::<Counter>("e").await.unwrap();
+    assert_eq!(rt.get::<Counter>("e").add(7).await.unwrap(), 7);
+    rt.shutdown().await.unwrap();
+    let rt = open(dir.path()).await;
+    assert_eq!(rt.get::<Counter>("d").get().await.unwrap(), 5);
+    assert_eq!(rt.get::<Counter>("e").get().await.unwrap(), 7);
+    assert!(
+        rt.keys::<Counter>(None, 0).await.unwrap().is_empty(),
+        "a page of 0 keys"
+    );
+    rt.shutdown().await.unwrap();
+}
