@@ -223,6 +223,26 @@ fn reply(ok: bool, body: Vec<u8>, replayed: bool) -> Result<JsonReply, JsonError
     })
 }
 
+/// What identifies a request for its idempotency key: the handler's name and its arguments
+/// as canonical JSON (keys sorted, no whitespace), so a retry matches whatever the client's
+/// formatting and across deployments that add or reorder handlers.
+fn request_hash(handler: &str, body: &[u8]) -> u64 {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    let arguments = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+        .unwrap_or_else(|| body.to_vec());
+    let mut bytes = Vec::with_capacity(handler.len() + 1 + arguments.len());
+    bytes.extend_from_slice(handler.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&arguments);
+    xxh3_64(&bytes)
+}
+
 fn json_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JsonError> {
     serde_json::to_vec(value)
         .map_err(|e| JsonError::Call(CallError::Invalid(format!("cannot encode as JSON: {e}"))))
@@ -248,6 +268,7 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
         let prepared = self.message(handler, body);
         let caller = Caller::<A>::new(&rt.shared, key, None);
         let idempotency = idempotency.map(str::to_string);
+        let request = request_hash(handler, body);
         Box::pin(async move {
             let (handler, message) = prepared?;
             let Some(key) = idempotency else {
@@ -257,9 +278,6 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
                 return reply(ok, body, false);
             };
             validate_idempotency_key(&key)?;
-            let request = postcard::to_allocvec(&message)
-                .map(|bytes| xxh3_64(&bytes))
-                .map_err(|e| JsonError::BadRequest(format!("cannot encode the request: {e}")))?;
             let body = Body::Keyed(Box::new(KeyedCall {
                 message,
                 key: key.clone(),

@@ -49,6 +49,14 @@ async fn a_retry_after_restart_gets_the_stored_result() {
         assert_eq!(status, 422);
         assert_eq!(replayed, round > 0);
         answers.push(refused);
+        // The same request written differently (key order, whitespace) is the same request.
+        let (status, replayed, _) = post(
+            &url.replace("/add", "/add_checked"),
+            "too-big",
+            "{ \"limit\": 10,\n  \"n\": 100 }",
+        )
+        .await;
+        assert_eq!((status, replayed), (422, true));
         assert_eq!(rt.get::<Counter>("c").get().await.unwrap(), 5);
         server.shutdown().await.unwrap();
         rt.shutdown().await.unwrap();
