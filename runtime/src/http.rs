@@ -12,7 +12,7 @@
 //! | `POST /{type}/{key}/{handler}` | runs the handler with the JSON body's fields as its arguments (an empty body: no arguments); `200` with the handler's value as JSON |
 //! | `POST /{type}/{key}/{handler}/send` | queues the call durably (the outbox), fire-and-forget: `202 {"status":"queued"}` once durable |
 //! | `GET /{type}/{key}` | the actor's state as JSON (a read-only turn) |
-//! | `GET /{type}/{key}/events` | server-sent events: each committed event as an `event` named `event` (JSON data); a reader that fell behind gets an `event` named `lagged` with data `{"skipped": n}` |
+//! | `GET /{type}/{key}/events` | server-sent events: each committed event as an `event` named `event` (JSON data); a reader that fell behind gets an `event` named `lagged` with data `{"skipped": n}`; at most [`max_event_streams`](crate::http::HttpConfig::max_event_streams) streams are open at once (default 1,024), past that `503 overloaded` |
 //! | `GET /admin/{type}?after=&limit=` | `{"keys": [...], "next": <key or null>}`: up to `limit` (default 100, at most 1,000) keys with stored state, in storage order, after `after`; pass `next` as `after` for the next page |
 //! | `DELETE /admin/{type}/{key}` | deletes the actor (state, timers, subscriptions): `204` |
 //! | `GET /admin/{type}/{key}/timers` | `{"timers": [{"name", "due_ms", "every_ms"}]}`, earliest first (`due_ms`: Unix epoch milliseconds) |
@@ -24,10 +24,12 @@
 //! a handler named `events` is still called with `POST`.
 //!
 //! An `Idempotency-Key` header (1 to 255 visible ASCII characters) on a call makes it
-//! run at most once per actor: the first result, success or handler error, is stored
-//! atomically with the turn's state change, and a retry with the same key and the same
-//! request is answered from it, with the header `Idempotency-Replayed: true`. On `/send`
-//! it deduplicates the message per actor (as [`Runtime::send_idempotent`] does).
+//! run once per actor within a window: the first result, success or handler error, is
+//! stored atomically with the turn's state change, and a retry with the same key and the
+//! same request (handler and arguments, however the JSON is formatted) is answered from it,
+//! with the header `Idempotency-Replayed: true`. The actor keeps its last 32 results (about
+//! 64 KiB); a key older than that runs again. On `/send` it deduplicates the message per
+//! actor (as [`Runtime::send_idempotent`] does, over the last 128 keys).
 //!
 //! # Errors
 //!
@@ -46,7 +48,7 @@
 //! | 413 | `body_too_large` | the body exceeds the limit (default 64 KiB) |
 //! | 422 | the error's name (its enum variant, else its type) | the handler returned `Err`; its JSON is under `"detail"`; the turn was rolled back |
 //! | 429 | `overloaded` | the actor's mailbox is full (per-actor admission); `Retry-After: 1` |
-//! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox) or stopping; with `Retry-After` |
+//! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox), the ingress has [`max_event_streams`](crate::http::HttpConfig::max_event_streams) event streams open already, or the runtime is stopping; with `Retry-After` |
 //! | 504 | `timeout` | the call exceeded the runtime's call timeout |
 //! | 421 | `not_owner` | this node does not own the actor's shard (scale-out) |
 //! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `invalid_turn`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
@@ -55,9 +57,26 @@
 //!
 //! Without a token ([`HttpConfig::bearer_token`](crate::http::HttpConfig::bearer_token))
 //! every route is open, which is why the listener binds to loopback by default. With one,
-//! requests must carry `Authorization: Bearer <token>`: on the admin routes and `/metrics`
-//! by default ([`TokenScope::Admin`](crate::http::TokenScope::Admin)), or on every route
-//! but `/health` ([`TokenScope::All`](crate::http::TokenScope::All)).
+//! requests must carry `Authorization: Bearer <token>` (the scheme in any case) on the
+//! routes of the token's scope ([`HttpConfig::token_scope`](crate::http::HttpConfig::token_scope)):
+//!
+//! | scope | guarded routes | default when |
+//! | --- | --- | --- |
+//! | [`TokenScope::Admin`](crate::http::TokenScope::Admin) | `/admin/...` and `/metrics`; calls, state and events stay open | the bound address ([`HttpConfig::bind`](crate::http::HttpConfig::bind)) is loopback |
+//! | [`TokenScope::All`](crate::http::TokenScope::All) | every route but `/health` | the bound address is not loopback (`0.0.0.0`, a LAN address, ...) |
+//!
+//! A scope set with `token_scope` always wins; without one the scope follows the address
+//! the configuration binds ([`HttpConfig::effective_token_scope`](crate::http::HttpConfig::effective_token_scope)),
+//! also for [`router`](crate::http::router), which cannot see where it is served: set the
+//! scope explicitly when you serve it yourself.
+//!
+//! # Limits
+//!
+//! | setting | default | past it |
+//! | --- | --- | --- |
+//! | [`body_limit`](crate::http::HttpConfig::body_limit) | 64 KiB | `413 body_too_large` |
+//! | [`max_event_streams`](crate::http::HttpConfig::max_event_streams) | 1,024 open `/events` streams | `503 overloaded`, `Retry-After: 1` |
+//! | [`keep_alive`](crate::http::HttpConfig::keep_alive) | a comment every 15 s on an idle event stream | (a closed client is noticed by then at the latest, freeing its stream) |
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -78,7 +97,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -100,7 +119,13 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 
+/// Default [`HttpConfig::max_event_streams`].
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1024;
+
 /// Which routes need the bearer token, when one is configured.
+///
+/// `TokenScope::default()` is `Admin`, but [`HttpConfig`] picks `All` for a token on a
+/// non-loopback address unless told otherwise (see [`HttpConfig::token_scope`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum TokenScope {
@@ -117,26 +142,34 @@ pub struct HttpConfig {
     addr: SocketAddr,
     body_limit: usize,
     token: Option<Arc<str>>,
-    token_scope: TokenScope,
+    /// `None`: not chosen, it follows the address (see `effective_token_scope`).
+    token_scope: Option<TokenScope>,
     keep_alive: Duration,
+    max_event_streams: usize,
 }
 
 impl Default for HttpConfig {
-    /// Binds `127.0.0.1:8080`, 64 KiB bodies, no token, SSE keep-alive every 15 s.
+    /// Binds `127.0.0.1:8080`, 64 KiB bodies, no token, SSE keep-alive every 15 s, at
+    /// most 1,024 open event streams.
     fn default() -> Self {
         HttpConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             body_limit: 64 * 1024,
             token: None,
-            token_scope: TokenScope::Admin,
+            token_scope: None,
             keep_alive: Duration::from_secs(15),
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
 
 impl HttpConfig {
     /// The address [`serve`] listens on (default `127.0.0.1:8080`; port 0 picks a free one).
-    /// Binding anything but loopback exposes every actor: set a token.
+    ///
+    /// Binding anything but loopback exposes the ingress to the network: without a token
+    /// every actor is open to anyone who reaches it, so set one ([`bearer_token`](Self::bearer_token)).
+    /// With a token on a non-loopback address every route but `/health` needs it
+    /// ([`TokenScope::All`]) unless you chose a narrower scope with [`token_scope`](Self::token_scope).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
         self
@@ -153,15 +186,41 @@ impl HttpConfig {
         self
     }
 
-    /// Requires `Authorization: Bearer <token>` on the routes of [`token_scope`](Self::token_scope).
+    /// Requires `Authorization: Bearer <token>` (the scheme in any case) on the routes of
+    /// the token's scope: by default every route but `/health` when the bound address is
+    /// not loopback, the admin routes and `/metrics` when it is (see
+    /// [`effective_token_scope`](Self::effective_token_scope)).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into().into());
         self
     }
 
-    /// Which routes the bearer token guards (default [`TokenScope::Admin`]).
+    /// Which routes the bearer token guards. Unset, the scope follows the bound address:
+    /// [`TokenScope::Admin`] on loopback, [`TokenScope::All`] on any other address. Set,
+    /// it applies wherever the ingress binds (`TokenScope::Admin` on `0.0.0.0` leaves
+    /// calls, state and events open to the network).
     pub fn token_scope(mut self, scope: TokenScope) -> Self {
-        self.token_scope = scope;
+        self.token_scope = Some(scope);
+        self
+    }
+
+    /// The scope the token guards with these settings: the one set with
+    /// [`token_scope`](Self::token_scope), else [`TokenScope::Admin`] if the bound address is
+    /// loopback and [`TokenScope::All`] if not. (Without a token nothing is guarded.)
+    pub fn effective_token_scope(&self) -> TokenScope {
+        self.token_scope.unwrap_or(if self.addr.ip().is_loopback() {
+            TokenScope::Admin
+        } else {
+            TokenScope::All
+        })
+    }
+
+    /// The most event streams (`GET /{type}/{key}/events`) open at once (default 1,024);
+    /// one more is refused with `503 overloaded` and `Retry-After: 1` until one closes.
+    /// Each stream holds a connection and a buffer of the runtime's `watch_capacity`
+    /// events; 0 refuses every stream.
+    pub fn max_event_streams(mut self, streams: usize) -> Self {
+        self.max_event_streams = streams;
         self
     }
 
@@ -180,6 +239,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_scope", &self.token_scope)
             .field("keep_alive", &self.keep_alive)
+            .field("max_event_streams", &self.max_event_streams)
             .finish()
     }
 }
@@ -268,6 +328,9 @@ struct Ingress {
     body_limit: usize,
     closing: watch::Receiver<bool>,
     counts: Arc<Counts>,
+    /// One permit per open event stream.
+    streams: Arc<Semaphore>,
+    max_event_streams: usize,
 }
 
 #[derive(Default)]
@@ -289,12 +352,16 @@ fn build(
         body_limit: config.body_limit,
         closing,
         counts: Arc::new(Counts::default()),
+        streams: Arc::new(Semaphore::new(
+            config.max_event_streams.min(Semaphore::MAX_PERMITS),
+        )),
+        max_event_streams: config.max_event_streams,
     };
     let admin_guard = Guard {
         token: config.token.clone(),
     };
     let actor_guard = Guard {
-        token: match config.token_scope {
+        token: match config.effective_token_scope() {
             TokenScope::All => config.token.clone(),
             TokenScope::Admin => None,
         },
@@ -320,8 +387,9 @@ fn build(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn_with_state(ingress.counts, count))
+        // Inside the counters, so the 500 of a caught panic is counted too.
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn_with_state(ingress.counts, count))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -339,20 +407,37 @@ async fn require_token(State(guard): State<Guard>, request: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match given {
         None => ApiError::unauthorized("this route needs `Authorization: Bearer <token>`")
             .into_response(),
-        Some(given) if !same(given.trim().as_bytes(), token.as_bytes()) => {
+        Some(given) if !same(given.as_bytes(), token.as_bytes()) => {
             ApiError::unauthorized("the bearer token is not the configured one").into_response()
         }
         Some(_) => next.run(request).await,
     }
 }
 
-/// Compares without stopping at the first difference (no timing hint of the prefix).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 7235 section 2.1, RFC 6750 section 2.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Compares `given` with `token` in a time that depends only on `given`'s length: no
+/// timing hint of how much of a prefix matched, nor of the token's length.
+fn same(given: &[u8], token: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != token.len());
+    for (i, g) in given.iter().enumerate() {
+        // Wraps around a shorter token; a length mismatch already set `diff`.
+        let t = token.get(i % token.len().max(1)).copied().unwrap_or(0);
+        diff |= g ^ t;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 async fn count(State(counts): State<Arc<Counts>>, request: Request, next: Next) -> Response {
@@ -582,11 +667,24 @@ async fn watch_events(
     }
     let actor = ingress.actor(&type_name)?;
     check_key(&key)?;
+    // Taken before the watch, so a refused stream creates nothing; released when the
+    // stream is dropped (its client went away or the server shuts down).
+    let permit = ingress.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::overloaded(
+            format!(
+                "{} event streams are open, the most this server allows; retry later",
+                ingress.max_event_streams
+            ),
+            1,
+        )
+        .with("limit", ingress.max_event_streams)
+    })?;
     let events = actor
         .watch(&ingress.rt, &key)
         .map_err(ApiError::from_json)?;
     let stream = events
-        .map(|item| {
+        .map(move |item| {
+            let _open = &permit;
             Ok::<_, Infallible>(match item {
                 JsonEvent::Event(json) => Event::default()
                     .event("event")
@@ -694,4 +792,107 @@ async fn metrics(State(ingress): State<Ingress>) -> Result<Response, ApiError> {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// One HTTP/1.1 request over a plain socket (no client library in this crate's
+    /// dependencies): the status and the body.
+    async fn request(addr: SocketAddr, method: &'static str, path: &'static str) -> (u16, String) {
+        tokio::task::spawn_blocking(move || {
+            let mut socket = std::net::TcpStream::connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            write!(
+                socket,
+                "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut answer = String::new();
+            socket.read_to_string(&mut answer).unwrap();
+            let status = answer[9..12].parse().unwrap();
+            let body = answer
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_string())
+                .unwrap_or_default();
+            (status, body)
+        })
+        .await
+        .unwrap()
+    }
+
+    fn counter(metrics: &str, name: &str) -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caught_panic_is_counted_as_a_server_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::builder().path(dir.path()).open().await.unwrap();
+        let config = HttpConfig::default().bind((Ipv4Addr::LOCALHOST, 0).into());
+        let routes = Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("a route of the embedding application panicked");
+                }
+                "unreachable"
+            }),
+        );
+        let server = serve_with(rt.clone(), config, routes).await.unwrap();
+        let addr = server.local_addr();
+
+        let (status, body) = request(addr, "GET", "/boom").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("\"internal\""), "{body}");
+
+        let (status, metrics) = request(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        // The scrape itself is counted after it answers: the panic is the one request.
+        assert_eq!(
+            counter(&metrics, "gears_http_requests_total"),
+            1,
+            "{metrics}"
+        );
+        assert_eq!(
+            counter(&metrics, "gears_http_server_errors_total"),
+            1,
+            "{metrics}"
+        );
+        server.shutdown().await.unwrap();
+        rt.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cre", b"s3cret"));
+        assert!(!same(b"s3crets", b"s3cret"));
+        assert!(!same(b"s3creT", b"s3cret"));
+        // A given token that repeats a shorter one is not it.
+        assert!(!same(b"abab", b"ab"));
+        assert!(!same(b"", b"ab"));
+        assert!(!same(b"a", b""));
+    }
 }

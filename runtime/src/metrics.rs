@@ -51,7 +51,7 @@ pub struct Stats {
     pub writes: u64,
     /// Writes absorbed because a later turn in the same batch wrote the same key.
     pub coalesced_writes: u64,
-    /// Largest batch seen, in submitted writes.
+    /// Largest batch seen, in commit requests (one per turn or outside send).
     pub max_batch: u64,
     /// Total time spent writing and syncing batches, in microseconds.
     pub commit_micros: u64,

@@ -1,8 +1,12 @@
 //! The bearer token: with `TokenScope::Admin` it guards the admin routes and `/metrics`
-//! while calls stay open; with `TokenScope::All` every route but `/health`.
+//! while calls stay open; with `TokenScope::All` every route but `/health`. Unchosen, the
+//! scope is `Admin` on loopback and `All` on any other address. The `Bearer` scheme is
+//! matched in any case.
 
 #[path = "http/support.rs"]
 mod support;
+
+use std::net::SocketAddr;
 
 use gears::http::{HttpConfig, TokenScope};
 use support::{Account, decode, error_name, serve};
@@ -103,5 +107,118 @@ async fn all_scope_guards_everything_but_health() {
     }
     assert!(k.balance().await.unwrap() >= 1);
     assert_eq!(status(&s, "GET", "/health", None).await, 200);
+    s.stop().await;
+}
+
+#[test]
+fn the_default_scope_follows_the_bound_address() {
+    let on = |addr: &str| HttpConfig::default().bind(addr.parse::<SocketAddr>().unwrap());
+    for loopback in ["127.0.0.1:8080", "127.0.0.2:0", "[::1]:8080"] {
+        assert_eq!(
+            on(loopback).bearer_token(TOKEN).effective_token_scope(),
+            TokenScope::Admin,
+            "{loopback}"
+        );
+    }
+    for exposed in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:80", "10.0.0.1:0"] {
+        assert_eq!(
+            on(exposed).bearer_token(TOKEN).effective_token_scope(),
+            TokenScope::All,
+            "{exposed}"
+        );
+        // A scope chosen explicitly wins, in either order.
+        assert_eq!(
+            on(exposed)
+                .token_scope(TokenScope::Admin)
+                .bearer_token(TOKEN)
+                .effective_token_scope(),
+            TokenScope::Admin
+        );
+    }
+    assert_eq!(
+        HttpConfig::default().effective_token_scope(),
+        TokenScope::Admin
+    );
+    assert_eq!(
+        HttpConfig::default()
+            .token_scope(TokenScope::All)
+            .effective_token_scope(),
+        TokenScope::All
+    );
+}
+
+/// Served on every interface with a token and no scope chosen: calls need the token too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_on_a_non_loopback_address_guards_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = gears::Runtime::builder()
+        .path(dir.path())
+        .register::<Account>()
+        .open()
+        .await
+        .unwrap();
+    let config = HttpConfig::default()
+        .bind(([0, 0, 0, 0], 0).into())
+        .bearer_token(TOKEN);
+    let server = gears::http::serve(rt.clone(), config).await.unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", server.local_addr().port());
+    let client = reqwest::Client::new();
+    for (method, path) in ADMIN
+        .iter()
+        .chain(&CALLS)
+        .chain(&[("GET", "/account/k/events")])
+    {
+        let response = client
+            .request(method.parse().unwrap(), url(path))
+            .body(r#"{"amount":1}"#)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, json) = decode(response).await;
+        assert_eq!(status, 401, "{method} {path}: {json}");
+        assert_eq!(error_name(&json), "unauthorized");
+    }
+    let response = client
+        .post(url("/account/k/deposit"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"amount":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let health = client.get(url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    server.shutdown().await.unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let s = serve(HttpConfig::default().bearer_token(TOKEN), |b| b).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = s
+            .client
+            .get(s.url("/admin/account"))
+            .header("Authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{scheme}");
+    }
+    for wrong in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_string(),
+        "Bearer ".to_string(),
+    ] {
+        let response = s
+            .client
+            .get(s.url("/admin/account"))
+            .header("Authorization", &wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{wrong}");
+    }
     s.stop().await;
 }

@@ -73,20 +73,24 @@ struct RunArgs {
     /// Orders to place.
     #[arg(long, default_value_t = Workload::default().orders)]
     orders: u64,
-    /// Items in the shop.
-    #[arg(long, default_value_t = Workload::default().skus)]
+    /// Items in the shop (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = Workload::default().skus)]
     skus: u32,
-    /// Customers.
-    #[arg(long, default_value_t = Workload::default().customers)]
+    /// Customers (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = Workload::default().customers)]
     customers: u32,
-    /// Orders placed at once.
-    #[arg(long, default_value_t = Workload::default().concurrency)]
+    /// Orders placed at once (at least 1).
+    #[arg(
+        long,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        default_value_t = Workload::default().concurrency
+    )]
     concurrency: usize,
-    /// Most lines per order.
-    #[arg(long, default_value_t = Workload::default().max_lines)]
+    /// Most lines per order (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = Workload::default().max_lines)]
     max_lines: u32,
-    /// Most units per line.
-    #[arg(long, default_value_t = Workload::default().max_qty)]
+    /// Most units per line (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = Workload::default().max_qty)]
     max_qty: u32,
     /// Units each item starts with.
     #[arg(long, default_value_t = Workload::default().initial_stock)]
@@ -134,7 +138,8 @@ struct AuditArgs {
 #[cfg(feature = "http")]
 #[derive(Debug, Clone, Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback by default; anything else exposes every actor).
+    /// Address to listen on (loopback by default; anything else exposes every actor:
+    /// set `--token`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
     /// Store folder [default: gears-order-demo under the system temp dir].
@@ -146,16 +151,17 @@ struct ServeArgs {
     /// Do not place simulated orders: only what arrives over HTTP.
     #[arg(long)]
     no_simulation: bool,
-    /// Simulated orders per second.
-    #[arg(long, default_value_t = 20)]
+    /// Simulated orders per second (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = 20)]
     rate: u32,
-    /// Items in the simulated shop.
-    #[arg(long, default_value_t = 24)]
+    /// Items in the simulated shop (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = 24)]
     skus: u32,
     /// Units each item starts with.
     #[arg(long, default_value_t = 60)]
     initial_stock: u32,
-    /// Require `Authorization: Bearer <TOKEN>` on the admin routes and `/metrics`.
+    /// Require `Authorization: Bearer <TOKEN>`: on every route but `/health` when `--addr`
+    /// is not loopback, on the admin routes and `/metrics` when it is.
     #[arg(long)]
     token: Option<String>,
     /// Durability of acknowledged writes.
@@ -289,7 +295,12 @@ async fn serve(args: ServeArgs) -> Result<(), DemoError> {
     let rt = order_demo::open(&dir, options).await?;
     let mut http = gears::http::HttpConfig::default().bind(args.addr);
     if let Some(token) = args.token {
+        // Off loopback the token guards every route but `/health` (calls, state and events
+        // too): `HttpConfig` picks `TokenScope::All` there when no scope is chosen.
         http = http.bearer_token(token);
+        if !args.addr.ip().is_loopback() {
+            http = http.token_scope(gears::http::TokenScope::All);
+        }
     }
     let simulation = (!args.no_simulation).then(|| {
         let mut simulation = Simulation {

@@ -395,7 +395,8 @@ async fn simulate(
         for _ in before / restock_every..placed_total / restock_every {
             // Popular (low-numbered) items sell most, so they are restocked most.
             let u: f64 = rng.random();
-            let n = ((u * u * f64::from(workload.skus)) as u32).min(workload.skus - 1);
+            let n =
+                ((u * u * f64::from(workload.skus)) as u32).min(workload.skus.saturating_sub(1));
             let sku = crate::catalog::sku_id(n);
             let restocked = rt
                 .get::<InventoryItem>(&sku)

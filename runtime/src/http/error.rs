@@ -58,6 +58,13 @@ impl ApiError {
         e
     }
 
+    /// 503 `overloaded` with `Retry-After: retry_after` seconds: the ingress is at a limit.
+    pub(crate) fn overloaded(message: impl Into<String>, retry_after: u32) -> Self {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     pub(crate) fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
         let mut e = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -115,7 +115,7 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
     );
     gauge(
         "commit_max_batch",
-        "Largest commit batch seen, in writes",
+        "Largest commit batch seen, in commit requests (turns)",
         stats.max_batch,
     );
 
