@@ -501,11 +501,31 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segment
     }
 }
 
+/// A call or send that passed the checks: the type's JSON face, the idempotency key, the body.
+type Checked = (Arc<dyn JsonActor>, Option<String>, Bytes);
+
 impl Ingress {
     fn actor(&self, name: &str) -> Result<Arc<dyn JsonActor>, ApiError> {
         self.rt
             .json_actor(name)
             .ok_or_else(|| ApiError::unknown_type(name, self.rt.json_actor_names()))
+    }
+
+    /// What a call or a send needs, checked in this order: the type, the handler, the key,
+    /// the idempotency key, the body.
+    fn request(
+        &self,
+        type_name: &str,
+        key: &str,
+        handler: &str,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Checked, ApiError> {
+        let actor = self.actor(type_name)?;
+        check_handler(&*actor, handler)?;
+        check_key(key)?;
+        let idempotency = idempotency_key(headers)?;
+        Ok((actor, idempotency, self.body(body)?))
     }
 
     /// The body, or a 413 past the limit.
@@ -598,11 +618,7 @@ async fn call(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = ingress.actor(&type_name)?;
-    check_handler(&*actor, &handler)?;
-    check_key(&key)?;
-    let idempotency = idempotency_key(&headers)?;
-    let body = ingress.body(body)?;
+    let (actor, idempotency, body) = ingress.request(&type_name, &key, &handler, &headers, body)?;
     let reply = actor
         .call(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
         .await
@@ -626,11 +642,7 @@ async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = ingress.actor(&type_name)?;
-    check_handler(&*actor, &handler)?;
-    check_key(&key)?;
-    let idempotency = idempotency_key(&headers)?;
-    let body = ingress.body(body)?;
+    let (actor, idempotency, body) = ingress.request(&type_name, &key, &handler, &headers, body)?;
     actor
         .send(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
         .await
