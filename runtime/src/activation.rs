@@ -140,7 +140,11 @@ async fn turn<A: Handlers>(
         key, verify: true, ..
     }) = &delivery
     {
-        match still_queued(shared, key).await {
+        let key = key.clone();
+        let queued = shared
+            .with_store("outbox check", move |store| store.outbox_contains(&key))
+            .await;
+        match queued {
             Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(actor = A::NAME, key = %slot.key, "a retried message was already processed");
@@ -825,12 +829,10 @@ async fn load<A: Handlers>(
         }));
         let _ = rx.await;
     }
-    let store = shared.store()?;
     let key = slot.store_key.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.get_state(&key))
-        .await
-        .map_err(|e| Failure::Storage(StorageError::new(format!("load task failed: {e}"))))?
-        .map_err(Failure::Storage)?;
+    let bytes = shared
+        .with_store("load task", move |store| store.get_state(&key))
+        .await?;
     let Some(bytes) = bytes else {
         return Ok(Loaded {
             state: A::default(),
@@ -852,16 +854,6 @@ async fn load<A: Handlers>(
             reason,
         })),
     }
-}
-
-/// Whether the outbox entry `key` still waits for its target (read off the async workers).
-async fn still_queued(shared: &Shared, key: &Arc<[u8]>) -> Result<bool, Failure> {
-    let store = shared.store()?;
-    let key = key.clone();
-    tokio::task::spawn_blocking(move || store.outbox_contains(&key))
-        .await
-        .map_err(|e| Failure::Storage(StorageError::new(format!("outbox check failed: {e}"))))?
-        .map_err(Failure::Storage)
 }
 
 fn send(reply: Option<Replier>, value: Reply) {

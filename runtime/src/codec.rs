@@ -69,13 +69,24 @@ pub fn shard_of(actor: &str, key: &str) -> u16 {
 ///
 /// Shard first, so a shard is one contiguous range that scale-out can move.
 pub fn state_key(actor: &str, key: &str) -> Vec<u8> {
-    debug_assert!(actor.len() <= usize::from(u8::MAX));
-    let mut out = Vec::with_capacity(3 + actor.len() + key.len());
-    out.extend_from_slice(&shard_of(actor, key).to_be_bytes());
-    out.push(actor.len() as u8);
-    out.extend_from_slice(actor.as_bytes());
+    let mut out = state_key_prefix(shard_of(actor, key), actor);
     out.extend_from_slice(key.as_bytes());
     out
+}
+
+/// The start of every state key of type `actor` in `shard`: `shard · len(type) · type`.
+pub(crate) fn state_key_prefix(shard: u16, actor: &str) -> Vec<u8> {
+    debug_assert!(actor.len() <= usize::from(u8::MAX));
+    let mut out = Vec::with_capacity(3 + actor.len() + 16);
+    out.extend_from_slice(&shard.to_be_bytes());
+    out.push(actor.len() as u8);
+    out.extend_from_slice(actor.as_bytes());
+    out
+}
+
+/// The actor key inside a state key of type `actor` (the inverse of [`state_key`]).
+pub(crate) fn key_of_state_key<'a>(state_key: &'a [u8], actor: &str) -> Option<&'a str> {
+    std::str::from_utf8(state_key.get(3 + actor.len()..)?).ok()
 }
 
 /// What an actor keeps besides its state, in the same record (so it commits atomically

@@ -26,12 +26,11 @@ pub(crate) use crate::actor::HandlerInfo;
 /// Decodes a handler's JSON arguments (generated code calls it). An empty body is `{}`.
 #[doc(hidden)]
 pub fn json_args<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let body = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => b"{}".as_slice(),
-        Some(b'{') => body,
-        // serde would also take an array as positional fields: arguments are named.
-        Some(_) => return Err("the body must be a JSON object of the handler's arguments".into()),
-    };
+    let body = arguments(body);
+    // serde would also take an array as positional fields: arguments are named.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("the body must be a JSON object of the handler's arguments".into());
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -223,15 +222,20 @@ fn reply(ok: bool, body: Vec<u8>, replayed: bool) -> Result<JsonReply, JsonError
     })
 }
 
+/// A handler's arguments as sent: an empty (or blank) body is no arguments, `{}`.
+fn arguments(body: &[u8]) -> &[u8] {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    }
+}
+
 /// What identifies a request for its idempotency key: the handler's name and its arguments
 /// as canonical JSON (keys sorted, no whitespace), so a retry matches whatever the client's
 /// formatting and across deployments that add or reorder handlers.
 fn request_hash(handler: &str, body: &[u8]) -> u64 {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body = arguments(body);
     let arguments = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| serde_json::to_vec(&v).ok())

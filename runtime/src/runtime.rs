@@ -427,25 +427,23 @@ impl Shared {
         if entries.is_empty() {
             return;
         }
-        let Ok(store) = self.store() else {
-            self.outbox.release(entries.len());
-            return;
-        };
         let shared = self.clone();
+        let count = entries.len();
         self.tokio.spawn(async move {
-            let checked = tokio::task::spawn_blocking(move || {
-                let mut kept = Vec::new();
-                let mut gone = 0;
-                for (seq, record) in entries {
-                    match store.outbox_contains(&crate::codec::outbox_key(seq)) {
-                        Ok(true) => kept.push((seq, record)),
-                        // Absent, or unknowable now: the next start reads what is stored.
-                        Ok(false) | Err(_) => gone += 1,
+            let checked = shared
+                .with_store("outbox check", move |store| {
+                    let mut kept = Vec::new();
+                    let mut gone = 0;
+                    for (seq, record) in entries {
+                        match store.outbox_contains(&crate::codec::outbox_key(seq)) {
+                            Ok(true) => kept.push((seq, record)),
+                            // Absent, or unknowable now: the next start reads what is stored.
+                            Ok(false) | Err(_) => gone += 1,
+                        }
                     }
-                }
-                (kept, gone)
-            })
-            .await;
+                    Ok((kept, gone))
+                })
+                .await;
             match checked {
                 Ok((kept, gone)) => {
                     shared.outbox.release(gone);
@@ -457,7 +455,11 @@ impl Shared {
                         shared.committed(kept);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot check a failed commit's messages"),
+                // Unknowable now (shutting down): the next start reads what is stored.
+                Err(failure) => {
+                    shared.outbox.release(count);
+                    tracing::error!(error = %failure, "cannot check a failed commit's messages");
+                }
             }
         });
     }
@@ -485,6 +487,20 @@ impl Shared {
     /// The store, unless the runtime has shut down.
     pub(crate) fn store(&self) -> Result<Store, Failure> {
         self.store.read().clone().ok_or(Failure::ShuttingDown)
+    }
+
+    /// Runs `f` on the store off the async workers (fjall may block); `what` names it in
+    /// the error if the blocking task fails.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let store = self.store()?;
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Failure::Storage(StorageError::new(format!("{what} failed: {e}"))))?
+            .map_err(Failure::Storage)
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -690,18 +706,16 @@ impl Runtime {
             }
             None => None,
         };
-        let store = self.shared.store().map_err(CallError::from_failure)?;
-        let keys =
-            tokio::task::spawn_blocking(move || store.state_keys(A::NAME, after.as_deref(), limit))
-                .await
-                .map_err(|e| {
-                    CallError::Storage(StorageError::new(format!("key scan failed: {e}")))
-                })?
-                .map_err(CallError::Storage)?;
-        let prefix = 3 + A::NAME.len();
+        let keys = self
+            .shared
+            .with_store("key scan", move |store| {
+                store.state_keys(A::NAME, after.as_deref(), limit)
+            })
+            .await
+            .map_err(CallError::from_failure)?;
         Ok(keys
-            .into_iter()
-            .filter_map(|k| String::from_utf8(k.get(prefix..)?.to_vec()).ok())
+            .iter()
+            .filter_map(|k| crate::codec::key_of_state_key(k, A::NAME).map(str::to_string))
             .collect())
     }
 

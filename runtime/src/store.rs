@@ -207,10 +207,7 @@ impl Store {
             .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
         let mut keys = Vec::new();
         for shard in first_shard..crate::codec::SHARDS {
-            let mut prefix = Vec::with_capacity(3 + actor.len());
-            prefix.extend_from_slice(&shard.to_be_bytes());
-            prefix.push(actor.len() as u8);
-            prefix.extend_from_slice(actor.as_bytes());
+            let prefix = crate::codec::state_key_prefix(shard, actor);
             let start = match after {
                 Some(k) if k.starts_with(&prefix) => Bound::Excluded(k.to_vec()),
                 _ => Bound::Included(prefix.clone()),
