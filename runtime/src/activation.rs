@@ -1,6 +1,9 @@
-//! Turns: the task that drains one activation's queue, one message at a time.
+//! Turns: what drains one activation's queue, one message at a time.
 //!
-//! The task exists only while the queue has messages. For each message it runs the handler
+//! Turns run only while the queue has messages: a call that finds its actor idle runs them
+//! in its own task until they wait for something, then they continue in a task of their own
+//! ([`start_here`]); durable deliveries start that task at once ([`start`]). For each
+//! message it runs the handler
 //! on the state (panics caught, bounded by the call timeout), applies what the turn asked of
 //! its [`Context`] (sends, timers, events, subscriptions, deletion) and, for a durable
 //! message, its removal from the outbox or timers; hands all of it to the commit pipeline as
@@ -23,7 +26,7 @@ use crate::codec::{
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
-use crate::directory::{Body, Delivery, Envelope, KeyedCall, KeyedOutcome, Replier, Slot};
+use crate::directory::{Body, Delivery, Envelope, Idle, KeyedCall, KeyedOutcome, Replier, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
 use crate::runtime::Shared;
@@ -70,20 +73,55 @@ pub(crate) const DEDUP_WINDOW: usize = 128;
 /// Most bytes of one state record (fjall takes values below 4 GiB; far less is sane).
 const MAX_RECORD: usize = 1 << 30;
 
-/// Drains the slot's queue, then puts the activation back and ends.
-pub(crate) async fn run<A: Handlers>(shared: Arc<Shared>, slot: Arc<Slot<A>>) {
+/// Runs the turns of an idle activation that was just given a message, in a task of its own.
+pub(crate) fn start<A: Handlers>(shared: &Arc<Shared>, idle: Idle<A>) {
+    shared.tokio.spawn(run(shared.clone(), idle));
+}
+
+/// Runs the turns of an idle activation that was just given a message, starting here, in
+/// the caller's task: as far as they get without waiting (most turns: a handler that awaits
+/// nothing, a commit handed to the committer), then in a task of its own. A call to an idle
+/// actor thus costs no task switch, and its reply is ready when the caller first looks.
+///
+/// Nothing is lost if the caller is cancelled: the turns run within this one synchronous
+/// poll, and what is left moves to a task before it returns. A panic escaping the turns ends
+/// them as it would end their task, without reaching the caller.
+pub(crate) fn start_here<A: Handlers>(shared: &Arc<Shared>, idle: Idle<A>) {
+    // Spawns, timers and blocking calls made by the turns belong to the runtime's Tokio
+    // runtime, whichever one the caller runs on.
+    let _runtime = shared.tokio.enter();
+    let mut turns = Box::pin(AssertUnwindSafe(run(shared.clone(), idle)).catch_unwind());
+    let waker = futures::task::noop_waker_ref();
+    if turns
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+        .is_pending()
+    {
+        shared.tokio.spawn(turns);
+    }
+}
+
+/// Runs the first message, drains the slot's queue, then puts the activation back and ends.
+async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>) {
+    let Idle { slot, first } = idle;
     let mut activation = std::mem::replace(&mut slot.inner.lock().activation, Activation::empty());
+    let mut next = Some(first);
     loop {
-        let envelope = {
-            let mut inner = slot.inner.lock();
-            match inner.queue.pop_front() {
-                Some(envelope) => envelope,
-                None => {
-                    inner.activation = activation;
-                    inner.running = false;
-                    // An idle activation keeps no queue buffer (it is most of its memory).
-                    inner.queue = std::collections::VecDeque::new();
-                    return;
+        let envelope = match next.take() {
+            Some(envelope) => envelope,
+            None => {
+                let mut inner = slot.inner.lock();
+                match inner.queue.pop_front() {
+                    Some(envelope) => envelope,
+                    None => {
+                        inner.activation = activation;
+                        inner.running = false;
+                        // An idle activation keeps no queue buffer (it is most of its memory).
+                        if inner.queue.capacity() > 0 {
+                            inner.queue = std::collections::VecDeque::new();
+                        }
+                        return;
+                    }
                 }
             }
         };
@@ -111,7 +149,6 @@ async fn turn<A: Handlers>(
         reply,
         delivery,
     } = envelope;
-    let delivery = delivery.map(|d| *d);
     // The caller gave up (timeout): do not run a handler nobody waits for.
     if reply.as_ref().is_some_and(Replier::is_closed) {
         return;
@@ -126,7 +163,9 @@ async fn turn<A: Handlers>(
         _ => {}
     }
     if activation.loaded.is_none() {
-        match load::<A>(shared, slot, activation.last_write.take()).await {
+        // Boxed, as the other rare waits of a turn: a turn's future is allocated for every
+        // call to an idle actor, so it holds only what most turns need.
+        match Box::pin(load::<A>(shared, slot, activation.last_write.take())).await {
             Ok(l) => activation.loaded = Some(l),
             Err(failure) => {
                 send(reply, Err(failure));
@@ -138,12 +177,12 @@ async fn turn<A: Handlers>(
     // after all (it removed the entry), and then the message was processed.
     if let Some(Delivery::Outbox {
         key, verify: true, ..
-    }) = &delivery
+    }) = delivery.as_deref()
     {
         let key = key.clone();
-        let queued = shared
-            .with_store("outbox check", move |store| store.outbox_contains(&key))
-            .await;
+        let queued =
+            Box::pin(shared.with_store("outbox check", move |store| store.outbox_contains(&key)))
+                .await;
         match queued {
             Ok(true) => {}
             Ok(false) => {
@@ -158,13 +197,13 @@ async fn turn<A: Handlers>(
     };
 
     let (message, keyed) = match body {
-        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_ref()) => (message, None),
+        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_deref()) => (message, None),
         // A duplicate (idempotency key seen) or stale (cancelled, rescheduled) delivery:
         // completed without running anything.
         Body::Call(_) => {
             let mut writes = Vec::new();
             if let Some(d) = delivery {
-                complete_delivery(shared, slot, l, d, false, &mut writes, &mut None);
+                complete_delivery(shared, slot, l, *d, false, &mut writes, &mut None);
             }
             let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, false)
                 .await
@@ -246,7 +285,7 @@ async fn turn<A: Handlers>(
     );
     let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
     let timeout = shared.config.call_timeout;
-    let ran = tokio::time::timeout(
+    let ran = run_bounded(
         timeout,
         AssertUnwindSafe(l.state.__dispatch(&ctx, message)).catch_unwind(),
     )
@@ -275,7 +314,7 @@ async fn turn<A: Handlers>(
     };
 
     // The handler returned: the message counts as processed, even if the turn is rolled back.
-    let refused = effects.error.take();
+    let refused = effects.as_mut().and_then(|e| e.error.take());
     let keep = refused.is_none() && !output.failed;
     let mut writes = Vec::new();
     let mut released = Released::default();
@@ -311,8 +350,8 @@ async fn turn<A: Handlers>(
             }
         }
     }
-    if keep {
-        match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+    if keep && let Some(effects) = effects {
+        match apply_effects(shared, slot, l, *effects, &mut writes, &mut released) {
             Ok(changed) => dirty |= changed,
             Err(failure) => {
                 // Transient (the outbox is full): the message is not consumed.
@@ -326,7 +365,7 @@ async fn turn<A: Handlers>(
             shared,
             slot,
             l,
-            d,
+            *d,
             true,
             &mut writes,
             &mut released.timer_due,
@@ -360,14 +399,14 @@ async fn system_turn<A: Handlers>(
     slot: &Slot<A>,
     activation: &mut Activation<A>,
     reply: Option<Replier>,
-    delivery: Option<Delivery>,
+    delivery: Option<Box<Delivery>>,
 ) {
     let Some(l) = activation.loaded.as_mut() else {
         return;
     };
     let mut writes = Vec::new();
     if let Some(d) = delivery {
-        complete_delivery(shared, slot, l, d, true, &mut writes, &mut None);
+        complete_delivery(shared, slot, l, *d, true, &mut writes, &mut None);
     }
     let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, true).await;
     if result.is_err() {
@@ -767,27 +806,23 @@ fn reply_after<A: Handlers>(
         let key = slot.key.clone();
         move |durable: bool| shared.release::<A>(&key, durable, outbox, events, timer_due)
     });
-    release_after(
-        activation.last_write.as_ref(),
-        Box::new(move |durable| {
-            if let Some(release) = release {
-                release(durable.is_ok());
-            }
-            if let Some(reply) = reply {
-                reply.send(durable.and(result));
-            }
-        }),
-    );
+    release_after(activation.last_write.as_ref(), move |durable| {
+        if let Some(release) = release {
+            release(durable.is_ok());
+        }
+        if let Some(reply) = reply {
+            reply.send(durable.and(result));
+        }
+    });
 }
 
 /// Replies once the actor's latest write settles (a failure still waits, so nothing is
 /// heard before the state it follows is durable).
 fn send_gated<A>(activation: &Activation<A>, reply: Option<Replier>, result: Reply) {
     if let Some(reply) = reply {
-        release_after(
-            activation.last_write.as_ref(),
-            Box::new(move |durable| reply.send(durable.and(result))),
-        );
+        release_after(activation.last_write.as_ref(), move |durable| {
+            reply.send(durable.and(result))
+        });
     }
 }
 
@@ -824,9 +859,9 @@ async fn load<A: Handlers>(
 ) -> Result<Loaded<A>, Failure> {
     if let Some(ticket) = pending {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        ticket.gate(Box::new(move |_| {
+        ticket.gate(move |_| {
             let _ = tx.send(());
-        }));
+        });
         let _ = rx.await;
     }
     let key = slot.store_key.clone();
@@ -860,4 +895,19 @@ fn send(reply: Option<Replier>, value: Reply) {
     if let Some(reply) = reply {
         reply.send(value);
     }
+}
+
+/// Runs `future` for at most `limit`. Most handlers finish in their first poll (they await
+/// nothing that is not ready), and a timer cannot interrupt a poll anyway, so the first
+/// poll runs without one: arming and clearing a timer is a measurable share of an in-memory
+/// call. Only a handler that is still pending after it gets the timer, from then on.
+async fn run_bounded<F: std::future::Future>(
+    limit: std::time::Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    if let std::task::Poll::Ready(output) = futures::poll!(future.as_mut()) {
+        return Ok(output);
+    }
+    Box::pin(tokio::time::timeout(limit, future)).await
 }

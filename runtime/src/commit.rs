@@ -87,7 +87,7 @@ impl Ticket {
     }
 
     /// Releases `reply` when this write is durable (now, if it already is).
-    pub(crate) fn gate(&self, reply: GatedReply) {
+    pub(crate) fn gate(&self, reply: impl FnOnce(Result<(), Failure>) + Send + 'static) {
         if self.status.load(Ordering::Acquire) == DURABLE {
             return reply(Ok(()));
         }
@@ -95,7 +95,7 @@ impl Ticket {
             let mut inner = self.inner.lock();
             match self.status.load(Ordering::Acquire) {
                 PENDING => {
-                    inner.waiting.push(reply);
+                    inner.waiting.push(Box::new(reply));
                     return;
                 }
                 DURABLE => Ok(()),
@@ -110,9 +110,9 @@ impl Ticket {
     /// Waits until this write is durable (or failed).
     pub(crate) async fn wait(&self) -> Result<(), Failure> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.gate(Box::new(move |outcome| {
+        self.gate(move |outcome| {
             let _ = tx.send(outcome);
-        }));
+        });
         rx.await.unwrap_or_else(|_| {
             Err(Failure::Storage(StorageError::new(
                 "the write was abandoned",
@@ -159,7 +159,10 @@ impl Ticket {
 }
 
 /// Gates `reply` on `ticket`, or releases it at once when there is no pending write.
-pub(crate) fn release_after(ticket: Option<&Arc<Ticket>>, reply: GatedReply) {
+pub(crate) fn release_after(
+    ticket: Option<&Arc<Ticket>>,
+    reply: impl FnOnce(Result<(), Failure>) + Send + 'static,
+) {
     match ticket {
         Some(t) => t.gate(reply),
         None => reply(Ok(())),
@@ -223,9 +226,16 @@ impl Committer {
             after,
             ticket: ticket.clone(),
         };
-        if let Err(mpsc::error::SendError(Command::Write(request))) =
-            self.tx.send(Command::Write(request)).await
-        {
+        // Waiting for room in the queue is rare: boxed, so the future of every turn that
+        // commits stays small.
+        let refused = match self.tx.try_send(Command::Write(request)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Closed(command)) => Some(command),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                Box::pin(self.tx.send(command)).await.err().map(|e| e.0)
+            }
+        };
+        if let Some(Command::Write(request)) = refused {
             request
                 .ticket
                 .settle(Err(StorageError::new("the committer has stopped")));

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::actor::{Deliver, Handlers};
@@ -185,7 +185,8 @@ pub struct Context {
     key: Arc<str>,
     caller: Chain,
     timers: Arc<Vec<TimerEntry>>,
-    effects: Mutex<Effects>,
+    /// Allocated by the first effect: most turns have none.
+    effects: Mutex<Option<Box<Effects>>>,
 }
 
 impl Context {
@@ -202,12 +203,18 @@ impl Context {
             key,
             caller,
             timers,
-            effects: Mutex::new(Effects::default()),
+            effects: Mutex::new(None),
         }
     }
 
-    pub(crate) fn into_effects(self) -> Effects {
+    /// What the turn asked for; `None` if nothing.
+    pub(crate) fn into_effects(self) -> Option<Box<Effects>> {
         self.effects.into_inner()
+    }
+
+    /// The turn's effects so far, to add one.
+    fn effects(&self) -> MappedMutexGuard<'_, Effects> {
+        MutexGuard::map(self.effects.lock(), |e| &mut **e.get_or_insert_default())
     }
 
     /// The key of the actor running this turn.
@@ -264,10 +271,7 @@ impl Context {
 
     /// Cancels this actor's timer `name`, if there is one.
     pub fn cancel_timer(&self, name: impl Into<String>) {
-        self.effects
-            .lock()
-            .timers
-            .push(TimerOp::Cancel(name.into()));
+        self.effects().timers.push(TimerOp::Cancel(name.into()));
     }
 
     /// This actor's pending timers as of the start of the turn, earliest first.
@@ -278,7 +282,7 @@ impl Context {
     /// Publishes an event of this actor (its `#[actor(events = ...)]` type). Watchers and
     /// subscribers receive it once the turn is durable, in publication order.
     pub fn publish<E: Serialize + Send + 'static>(&self, event: E) {
-        let mut effects = self.effects.lock();
+        let mut effects = self.effects();
         if TypeId::of::<E>() == self.turn.event_type {
             effects.events.push(Box::new(event));
         } else {
@@ -297,7 +301,7 @@ impl Context {
     /// one argument) exactly once, in order, also across restarts.
     pub fn subscribe<B: Handlers>(&self, key: impl Into<String>, handler: &str) {
         let key = key.into();
-        let mut effects = self.effects.lock();
+        let mut effects = self.effects();
         if let Err(failure) = self.shared.check_target::<B>(&key) {
             return effects.refuse(failure);
         }
@@ -320,8 +324,7 @@ impl Context {
 
     /// Ends this actor's subscription to the events of `B(key)`.
     pub fn unsubscribe<B: Handlers>(&self, key: impl Into<String>) {
-        self.effects
-            .lock()
+        self.effects()
             .subscriptions
             .push(SubscriptionOp::Unsubscribe(ActorRef {
                 actor: B::NAME.to_string(),
@@ -333,7 +336,7 @@ impl Context {
     /// its timers and its subscriptions. Timers and subscriptions requested in the same turn
     /// are dropped with it; its sends and events still go out.
     pub fn delete(&self) {
-        self.effects.lock().delete = true;
+        self.effects().delete = true;
     }
 }
 
@@ -351,7 +354,7 @@ impl<B: Handlers> Deliver<B> for TurnSend<'_, B> {
     fn deliver(self, message: B::Message) {
         let ctx = self.ctx;
         let record = message_record::<B>(&ctx.shared, self.key, &message, None);
-        let mut effects = ctx.effects.lock();
+        let mut effects = ctx.effects();
         match record {
             Ok(record) => effects.sends.push(record),
             Err(failure) => effects.refuse(failure),
@@ -392,7 +395,7 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
                 message,
             })
         };
-        let mut effects = ctx.effects.lock();
+        let mut effects = ctx.effects();
         match op {
             Ok(op) => effects.timers.push(op),
             Err(failure) => effects.refuse(failure),

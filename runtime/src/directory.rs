@@ -187,6 +187,17 @@ impl<A: Handlers> SlotInner<A> {
     }
 }
 
+/// An activation that was idle, marked running for its first message: whoever holds this
+/// must run its turns, starting with `first`.
+#[must_use = "an idle activation's turns must be started"]
+pub(crate) struct Idle<A: Handlers> {
+    pub(crate) slot: Arc<Slot<A>>,
+    pub(crate) first: Envelope<A>,
+}
+
+/// An envelope that was not queued, and why.
+pub(crate) type Refused<A> = (Failure, Box<Envelope<A>>);
+
 /// One slice of a type's directory.
 type Shard<A> = HashMap<Arc<str>, Arc<Slot<A>>>;
 
@@ -282,14 +293,16 @@ impl<A: Handlers> Registry<A> {
         Ok(slot)
     }
 
-    /// Queues `envelope` on the activation of `key`, starting its task if it has none. On
-    /// `Err` the envelope comes back, unqueued.
+    /// Queues `envelope` on the activation of `key`, or, if the activation is idle (no task
+    /// runs its turns), returns it with the envelope as [`Idle`]: the caller must start its
+    /// turns ([`activation::start`] or [`activation::start_here`]). On `Err` the envelope
+    /// comes back, unqueued.
     pub(crate) fn enqueue(
         &self,
         shared: &Arc<Shared>,
         key: &Arc<str>,
         envelope: Envelope<A>,
-    ) -> Result<(), (Failure, Box<Envelope<A>>)> {
+    ) -> Result<Option<Idle<A>>, Refused<A>> {
         loop {
             let slot = match self.get_or_insert(shared, key) {
                 Ok(slot) => slot,
@@ -304,14 +317,18 @@ impl<A: Handlers> Registry<A> {
                 let failure = Failure::Overloaded("the actor's mailbox is full");
                 return Err((failure, Box::new(envelope)));
             }
-            inner.queue.push_back(envelope);
             slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
-            if !inner.running {
-                inner.running = true;
-                drop(inner);
-                shared.tokio.spawn(activation::run(shared.clone(), slot));
+            if inner.running {
+                inner.queue.push_back(envelope);
+                return Ok(None);
             }
-            return Ok(());
+            // Idle, so its queue is empty: the envelope goes straight to its first turn.
+            inner.running = true;
+            drop(inner);
+            return Ok(Some(Idle {
+                slot,
+                first: envelope,
+            }));
         }
     }
 
@@ -396,6 +413,11 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             delivery: Some(Box::new(delivery)),
         };
         self.enqueue(shared, &Arc::from(key), envelope)
+            .map(|idle| {
+                if let Some(idle) = idle {
+                    activation::start(shared, idle);
+                }
+            })
             .map_err(|(failure, envelope)| {
                 shared.turn_finished();
                 // Not queued: the caller hears of it from this `Err` alone.

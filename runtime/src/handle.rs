@@ -86,21 +86,52 @@ impl<A: Handlers> Caller<A> {
             reply: Some(Replier::Call(tx)),
             delivery: None,
         };
-        if let Err((failure, _)) = registry.enqueue(&self.shared, key, envelope) {
-            self.shared.turn_finished();
-            return Err(failure);
+        match registry.enqueue(&self.shared, key, envelope) {
+            Err((failure, _)) => {
+                self.shared.turn_finished();
+                return Err(failure);
+            }
+            Ok(Some(idle)) if chain_depth(&self.chain) < MAX_DEPTH_HERE => {
+                crate::activation::start_here(&self.shared, idle);
+            }
+            Ok(Some(idle)) => crate::activation::start(&self.shared, idle),
+            Ok(None) => {}
         }
-        let timeout = self.shared.config.call_timeout;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            // The turn unwound without answering (a panic outside the handler).
-            Ok(Err(_)) => Err(Failure::Panicked {
-                actor: A::NAME,
-                handler,
-            }),
-            Err(_) => Err(Failure::Timeout(timeout)),
-        }
+        // The reply is often ready already (the turn ran here): then no timer is armed.
+        let mut rx = rx;
+        // (The timeout counts from here: what ran here already was the turns' CPU time, not
+        // a wait.)
+        let replied = match futures::poll!(&mut rx) {
+            std::task::Poll::Ready(replied) => replied,
+            std::task::Poll::Pending => {
+                let timeout = self.shared.config.call_timeout;
+                // The runtime's timer: the caller may run on another executor.
+                let bounded = {
+                    let _runtime = self.shared.tokio.enter();
+                    tokio::time::timeout(timeout, rx)
+                };
+                match bounded.await {
+                    Ok(replied) => replied,
+                    Err(_) => return Err(Failure::Timeout(timeout)),
+                }
+            }
+        };
+        // `Err`: the turn unwound without answering (a panic outside the handler).
+        replied.unwrap_or(Err(Failure::Panicked {
+            actor: A::NAME,
+            handler,
+        }))
     }
+}
+
+/// Calls nested deeper than this (a handler calling an actor whose handler calls another…)
+/// start an idle callee's turns in a task of their own rather than in the caller's, which
+/// bounds the stack a chain of calls takes.
+const MAX_DEPTH_HERE: usize = 4;
+
+/// The number of actors waiting on a call.
+fn chain_depth(chain: &Chain) -> usize {
+    std::iter::successors(chain.as_deref(), |l| l.parent.as_deref()).count()
 }
 
 impl<A: Handlers> std::fmt::Debug for Caller<A> {
