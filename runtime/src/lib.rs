@@ -84,6 +84,7 @@ mod handle;
 pub mod http;
 #[cfg(feature = "http")]
 mod json;
+mod loader;
 mod metrics;
 mod outbox;
 mod runtime;

@@ -3,6 +3,7 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,6 +18,7 @@ use crate::context::{TimerInfo, timer_infos};
 use crate::directory::{AnyRegistry, Body, Delivery, DoneFn, Registry};
 use crate::error::{CallError, Error, Failure, StorageError};
 use crate::handle::{Caller, OutsideSend};
+use crate::loader::{Job, Loader};
 use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
 use crate::shard::{Host, HostRef};
@@ -57,6 +59,12 @@ impl Default for Config {
 /// Upper bound of every configured capacity (far above any sane value, far below what
 /// would overflow the channels' permit counters).
 const MAX_QUEUE: usize = 1 << 30;
+
+/// Threads that read the store for turns (see [`crate::loader`]): more than one, so a read
+/// that waits for the disk does not hold up the others.
+const LOADER_THREADS: usize = 2;
+/// Reads queued for the loaders before they overflow to Tokio's blocking pool.
+const LOADER_QUEUE: usize = 4096;
 
 type Registration = Box<dyn FnOnce(Duration) -> (TypeId, &'static str, Arc<dyn AnyRegistry>)>;
 
@@ -224,6 +232,8 @@ impl Builder {
             self.fault,
         )
         .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
+        let loader = Loader::start(LOADER_THREADS, LOADER_QUEUE)
+            .map_err(|e| Error::Config(format!("cannot start the loader threads: {e}")))?;
 
         // Sweep often enough for the shortest idle timeout of any type.
         let shortest_idle = self
@@ -237,6 +247,7 @@ impl Builder {
             config,
             store: parking_lot::RwLock::new(Some(store)),
             committer,
+            loader,
             metrics,
             types,
             by_name: names,
@@ -311,6 +322,7 @@ pub(crate) struct Shared {
     /// `None` once shut down: the store is closed so the path can be opened again.
     store: parking_lot::RwLock<Option<Store>>,
     pub(crate) committer: Committer,
+    loader: Loader,
     pub(crate) metrics: Arc<Metrics>,
     types: HashMap<TypeId, Arc<dyn AnyRegistry>>,
     by_name: HashMap<&'static str, Arc<dyn AnyRegistry>>,
@@ -489,18 +501,31 @@ impl Shared {
         self.store.read().clone().ok_or(Failure::ShuttingDown)
     }
 
-    /// Runs `f` on the store off the async workers (fjall may block); `what` names it in
-    /// the error if the blocking task fails.
+    /// Runs `f` on the store on a loader thread, off the async workers (fjall may block);
+    /// `what` names it in the error if it panics.
     pub(crate) async fn with_store<T: Send + 'static>(
         &self,
         what: &'static str,
         f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, Failure> {
         let store = self.store()?;
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Failure::Storage(StorageError::new(format!("{what} failed: {e}"))))?
-            .map_err(Failure::Storage)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f(&store))));
+        });
+        if let Err(job) = self.loader.run(job) {
+            // Every loader is busy and their queue is full: Tokio's blocking pool helps.
+            self.tokio.spawn_blocking(job);
+        }
+        match rx.await {
+            Ok(Ok(read)) => read.map_err(Failure::Storage),
+            Ok(Err(_)) => Err(Failure::Storage(StorageError::new(format!(
+                "{what} panicked"
+            )))),
+            Err(_) => Err(Failure::Storage(StorageError::new(format!(
+                "{what} was dropped (the runtime is shutting down)"
+            )))),
+        }
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

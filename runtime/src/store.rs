@@ -1,7 +1,8 @@
 //! The embedded LSM store: the only module that names fjall.
 //!
 //! Every call here may block (fsync, write stalls, compaction back-pressure), so callers run
-//! it on the committer thread or in `spawn_blocking`, never on a Tokio worker.
+//! it on the committer thread, a loader thread ([`crate::loader`]) or in `spawn_blocking`,
+//! never on a Tokio worker.
 
 use std::path::Path;
 use std::sync::Arc;
