@@ -8,8 +8,9 @@
 //! - Workloads: `durable_writes.rs` (`many-keys`, `hot-key`), `sends.rs`, `read_call.rs`,
 //!   `cold_activation.rs`, `order_workflow.rs`, `memory.rs`; `all` and `smoke` run them all
 //!   (here).
-//! - Actors under test: `counter.rs`, `orders.rs` (stand-ins for the order demo's actors);
-//!   `populate.rs` fills a store through Gears.
+//! - Actors under test: `counter.rs`, the order demo's actors (crate `order_demo`), and
+//!   `orders.rs` (lean stand-ins for them, `order-workflow --flow lean`); `populate.rs` fills
+//!   a store through Gears.
 //! - Baselines: `raw_fjall.rs` (the store's physical limit), `echo.rs` (ractor and tokio
 //!   round trips), `sqlite_orders.rs` (the order flow on SQLite).
 //! - Measuring: `measure.rs` (callers, plain-thread baselines, interleaved rounds, HDR
@@ -71,7 +72,8 @@ enum Workload {
     ReadCall(read_call::ReadCallArgs),
     /// Calls to stored actors not in memory, and the time to open a store of many actors.
     ColdActivation(cold_activation::ColdActivationArgs),
-    /// Orders of 3 lines on Gears actors vs the same flow on SQLite.
+    /// Orders of 3 lines on the order demo's actors (or lean stand-ins) vs the same flow on
+    /// SQLite.
     OrderWorkflow(order_workflow::OrderWorkflowArgs),
     /// RSS per live activation, and with many passivated actors.
     Memory(memory::MemoryArgs),

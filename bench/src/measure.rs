@@ -156,6 +156,13 @@ impl Sample {
         self.cpu += other.cpu;
     }
 
+    /// Adds `elapsed` and `cpu` to the window: work its operations left behind (messages in
+    /// an outbox) that their throughput and CPU per operation must pay for.
+    pub(crate) fn charge(&mut self, elapsed: Duration, cpu: Duration) {
+        self.elapsed += elapsed;
+        self.cpu += cpu;
+    }
+
     /// Operations per second.
     pub(crate) fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()

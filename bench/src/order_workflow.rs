@@ -1,9 +1,25 @@
-//! `order-workflow`: placing orders of 3 lines (reserve each line on its item, then record
-//! the order) with Gears actors, against the same flow on SQLite, one transaction per order.
+//! `order-workflow`: placing orders of 3 lines on Gears actors against the same business
+//! flow on SQLite, one transaction per order, in interleaved rounds of the same run.
+//!
+//! `--flow` chooses what an order is, on both sides:
+//! - `demo` (the default): the order demo's own actors (`order_demo`). `Order::place` holds
+//!   each line on its `InventoryItem` (a call; each hold arms an expiry timer), then, in the
+//!   same turn, becomes `Shipping` and sends every item a `commit` and the customer a notice
+//!   through the outbox. `place` returns before those messages are processed, so after each
+//!   Gears window the bench waits for the outbox to drain and adds that time, and its CPU,
+//!   to the window: throughput pays for every order's whole flow, and the SQLite window never
+//!   shares the machine with Gears' leftovers. SQLite runs the same flow in one transaction
+//!   ([`sqlite_orders::place_and_ship`]).
+//! - `lean`: the bench's stand-ins (`orders.rs`) reserve each line and record the order,
+//!   leaving nothing behind; SQLite reserves and records ([`sqlite_orders::place`]).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use gears::Stats;
+use order_demo::{Policy, Status, StoreOptions};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::runtime::Runtime as Tokio;
@@ -11,7 +27,8 @@ use tokio::runtime::Runtime as Tokio;
 use crate::BenchResult;
 use crate::durability::Mode;
 use crate::measure::{TimeArgs, drive_async, drive_threads, interleave};
-use crate::orders::{InventoryItem, Line, Order};
+use crate::orders;
+use crate::process;
 use crate::report::{Report, Target};
 use crate::rng::Rng;
 use crate::sqlite_orders;
@@ -20,9 +37,27 @@ use crate::stats::GearsStats;
 /// Stock of every item: never runs out during a run.
 const STOCK: u32 = 1_000_000_000;
 
+/// Longest wait for the outbox to drain after a window: far beyond what a window leaves
+/// behind, so reaching it means the runtime is stuck, not slow.
+const DRAIN_BOUND: Duration = Duration::from_secs(60);
+
+/// What one order is, on Gears and on SQLite alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Flow {
+    /// The order demo's actors: hold the lines, ship, commit every item and notify the
+    /// customer through the outbox (drained and charged to Gears after each window).
+    Demo,
+    /// The bench's stand-in actors: reserve the lines and record the order.
+    Lean,
+}
+
 /// Flags of `order-workflow`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub(crate) struct OrderWorkflowArgs {
+    /// What an order is, on both sides: the order demo's actors, or lean stand-ins.
+    #[arg(long, value_enum, default_value_t = Flow::Demo)]
+    pub(crate) flow: Flow,
     /// Concurrent callers placing orders on Gears.
     #[arg(long, default_value_t = 64)]
     pub(crate) callers: usize,
@@ -35,6 +70,9 @@ pub(crate) struct OrderWorkflowArgs {
     /// Lines per order (distinct items).
     #[arg(long, default_value_t = 3)]
     pub(crate) lines: usize,
+    /// Customers that orders pick at random (the demo flow sends each order's one a notice).
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) customers: u32,
     #[command(flatten)]
     #[serde(flatten)]
     pub(crate) time: TimeArgs,
@@ -44,13 +82,23 @@ impl OrderWorkflowArgs {
     /// Tiny sizes for the smoke run.
     pub(crate) fn tiny() -> Self {
         OrderWorkflowArgs {
+            flow: Flow::Demo,
             callers: 8,
             sqlite_threads: 1,
             skus: 50,
             lines: 3,
+            customers: 20,
             time: TimeArgs::tiny(),
         }
     }
+}
+
+/// The sizes every order is drawn from.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    skus: u64,
+    lines: usize,
+    customers: u32,
 }
 
 fn sku(i: u64) -> String {
@@ -66,83 +114,101 @@ fn order_lines(n: u64, skus: u64, lines: usize) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// The customer of order number `n` (a draw independent of its lines).
+fn order_customer(n: u64, customers: u32) -> String {
+    let pick = Rng::new(!n).below(u64::from(customers.max(1)));
+    // `below` returns less than `customers`, a u32.
+    order_demo::customer_id(u32::try_from(pick).unwrap_or(0))
+}
+
 /// Runs `order-workflow`.
 pub(crate) fn run(tokio: &Tokio, mode: Mode, args: &OrderWorkflowArgs) -> BenchResult<Report> {
     let mut report = Report::new("order-workflow", mode, serde_json::to_value(args)?);
-    let (skus, lines, callers) = (args.skus.max(1), args.lines.max(1), args.callers);
+    let flow = args.flow;
+    let shape = Shape {
+        skus: args.skus.max(1),
+        lines: args.lines.max(1),
+        customers: args.customers.max(1),
+    };
+    let (skus, lines, callers) = (shape.skus, shape.lines, args.callers);
     if lines as u64 > skus {
         return Err(format!("{lines} distinct lines per order need at least {lines} SKUs").into());
     }
 
     let gears_dir = tempfile::tempdir()?;
-    let rt = tokio.block_on(async {
-        let rt = gears::Runtime::builder()
-            .path(gears_dir.path())
-            .durability(mode.gears())
-            .register::<InventoryItem>()
-            .register::<Order>()
-            .open()
-            .await?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..skus {
-            let rt = rt.clone();
-            tasks.spawn(async move { rt.get::<InventoryItem>(sku(i)).restock(STOCK).await });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            joined.map_err(|e| format!("a restock task failed: {e}"))??;
-        }
-        BenchResult::Ok(rt)
-    })?;
+    let rt = tokio.block_on(open_gears(gears_dir.path(), mode, flow, skus))?;
 
     let sqlite_dir = tempfile::tempdir()?;
     let db = sqlite_dir.path().join("orders.db");
     let all_skus: Vec<String> = (0..skus).map(sku).collect();
-    sqlite_orders::create(&db, mode, &all_skus, STOCK)?;
+    sqlite_orders::create(&db, mode, flow, &all_skus, STOCK)?;
     let conns = (0..args.sqlite_threads.max(1))
         .map(|_| sqlite_orders::connect(&db, mode).map(Mutex::new))
         .collect::<BenchResult<Vec<_>>>()?;
 
     let gears_orders = Arc::new(AtomicU64::new(0));
+    let gears_placed = Arc::new(AtomicU64::new(0));
     let sqlite_orders = AtomicU64::new(0);
     let mut marks = Vec::new();
+    let mut per_order = PerOrder::default();
+    let mut drain_time = Duration::ZERO;
     let samples = interleave(
         &args.time,
         &mut [
             &mut |window| {
-                eprintln!("[order-workflow] gears: {callers} callers");
-                let (rt_op, next) = (rt.clone(), gears_orders.clone());
-                let (sample, from, to) = tokio.block_on(drive_async(
-                    callers,
-                    window,
-                    move |_, _| {
-                        let rt = rt_op.clone();
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        async move {
-                            let lines = order_lines(n, skus, lines)
-                                .into_iter()
-                                .map(|(sku, qty)| Line { sku, qty })
-                                .collect();
-                            rt.get::<Order>(format!("o-{n}")).place(lines).await?;
-                            Ok(())
-                        }
-                    },
-                    || rt.stats(),
-                ))?;
+                eprintln!("[order-workflow] gears ({flow:?} flow): {callers} callers");
+                // Nothing is in flight here (seeding is done, and every earlier window was
+                // drained), so the counters up to the drain belong to this window's orders.
+                let (quiet, placed_before) = (rt.stats(), gears_placed.load(Ordering::Relaxed));
+                let (rt_op, next, placed) =
+                    (rt.clone(), gears_orders.clone(), gears_placed.clone());
+                let (mut sample, (from, _, _), (mut to, ended, cpu_ended)) =
+                    tokio.block_on(drive_async(
+                        callers,
+                        window,
+                        move |_, _| {
+                            let (rt, placed) = (rt_op.clone(), placed.clone());
+                            let n = next.fetch_add(1, Ordering::Relaxed);
+                            async move {
+                                place_on_gears(&rt, flow, n, shape).await?;
+                                placed.fetch_add(1, Ordering::Relaxed);
+                                Ok(())
+                            }
+                        },
+                        || (rt.stats(), Instant::now(), process::cpu_time()),
+                    ))?;
+                if flow == Flow::Demo {
+                    tokio.block_on(drain_outbox(&rt))?;
+                    let drained = ended.elapsed();
+                    sample.charge(drained, process::cpu_time().saturating_sub(cpu_ended));
+                    drain_time += drained;
+                    to = rt.stats();
+                    let placed = gears_placed.load(Ordering::Relaxed) - placed_before;
+                    per_order.add(&quiet, &to, placed);
+                }
                 marks.push((from, to));
                 Ok(sample)
             },
             &mut |window| {
-                eprintln!("[order-workflow] sqlite: {} threads", conns.len());
+                eprintln!(
+                    "[order-workflow] sqlite ({flow:?} flow): {} threads",
+                    conns.len()
+                );
                 drive_threads(conns.len(), window, |thread, _| {
                     let n = sqlite_orders.fetch_add(1, Ordering::Relaxed);
                     let mut conn = conns[thread].lock();
-                    let placed = sqlite_orders::place(
-                        &mut conn,
-                        &format!("o-{n}"),
-                        &order_lines(n, skus, lines),
-                    )?;
+                    let (id, lines) = (format!("o-{n}"), order_lines(n, skus, lines));
+                    let placed = match flow {
+                        Flow::Demo => sqlite_orders::place_and_ship(
+                            &mut conn,
+                            &id,
+                            &order_customer(n, shape.customers),
+                            &lines,
+                        )?,
+                        Flow::Lean => sqlite_orders::place(&mut conn, &id, &lines)?,
+                    };
                     if !placed {
-                        return Err(format!("SQLite order o-{n} found an item out of stock").into());
+                        return Err(format!("SQLite order {id} found an item out of stock").into());
                     }
                     Ok(1)
                 })
@@ -152,7 +218,11 @@ pub(crate) fn run(tokio: &Tokio, mode: Mode, args: &OrderWorkflowArgs) -> BenchR
     tokio.block_on(rt.shutdown())?;
 
     report.gears_stats = Some(GearsStats::over(&marks, samples[0].elapsed));
-    let gears = report.row("gears orders", &samples[0]);
+    let gears_name = match flow {
+        Flow::Demo => "gears orders (demo actors, outbox drained)",
+        Flow::Lean => "gears orders",
+    };
+    let gears = report.row(gears_name, &samples[0]);
     let sqlite = report.row(
         format!(
             "sqlite orders (WAL, synchronous={})",
@@ -162,9 +232,153 @@ pub(crate) fn run(tokio: &Tokio, mode: Mode, args: &OrderWorkflowArgs) -> BenchR
     );
     let ratio = report.compare(&gears, &sqlite);
     report.target(Target::at_least("throughput / sqlite", ratio, 10.0, "x"));
-    report.note(format!(
-        "a Gears order is {} turns ({lines} item reservations + the order) and as many writes",
-        lines + 1
-    ));
+    match flow {
+        Flow::Demo => {
+            report.figure(
+                "gears: outbox drain after its windows (counted in its seconds)",
+                drain_time.as_secs_f64() * 1e3,
+                "ms",
+            );
+            report.note(format!(
+                "a demo order is `Order::place` ({lines} calls that hold a line each and arm \
+                 its expiry timer; the order ships and sends {lines} item commits and 1 \
+                 customer notice) plus those {} outbox messages, processed before the Gears \
+                 window ends; on SQLite, one transaction: {lines} conditional stock updates, \
+                 the order, its {lines} lines and the notice",
+                lines + 1
+            ));
+            report.note(per_order.summary());
+        }
+        Flow::Lean => report.note(format!(
+            "a lean order is {} turns ({lines} item reservations + the order) and as many \
+             writes on Gears; on SQLite, {lines} conditional stock updates and the order in \
+             one transaction",
+            lines + 1
+        )),
+    }
     Ok(report)
+}
+
+/// Opens a runtime with `flow`'s actors registered and every item stocked with [`STOCK`].
+async fn open_gears(dir: &Path, mode: Mode, flow: Flow, skus: u64) -> BenchResult<gears::Runtime> {
+    let rt = match flow {
+        Flow::Demo => {
+            let options = StoreOptions {
+                durability: mode.gears(),
+                ..StoreOptions::default()
+            };
+            order_demo::open(dir, options).await?
+        }
+        Flow::Lean => {
+            gears::Runtime::builder()
+                .path(dir)
+                .durability(mode.gears())
+                .register::<orders::InventoryItem>()
+                .register::<orders::Order>()
+                .open()
+                .await?
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..skus {
+        let rt = rt.clone();
+        tasks.spawn(async move {
+            match flow {
+                Flow::Demo => {
+                    rt.get::<order_demo::InventoryItem>(sku(i))
+                        .seed(STOCK)
+                        .await?;
+                }
+                Flow::Lean => {
+                    rt.get::<orders::InventoryItem>(sku(i))
+                        .restock(STOCK)
+                        .await?;
+                }
+            }
+            BenchResult::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| format!("a stocking task failed: {e}"))??;
+    }
+    Ok(rt)
+}
+
+/// Places order number `n` on Gears. In the demo flow, an order that does not ship is an
+/// error: stock never runs out, so it means the flow broke.
+async fn place_on_gears(rt: &gears::Runtime, flow: Flow, n: u64, shape: Shape) -> BenchResult<()> {
+    let id = format!("o-{n}");
+    let lines = order_lines(n, shape.skus, shape.lines);
+    match flow {
+        Flow::Demo => {
+            let lines = lines
+                .into_iter()
+                .map(|(sku, qty)| order_demo::Line { sku, qty })
+                .collect();
+            let status = rt
+                .get::<order_demo::Order>(&id)
+                .place(order_customer(n, shape.customers), lines, Policy::default())
+                .await?;
+            if status != Status::Shipping {
+                return Err(format!("order {id} is {status}, not shipping").into());
+            }
+        }
+        Flow::Lean => {
+            let lines = lines
+                .into_iter()
+                .map(|(sku, qty)| orders::Line { sku, qty })
+                .collect();
+            rt.get::<orders::Order>(id).place(lines).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every outbox message is processed, polling every millisecond, at most
+/// [`DRAIN_BOUND`].
+async fn drain_outbox(rt: &gears::Runtime) -> BenchResult<()> {
+    let deadline = Instant::now() + DRAIN_BOUND;
+    loop {
+        let backlog = rt.stats().outbox_backlog;
+        if backlog == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the outbox still holds {backlog} messages {DRAIN_BOUND:?} after a window"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The runtime's turns and writes per order placed, over spans that start and end with
+/// nothing in flight, so they hold every turn and write of their orders and no other.
+#[derive(Debug, Default)]
+struct PerOrder {
+    orders: u64,
+    turns: u64,
+    writes: u64,
+}
+
+impl PerOrder {
+    /// Adds a span: the counters at its quiet start and end, and the orders placed in it.
+    fn add(&mut self, from: &Stats, to: &Stats, orders: u64) {
+        self.orders += orders;
+        self.turns += to.turns.saturating_sub(from.turns);
+        self.writes += to.writes.saturating_sub(from.writes);
+    }
+
+    /// The note that reports them.
+    fn summary(&self) -> String {
+        let per = |n: u64| n as f64 / self.orders.max(1) as f64;
+        format!(
+            "demo flow: {:.1} turns and {:.1} writes per order observed ({} orders, warm-ups \
+             and drains included)",
+            per(self.turns),
+            per(self.writes),
+            self.orders
+        )
+    }
 }

@@ -1,6 +1,8 @@
-//! The Gears side of the order workflow: inventory items and orders as actors. A stand-in
-//! for the order demo's actors until it lands (same shape: an order reserves its lines on
-//! the items, then records itself).
+//! The lean flow of the order workflow (`order-workflow --flow lean`): inventory items and
+//! orders as minimal actors. An order reserves its lines on the items, then records itself:
+//! one turn per line and one for the order, no timer, no outbox message. The default flow
+//! (`demo`) uses the order demo's own actors instead; this one shows what the runtime costs
+//! with the demo's holds, timers and notices taken out.
 
 use gears::prelude::*;
 
