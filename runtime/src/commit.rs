@@ -3,13 +3,14 @@
 //! Activations hand every state change to one committer thread and go on with their next
 //! message. The committer drains everything that arrived while it was busy into one atomic
 //! fjall batch with one journal sync (a key written several times is written once), then
-//! completes the batch's [`Ticket`]s. A reply is gated on the ticket of its actor's latest
-//! write: it leaves only when that write is durable, and fails if it failed.
+//! hands the batch's [`Ticket`]s to a settler thread, which completes them in commit order
+//! while the committer goes on with the next batch. A reply is gated on the ticket of its
+//! actor's latest write: it leaves only when that write is durable, and fails if it failed.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -57,6 +58,9 @@ const FAILED: u8 = 2;
 /// The fate of one submitted write, and the replies waiting on it.
 pub(crate) struct Ticket {
     status: AtomicU8,
+    /// Set by the committer the moment it knows the write failed, before the settler marks
+    /// it: a later write that depends on it must fail even if it reaches the committer first.
+    doomed: AtomicBool,
     inner: Mutex<TicketInner>,
 }
 
@@ -69,6 +73,7 @@ impl Ticket {
     fn new() -> Arc<Ticket> {
         Arc::new(Ticket {
             status: AtomicU8::new(PENDING),
+            doomed: AtomicBool::new(false),
             inner: Mutex::new(TicketInner {
                 waiting: Vec::new(),
                 error: None,
@@ -79,6 +84,11 @@ impl Ticket {
     /// True once the write failed (it will never become durable).
     pub(crate) fn failed(&self) -> bool {
         self.status.load(Ordering::Acquire) == FAILED
+    }
+
+    /// True once the committer knows the write failed (possibly before it is settled).
+    fn doomed(&self) -> bool {
+        self.doomed.load(Ordering::Acquire) || self.failed()
     }
 
     /// True once the write is durable or failed.
@@ -249,12 +259,59 @@ impl Committer {
     }
 }
 
+/// Tickets with their outcomes, in commit order, for the settler.
+type Settlement = Vec<(Arc<Ticket>, Result<(), StorageError>)>;
+
+/// Batches the committer may finish before the settler has settled them.
+const SETTLE_QUEUE: usize = 64;
+
+/// Settles tickets in the order the committer hands them over: runs their waiting replies
+/// and releases, then marks them. Off the committer thread, so the next batch is written
+/// and synced while this one's callers are woken.
+fn run_settler(settlements: std::sync::mpsc::Receiver<Settlement>) {
+    for settlement in settlements {
+        for (ticket, outcome) in settlement {
+            // A reply's callback can run user code (a `Drop` of a handler's value): a panic
+            // there must not stop the settling of everything after it.
+            let settled = std::panic::catch_unwind(AssertUnwindSafe(|| ticket.settle(outcome)));
+            if settled.is_err() {
+                tracing::error!("a reply callback panicked while a write was settled");
+            }
+        }
+    }
+}
+
 fn run_committer(
     mut rx: mpsc::Receiver<Command>,
     store: Store,
     metrics: Arc<Metrics>,
     fault: Option<FaultHook>,
 ) {
+    let (settle_tx, settle_rx) = std::sync::mpsc::sync_channel::<Settlement>(SETTLE_QUEUE);
+    let settler = match std::thread::Builder::new()
+        .name("gears-settler".into())
+        .spawn(move || run_settler(settle_rx))
+    {
+        Ok(settler) => Some(settler),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the settler thread; settling on the committer");
+            None
+        }
+    };
+    let settle = |settlement: Settlement| {
+        if settlement.is_empty() {
+            return;
+        }
+        // Without a settler (it could not start, or it is gone), settle here, in order.
+        if let Err(std::sync::mpsc::SendError(settlement)) = match settler {
+            Some(_) => settle_tx.send(settlement),
+            None => Err(std::sync::mpsc::SendError(settlement)),
+        } {
+            for (ticket, outcome) in settlement {
+                ticket.settle(outcome);
+            }
+        }
+    };
     let mut batch = Vec::with_capacity(256);
     let mut stopping = false;
     while !stopping {
@@ -272,8 +329,15 @@ fn run_committer(
                 Err(_) => break,
             }
         }
+        let mut settlement = Vec::with_capacity(batch.len());
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit_batch(&store, &metrics, fault.as_ref(), &mut batch);
+            commit_batch(
+                &store,
+                &metrics,
+                fault.as_ref(),
+                &mut batch,
+                &mut settlement,
+            );
         }));
         if committed.is_err() {
             // A bug (ours or the store's): fail the batch rather than leave callers hanging.
@@ -283,13 +347,24 @@ fn run_committer(
             );
             metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
             for r in &batch {
-                if !r.ticket.settled() {
-                    r.ticket
-                        .settle(Err(StorageError::new("the commit of this write panicked")));
+                if !r.ticket.doomed() {
+                    r.ticket.doomed.store(true, Ordering::Release);
+                    settlement.push((
+                        r.ticket.clone(),
+                        Err(StorageError::new("the commit of this write panicked")),
+                    ));
                 }
             }
         }
+        settle(settlement);
         batch.clear();
+    }
+    // Everything committed is settled before what follows is.
+    drop(settle_tx);
+    if let Some(settler) = settler
+        && settler.join().is_err()
+    {
+        tracing::error!("the settler thread panicked");
     }
     // Whatever is still queued was never written: its callers hear so.
     rx.close();
@@ -303,20 +378,27 @@ fn run_committer(
     tracing::debug!("committer stopped");
 }
 
+/// Commits `batch` and adds each of its tickets, with its outcome, to `settlement`. A
+/// failed ticket is marked doomed here at once.
 fn commit_batch(
     store: &Store,
     metrics: &Metrics,
     fault: Option<&FaultHook>,
     batch: &mut Vec<CommitRequest>,
+    settlement: &mut Settlement,
 ) {
     // A write computed from a failed write fails with it, and never reaches the store.
-    // Settled in order, so a chain of such writes within one batch fails as a whole.
+    // Doomed in order, so a chain of such writes within one batch fails as a whole.
     batch.retain(|r| {
-        let doomed = r.after.as_ref().is_some_and(|t| t.failed());
+        let doomed = r.after.as_ref().is_some_and(|t| t.doomed());
         if doomed {
-            r.ticket.settle(Err(StorageError::new(
-                "an earlier write of this actor failed; its later writes were discarded",
-            )));
+            r.ticket.doomed.store(true, Ordering::Release);
+            settlement.push((
+                r.ticket.clone(),
+                Err(StorageError::new(
+                    "an earlier write of this actor failed; its later writes were discarded",
+                )),
+            ));
         }
         !doomed
     });
@@ -390,7 +472,10 @@ fn commit_batch(
     }
     drop(last);
     for r in batch.iter() {
-        r.ticket.settle(outcome.clone());
+        if outcome.is_err() {
+            r.ticket.doomed.store(true, Ordering::Release);
+        }
+        settlement.push((r.ticket.clone(), outcome.clone()));
     }
 }
 
