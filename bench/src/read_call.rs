@@ -136,8 +136,8 @@ pub(crate) fn run(tokio: &Tokio, mode: Mode, args: &ReadCallArgs) -> BenchResult
     report.compare(&gears, &channel);
     report.compare(&gears, &spawned);
     report.note(
-        "`tokio spawn per call` isolates the cost of a callee that holds no task while idle \
-         (a Gears activation spawns one per burst of messages)",
+        "a call that finds its Gears actor idle runs the turn in the caller's task, so no task \
+         is woken; `tokio spawn per call` shows what a task per call would cost instead",
     );
     report.target(Target::at_most(
         "latency p50 / bare ractor call p50",
