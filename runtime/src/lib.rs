@@ -46,11 +46,14 @@
 //! - The directory (`directory.rs`): at most one live activation per (type, key); an idle
 //!   activation holds no task; passivation by idle timeout and a live cap (sampled LRU).
 //! - Turns (`activation.rs`): one message at a time per key, panics contained, timeouts,
-//!   rollback of a handler that returns `Err`.
+//!   rollback of a handler that returns `Err`; a call to an idle actor runs its turn in the
+//!   caller's task until the turn waits.
 //! - Group commit and the output gate (`commit.rs`): one fjall batch and one journal sync
-//!   for every write that arrived meanwhile; replies wait until their state is durable.
+//!   for every write that arrived meanwhile, then a settler thread releases the batch's
+//!   replies in order; replies wait until their state is durable.
 //! - Storage (`store.rs`, the only module naming fjall) and byte formats (`codec.rs`):
-//!   shard-prefixed keys, versioned records.
+//!   shard-prefixed keys, versioned records; store reads for turns on the loader threads
+//!   (`loader.rs`).
 //! - [`Context`] (`context.rs`): the key, calls to other actors, cycle detection, sends,
 //!   timers, events, subscriptions, deletion.
 //! - The outbox (`outbox.rs`): exactly-once sends and subscription events, removed in the
