@@ -75,34 +75,51 @@ const MAX_RECORD: usize = 1 << 30;
 
 /// Runs the turns of an idle activation that was just given a message, in a task of its own.
 pub(crate) fn start<A: Handlers>(shared: &Arc<Shared>, idle: Idle<A>) {
-    shared.tokio.spawn(run(shared.clone(), idle));
+    shared.tokio.spawn(run(shared.clone(), idle, false));
 }
 
-/// Runs the turns of an idle activation that was just given a message, starting here, in
-/// the caller's task: as far as they get without waiting (most turns: a handler that awaits
-/// nothing, a commit handed to the committer), then in a task of its own. A call to an idle
-/// actor thus costs no task switch, and its reply is ready when the caller first looks.
+/// Turns run in their caller's task nested at most this deep on one thread (a handler
+/// calling an idle actor whose handler calls another…): deeper ones get a task of their
+/// own, which bounds the stack a chain of calls takes.
+const MAX_DEPTH_HERE: usize = 4;
+
+thread_local! {
+    /// Turns running in their caller's task on this thread, nested.
+    static DEPTH_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs the turn of the caller's own message to an idle actor here, in the caller's task, as
+/// far as it gets without waiting (most turns: a handler that awaits nothing, a commit handed
+/// to the committer); what is left, and the messages of other callers queued meanwhile, go
+/// on in a task of its own. A call to an idle actor thus costs no task switch, and its reply
+/// is ready when the caller first looks.
 ///
-/// Nothing is lost if the caller is cancelled: the turns run within this one synchronous
-/// poll, and what is left moves to a task before it returns. A panic escaping the turns ends
-/// them as it would end their task, without reaching the caller.
+/// Nothing is lost if the caller is cancelled: the turn runs within this one synchronous
+/// poll, and what is left moves to a task before it returns. A panic escaping the turn ends
+/// it as it would end its task, without reaching the caller.
 pub(crate) fn start_here<A: Handlers>(shared: &Arc<Shared>, idle: Idle<A>) {
-    // Spawns, timers and blocking calls made by the turns belong to the runtime's Tokio
+    let depth = DEPTH_HERE.get();
+    if depth >= MAX_DEPTH_HERE {
+        return start(shared, idle);
+    }
+    // Spawns, timers and blocking calls made by the turn belong to the runtime's Tokio
     // runtime, whichever one the caller runs on.
     let _runtime = shared.tokio.enter();
-    let mut turns = Box::pin(AssertUnwindSafe(run(shared.clone(), idle)).catch_unwind());
+    let mut turns = Box::pin(AssertUnwindSafe(run(shared.clone(), idle, true)).catch_unwind());
     let waker = futures::task::noop_waker_ref();
-    if turns
+    DEPTH_HERE.set(depth + 1);
+    let polled = turns
         .as_mut()
-        .poll(&mut std::task::Context::from_waker(waker))
-        .is_pending()
-    {
+        .poll(&mut std::task::Context::from_waker(waker));
+    DEPTH_HERE.set(depth);
+    if polled.is_pending() {
         shared.tokio.spawn(turns);
     }
 }
 
 /// Runs the first message, drains the slot's queue, then puts the activation back and ends.
-async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>) {
+/// `in_caller`: started in the first message's caller's task, which runs no other message.
+async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: bool) {
     let Idle { slot, first } = idle;
     let mut activation = std::mem::replace(&mut slot.inner.lock().activation, Activation::empty());
     let mut next = Some(first);
@@ -110,19 +127,28 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>) {
         let envelope = match next.take() {
             Some(envelope) => envelope,
             None => {
-                let mut inner = slot.inner.lock();
-                match inner.queue.pop_front() {
-                    Some(envelope) => envelope,
-                    None => {
-                        inner.activation = activation;
-                        inner.running = false;
-                        // An idle activation keeps no queue buffer (it is most of its memory).
-                        if inner.queue.capacity() > 0 {
-                            inner.queue = std::collections::VecDeque::new();
+                let queued = {
+                    let mut inner = slot.inner.lock();
+                    match inner.queue.pop_front() {
+                        Some(envelope) => envelope,
+                        None => {
+                            inner.activation = activation;
+                            inner.running = false;
+                            // An idle activation keeps no queue buffer (it is most of its
+                            // memory).
+                            if inner.queue.capacity() > 0 {
+                                inner.queue = std::collections::VecDeque::new();
+                            }
+                            return;
                         }
-                        return;
                     }
+                };
+                if std::mem::take(&mut in_caller) {
+                    // Other callers' messages: on to a task of its own (this is a wait, so
+                    // `start_here` spawns the rest).
+                    tokio::task::yield_now().await;
                 }
+                queued
             }
         };
         // Handler panics are caught inside; this catches the rest (a user `Serialize`,

@@ -146,7 +146,7 @@ impl Ticket {
                 std::mem::take(&mut inner.waiting)
             };
             for reply in waiting {
-                reply(Err(Failure::Storage(error.clone())));
+                run_callback(reply, Err(Failure::Storage(error.clone())));
             }
             return;
         }
@@ -162,9 +162,18 @@ impl Ticket {
                 std::mem::take(&mut inner.waiting)
             };
             for reply in waiting {
-                reply(outcome.clone().map_err(Failure::Storage));
+                run_callback(reply, outcome.clone().map_err(Failure::Storage));
             }
         }
+    }
+}
+
+/// Runs one waiting callback. A callback can run user code (the `Drop` of a handler's value
+/// nobody waits for any more): if it panics, the others still run and the write is still
+/// marked, or its actor would wait for it forever.
+fn run_callback(reply: GatedReply, outcome: Result<(), Failure>) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| reply(outcome))).is_err() {
+        tracing::error!("a callback of a settled write panicked");
     }
 }
 
@@ -271,12 +280,7 @@ const SETTLE_QUEUE: usize = 64;
 fn run_settler(settlements: std::sync::mpsc::Receiver<Settlement>) {
     for settlement in settlements {
         for (ticket, outcome) in settlement {
-            // A reply's callback can run user code (a `Drop` of a handler's value): a panic
-            // there must not stop the settling of everything after it.
-            let settled = std::panic::catch_unwind(AssertUnwindSafe(|| ticket.settle(outcome)));
-            if settled.is_err() {
-                tracing::error!("a reply callback panicked while a write was settled");
-            }
+            ticket.settle(outcome);
         }
     }
 }

@@ -91,10 +91,7 @@ impl<A: Handlers> Caller<A> {
                 self.shared.turn_finished();
                 return Err(failure);
             }
-            Ok(Some(idle)) if chain_depth(&self.chain) < MAX_DEPTH_HERE => {
-                crate::activation::start_here(&self.shared, idle);
-            }
-            Ok(Some(idle)) => crate::activation::start(&self.shared, idle),
+            Ok(Some(idle)) => crate::activation::start_here(&self.shared, idle),
             Ok(None) => {}
         }
         // The reply is often ready already (the turn ran here): then no timer is armed.
@@ -122,16 +119,6 @@ impl<A: Handlers> Caller<A> {
             handler,
         }))
     }
-}
-
-/// Calls nested deeper than this (a handler calling an actor whose handler calls another…)
-/// start an idle callee's turns in a task of their own rather than in the caller's, which
-/// bounds the stack a chain of calls takes.
-const MAX_DEPTH_HERE: usize = 4;
-
-/// The number of actors waiting on a call.
-fn chain_depth(chain: &Chain) -> usize {
-    std::iter::successors(chain.as_deref(), |l| l.parent.as_deref()).count()
 }
 
 impl<A: Handlers> std::fmt::Debug for Caller<A> {

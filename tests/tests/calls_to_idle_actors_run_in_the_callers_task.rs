@@ -1,12 +1,113 @@
 //! A call to an idle actor starts its turn in the caller's task (no task switch): the turn
 //! still finishes when the caller gives up, it belongs to the runtime's Tokio runtime whatever
-//! executor the caller runs on, and deep call chains still complete.
+//! executor the caller runs on, other callers' turns never run in it, deep call chains still
+//! complete, and a handler's value that panics when dropped after its caller left wedges
+//! nothing.
 
 use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gears_tests::{Counter, Relay, eventually, open};
+use gears::prelude::*;
+use gears_tests::{Counter, Relay, builder, eventually, open};
+
+/// Spins until `flag` is set (at most 10 s); returns whether it was.
+fn spin_until(flag: &AtomicBool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    flag.load(Ordering::SeqCst)
+}
+
+static HOLDING: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static FIRST_RETURNED: AtomicBool = AtomicBool::new(false);
+
+/// Handlers that never await: their turns finish in the poll that starts them.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "busy")]
+struct Busy;
+
+#[handlers]
+impl Busy {
+    /// Holds the actor until `RELEASE`.
+    async fn hold(&self) -> bool {
+        HOLDING.store(true, Ordering::SeqCst);
+        spin_until(&RELEASE)
+    }
+
+    /// Nothing: activates the actor.
+    async fn touch(&self) {}
+
+    /// Whether the caller of `hold` had its reply before this turn ended.
+    async fn check(&self) -> bool {
+        spin_until(&FIRST_RETURNED)
+    }
+}
+
+/// A handler value that panics when dropped while `ARMED`.
+#[derive(Serialize)]
+struct Bomb;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if ARMED.swap(false, Ordering::SeqCst) {
+            panic!("a handler's value panicked when dropped");
+        }
+    }
+}
+
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "bomber")]
+struct Bomber {
+    writes: u64,
+}
+
+#[handlers]
+impl Bomber {
+    /// A write whose value is a [`Bomb`].
+    async fn write(&mut self) -> Bomb {
+        self.writes += 1;
+        Bomb
+    }
+
+    /// The writes so far.
+    async fn writes(&self) -> u64 {
+        self.writes
+    }
+}
+
+static DIVERS: OnceLock<Runtime> = OnceLock::new();
+
+/// Calls the next actor through a `Runtime` handle (not its `Context`): such calls carry no
+/// call chain.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "diver")]
+struct Diver;
+
+#[handlers]
+impl Diver {
+    /// Calls `d{depth - 1}`'s `dive`; returns how deep the calls went.
+    async fn dive(&self, depth: u32) -> u32 {
+        if depth == 0 {
+            return 0;
+        }
+        let rt = DIVERS.get().expect("the runtime is set");
+        match rt
+            .get::<Diver>(format!("d{}", depth - 1))
+            .dive(depth - 1)
+            .await
+        {
+            Ok(reached) => reached + 1,
+            Err(_) => 0,
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_dropped_after_its_first_poll_still_commits() {
@@ -82,5 +183,77 @@ async fn a_chain_of_calls_deeper_than_runs_in_one_task_completes() {
     );
     // Again, now that every actor is active and holds one hop.
     assert_eq!(rt.get::<Relay>("r0").forward(route).await.unwrap(), 2);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_callers_turns_never_run_in_the_first_callers_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path()).register::<Busy>().open().await.unwrap();
+    let busy = rt.get::<Busy>("b");
+    // Loaded, so the next call's turn runs in its caller's task.
+    busy.touch().await.unwrap();
+    let first = tokio::spawn({
+        let busy = busy.clone();
+        async move {
+            let held = busy.hold().await;
+            FIRST_RETURNED.store(true, Ordering::SeqCst);
+            held
+        }
+    });
+    assert!(spin_until(&HOLDING));
+    // Queued behind `hold` while it runs in the first caller's task.
+    let second = tokio::spawn({
+        let busy = busy.clone();
+        async move { busy.check().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    RELEASE.store(true, Ordering::SeqCst);
+    assert!(first.await.unwrap().unwrap());
+    assert!(
+        second.await.unwrap().unwrap(),
+        "the second caller's turn ran before the first caller had its reply"
+    );
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_panics_when_dropped_after_its_caller_left_wedges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .register::<Bomber>()
+        .call_timeout(Duration::from_secs(5))
+        .open()
+        .await
+        .unwrap();
+    let bomber = rt.get::<Bomber>("k");
+    assert_eq!(bomber.writes().await.unwrap(), 0);
+    ARMED.store(true, Ordering::SeqCst);
+    // The caller leaves before the write is durable: the value is dropped when it is.
+    let mut call = Box::pin(bomber.write());
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    drop(call);
+    // The write settles all the same: the actor answers, and passivates when idle.
+    assert_eq!(bomber.writes().await.unwrap(), 1);
+    assert!(!ARMED.load(Ordering::SeqCst), "the value was dropped");
+    assert_eq!(bomber.write().await.map(|_| ()).ok(), Some(()));
+    assert_eq!(bomber.writes().await.unwrap(), 2);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_nested_through_runtime_handles_do_not_overflow_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .register::<Diver>()
+        .open()
+        .await
+        .unwrap();
+    DIVERS.set(rt.clone()).ok().unwrap();
+    // 600 nested calls, none through a `Context`, so no call chain bounds them: the first
+    // dive loads every actor, the second finds them all in memory.
+    assert_eq!(rt.get::<Diver>("d600").dive(600).await.unwrap(), 600);
+    assert_eq!(rt.get::<Diver>("d600").dive(600).await.unwrap(), 600);
     rt.shutdown().await.unwrap();
 }
