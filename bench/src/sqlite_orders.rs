@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::BenchResult;
 use crate::durability::Mode;
@@ -71,16 +71,10 @@ pub(crate) fn create(
 /// order, commit. Returns false (and rolls back) if a line is out of stock.
 pub(crate) fn place(conn: &mut Connection, id: &str, lines: &[(String, u32)]) -> BenchResult<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (sku, qty) in lines {
-        let changed = tx
-            .prepare_cached(
-                "UPDATE items SET available = available - ?1, reserved = reserved + ?1 \
-                 WHERE sku = ?2 AND available >= ?1",
-            )?
-            .execute(params![qty, sku])?;
-        if changed != 1 {
-            return Ok(false);
-        }
+    let update = "UPDATE items SET available = available - ?1, reserved = reserved + ?1 \
+                  WHERE sku = ?2 AND available >= ?1";
+    if !take_stock(&tx, update, lines)? {
+        return Ok(false);
     }
     let encoded: Vec<String> = lines
         .iter()
@@ -102,17 +96,11 @@ pub(crate) fn place_and_ship(
     lines: &[(String, u32)],
 ) -> BenchResult<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (sku, qty) in lines {
-        let changed = tx
-            .prepare_cached(
-                "UPDATE items SET available = available - ?1, shipped = shipped + ?1 \
-                 WHERE sku = ?2 AND available >= ?1",
-            )?
-            .execute(params![qty, sku])?;
-        if changed != 1 {
-            tx.rollback()?;
-            return Ok(false);
-        }
+    let update = "UPDATE items SET available = available - ?1, shipped = shipped + ?1 \
+                  WHERE sku = ?2 AND available >= ?1";
+    if !take_stock(&tx, update, lines)? {
+        // Dropping the transaction rolls it back.
+        return Ok(false);
     }
     tx.prepare_cached("INSERT INTO orders (id, customer, status) VALUES (?1, ?2, 'shipping')")?
         .execute(params![id, customer])?;
@@ -126,5 +114,17 @@ pub(crate) fn place_and_ship(
     tx.prepare_cached("INSERT INTO notices (customer, order_id, kind) VALUES (?1, ?2, 'shipped')")?
         .execute(params![customer, id])?;
     tx.commit()?;
+    Ok(true)
+}
+
+/// Runs `update` (a conditional stock decrement taking `?1` = quantity, `?2` = SKU) for every
+/// line; false as soon as a line finds too little stock.
+fn take_stock(tx: &Transaction<'_>, update: &str, lines: &[(String, u32)]) -> BenchResult<bool> {
+    let mut update = tx.prepare_cached(update)?;
+    for (sku, qty) in lines {
+        if update.execute(params![qty, sku])? != 1 {
+            return Ok(false);
+        }
+    }
     Ok(true)
 }
