@@ -1,9 +1,9 @@
 //! Turns: what drains one activation's queue, one message at a time.
 //!
-//! Turns run only while the queue has messages: a call that finds its actor idle runs them
-//! in its own task until they wait for something, then they continue in a task of their own
-//! ([`start_here`]); durable deliveries start that task at once ([`start`]). For each
-//! message it runs the handler
+//! Turns run only while the queue has messages: a call that finds its actor idle runs its
+//! own turn in its own task until the turn waits for something, and the rest continues in a
+//! task of its own ([`start_here`]); durable deliveries start that task at once ([`start`]).
+//! For each message it runs the handler
 //! on the state (panics caught, bounded by the call timeout), applies what the turn asked of
 //! its [`Context`] (sends, timers, events, subscriptions, deletion) and, for a durable
 //! message, its removal from the outbox or timers; hands all of it to the commit pipeline as

@@ -96,7 +96,7 @@ impl<A: Handlers> Caller<A> {
         }
         // The reply is often ready already (the turn ran here): then no timer is armed.
         let mut rx = rx;
-        // (The timeout counts from here: what ran here already was the turns' CPU time, not
+        // (The timeout counts from here: what ran here already was the turn's CPU time, not
         // a wait.)
         let replied = match futures::poll!(&mut rx) {
             std::task::Poll::Ready(replied) => replied,
