@@ -292,14 +292,14 @@ fn run_committer(
     fault: Option<FaultHook>,
 ) {
     let (settle_tx, settle_rx) = std::sync::mpsc::sync_channel::<Settlement>(SETTLE_QUEUE);
-    let settler = match std::thread::Builder::new()
+    let (settle_tx, settler) = match std::thread::Builder::new()
         .name("gears-settler".into())
         .spawn(move || run_settler(settle_rx))
     {
-        Ok(settler) => Some(settler),
+        Ok(settler) => (Some(settle_tx), Some(settler)),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the settler thread; settling on the committer");
-            None
+            (None, None)
         }
     };
     let settle = |settlement: Settlement| {
@@ -307,13 +307,12 @@ fn run_committer(
             return;
         }
         // Without a settler (it could not start, or it is gone), settle here, in order.
-        if let Err(std::sync::mpsc::SendError(settlement)) = match settler {
-            Some(_) => settle_tx.send(settlement),
-            None => Err(std::sync::mpsc::SendError(settlement)),
-        } {
-            for (ticket, outcome) in settlement {
-                ticket.settle(outcome);
-            }
+        let unsent = match &settle_tx {
+            Some(tx) => tx.send(settlement).err().map(|e| e.0),
+            None => Some(settlement),
+        };
+        for (ticket, outcome) in unsent.into_iter().flatten() {
+            ticket.settle(outcome);
         }
     };
     let mut batch = Vec::with_capacity(256);
@@ -352,11 +351,8 @@ fn run_committer(
             metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
             for r in &batch {
                 if !r.ticket.doomed() {
-                    r.ticket.doomed.store(true, Ordering::Release);
-                    settlement.push((
-                        r.ticket.clone(),
-                        Err(StorageError::new("the commit of this write panicked")),
-                    ));
+                    let panicked = StorageError::new("the commit of this write panicked");
+                    hand_over(&mut settlement, &r.ticket, Err(panicked));
                 }
             }
         }
@@ -396,13 +392,10 @@ fn commit_batch(
     batch.retain(|r| {
         let doomed = r.after.as_ref().is_some_and(|t| t.doomed());
         if doomed {
-            r.ticket.doomed.store(true, Ordering::Release);
-            settlement.push((
-                r.ticket.clone(),
-                Err(StorageError::new(
-                    "an earlier write of this actor failed; its later writes were discarded",
-                )),
-            ));
+            let discarded = StorageError::new(
+                "an earlier write of this actor failed; its later writes were discarded",
+            );
+            hand_over(settlement, &r.ticket, Err(discarded));
         }
         !doomed
     });
@@ -476,11 +469,17 @@ fn commit_batch(
     }
     drop(last);
     for r in batch.iter() {
-        if outcome.is_err() {
-            r.ticket.doomed.store(true, Ordering::Release);
-        }
-        settlement.push((r.ticket.clone(), outcome.clone()));
+        hand_over(settlement, &r.ticket, outcome.clone());
     }
+}
+
+/// Adds `ticket`'s outcome to the settlement; a failure dooms the ticket at once, so a write
+/// that depends on it fails even before the settler has settled it.
+fn hand_over(settlement: &mut Settlement, ticket: &Arc<Ticket>, outcome: Result<(), StorageError>) {
+    if outcome.is_err() {
+        ticket.doomed.store(true, Ordering::Release);
+    }
+    settlement.push((ticket.clone(), outcome));
 }
 
 fn inject(fault: Option<&FaultHook>, stage: CommitStage) -> Result<(), StorageError> {

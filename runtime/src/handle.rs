@@ -79,7 +79,7 @@ impl<A: Handlers> Caller<A> {
             return Err(Failure::Cycle(cycle));
         }
         self.shared.admit(self.chain.is_some())?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let envelope = Envelope {
             body,
             chain: self.chain.clone(),
@@ -95,7 +95,6 @@ impl<A: Handlers> Caller<A> {
             Ok(None) => {}
         }
         // The reply is often ready already (the turn ran here): then no timer is armed.
-        let mut rx = rx;
         // (The timeout counts from here: what ran here already was the turn's CPU time, not
         // a wait.)
         let replied = match futures::poll!(&mut rx) {
