@@ -45,11 +45,13 @@ async fn committed_events_arrive_in_order_and_lag_is_reported() {
     let second: serde_json::Value = serde_json::from_str(&second.data).unwrap();
     assert_eq!(second, serde_json::json!({"amount": -2, "balance": 3}));
 
-    // 100 events in one turn with a buffer of 4: the reader is told what it missed.
-    s.post("/account/w/burst", r#"{"n":100}"#).await;
+    // 10,000 events in one turn with a buffer of 4: the reader is told what it missed. (The
+    // events are published on another thread than the reader's, so a burst must be long
+    // enough that a reader running alongside cannot keep up.)
+    s.post("/account/w/burst", r#"{"n":10000}"#).await;
     let mut delivered = 0;
     let mut skipped = 0;
-    while delivered + skipped < 100 {
+    while delivered + skipped < 10_000 {
         let e = events.next(WAIT).await.unwrap();
         match e.event.as_str() {
             "event" => delivered += 1,
@@ -60,8 +62,8 @@ async fn committed_events_arrive_in_order_and_lag_is_reported() {
             other => panic!("unexpected event {other}"),
         }
     }
-    assert_eq!(delivered + skipped, 100);
-    assert!(skipped > 0, "a buffer of 4 cannot hold 100 events");
+    assert_eq!(delivered + skipped, 10_000);
+    assert!(skipped > 0, "a buffer of 4 cannot hold 10,000 events");
 
     // Another watcher of another key sees only its own.
     let other = s
