@@ -21,8 +21,8 @@ use std::time::SystemTime;
 
 use crate::actor::Handlers;
 use crate::codec::{
-    ActorMeta, ActorRef, OutboxRecord, Payload, StoredReply, Subscriber, TimerEntry, TimerRecord,
-    encode_envelope, outbox_key, timer_key,
+    ActorMeta, ActorRef, KeptResult, OutboxRecord, Payload, Subscriber, TimerEntry, TimerRecord,
+    decode_envelope, encode_envelope, expiry_key, kept_key, kept_prefix, outbox_key, timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
@@ -42,6 +42,25 @@ pub(crate) struct Loaded<A> {
     record: Option<Arc<[u8]>>,
     /// This turn deleted the actor: its record is removed unless something is left.
     deleted: bool,
+    /// Results of idempotent requests this activation kept whose writes may not have reached
+    /// the store yet (a lookup reads the store, which would miss them). Each leaves once its
+    /// write settled.
+    kept: Vec<PendingKept>,
+}
+
+/// A result of an idempotent request on its way to the `replies` keyspace.
+struct PendingKept {
+    idempotency: String,
+    result: KeptResult,
+    expires_ms: u64,
+    /// The write that stores it.
+    ticket: Arc<Ticket>,
+}
+
+/// A result an idempotent request keeps, decided by its turn.
+struct NewKept {
+    idempotency: String,
+    result: KeptResult,
 }
 
 /// What an activation keeps between turns. The pending write outlives the state: after an
@@ -66,9 +85,6 @@ impl<A> Activation<A> {
         self.last_write.as_ref().is_none_or(|t| t.settled())
     }
 }
-
-/// Idempotency keys of outside sends remembered per actor.
-pub(crate) const DEDUP_WINDOW: usize = 128;
 
 /// Most bytes of one state record (fjall takes values below 4 GiB; far less is sane).
 const MAX_RECORD: usize = 1 << 30;
@@ -221,9 +237,31 @@ async fn turn<A: Handlers>(
     let Some(l) = activation.loaded.as_mut() else {
         return;
     };
+    // An idempotent request (a keyed call, or a keyed send delivered): the result an earlier
+    // one with the same key kept, if it has not expired.
+    let idempotency = match (&body, delivery.as_deref()) {
+        (Body::Keyed(call), _) => Some(call.key.as_str()),
+        (
+            Body::Call(_),
+            Some(Delivery::Outbox {
+                idempotency: Some(key),
+                ..
+            }),
+        ) => Some(key.as_str()),
+        _ => None,
+    };
+    let kept = match idempotency {
+        None => None,
+        Some(key) => match Box::pin(kept_result(shared, slot, l, key)).await {
+            Ok(kept) => kept,
+            Err(failure) => return send(reply, Err(failure)),
+        },
+    };
 
     let (message, keyed) = match body {
-        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_deref()) => (message, None),
+        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_deref(), kept.is_some()) => {
+            (message, None)
+        }
         // A duplicate (idempotency key seen) or stale (cancelled, rescheduled) delivery:
         // completed without running anything.
         Body::Call(_) => {
@@ -243,11 +281,11 @@ async fn turn<A: Handlers>(
                 request,
                 encode,
             } = *call;
-            if let Some(stored) = l.meta.reply(&key) {
-                let outcome = if stored.request == request {
+            if let Some(kept) = kept {
+                let outcome = if kept.request == request {
                     KeyedOutcome::Replayed {
-                        ok: stored.ok,
-                        body: stored.body.clone(),
+                        ok: kept.ok,
+                        body: kept.body,
                     }
                 } else {
                     KeyedOutcome::Conflict
@@ -351,21 +389,23 @@ async fn turn<A: Handlers>(
     let Some(l) = activation.loaded.as_mut() else {
         return send_gated(activation, reply, refused.map_or(Ok(output.value), Err));
     };
-    // An idempotent call stores its result (a handler error too: it is the answer a retry
-    // gets) with the turn; a refused turn stores nothing.
+    // An idempotent call keeps its result (a handler error too: it is the answer a retry
+    // gets) with the turn; a refused turn keeps nothing.
     let mut value = output.value;
+    let mut new_kept = None;
     if let Some((key, request, encode)) = keyed
         && refused.is_none()
     {
         match encode(handler, &*value) {
             Ok((ok, body)) => {
-                l.meta.store_reply(StoredReply {
-                    key,
-                    request,
-                    ok,
-                    body: body.clone(),
+                new_kept = Some(NewKept {
+                    idempotency: key,
+                    result: KeptResult {
+                        request,
+                        ok,
+                        body: body.clone(),
+                    },
                 });
-                dirty = true;
                 value = Box::new(KeyedOutcome::Fresh { ok, body });
             }
             Err(e) => {
@@ -387,6 +427,17 @@ async fn turn<A: Handlers>(
         }
     }
     if let Some(d) = delivery {
+        if let Delivery::Outbox {
+            idempotency: Some(key),
+            ..
+        } = &*d
+        {
+            // A keyed send: its key is kept, so a repeat is not processed again.
+            new_kept = Some(NewKept {
+                idempotency: key.clone(),
+                result: KeptResult::send(),
+            });
+        }
         dirty |= complete_delivery(
             shared,
             slot,
@@ -398,7 +449,16 @@ async fn turn<A: Handlers>(
         );
     }
     let outbox = released.outbox.len();
-    let committed = finish_turn(shared, slot, l, &mut activation.last_write, writes, dirty).await;
+    let committed = finish_kept_turn(
+        shared,
+        slot,
+        l,
+        &mut activation.last_write,
+        writes,
+        dirty,
+        new_kept,
+    )
+    .await;
     let result = match (committed, refused) {
         // Nothing was submitted: nothing may be released either.
         (Err(failure), _) => {
@@ -467,14 +527,14 @@ impl<E> Default for Released<E> {
     }
 }
 
-/// A delivery already processed (its idempotency key is in the window) or a timer firing
-/// that no longer exists (cancelled or rescheduled after it was picked up).
-fn is_duplicate(meta: &ActorMeta, delivery: Option<&Delivery>) -> bool {
+/// A delivery already processed (its idempotency key was `kept`) or a timer firing that no
+/// longer exists (cancelled or rescheduled after it was picked up).
+fn is_duplicate(meta: &ActorMeta, delivery: Option<&Delivery>, kept: bool) -> bool {
     match delivery {
         Some(Delivery::Outbox {
-            idempotency: Some(k),
+            idempotency: Some(_),
             ..
-        }) => meta.dedup.contains(k),
+        }) => kept,
         Some(Delivery::Timer { name, due_ms, .. }) => !meta
             .timers
             .iter()
@@ -670,8 +730,8 @@ fn timer_write<A: Handlers>(
     }
 }
 
-/// Removes a processed delivery in the turn's batch (what makes it exactly-once), and for a
-/// periodic timer writes its next firing. Returns whether the record changed.
+/// Removes a delivery in the turn's batch (what makes it exactly-once), and for a periodic
+/// timer writes its next firing. Returns whether the record changed.
 fn complete_delivery<A: Handlers>(
     shared: &Shared,
     slot: &Slot<A>,
@@ -682,24 +742,13 @@ fn complete_delivery<A: Handlers>(
     timer_due: &mut Option<u64>,
 ) -> bool {
     match delivery {
-        Delivery::Outbox {
-            key, idempotency, ..
-        } => {
+        Delivery::Outbox { key, .. } => {
             writes.push(KeyWrite {
                 space: Space::Outbox,
                 key,
                 value: None,
             });
-            match idempotency {
-                Some(k) if processed && !l.meta.dedup.contains(&k) => {
-                    l.meta.dedup.push_back(k);
-                    while l.meta.dedup.len() > DEDUP_WINDOW {
-                        l.meta.dedup.pop_front();
-                    }
-                    true
-                }
-                _ => false,
-            }
+            false
         }
         Delivery::Timer {
             key,
@@ -752,6 +801,118 @@ fn complete_delivery<A: Handlers>(
             true
         }
     }
+}
+
+/// The result an earlier idempotent request with the key `idempotency` kept on this actor,
+/// unless it expired: from this activation's writes still on their way to the store, from
+/// the record of an older version, or from the store (off the async workers).
+async fn kept_result<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    l: &mut Loaded<A>,
+    idempotency: &str,
+) -> Result<Option<KeptResult>, Failure> {
+    let now = epoch_ms(SystemTime::now());
+    // A settled write is in the store (or failed, and then so did this actor's later ones).
+    l.kept.retain(|p| !p.ticket.settled());
+    if let Some(p) = l
+        .kept
+        .iter()
+        .rev()
+        .find(|p| p.idempotency == idempotency && p.expires_ms > now)
+    {
+        return Ok(Some(p.result.clone()));
+    }
+    if let Some(legacy) = l.meta.legacy_result(idempotency) {
+        return Ok(Some(legacy));
+    }
+    let prefix = kept_prefix(&slot.store_key, idempotency);
+    let found = shared
+        .with_store("idempotency lookup", move |store| {
+            store.kept_result(&prefix, now)
+        })
+        .await?;
+    let Some((_, value)) = found else {
+        return Ok(None);
+    };
+    decode_envelope::<KeptResult>(&value)
+        .map(Some)
+        .map_err(|reason| {
+            Failure::Decode(DecodeError {
+                actor: A::NAME,
+                key: slot.key.to_string(),
+                reason: format!("the kept result of idempotency key {idempotency:?}: {reason}"),
+            })
+        })
+}
+
+/// The writes that keep `result` under `idempotency` until `expires_ms`: the result, and its
+/// entry in the expiry index.
+fn kept_writes<A: Handlers>(
+    slot: &Slot<A>,
+    idempotency: &str,
+    result: &KeptResult,
+    expires_ms: u64,
+) -> Result<[KeyWrite; 2], Failure> {
+    let value = encode_envelope(result).map_err(|e| Failure::Storage(StorageError::new(e)))?;
+    let key = kept_key(&slot.store_key, idempotency, expires_ms);
+    Ok([
+        KeyWrite {
+            space: Space::Expiry,
+            key: expiry_key(&key, expires_ms).into(),
+            value: Some(Arc::from([].as_slice())),
+        },
+        KeyWrite {
+            space: Space::Kept,
+            key: key.into(),
+            value: Some(value.into()),
+        },
+    ])
+}
+
+/// [`finish_turn`] for a turn that keeps the result of an idempotent request (`new`), which
+/// is written in the same batch and answered from this activation until it is in the store.
+/// Results an older version kept in the record move to their own keys with its next write.
+async fn finish_kept_turn<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    l: &mut Loaded<A>,
+    last_write: &mut Option<Arc<Ticket>>,
+    mut writes: Vec<KeyWrite>,
+    dirty: bool,
+    new: Option<NewKept>,
+) -> Result<(), Failure> {
+    let mut kept: Vec<NewKept> = new.into_iter().collect();
+    if dirty {
+        kept.extend(
+            l.meta
+                .take_legacy_results()
+                .map(|(idempotency, result)| NewKept {
+                    idempotency,
+                    result,
+                }),
+        );
+    }
+    if kept.is_empty() {
+        return finish_turn(shared, slot, l, last_write, writes, dirty).await;
+    }
+    let retention =
+        u64::try_from(shared.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
+    let expires_ms = epoch_ms(SystemTime::now()).saturating_add(retention);
+    for k in &kept {
+        writes.extend(kept_writes(slot, &k.idempotency, &k.result, expires_ms)?);
+    }
+    finish_turn(shared, slot, l, last_write, writes, dirty).await?;
+    if let Some(ticket) = last_write {
+        l.kept.retain(|p| !p.ticket.settled());
+        l.kept.extend(kept.into_iter().map(|k| PendingKept {
+            idempotency: k.idempotency,
+            result: k.result,
+            expires_ms,
+            ticket: ticket.clone(),
+        }));
+    }
+    Ok(())
 }
 
 /// Writes the record if it changed, plus `writes`, as one commit request. Nothing to write
@@ -900,6 +1061,7 @@ async fn load<A: Handlers>(
             meta: ActorMeta::default(),
             record: None,
             deleted: false,
+            kept: Vec::new(),
         });
     };
     match crate::codec::decode_record::<A>(&bytes) {
@@ -908,6 +1070,7 @@ async fn load<A: Handlers>(
             meta,
             record: Some(bytes.into()),
             deleted: false,
+            kept: Vec::new(),
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {
             actor: A::NAME,

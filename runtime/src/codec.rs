@@ -125,34 +125,41 @@ impl ActorMeta {
             && self.replies.is_empty()
     }
 
-    /// The stored result of the idempotent call `key`, if still in the window.
-    pub(crate) fn reply(&self, key: &str) -> Option<&StoredReply> {
-        self.replies.iter().find(|r| r.key == key)
+    /// The result kept for `idempotency` in a record written by an older version (idempotent
+    /// call results and keyed sends used to be kept in the record, a window of the latest).
+    pub(crate) fn legacy_result(&self, idempotency: &str) -> Option<KeptResult> {
+        if let Some(r) = self.replies.iter().find(|r| r.key == idempotency) {
+            return Some(KeptResult {
+                request: r.request,
+                ok: r.ok,
+                body: r.body.clone(),
+            });
+        }
+        self.dedup
+            .iter()
+            .any(|k| k == idempotency)
+            .then(KeptResult::send)
     }
 
-    /// Stores the result of an idempotent call, dropping the oldest beyond the window's
-    /// count or size.
-    pub(crate) fn store_reply(&mut self, reply: StoredReply) {
-        self.replies.retain(|r| r.key != reply.key);
-        self.replies.push_back(reply);
-        let mut bytes: usize = self.replies.iter().map(StoredReply::size).sum();
-        while self.replies.len() > REPLY_WINDOW
-            || (bytes > REPLY_WINDOW_BYTES && self.replies.len() > 1)
-        {
-            if let Some(old) = self.replies.pop_front() {
-                bytes -= old.size();
-            }
-        }
+    /// Takes the results an older version kept in the record, to keep them under their own
+    /// keys from now on.
+    pub(crate) fn take_legacy_results(&mut self) -> impl Iterator<Item = (String, KeptResult)> {
+        let replies = std::mem::take(&mut self.replies).into_iter().map(|r| {
+            let result = KeptResult {
+                request: r.request,
+                ok: r.ok,
+                body: r.body,
+            };
+            (r.key, result)
+        });
+        let sends = std::mem::take(&mut self.dedup)
+            .into_iter()
+            .map(|k| (k, KeptResult::send()));
+        replies.chain(sends)
     }
 }
 
-/// Results of idempotent calls remembered per actor: at most this many...
-pub(crate) const REPLY_WINDOW: usize = 32;
-/// ...and about this many bytes (the newest is always kept). They are rewritten with every
-/// write of the actor, so the window stays small.
-pub(crate) const REPLY_WINDOW_BYTES: usize = 64 * 1024;
-
-/// The result of an idempotent call, stored with the turn that produced it.
+/// The result of an idempotent call as format 3 records kept it (read, never written now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredReply {
     /// The caller's idempotency key.
@@ -164,12 +171,6 @@ pub(crate) struct StoredReply {
     pub(crate) ok: bool,
     /// The encoded result (JSON for the HTTP ingress).
     pub(crate) body: Vec<u8>,
-}
-
-impl StoredReply {
-    fn size(&self) -> usize {
-        self.key.len() + self.body.len() + 16
-    }
 }
 
 /// One pending timer in its actor's record (the timer itself is in the `timers` keyspace).
@@ -364,6 +365,93 @@ pub(crate) fn timer_due(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// Longest idempotency key (HTTP `Idempotency-Key`, [`Runtime::send_idempotent`]), in bytes.
+///
+/// [`Runtime::send_idempotent`]: crate::Runtime::send_idempotent
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an idempotency key before it can reach the store.
+pub(crate) fn validate_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        Err(format!(
+            "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, not {}",
+            key.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The outcome of an idempotent request (an HTTP call with an `Idempotency-Key`, or a keyed
+/// send), kept in the `replies` keyspace until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeptResult {
+    /// A hash of the request (handler and arguments), 0 for a send: the same key with
+    /// another request is a conflict, not a replay.
+    pub(crate) request: u64,
+    /// `false`: the handler returned an error.
+    pub(crate) ok: bool,
+    /// The encoded result (JSON for the HTTP ingress; empty for a send).
+    pub(crate) body: Vec<u8>,
+}
+
+impl KeptResult {
+    /// What a keyed send keeps: that it was processed.
+    pub(crate) fn send() -> KeptResult {
+        KeptResult {
+            request: 0,
+            ok: true,
+            body: Vec::new(),
+        }
+    }
+}
+
+/// Separates an actor's state key from what follows it in the `replies` keyspace: a byte
+/// that UTF-8 never contains, so one actor's prefix is never a prefix of another's.
+const AFTER_STATE_KEY: u8 = 0xFF;
+
+/// The start of every kept result of `idempotency` on the actor `state_key`:
+/// `state key · 0xFF · len(idempotency) (u8) · idempotency`. Starts with the actor's shard.
+pub(crate) fn kept_prefix(state_key: &[u8], idempotency: &str) -> Vec<u8> {
+    debug_assert!(idempotency.len() <= MAX_IDEMPOTENCY_KEY_LEN);
+    let mut out = Vec::with_capacity(state_key.len() + 2 + idempotency.len() + 8);
+    out.extend_from_slice(state_key);
+    out.push(AFTER_STATE_KEY);
+    out.push(idempotency.len() as u8);
+    out.extend_from_slice(idempotency.as_bytes());
+    out
+}
+
+/// The key of a kept result: [`kept_prefix`] `· expires (u64 BE ms since the Unix epoch)`.
+/// The expiry is part of the key, so a result kept again after the old one expired has a key
+/// of its own, and removing an expired one can never remove its successor.
+pub(crate) fn kept_key(state_key: &[u8], idempotency: &str, expires_ms: u64) -> Vec<u8> {
+    let mut out = kept_prefix(state_key, idempotency);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out
+}
+
+/// The expiry time at the end of a kept result's key.
+pub(crate) fn kept_expiry(key: &[u8]) -> Option<u64> {
+    let at = key.len().checked_sub(8)?;
+    <[u8; 8]>::try_from(&key[at..]).ok().map(u64::from_be_bytes)
+}
+
+/// The key of a kept result in the expiry index: `shard (u16 BE) · expires (u64 BE) · kept
+/// key`, so each shard's results are one range ordered by expiry.
+pub(crate) fn expiry_key(kept_key: &[u8], expires_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + kept_key.len());
+    out.extend_from_slice(kept_key.get(..2).unwrap_or(&[0, 0]));
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(kept_key);
+    out
+}
+
+/// The kept key an expiry index key points to.
+pub(crate) fn kept_key_of_expiry(expiry_key: &[u8]) -> Option<&[u8]> {
+    expiry_key.get(10..).filter(|k| !k.is_empty())
+}
+
 /// Decodes the postcard-encoded argument of a one-argument handler (for subscriptions).
 pub fn decode_argument<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("cannot decode the event: {e}"))
@@ -485,6 +573,11 @@ mod tests {
             due_ms: 1_700_000_000_000,
             every_ms: None,
         };
+        let kept = KeptResult {
+            request: 0x1234_5678_9abc_def0,
+            ok: true,
+            body: br#"{"status":"Shipping"}"#.to_vec(),
+        };
         let fixtures = [
             (
                 "state_v2_counter_300_with_meta.bin",
@@ -496,6 +589,7 @@ mod tests {
                 "state_v3_counter_300_with_replies.bin",
                 encode_record(1, &with_replies, &300u64).unwrap(),
             ),
+            ("kept_v1_http_result.bin", encode_envelope(&kept).unwrap()),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -521,33 +615,65 @@ mod tests {
             decode_record::<u64>(&golden).unwrap(),
             (1, with_replies, 300)
         );
+        let golden = std::fs::read(dir.join(fixtures[4].0)).unwrap();
+        assert_eq!(decode_envelope::<KeptResult>(&golden).unwrap(), kept);
     }
 
     #[test]
-    fn the_reply_window_is_bounded_by_count_and_bytes() {
-        let mut meta = ActorMeta::default();
-        for i in 0..100 {
-            meta.store_reply(StoredReply {
-                key: format!("k{i}"),
-                request: i,
-                ok: true,
-                body: vec![b'1'; 10],
-            });
-        }
-        assert_eq!(meta.replies.len(), REPLY_WINDOW);
-        assert_eq!(meta.replies.front().unwrap().key, "k68");
-        assert!(meta.reply("k99").is_some() && meta.reply("k0").is_none());
-        meta.store_reply(StoredReply {
-            key: "big".into(),
-            request: 0,
-            ok: true,
-            body: vec![b'1'; REPLY_WINDOW_BYTES * 2],
-        });
-        assert_eq!(meta.replies.len(), 1, "the newest is kept, alone");
+    fn results_kept_in_records_by_older_versions_are_found_and_taken() {
+        let mut meta = ActorMeta {
+            dedup: VecDeque::from(["payment-7".to_string()]),
+            replies: VecDeque::from([StoredReply {
+                key: "order-42".into(),
+                request: 9,
+                ok: false,
+                body: b"{}".to_vec(),
+            }]),
+            ..ActorMeta::default()
+        };
+        let reply = KeptResult {
+            request: 9,
+            ok: false,
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(meta.legacy_result("order-42"), Some(reply.clone()));
+        assert_eq!(meta.legacy_result("payment-7"), Some(KeptResult::send()));
+        assert_eq!(meta.legacy_result("other"), None);
+        let taken: Vec<_> = meta.take_legacy_results().collect();
         assert_eq!(
-            meta.reply("big").unwrap().body.len(),
-            REPLY_WINDOW_BYTES * 2
+            taken,
+            [
+                ("order-42".to_string(), reply),
+                ("payment-7".to_string(), KeptResult::send())
+            ]
         );
+        assert!(meta.is_empty(), "the record keeps them no more");
+    }
+
+    #[test]
+    fn kept_keys_are_ranged_by_actor_and_expiry() {
+        let a = state_key("counter", "a");
+        let ab = state_key("counter", "ab");
+        let k = kept_key(&a, "req-1", 500);
+        assert!(k.starts_with(&kept_prefix(&a, "req-1")));
+        assert_eq!(&k[..2], &a[..2], "starts with the actor's shard");
+        assert_eq!(kept_expiry(&k), Some(500));
+        // Another actor whose key extends this one's is not under its prefix, nor is a key
+        // that extends this idempotency key.
+        assert!(!kept_key(&ab, "req-1", 500).starts_with(&kept_prefix(&a, "req-1")));
+        assert!(!kept_key(&a, "req-10", 500).starts_with(&kept_prefix(&a, "req-1")));
+        let e = expiry_key(&k, 500);
+        assert_eq!(&e[..2], &a[..2]);
+        assert_eq!(kept_key_of_expiry(&e), Some(k.as_slice()));
+        assert!(
+            expiry_key(&kept_key(&a, "x", 499), 499) < expiry_key(&kept_key(&a, "a", 500), 500)
+        );
+        assert_eq!(
+            validate_idempotency_key(""),
+            Err("an idempotency key must be 1 to 255 bytes, not 0".into())
+        );
+        assert!(validate_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN)).is_ok());
+        assert!(validate_idempotency_key(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)).is_err());
     }
 
     #[test]

@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    ActorMeta, OutboxRecord, TimerRecord, decode_argument, decode_envelope, decode_record,
-    decode_state, encode_record, encode_state, outbox_seq, timer_due,
+    ActorMeta, KeptResult, OutboxRecord, TimerRecord, decode_argument, decode_envelope,
+    decode_record, decode_state, encode_record, encode_state, kept_expiry, kept_key_of_expiry,
+    outbox_seq, timer_due,
 };
 
 /// Most the process's peak virtual memory may grow while decoding inputs of at most a few
@@ -83,6 +84,8 @@ fn seeds() -> Vec<Vec<u8>> {
         encode_record(3, &meta, &done).unwrap(),
         encode_state(1, &u64::MAX).unwrap(),
         postcard::to_allocvec(&rich()).unwrap(),
+        include_bytes!("../../tests/fixtures/state_v3_counter_300_with_replies.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/kept_v1_http_result.bin").to_vec(),
     ]
 }
 
@@ -154,10 +157,13 @@ fn decode_all(bytes: &[u8]) -> usize {
         decode_state::<Vec<String>>(bytes).is_ok(),
         decode_envelope::<OutboxRecord>(bytes).is_ok(),
         decode_envelope::<TimerRecord>(bytes).is_ok(),
+        decode_envelope::<KeptResult>(bytes).is_ok(),
         decode_argument::<Rich>(bytes).is_ok(),
         decode_argument::<BTreeMap<String, Vec<u64>>>(bytes).is_ok(),
         outbox_seq(bytes).is_some(),
         timer_due(bytes).is_some(),
+        kept_expiry(bytes).is_some(),
+        kept_key_of_expiry(bytes).is_some(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -181,6 +187,8 @@ fn seeds_decode() {
     assert_eq!(decode_state::<Rich>(&seeds[4]).unwrap(), (3, rich()));
     assert_eq!(decode_record::<Rich>(&seeds[5]).unwrap().1.dedup.len(), 2);
     assert_eq!(decode_argument::<Rich>(&seeds[7]).unwrap(), rich());
+    assert_eq!(decode_record::<u64>(&seeds[8]).unwrap().1.replies.len(), 1);
+    assert!(decode_envelope::<KeptResult>(&seeds[9]).unwrap().ok);
 }
 
 #[test]
@@ -192,6 +200,7 @@ fn every_truncation_of_every_seed_is_an_error() {
             assert!(decode_state::<Rich>(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<OutboxRecord>(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<TimerRecord>(cut).is_err(), "{cut:?}");
+            assert!(decode_envelope::<KeptResult>(cut).is_err(), "{cut:?}");
             assert!(decode_argument::<Rich>(cut).is_err(), "{cut:?}");
         }
     }
@@ -226,7 +235,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 10 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 13 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

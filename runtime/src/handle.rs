@@ -153,6 +153,9 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
     fn deliver(self, message: A::Message) -> Self::Output {
         Box::pin(async move {
             let shared = self.shared;
+            if let Some(key) = &self.idempotency {
+                crate::codec::validate_idempotency_key(key).map_err(CallError::Invalid)?;
+            }
             let record = message_record::<A>(&shared, self.key, &message, self.idempotency)
                 .map_err(CallError::from_failure)?;
             let value = encode_envelope(&record)

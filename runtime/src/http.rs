@@ -24,12 +24,14 @@
 //! a handler named `events` is still called with `POST`.
 //!
 //! An `Idempotency-Key` header (1 to 255 visible ASCII characters) on a call makes it
-//! run once per actor within a window: the first result, success or handler error, is
-//! stored atomically with the turn's state change, and a retry with the same key and the
-//! same request (handler and arguments, however the JSON is formatted) is answered from it,
-//! with the header `Idempotency-Replayed: true`. The actor keeps its last 32 results (about
-//! 64 KiB); a key older than that runs again. On `/send` it deduplicates the message per
-//! actor (as [`Runtime::send_idempotent`] does, over the last 128 keys).
+//! run once per actor within the runtime's
+//! [`idempotency_retention`](crate::Builder::idempotency_retention) (default 24 hours): the
+//! first result, success or handler error, is stored atomically with the turn's state
+//! change, and a retry with the same key and the same request (handler and arguments,
+//! however the JSON is formatted) is answered from it, with the header
+//! `Idempotency-Replayed: true`, however many other requests came in between. After the
+//! retention the key runs as new. On `/send` it deduplicates the message per actor for the
+//! same time (as [`Runtime::send_idempotent`] does).
 //!
 //! # Errors
 //!

@@ -389,17 +389,8 @@ fn call_error(failure: Failure) -> JsonError {
     JsonError::Call(CallError::from_failure(failure))
 }
 
-/// Longest accepted idempotency key, in bytes (it is stored in the actor's record).
-pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 256;
-
 fn validate_idempotency_key(key: &str) -> Result<(), JsonError> {
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(JsonError::BadRequest(format!(
-            "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes, not {}",
-            key.len()
-        )));
-    }
-    Ok(())
+    crate::codec::validate_idempotency_key(key).map_err(JsonError::BadRequest)
 }
 
 impl Runtime {

@@ -59,6 +59,8 @@
 //! - The outbox (`outbox.rs`): exactly-once sends and subscription events, removed in the
 //!   receiver's batch; the dispatcher.
 //! - Durable timers (`timers.rs`): a keyspace ordered by due time, scanned by the host.
+//! - Idempotency (`kept.rs`): the outcomes of idempotent requests, kept under their own keys
+//!   for a retention time and removed by the host once expired.
 //! - Watching (`watch.rs`): [`Watch`], a bounded stream of an actor's committed events.
 //! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
 //!   activations, dispatches the outbox and fires timers.
@@ -87,6 +89,7 @@ mod handle;
 pub mod http;
 #[cfg(feature = "http")]
 mod json;
+mod kept;
 mod loader;
 mod metrics;
 mod outbox;
@@ -101,7 +104,7 @@ mod watch;
 mod codec_fuzz;
 
 pub use actor::{Actor, HandlerInfo, Handlers};
-pub use codec::{MAX_KEY_LEN, SHARDS};
+pub use codec::{MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, SHARDS};
 pub use context::{Context, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
 pub use gears_macros::{Actor, handlers};

@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     pub(crate) dead_letters: AtomicU64,
     pub(crate) timers_fired: AtomicU64,
     pub(crate) events: AtomicU64,
+    pub(crate) kept_expired: AtomicU64,
 }
 
 /// A snapshot of a runtime's counters since it was opened.
@@ -69,6 +70,9 @@ pub struct Stats {
     pub timers_fired: u64,
     /// Events published by committed turns.
     pub events: u64,
+    /// Outcomes of idempotent requests removed after their retention
+    /// ([`Builder::idempotency_retention`](crate::Builder::idempotency_retention)).
+    pub idempotency_expired: u64,
 }
 
 impl Metrics {
@@ -94,6 +98,7 @@ impl Metrics {
             outbox_backlog,
             timers_fired: get(&self.timers_fired),
             events: get(&self.events),
+            idempotency_expired: get(&self.kept_expired),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::handle::{Caller, OutsideSend};
 use crate::loader::{Job, Loader};
 use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
-use crate::shard::{Host, HostRef};
+use crate::shard::{Host, HostRef, Periods};
 use crate::store::{Durability, Store};
 use crate::watch::Watch;
 
@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) commit_queue: usize,
     pub(crate) outbox_capacity: usize,
     pub(crate) watch_capacity: usize,
+    /// How long the result of an idempotent request is kept.
+    pub(crate) idempotency_retention: Duration,
     /// Test seam: outbox entries are kept, never delivered.
     pub(crate) hold_deliveries: bool,
 }
@@ -51,6 +53,7 @@ impl Default for Config {
             commit_queue: 65_536,
             outbox_capacity: 100_000,
             watch_capacity: 1024,
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
             hold_deliveries: false,
         }
     }
@@ -156,6 +159,16 @@ impl Builder {
         self
     }
 
+    /// How long the outcome of an idempotent request is kept (default 24 hours): an HTTP
+    /// call with an `Idempotency-Key`, or a [`Runtime::send_idempotent`]. A repeat within
+    /// this time is answered from it (a call) or not processed again (a send); a later one
+    /// runs as new. Kept outcomes are stored under their own keys, written with the turn, and
+    /// removed by the runtime once expired.
+    pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        self.config.idempotency_retention = retention;
+        self
+    }
+
     /// Test seam: keep outbox entries without delivering them (to crash "between the
     /// sender's commit and the delivery").
     #[doc(hidden)]
@@ -192,6 +205,12 @@ impl Builder {
                     "{what} must be between 1 and {MAX_QUEUE}, not {value}"
                 )));
             }
+        }
+
+        if config.idempotency_retention.is_zero() {
+            return Err(Error::Config(
+                "idempotency_retention must be longer than zero".into(),
+            ));
         }
 
         let mut types: HashMap<TypeId, Arc<dyn AnyRegistry>> = HashMap::new();
@@ -262,7 +281,11 @@ impl Builder {
             committer_thread: Mutex::new(Some(committer_thread)),
             host: Mutex::new(None),
         });
-        let (host, host_ref) = Host::start(Arc::downgrade(&shared), sweep_every, recovered)
+        let periods = Periods {
+            sweep: sweep_every,
+            expire: crate::kept::check_every(shared.config.idempotency_retention),
+        };
+        let (host, host_ref) = Host::start(Arc::downgrade(&shared), periods, recovered)
             .await
             .map_err(|e| Error::Config(format!("cannot start the host service: {e}")))?;
         let _ = shared.host_ref.set(host_ref);
@@ -651,9 +674,10 @@ impl Runtime {
         A::__mail(OutsideSend::new(&self.shared, key.into(), None))
     }
 
-    /// Like [`send`](Self::send), with a caller-chosen idempotency key: a second send with the
-    /// same key to the same actor is processed at most once, as long as it arrives within the
-    /// actor's last 128 keyed sends (its dedup window, kept in its record).
+    /// Like [`send`](Self::send), with a caller-chosen idempotency key (1 to
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`](crate::MAX_IDEMPOTENCY_KEY_LEN) bytes): a second send with
+    /// the same key to the same actor is not processed again, as long as it arrives within
+    /// [`Builder::idempotency_retention`] (default 24 hours) of the first one's processing.
     pub fn send_idempotent<A: Handlers>(
         &self,
         key: impl Into<String>,

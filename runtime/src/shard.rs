@@ -39,6 +39,8 @@ pub(crate) enum HostMsg {
     TimerScheduled(u64),
     /// A timer firing's turn is over.
     TimerDone { key: Arc<[u8]>, ok: bool },
+    /// Remove a batch of expired outcomes of idempotent requests.
+    ExpireKept,
 }
 
 struct HostActor;
@@ -52,15 +54,16 @@ struct HostState {
 impl Actor for HostActor {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = (Weak<Shared>, Duration, Vec<(u64, OutboxRecord)>);
+    type Arguments = (Weak<Shared>, Periods, Vec<(u64, OutboxRecord)>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (shared, sweep_every, recovered): Self::Arguments,
+        (shared, periods, recovered): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(sweep_every, || HostMsg::Sweep);
+        myself.send_interval(periods.sweep, || HostMsg::Sweep);
         myself.send_interval(TICK, || HostMsg::Tick);
+        myself.send_interval(periods.expire, || HostMsg::ExpireKept);
         let mut dispatcher = Dispatcher::default();
         dispatcher.add(recovered);
         // Deliver what was left in the outbox and fire missed timers at once.
@@ -115,6 +118,20 @@ impl Actor for HostActor {
                 state.timers.done(&key, ok);
                 return Ok(());
             }
+            HostMsg::ExpireKept => {
+                // Awaited here, so the host never stops while a removal is in flight; one
+                // batch per message, so timers and deliveries go on between batches.
+                match crate::kept::remove_expired(&shared).await {
+                    Ok(true) => {
+                        let _ = myself.cast(HostMsg::ExpireKept);
+                    }
+                    Ok(false) => {}
+                    Err(failure) => {
+                        tracing::warn!(error = %failure, "cannot remove expired idempotent results; trying again later");
+                    }
+                }
+                return Ok(());
+            }
         }
         if shared.config.hold_deliveries {
             return Ok(());
@@ -147,6 +164,14 @@ impl HostRef {
     }
 }
 
+/// How often the host does its periodic work.
+pub(crate) struct Periods {
+    /// Passivation sweeps.
+    pub(crate) sweep: Duration,
+    /// Removal of expired outcomes of idempotent requests.
+    pub(crate) expire: Duration,
+}
+
 /// A running host service.
 pub(crate) struct Host {
     actor: ActorRef<HostMsg>,
@@ -156,10 +181,10 @@ pub(crate) struct Host {
 impl Host {
     pub(crate) async fn start(
         shared: Weak<Shared>,
-        sweep_every: Duration,
+        periods: Periods,
         recovered: Vec<(u64, OutboxRecord)>,
     ) -> Result<(Host, HostRef), String> {
-        let (actor, handle) = Actor::spawn(None, HostActor, (shared, sweep_every, recovered))
+        let (actor, handle) = Actor::spawn(None, HostActor, (shared, periods, recovered))
             .await
             .map_err(|e| e.to_string())?;
         let host_ref = HostRef(actor.clone());

@@ -34,6 +34,11 @@ pub(crate) enum Space {
     Outbox,
     /// Timers ordered by due time: `due · state key · name` → timer record.
     Timers,
+    /// Results of idempotent requests: `state key · 0xFF · idempotency key · expires` →
+    /// kept result (see [`crate::codec::kept_key`]).
+    Kept,
+    /// The expiry index of `Kept`: `shard · expires · kept key` → nothing.
+    Expiry,
 }
 
 /// One write of a commit batch: a value, or `None` to delete the key.
@@ -53,6 +58,8 @@ pub(crate) struct Store {
     state: Keyspace,
     outbox: Keyspace,
     timers: Keyspace,
+    kept: Keyspace,
+    expiry: Keyspace,
     durability: Durability,
     /// Set when a batch reached the memtables but its commit failed before its sync: reads
     /// would see writes that are not durable, so the next load syncs first (see
@@ -112,6 +119,12 @@ impl Store {
         let timers = db
             .keyspace("timers", KeyspaceCreateOptions::default)
             .map_err(at)?;
+        let kept = db
+            .keyspace("replies", KeyspaceCreateOptions::default)
+            .map_err(at)?;
+        let expiry = db
+            .keyspace("reply_expiry", KeyspaceCreateOptions::default)
+            .map_err(at)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(at)?;
@@ -139,6 +152,8 @@ impl Store {
             state,
             outbox,
             timers,
+            kept,
+            expiry,
             durability,
             unsynced: Arc::new(Unsynced::default()),
         })
@@ -184,6 +199,8 @@ impl Store {
             Space::State => &self.state,
             Space::Outbox => &self.outbox,
             Space::Timers => &self.timers,
+            Space::Kept => &self.kept,
+            Space::Expiry => &self.expiry,
         }
     }
 
@@ -222,6 +239,47 @@ impl Store {
                 if keys.len() >= limit {
                     return Ok(keys);
                 }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The kept result under `prefix` (an actor and idempotency key, see
+    /// [`crate::codec::kept_prefix`]) that has not expired at `now_ms`, with its key. Reads
+    /// the store as [`Store::get_state`] does.
+    pub(crate) fn kept_result(
+        &self,
+        prefix: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Entry>, StorageError> {
+        self.settle_unsynced()?;
+        // Few entries per prefix: the live one, and expired ones not yet removed.
+        for guard in self.kept.prefix(prefix) {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            if crate::codec::kept_expiry(&key).is_some_and(|expires| expires > now_ms) {
+                return Ok(Some((key.to_vec(), value.to_vec())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `limit` keys of the expiry index whose results expired at or before `now_ms`,
+    /// shard by shard, each shard's earliest first.
+    pub(crate) fn expired_results(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut keys = Vec::new();
+        for shard in 0..crate::codec::SHARDS {
+            let start = shard.to_be_bytes();
+            let mut end = start.to_vec();
+            end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
+            for guard in self.expiry.range(start.as_slice()..end.as_slice()) {
+                if keys.len() >= limit {
+                    return Ok(keys);
+                }
+                keys.push(guard.key().map_err(storage)?.to_vec());
             }
         }
         Ok(keys)

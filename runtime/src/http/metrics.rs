@@ -85,6 +85,11 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.events,
     );
     counter(
+        "idempotency_expired",
+        "Outcomes of idempotent requests removed after their retention",
+        stats.idempotency_expired,
+    );
+    counter(
         "http_requests",
         "HTTP requests answered by the ingress",
         ingress.requests,
