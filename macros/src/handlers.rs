@@ -23,6 +23,11 @@ enum Returns {
 
 struct Handler {
     method: Ident,
+    /// The handler's stable name: in stored and sent messages, HTTP paths and errors. The
+    /// method's name unless `#[handler(name = "...")]` gives another.
+    name: String,
+    /// Where the name was given, for errors about it.
+    name_span: proc_macro2::Span,
     variant: Ident,
     docs: Vec<Attribute>,
     mutates: bool,
@@ -96,6 +101,17 @@ fn parse_returns(output: &ReturnType, errors: &mut Vec<syn::Error>) -> Returns {
 #[derive(Default)]
 struct HandlerOptions {
     internal: bool,
+    name: Option<syn::LitStr>,
+}
+
+/// Whether `name` can name a handler: 1 to 200 ASCII letters, digits, `_`, `-` or `.` (it
+/// is stored with messages and is a segment of HTTP paths).
+fn valid_handler_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Whether `attr` is a `#[handler(...)]` attribute (which `#[handlers]` consumes).
@@ -120,10 +136,24 @@ fn parse_options(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> HandlerOp
                 }
                 options.internal = true;
                 Ok(())
+            } else if meta.path.is_ident("name") {
+                if options.name.is_some() {
+                    return Err(meta.error("`name` is given twice"));
+                }
+                let name: syn::LitStr = meta.value()?.parse()?;
+                if !valid_handler_name(&name.value()) {
+                    return Err(syn::Error::new_spanned(
+                        &name,
+                        "a handler name is 1 to 200 ASCII letters, digits, `_`, `-` or `.`",
+                    ));
+                }
+                options.name = Some(name);
+                Ok(())
             } else {
                 Err(meta.error(
-                    "unknown handler option; the accepted one is `internal` (callable by \
-                     actors, sends and timers, not over HTTP)",
+                    "unknown handler option; the accepted ones are `internal` (callable by \
+                     actors, sends and timers, not over HTTP) and `name = \"...\"` (the \
+                     handler's stable name in stored messages and HTTP paths)",
                 ))
             }
         });
@@ -227,8 +257,17 @@ fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler
     if errors.len() > before {
         return None;
     }
+    let (name, name_span) = match &options.name {
+        Some(name) => (name.value(), name.span()),
+        None => (
+            sig.ident.to_string().trim_start_matches("r#").to_string(),
+            sig.ident.span(),
+        ),
+    };
     Some(Handler {
         method: sig.ident.clone(),
+        name,
+        name_span,
         variant: pascal_case(&sig.ident),
         docs: f
             .attrs
@@ -242,6 +281,13 @@ fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler
         args,
         returns,
     })
+}
+
+/// Where a handler's arguments are written (its name if it takes none).
+fn arguments_span(h: &Handler) -> proc_macro2::Span {
+    h.args
+        .first()
+        .map_or_else(|| h.method.span(), |(_, ty)| ty.span())
 }
 
 fn self_ident(item: &ItemImpl) -> Result<Ident, syn::Error> {
@@ -299,6 +345,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             )),
         }
     }
+    for (i, h) in handlers.iter().enumerate() {
+        if handlers[..i].iter().any(|other| other.name == h.name) {
+            errors.push(syn::Error::new(
+                h.name_span,
+                format!(
+                    "two handlers are named `{}`: a handler's name identifies it in stored \
+                     messages, so each must be unique (rename one with `#[handler(name = \"...\")]`)",
+                    h.name
+                ),
+            ));
+        }
+    }
     // `#[handler(...)]` is read here, not a real attribute: the emitted block drops it.
     for impl_item in &mut item_impl.items {
         if let ImplItem::Fn(f) = impl_item {
@@ -339,7 +397,7 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
 
     let describe = handlers.iter().map(|h| {
         let variant = &h.variant;
-        let name = h.method.to_string();
+        let name = &h.name;
         let mutates = h.mutates;
         quote!(#message::#variant { .. } => (#name, #mutates))
     });
@@ -399,22 +457,52 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
 
     let one_argument: Vec<_> = handlers.iter().filter(|h| h.args.len() == 1).collect();
     let event_handlers = one_argument.iter().map(|h| {
-        let name = h.method.to_string();
+        let name = &h.name;
         let ty = &h.args[0].1;
         quote!(#name => ::core::option::Option::Some(::core::any::TypeId::of::<#ty>()))
     });
-    let event_messages = one_argument.iter().map(|h| {
-        let name = h.method.to_string();
+
+    // A message is stored and sent as its handler's name and the postcard encoding of its
+    // arguments as a tuple (one argument: the argument itself, as events are encoded).
+    let encodes = handlers.iter().map(|h| {
         let variant = &h.variant;
-        let (arg, ty) = &h.args[0];
+        let name = &h.name;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        // Errors about an argument's type point at the arguments.
+        let span = arguments_span(h);
+        let encode = quote_spanned!(span=> #private::encode_arguments(&(#(#names,)*)));
         quote! {
-            #name => #private::decode_argument::<#ty>(argument)
-                .map(|#arg| #message::#variant { #arg })
+            #message::#variant { #(ref #names),* } => #encode.map(|args| (#name, args)),
+        }
+    });
+    let decodes = handlers.iter().map(|h| {
+        let variant = &h.variant;
+        let name = &h.name;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        let types = h.args.iter().map(|(_, ty)| ty);
+        let decode = quote_spanned!(arguments_span(h)=>
+            #private::decode_arguments::<(#(#types,)*)>(#name, args));
+        quote! {
+            #name => #decode.map(|(#(#names,)*)| #message::#variant { #(#names),* })
+        }
+    });
+    // Stores of format 1 encoded a message by its handler's position in the block (as serde
+    // encodes an enum): still read, for the messages such a store holds.
+    let positional = handlers.iter().enumerate().map(|(index, h)| {
+        let variant = &h.variant;
+        let name = &h.name;
+        let index = index as u32;
+        let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
+        let types = h.args.iter().map(|(_, ty)| ty);
+        let decode = quote_spanned!(arguments_span(h)=>
+            #private::decode_arguments::<(#(#types,)*)>(#name, args));
+        quote! {
+            #index => #decode.map(|(#(#names,)*)| #message::#variant { #(#names),* })
         }
     });
 
     let infos = handlers.iter().map(|h| {
-        let name = h.method.to_string();
+        let name = &h.name;
         let args = h.args.iter().map(|(n, _)| n.to_string());
         let mutates = h.mutates;
         let internal = h.internal;
@@ -428,7 +516,7 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         }
     });
     let json_messages = handlers.iter().map(|h| {
-        let name = h.method.to_string();
+        let name = &h.name;
         let variant = &h.variant;
         let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
         let fields = h
@@ -446,7 +534,7 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         }
     });
     let json_replies = handlers.iter().map(|h| {
-        let name = h.method.to_string();
+        let name = &h.name;
         match &h.returns {
             Returns::Value(t) => {
                 quote_spanned!(t.span()=> #name => #private::json_value::<#t>(value))
@@ -482,8 +570,6 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         };
 
         #[doc = #message_doc]
-        #[derive(#private::serde::Serialize, #private::serde::Deserialize)]
-        #[serde(crate = "::gears::__private::serde")]
         #[allow(missing_docs)]
         pub enum #message {
             #(#variants,)*
@@ -529,14 +615,35 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                 }
             }
 
-            fn __event_message(
+            fn __encode_message(
+                message: &#message,
+            ) -> ::core::result::Result<(&'static str, ::std::vec::Vec<u8>), ::std::string::String> {
+                match *message {
+                    #(#encodes)*
+                }
+            }
+
+            fn __decode_message(
                 handler: &str,
-                argument: &[u8],
+                args: &[u8],
             ) -> ::core::result::Result<#message, ::std::string::String> {
                 match handler {
-                    #(#event_messages,)*
+                    #(#decodes,)*
                     _ => ::core::result::Result::Err(::std::format!(
-                        "`{}` has no handler `{handler}` taking one argument",
+                        "`{}` has no handler named `{handler}`",
+                        <Self as ::gears::Actor>::NAME
+                    )),
+                }
+            }
+
+            fn __decode_positional(
+                bytes: &[u8],
+            ) -> ::core::result::Result<#message, ::std::string::String> {
+                let (index, args) = #private::split_variant(bytes)?;
+                match index {
+                    #(#positional,)*
+                    _ => ::core::result::Result::Err(::std::format!(
+                        "`{}` has no handler at position {index}",
                         <Self as ::gears::Actor>::NAME
                     )),
                 }

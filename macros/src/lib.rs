@@ -26,9 +26,13 @@ pub fn derive_actor(input: TokenStream) -> TokenStream {
 /// `ctx: &Context` parameter may follow the receiver. Generates `<Type>Handle` (one async
 /// method per handler) and `<Type>Message` (one serializable variant per handler).
 ///
-/// A handler marked `#[handler(internal)]` is a step for other actors, sends and timers
-/// (a saga's commit or compensation): it is called from Rust as any other, but the HTTP
-/// ingress answers it `404 unknown_handler` and does not list it.
+/// Options of a handler, in `#[handler(...)]` on its method:
+/// - `internal`: a step for other actors, sends and timers (a saga's commit or
+///   compensation): it is called from Rust as any other, but the HTTP ingress answers it
+///   `404 unknown_handler` and does not list it.
+/// - `name = "..."`: the handler's stable name (default: the method's). Stored sends and
+///   timers, subscriptions and HTTP paths name a handler by it, so renaming the method while
+///   keeping the name leaves stored messages valid.
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()

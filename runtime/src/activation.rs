@@ -22,7 +22,8 @@ use std::time::SystemTime;
 use crate::actor::Handlers;
 use crate::codec::{
     ActorMeta, ActorRef, KeptResult, OutboxRecord, Payload, Subscriber, TimerEntry, TimerRecord,
-    decode_envelope, encode_envelope, expiry_key, kept_key, kept_prefix, outbox_key, timer_key,
+    decode_envelope, encode_envelope, encode_timer, expiry_key, kept_key, kept_prefix, outbox_key,
+    timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
@@ -702,7 +703,7 @@ fn actor_ref<A: Handlers>(slot: &Slot<A>) -> ActorRef {
 fn timer_put<A: Handlers>(
     slot: &Slot<A>,
     name: &str,
-    message: Vec<u8>,
+    message: Payload,
     due_ms: u64,
     every_ms: Option<u64>,
 ) -> Result<KeyWrite, Failure> {
@@ -713,7 +714,7 @@ fn timer_put<A: Handlers>(
         due_ms,
         every_ms,
     };
-    let value = encode_envelope(&record).map_err(Failure::Invalid)?;
+    let value = encode_timer(&record).map_err(Failure::Invalid)?;
     Ok(timer_write(due_ms, slot, name, Some(value.into())))
 }
 
@@ -789,7 +790,7 @@ fn complete_delivery<A: Handlers>(
                         _ => now.saturating_add(every),
                     };
                     timers[at].due_ms = next;
-                    match timer_put(slot, &name, message.to_vec(), next, every_ms) {
+                    match timer_put(slot, &name, *message, next, every_ms) {
                         Ok(write) => writes.push(write),
                         Err(failure) => {
                             tracing::error!(actor = A::NAME, key = %slot.key, timer = %name, error = %failure, "cannot re-arm a periodic timer");

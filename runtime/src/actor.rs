@@ -30,8 +30,9 @@ pub trait Actor: Default + Serialize + DeserializeOwned + Send + 'static {
 /// [`Runtime::get`](crate::Runtime::get), and `<Type>Message`, one serializable variant per
 /// handler.
 pub trait Handlers: Actor {
-    /// One serializable variant per handler, holding its arguments.
-    type Message: Serialize + DeserializeOwned + Send + 'static;
+    /// One variant per handler, holding its arguments. Stored and sent as the handler's
+    /// name and its arguments ([`Handlers::__encode_message`]), never by position.
+    type Message: Send + 'static;
     /// The typed handle with one async method per handler.
     type Handle: Clone + Send + Sync + 'static;
     /// One method per handler that turns its arguments into a [`Self::Message`] and hands it
@@ -46,9 +47,20 @@ pub trait Handlers: Actor {
     #[doc(hidden)]
     fn __event_handler(handler: &str) -> Option<TypeId>;
 
-    /// Builds the message of a one-argument handler from its postcard-encoded argument.
+    /// The message's handler name and its arguments, postcard-encoded as a tuple: how a
+    /// message is stored (sends, timers) and sent.
     #[doc(hidden)]
-    fn __event_message(handler: &str, argument: &[u8]) -> Result<Self::Message, String>;
+    fn __encode_message(message: &Self::Message) -> Result<(&'static str, Vec<u8>), String>;
+
+    /// The message of the handler named `handler` with the encoded arguments `args`. Fails
+    /// if no handler has that name or the arguments do not decode as its arguments.
+    #[doc(hidden)]
+    fn __decode_message(handler: &str, args: &[u8]) -> Result<Self::Message, String>;
+
+    /// A message as stores of format 1 encoded it: the handler's position in its `impl`
+    /// block (a varint), then its arguments.
+    #[doc(hidden)]
+    fn __decode_positional(bytes: &[u8]) -> Result<Self::Message, String>;
 
     #[doc(hidden)]
     fn __handle(caller: Caller<Self>) -> Self::Handle;

@@ -281,17 +281,34 @@ pub(crate) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, A)
     decode_record(bytes).map(|(schema, _, state)| (schema, state))
 }
 
-/// What an outbox entry carries to its target.
+/// What an outbox entry or a timer carries to its target. Stored with postcard, which
+/// encodes the variant by position: new variants go at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Payload {
-    /// A message to one of the target's handlers (postcard of its `<Type>Message`).
-    Message(Vec<u8>),
+    /// A message as stores of format 1 wrote it: the handler by its position in the `impl`
+    /// block, then its arguments. Read (see [`crate::Handlers::__decode_positional`]), never
+    /// written now.
+    Positional(Vec<u8>),
     /// An event for a subscriber: the handler to run and the postcard-encoded event.
     Event { handler: String, event: Vec<u8> },
     /// Add `subscriber` to the target's subscribers.
     Subscribe(Subscriber),
     /// Remove the subscriber `actor(key)` from the target's subscribers.
     Unsubscribe(ActorRef),
+    /// A message to the target's handler named `handler`, with its arguments encoded as a
+    /// tuple ([`encode_arguments`]).
+    Message { handler: String, args: Vec<u8> },
+}
+
+impl Payload {
+    /// The handler a message or event is for (`None` for subscription changes and messages
+    /// of format 1, whose handler is known only by position).
+    pub(crate) fn handler(&self) -> Option<&str> {
+        match self {
+            Payload::Message { handler, .. } | Payload::Event { handler, .. } => Some(handler),
+            Payload::Positional(_) | Payload::Subscribe(_) | Payload::Unsubscribe(_) => None,
+        }
+    }
 }
 
 /// One outbox entry: a message that is durable and not yet processed by its target.
@@ -308,29 +325,70 @@ pub(crate) struct OutboxRecord {
 pub(crate) struct TimerRecord {
     pub(crate) target: ActorRef,
     pub(crate) name: String,
-    /// Postcard of the target's `<Type>Message`.
-    pub(crate) message: Vec<u8>,
+    /// The message it delivers: [`Payload::Message`] (or [`Payload::Positional`] when read
+    /// from a timer of envelope format 1).
+    pub(crate) message: Payload,
     pub(crate) due_ms: u64,
     pub(crate) every_ms: Option<u64>,
 }
 
-/// Encodes an outbox entry or timer: `[1][postcard]`.
+/// A timer as envelope format 1 stored it: its message by handler position.
+#[derive(Serialize, Deserialize)]
+struct TimerRecordV1 {
+    target: ActorRef,
+    name: String,
+    message: Vec<u8>,
+    due_ms: u64,
+    every_ms: Option<u64>,
+}
+
+/// Format byte of timers since handlers are stored by name: `[2][postcard TimerRecord]`.
+pub(crate) const ENVELOPE_V2: u8 = 2;
+
+/// Encodes a timer: `[2][postcard]`.
+pub(crate) fn encode_timer(record: &TimerRecord) -> Result<Vec<u8>, String> {
+    postcard::to_extend(record, vec![ENVELOPE_V2]).map_err(|e| e.to_string())
+}
+
+/// Decodes a timer of envelope format 1 (message by handler position) or 2.
+pub(crate) fn decode_timer(bytes: &[u8]) -> Result<TimerRecord, String> {
+    match bytes.split_first() {
+        Some((&ENVELOPE_V2, rest)) => decode_all::<TimerRecord>(rest),
+        Some((&ENVELOPE_V1, _)) => decode_envelope::<TimerRecordV1>(bytes).map(|v1| TimerRecord {
+            target: v1.target,
+            name: v1.name,
+            message: Payload::Positional(v1.message),
+            due_ms: v1.due_ms,
+            every_ms: v1.every_ms,
+        }),
+        None => Err("empty timer".into()),
+        Some((format, _)) => Err(format!(
+            "unknown timer format {format} (this build reads formats {ENVELOPE_V1} and \
+             {ENVELOPE_V2})"
+        )),
+    }
+}
+
+/// Decodes `T` from all of `bytes`.
+fn decode_all<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (record, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())?;
+    if rest.is_empty() {
+        Ok(record)
+    } else {
+        Err(format!("{} trailing bytes after the envelope", rest.len()))
+    }
+}
+
+/// Encodes an outbox entry or kept result: `[1][postcard]`.
 pub(crate) fn encode_envelope<T: Serialize>(record: &T) -> Result<Vec<u8>, String> {
     postcard::to_extend(record, vec![ENVELOPE_V1]).map_err(|e| e.to_string())
 }
 
-/// Decodes an outbox entry or timer.
+/// Decodes an outbox entry or kept result.
 pub(crate) fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
         None => Err("empty envelope".into()),
-        Some((&ENVELOPE_V1, rest)) => {
-            let (record, rest) = postcard::take_from_bytes::<T>(rest).map_err(|e| e.to_string())?;
-            if rest.is_empty() {
-                Ok(record)
-            } else {
-                Err(format!("{} trailing bytes after the envelope", rest.len()))
-            }
-        }
+        Some((&ENVELOPE_V1, rest)) => decode_all(rest),
         Some((format, _)) => Err(format!(
             "unknown envelope format {format} (this build reads format {ENVELOPE_V1})"
         )),
@@ -452,9 +510,29 @@ pub(crate) fn kept_key_of_expiry(expiry_key: &[u8]) -> Option<&[u8]> {
     expiry_key.get(10..).filter(|k| !k.is_empty())
 }
 
-/// Decodes the postcard-encoded argument of a one-argument handler (for subscriptions).
-pub fn decode_argument<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("cannot decode the event: {e}"))
+/// Encodes a handler's arguments (a tuple) as messages store them.
+pub fn encode_arguments<T: Serialize>(arguments: &T) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(arguments).map_err(|e| format!("cannot encode the arguments: {e}"))
+}
+
+/// Decodes the arguments of `handler` (a tuple) from a stored message; every byte must be
+/// used, so arguments written for another signature are refused when postcard notices.
+pub fn decode_arguments<T: DeserializeOwned>(handler: &str, bytes: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((arguments, [])) => Ok(arguments),
+        Ok((_, rest)) => Err(format!(
+            "the arguments of `{handler}` do not decode: {} bytes left over (were they \
+             written for another signature?)",
+            rest.len()
+        )),
+        Err(e) => Err(format!("the arguments of `{handler}` do not decode: {e}")),
+    }
+}
+
+/// Splits a message of store format 1 into its handler's position and its arguments.
+pub fn split_variant(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    postcard::take_from_bytes::<u32>(bytes)
+        .map_err(|e| format!("cannot decode the handler's position: {e}"))
 }
 
 #[cfg(test)]
@@ -513,11 +591,29 @@ mod tests {
                 actor: "a".into(),
                 key: "k".into(),
             },
-            payload: Payload::Message(vec![1, 2]),
+            payload: Payload::Message {
+                handler: "add".into(),
+                args: vec![1, 2],
+            },
             idempotency: None,
         };
         let bytes = encode_envelope(&record).unwrap();
         assert_eq!(decode_envelope::<OutboxRecord>(&bytes).unwrap(), record);
+        let timer = TimerRecord {
+            target: record.target.clone(),
+            name: "t".into(),
+            message: record.payload.clone(),
+            due_ms: 5,
+            every_ms: None,
+        };
+        let bytes = encode_timer(&timer).unwrap();
+        assert_eq!(bytes[0], ENVELOPE_V2);
+        assert_eq!(decode_timer(&bytes).unwrap(), timer);
+        assert!(decode_timer(&[]).is_err());
+        assert!(decode_timer(&[9, 0]).is_err());
+        for cut in 0..bytes.len() {
+            assert!(decode_timer(&bytes[..cut]).is_err());
+        }
         assert!(decode_envelope::<OutboxRecord>(&[]).is_err());
         assert!(decode_envelope::<OutboxRecord>(&[7, 0]).is_err());
         assert!(decode_envelope::<OutboxRecord>(&bytes[..bytes.len() - 1]).is_err());
@@ -560,10 +656,11 @@ mod tests {
                 actor: "receiver".into(),
                 key: "r".into(),
             },
-            payload: Payload::Message(vec![0, 1, b'a', 3]),
+            payload: Payload::Positional(vec![0, 1, b'a', 3]),
             idempotency: Some("payment-7".into()),
         };
-        let timer = TimerRecord {
+        // Format 1 wrote timers with their message by handler position.
+        let timer_v1 = TimerRecordV1 {
             target: ActorRef {
                 actor: "alarm".into(),
                 key: "a".into(),
@@ -572,6 +669,23 @@ mod tests {
             message: vec![3, 1, b'x'],
             due_ms: 1_700_000_000_000,
             every_ms: None,
+        };
+        let named = OutboxRecord {
+            payload: Payload::Message {
+                handler: "receive".into(),
+                args: vec![3, b'a', b'p', b'p', 10],
+            },
+            ..outbox.clone()
+        };
+        let timer = TimerRecord {
+            target: timer_v1.target.clone(),
+            name: "expire".into(),
+            message: Payload::Message {
+                handler: "ring".into(),
+                args: vec![6, b'e', b'x', b'p', b'i', b'r', b'e'],
+            },
+            due_ms: 1_700_000_000_000,
+            every_ms: Some(60_000),
         };
         let kept = KeptResult {
             request: 0x1234_5678_9abc_def0,
@@ -584,12 +698,17 @@ mod tests {
                 encode_record(1, &meta, &300u64).unwrap(),
             ),
             ("outbox_v1_message.bin", encode_envelope(&outbox).unwrap()),
-            ("timer_v1_one_shot.bin", encode_envelope(&timer).unwrap()),
+            ("timer_v1_one_shot.bin", encode_envelope(&timer_v1).unwrap()),
             (
                 "state_v3_counter_300_with_replies.bin",
                 encode_record(1, &with_replies, &300u64).unwrap(),
             ),
             ("kept_v1_http_result.bin", encode_envelope(&kept).unwrap()),
+            (
+                "outbox_v1_named_message.bin",
+                encode_envelope(&named).unwrap(),
+            ),
+            ("timer_v2_named_periodic.bin", encode_timer(&timer).unwrap()),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -608,7 +727,12 @@ mod tests {
         let golden = std::fs::read(dir.join(fixtures[1].0)).unwrap();
         assert_eq!(decode_envelope::<OutboxRecord>(&golden).unwrap(), outbox);
         let golden = std::fs::read(dir.join(fixtures[2].0)).unwrap();
-        assert_eq!(decode_envelope::<TimerRecord>(&golden).unwrap(), timer);
+        let v1 = decode_timer(&golden).unwrap();
+        assert_eq!(v1.message, Payload::Positional(timer_v1.message));
+        assert_eq!(
+            (v1.name, v1.due_ms, v1.every_ms),
+            ("expire".into(), timer_v1.due_ms, None)
+        );
         let golden = std::fs::read(dir.join(fixtures[3].0)).unwrap();
         assert_eq!(golden[0], STATE_RECORD_V3);
         assert_eq!(
@@ -617,6 +741,10 @@ mod tests {
         );
         let golden = std::fs::read(dir.join(fixtures[4].0)).unwrap();
         assert_eq!(decode_envelope::<KeptResult>(&golden).unwrap(), kept);
+        let golden = std::fs::read(dir.join(fixtures[5].0)).unwrap();
+        assert_eq!(decode_envelope::<OutboxRecord>(&golden).unwrap(), named);
+        let golden = std::fs::read(dir.join(fixtures[6].0)).unwrap();
+        assert_eq!(decode_timer(&golden).unwrap(), timer);
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    ActorMeta, KeptResult, OutboxRecord, TimerRecord, decode_argument, decode_envelope,
-    decode_record, decode_state, encode_record, encode_state, kept_expiry, kept_key_of_expiry,
-    outbox_seq, timer_due,
+    ActorMeta, KeptResult, OutboxRecord, decode_arguments, decode_envelope, decode_record,
+    decode_state, decode_timer, encode_record, encode_state, kept_expiry, kept_key_of_expiry,
+    outbox_seq, split_variant, timer_due,
 };
 
 /// Most the process's peak virtual memory may grow while decoding inputs of at most a few
@@ -86,6 +86,8 @@ fn seeds() -> Vec<Vec<u8>> {
         postcard::to_allocvec(&rich()).unwrap(),
         include_bytes!("../../tests/fixtures/state_v3_counter_300_with_replies.bin").to_vec(),
         include_bytes!("../../tests/fixtures/kept_v1_http_result.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/outbox_v1_named_message.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/timer_v2_named_periodic.bin").to_vec(),
     ]
 }
 
@@ -156,10 +158,11 @@ fn decode_all(bytes: &[u8]) -> usize {
         decode_state::<Rich>(bytes).is_ok(),
         decode_state::<Vec<String>>(bytes).is_ok(),
         decode_envelope::<OutboxRecord>(bytes).is_ok(),
-        decode_envelope::<TimerRecord>(bytes).is_ok(),
+        decode_timer(bytes).is_ok(),
         decode_envelope::<KeptResult>(bytes).is_ok(),
-        decode_argument::<Rich>(bytes).is_ok(),
-        decode_argument::<BTreeMap<String, Vec<u64>>>(bytes).is_ok(),
+        decode_arguments::<(Rich,)>("h", bytes).is_ok(),
+        decode_arguments::<(BTreeMap<String, Vec<u64>>, u32)>("h", bytes).is_ok(),
+        split_variant(bytes).is_ok(),
         outbox_seq(bytes).is_some(),
         timer_due(bytes).is_some(),
         kept_expiry(bytes).is_some(),
@@ -183,12 +186,17 @@ fn seeds_decode() {
     assert_eq!(decode_record::<u64>(&seeds[0]).unwrap().2, 300);
     assert_eq!(decode_record::<u64>(&seeds[1]).unwrap().2, 300);
     assert!(decode_envelope::<OutboxRecord>(&seeds[2]).is_ok());
-    assert!(decode_envelope::<TimerRecord>(&seeds[3]).is_ok());
+    assert!(decode_timer(&seeds[3]).is_ok());
     assert_eq!(decode_state::<Rich>(&seeds[4]).unwrap(), (3, rich()));
     assert_eq!(decode_record::<Rich>(&seeds[5]).unwrap().1.dedup.len(), 2);
-    assert_eq!(decode_argument::<Rich>(&seeds[7]).unwrap(), rich());
+    assert_eq!(
+        decode_arguments::<(Rich,)>("h", &seeds[7]).unwrap().0,
+        rich()
+    );
     assert_eq!(decode_record::<u64>(&seeds[8]).unwrap().1.replies.len(), 1);
     assert!(decode_envelope::<KeptResult>(&seeds[9]).unwrap().ok);
+    assert!(decode_envelope::<OutboxRecord>(&seeds[10]).is_ok());
+    assert!(decode_timer(&seeds[11]).is_ok());
 }
 
 #[test]
@@ -199,9 +207,9 @@ fn every_truncation_of_every_seed_is_an_error() {
             assert!(decode_record::<u64>(cut).is_err() || len > 1);
             assert!(decode_state::<Rich>(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<OutboxRecord>(cut).is_err(), "{cut:?}");
-            assert!(decode_envelope::<TimerRecord>(cut).is_err(), "{cut:?}");
+            assert!(decode_timer(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<KeptResult>(cut).is_err(), "{cut:?}");
-            assert!(decode_argument::<Rich>(cut).is_err(), "{cut:?}");
+            assert!(decode_arguments::<(Rich,)>("h", cut).is_err(), "{cut:?}");
         }
     }
 }
@@ -235,7 +243,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 13 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 14 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

@@ -119,7 +119,7 @@ pub(crate) enum TimerOp {
         name: String,
         due_ms: u64,
         every_ms: Option<u64>,
-        message: Vec<u8>,
+        message: Payload,
     },
     Cancel(String),
 }
@@ -407,9 +407,18 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
 /// e.g. `hold:{order}`) plus a prefix or suffix of up to 256 bytes.
 pub(crate) const MAX_TIMER_NAME: usize = crate::codec::MAX_KEY_LEN + 256;
 
-pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Vec<u8>, Failure> {
-    postcard::to_allocvec(message)
-        .map_err(|e| Failure::Invalid(format!("cannot encode a message to `{}`: {e}", B::NAME)))
+/// A message as sends and timers store it: its handler's name and its arguments.
+pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Payload, Failure> {
+    match B::__encode_message(message) {
+        Ok((handler, args)) => Ok(Payload::Message {
+            handler: handler.to_string(),
+            args,
+        }),
+        Err(e) => Err(Failure::Invalid(format!(
+            "cannot encode a message to `{}`: {e}",
+            B::NAME
+        ))),
+    }
 }
 
 /// The outbox record of a message to `B(key)`, sent from a turn or from outside, after
@@ -426,7 +435,7 @@ pub(crate) fn message_record<B: Handlers>(
             actor: B::NAME.to_string(),
             key,
         },
-        payload: Payload::Message(encode_message::<B>(message)?),
+        payload: encode_message::<B>(message)?,
         idempotency,
     })
 }

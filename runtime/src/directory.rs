@@ -149,7 +149,8 @@ pub(crate) enum Delivery {
         name: String,
         due_ms: u64,
         every_ms: Option<u64>,
-        message: Arc<[u8]>,
+        /// What it delivers (kept to re-arm a periodic timer).
+        message: Box<Payload>,
     },
 }
 
@@ -391,16 +392,25 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             Failure::Decode(DecodeError {
                 actor: A::NAME,
                 key: key.to_string(),
-                reason: format!("undecodable message: {reason}"),
+                reason: format!("undeliverable message: {reason}"),
             })
         };
         let body = match payload {
-            Payload::Message(bytes) => Body::Call(
-                postcard::from_bytes::<A::Message>(bytes)
-                    .map_err(|e| undecodable(e.to_string()))?,
-            ),
-            Payload::Event { handler, event } => {
-                Body::Call(A::__event_message(handler, event).map_err(undecodable)?)
+            Payload::Message { handler, args } => {
+                Body::Call(A::__decode_message(handler, args).map_err(undecodable)?)
+            }
+            // An event is the one argument of its handler.
+            Payload::Event { handler, event } if A::__event_handler(handler).is_some() => {
+                Body::Call(A::__decode_message(handler, event).map_err(undecodable)?)
+            }
+            Payload::Event { handler, .. } => {
+                return Err(undecodable(format!(
+                    "`{}` has no handler named `{handler}` taking one argument",
+                    A::NAME
+                )));
+            }
+            Payload::Positional(bytes) => {
+                Body::Call(A::__decode_positional(bytes).map_err(undecodable)?)
             }
             Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
             Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),

@@ -123,7 +123,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
-    pub use crate::codec::{decode_argument, shard_of, state_key};
+    pub use crate::codec::{
+        decode_arguments, encode_arguments, shard_of, split_variant, state_key,
+    };
     pub use crate::commit::{CommitStage, FaultHook};
     pub use crate::context::{TimerSet, TurnSend};
     pub use crate::error::Failure;

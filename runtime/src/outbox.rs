@@ -268,7 +268,7 @@ fn park(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failu
             seq,
             actor = %r.target.actor,
             key = %r.target.key,
-            payload = ?r.payload,
+            handler = r.payload.handler().unwrap_or("-"),
             error = %failure,
             "parked an outbox message: it stays in the outbox, retried at the next start"
         ),

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::{Payload, TimerRecord, decode_envelope, timer_due};
+use crate::codec::{decode_timer, timer_due};
 use crate::context::epoch_ms;
 use crate::directory::{Delivery, DoneFn};
 use crate::runtime::Shared;
@@ -124,7 +124,7 @@ impl TimerService {
         value: &[u8],
         done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
     ) -> bool {
-        let record = match decode_envelope::<TimerRecord>(value) {
+        let record = match decode_timer(value) {
             Ok(record) if timer_due(&key) == Some(record.due_ms) => record,
             Ok(_) | Err(_) => {
                 // Never written by this build: leave it for an operator, do not fire it.
@@ -140,10 +140,9 @@ impl TimerService {
             name: record.name,
             due_ms: record.due_ms,
             every_ms: record.every_ms,
-            message: record.message.clone().into(),
+            message: Box::new(record.message.clone()),
         };
-        let payload = Payload::Message(record.message);
-        match shared.deliver_to(&record.target, &payload, delivery, done(key.clone())) {
+        match shared.deliver_to(&record.target, &record.message, delivery, done(key.clone())) {
             Ok(()) => {
                 self.inflight.insert(key);
                 true
@@ -156,6 +155,7 @@ impl TimerService {
                         actor = %record.target.actor,
                         key = %record.target.key,
                         timer = %name,
+                        handler = record.message.handler().unwrap_or("-"),
                         error = %failure,
                         "timer cannot be delivered; skipped"
                     );

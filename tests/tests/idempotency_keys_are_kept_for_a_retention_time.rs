@@ -17,7 +17,10 @@ use support::{Account, serve};
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "waited 20 s for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 20 s for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -81,28 +84,34 @@ async fn a_keyed_send_is_processed_once_however_many_keyed_sends_come_after() {
     settle(&rt).await;
     send("s0".into(), 1000).await;
     settle(&rt).await;
-    assert_eq!(
-        rt.get::<Receiver>("r").totals().await.unwrap(),
-        (1300, 301)
-    );
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (1300, 301));
     // Keys outside the accepted length are refused, not stored.
     let long = rt
         .send_idempotent::<Receiver>("r", "k".repeat(gears::MAX_IDEMPOTENCY_KEY_LEN + 1))
         .receive("app".into(), 1)
         .await;
-    assert!(matches!(long, Err(gears::CallError::Invalid(_))), "{long:?}");
+    assert!(
+        matches!(long, Err(gears::CallError::Invalid(_))),
+        "{long:?}"
+    );
     let empty = rt
         .send_idempotent::<Receiver>("r", "")
         .receive("app".into(), 1)
         .await;
-    assert!(matches!(empty, Err(gears::CallError::Invalid(_))), "{empty:?}");
+    assert!(
+        matches!(empty, Err(gears::CallError::Invalid(_))),
+        "{empty:?}"
+    );
     rt.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_retention_a_retry_runs_again_and_expired_results_are_removed() {
     let retention = Duration::from_millis(300);
-    let s = serve(HttpConfig::default(), |b| b.idempotency_retention(retention)).await;
+    let s = serve(HttpConfig::default(), |b| {
+        b.idempotency_retention(retention)
+    })
+    .await;
     let url = s.url("/account/a/deposit");
     let started = tokio::time::Instant::now();
     let (status, replayed, _) = keyed(&s.client, &url, "once", r#"{"amount": 5}"#).await;
@@ -189,5 +198,9 @@ async fn results_kept_in_records_by_the_previous_format_are_honoured_and_moved()
     let kept = db
         .keyspace("replies", fjall::KeyspaceCreateOptions::default)
         .unwrap();
-    assert_eq!(kept.iter().count(), 2, "both results are kept under their own keys");
+    assert_eq!(
+        kept.iter().count(),
+        2,
+        "both results are kept under their own keys"
+    );
 }
