@@ -1,22 +1,63 @@
-//! `#[derive(Actor)]`: parse the `#[actor(...)]` options, validate, implement `gears::Actor`.
+//! `#[derive(Actor)]` and `#[derive(StateVersion)]`: parse the `#[actor(...)]` or
+//! `#[state(...)]` options, validate, implement `gears::Actor` and `gears::StateVersion`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{DeriveInput, LitStr, Type};
+use syn::{DeriveInput, LitInt, LitStr, Type};
 
 struct Options {
     name: Option<LitStr>,
     events: Option<Type>,
+    version: Option<LitInt>,
+    previous: Option<Type>,
+}
+
+/// Parses `version = N` and `previous = Type`, shared by `#[actor]` and `#[state]`; false if
+/// the option is neither.
+fn parse_version_option(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    options: &mut Options,
+) -> syn::Result<bool> {
+    if meta.path.is_ident("version") {
+        let version: LitInt = meta.value()?.parse()?;
+        if options.version.is_some() {
+            return Err(meta.error("`version` is given twice"));
+        }
+        match version.base10_parse::<u32>() {
+            Ok(v) if v >= 1 => {}
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &version,
+                    "a state version is a number from 1 to 4294967295",
+                ));
+            }
+        }
+        options.version = Some(version);
+        Ok(true)
+    } else if meta.path.is_ident("previous") {
+        let previous: Type = meta.value()?.parse()?;
+        if options.previous.is_some() {
+            return Err(meta.error("`previous` is given twice"));
+        }
+        options.previous = Some(previous);
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 fn parse_options(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> Options {
     let mut options = Options {
         name: None,
         events: None,
+        version: None,
+        previous: None,
     };
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("actor")) {
         let parsed = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("name") {
+            if parse_version_option(&meta, &mut options)? {
+                Ok(())
+            } else if meta.path.is_ident("name") {
                 let name: LitStr = meta.value()?.parse()?;
                 if options.name.is_some() {
                     return Err(meta.error("`name` is given twice"));
@@ -36,8 +77,8 @@ fn parse_options(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> Options {
                     .get_ident()
                     .map_or_else(|| "?".to_string(), ToString::to_string);
                 Err(meta.error(format!(
-                    "unknown actor option `{option}`; the accepted options are `name = \"...\"` \
-                     and `events = EventType`"
+                    "unknown actor option `{option}`; the accepted options are `name = \"...\"`, \
+                     `events = EventType`, `version = N` and `previous = OlderStateType`"
                 )))
             }
         });
@@ -49,6 +90,13 @@ fn parse_options(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> Options {
 }
 
 fn validate(input: &DeriveInput, options: &Options, errors: &mut Vec<syn::Error>) {
+    if let (Some(previous), None) = (&options.previous, &options.version) {
+        errors.push(syn::Error::new_spanned(
+            previous,
+            "a state with a `previous` version says which version it is: add `version = N` \
+             (higher than the previous one's)",
+        ));
+    }
     if !input.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
             &input.generics,
@@ -95,13 +143,122 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
     let ident = &input.ident;
     let name = options
         .name
-        .map_or_else(|| ident.to_string(), |n| n.value());
-    let events = options.events.map_or_else(|| quote!(()), |ty| quote!(#ty));
+        .as_ref()
+        .map_or_else(|| ident.to_string(), LitStr::value);
+    let events = options
+        .events
+        .as_ref()
+        .map_or_else(|| quote!(()), |ty| quote!(#ty));
+    let version = state_version(ident, &options);
     quote! {
         #errors
         impl ::gears::Actor for #ident {
             const NAME: &'static str = #name;
             type Event = #events;
         }
+        #version
+    }
+}
+
+/// `impl StateVersion`: this version's number, and how a record of an older version is read
+/// (through `previous` and `From`, version by version).
+fn state_version(ident: &syn::Ident, options: &Options) -> TokenStream {
+    // Without a version, the one error about it is enough: no order check against `previous`.
+    let checked = options.version.is_some() || options.previous.is_none();
+    let private = quote!(::gears::__private);
+    let version = options
+        .version
+        .as_ref()
+        .map_or_else(|| quote!(1u32), |v| quote!(#v));
+    let (decode, check) = match &options.previous {
+        None => (
+            quote!(#private::decode_version::<Self>(version, bytes)),
+            TokenStream::new(),
+        ),
+        Some(previous) if !checked => (
+            quote!(#private::decode_or_migrate::<Self, #previous>(version, bytes)),
+            TokenStream::new(),
+        ),
+        Some(previous) => (
+            quote!(#private::decode_or_migrate::<Self, #previous>(version, bytes)),
+            quote! {
+                const _: () = ::core::assert!(
+                    <#previous as ::gears::StateVersion>::VERSION < #version,
+                    "the `previous` version of a state must have a lower `version` number"
+                );
+            },
+        ),
+    };
+    quote! {
+        impl ::gears::StateVersion for #ident {
+            const VERSION: u32 = #version;
+
+            fn __decode_version(
+                version: u32,
+                bytes: &[u8],
+            ) -> ::core::result::Result<Self, ::std::string::String> {
+                #decode
+            }
+        }
+        #check
+    }
+}
+
+/// `#[derive(StateVersion)]`: an older shape of an actor's state, kept so that records
+/// written by it can still be read.
+pub(crate) fn expand_state_version(input: TokenStream) -> TokenStream {
+    let input: DeriveInput = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut errors = Vec::new();
+    let mut options = Options {
+        name: None,
+        events: None,
+        version: None,
+        previous: None,
+    };
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("state")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if parse_version_option(&meta, &mut options)? {
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown state option; the accepted options are `version = N` and \
+                     `previous = OlderStateType`",
+                ))
+            }
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    if options.version.is_none() {
+        errors.push(syn::Error::new_spanned(
+            &input.ident,
+            "an older state version says which it is: `#[state(version = N)]` (and \
+             `previous = OlderStateType` if there is an older one still)",
+        ));
+    }
+    if !input.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &input.generics,
+            "state versions cannot be generic",
+        ));
+    }
+    let errors = errors
+        .into_iter()
+        .reduce(|mut a, b| {
+            a.combine(b);
+            a
+        })
+        .map(|e| e.to_compile_error());
+    if !input.generics.params.is_empty() {
+        return errors.unwrap_or_default();
+    }
+    let version = state_version(&input.ident, &options);
+    quote! {
+        #errors
+        #version
     }
 }

@@ -1,4 +1,5 @@
-//! Procedural macros of Gears: `#[derive(Actor)]` and `#[handlers]`.
+//! Procedural macros of Gears: `#[derive(Actor)]`, `#[derive(StateVersion)]` and
+//! `#[handlers]`.
 //!
 //! Use them through the `gears` crate (`use gears::prelude::*`); generated code refers to
 //! the runtime only through `::gears::__private`. Each macro parses, validates (collecting
@@ -11,12 +12,26 @@ mod handlers;
 
 /// Marks a struct as the durable state of a virtual actor type.
 ///
-/// The struct must be `Default + Serialize + DeserializeOwned`. Options:
-/// `#[actor(name = "inventory_item")]` sets the stable storage name (default: the type's
-/// name).
+/// The struct must be `Default + Serialize + DeserializeOwned`. Options, in
+/// `#[actor(...)]`:
+/// - `name = "inventory_item"`: the stable storage name (default: the type's name);
+/// - `events = EventType`: what its handlers publish;
+/// - `version = N` (default 1): the version of the state's shape, stored with every record;
+/// - `previous = OlderType`: the state's previous version (a type with
+///   `#[derive(StateVersion)]`, or an actor type), with `impl From<OlderType> for ThisType`:
+///   a record of an older version is read through the chain of `From`s and written back in
+///   this version with the actor's next write.
 #[proc_macro_derive(Actor, attributes(actor))]
 pub fn derive_actor(input: TokenStream) -> TokenStream {
     actor::expand(input.into()).into()
+}
+
+/// Marks a struct as an older version of an actor's state, kept so that stored records of
+/// that version can be read: `#[state(version = 2, previous = OrderV1)]` (`previous` if an
+/// even older version is kept too, with `impl From<OrderV1> for OrderV2`).
+#[proc_macro_derive(StateVersion, attributes(state))]
+pub fn derive_state_version(input: TokenStream) -> TokenStream {
+    actor::expand_state_version(input.into()).into()
 }
 
 /// Turns the `async fn` methods of an `impl` block into actor handlers.

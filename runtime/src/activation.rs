@@ -21,8 +21,8 @@ use std::time::SystemTime;
 
 use crate::actor::Handlers;
 use crate::codec::{
-    ActorMeta, ActorRef, KeptResult, OutboxRecord, Payload, Subscriber, TimerEntry, TimerRecord,
-    decode_envelope, encode_envelope, encode_timer, expiry_key, kept_key, kept_prefix, outbox_key,
+    ActorMeta, ActorRef, KeptResult, OutboxId, OutboxRecord, Payload, Subscriber, TimerEntry,
+    TimerRecord, decode_envelope, encode_envelope, encode_timer, expiry_key, kept_key, kept_prefix,
     timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
@@ -511,7 +511,7 @@ fn unit() -> Box<dyn std::any::Any + Send> {
 /// What a committed turn releases once it is durable, besides its reply.
 struct Released<E> {
     /// New outbox entries, for the dispatcher.
-    outbox: Vec<(u64, OutboxRecord)>,
+    outbox: Vec<(OutboxId, OutboxRecord)>,
     /// Events, for watchers.
     events: Vec<E>,
     /// The earliest timer the turn scheduled.
@@ -673,13 +673,13 @@ fn apply_effects<A: Handlers>(
                     return Err(Failure::Invalid(format!("cannot encode a send: {e}")));
                 }
             };
-            let seq = shared.outbox.next_seq();
+            let id = shared.outbox.next_id(slot.shard());
             writes.push(KeyWrite {
                 space: Space::Outbox,
-                key: outbox_key(seq),
+                key: id.key(),
                 value: Some(value.into()),
             });
-            released.outbox.push((seq, record));
+            released.outbox.push((id, record));
         }
     }
     released.events = events;
@@ -726,7 +726,7 @@ fn timer_write<A: Handlers>(
 ) -> KeyWrite {
     KeyWrite {
         space: Space::Timers,
-        key: timer_key(due_ms, &slot.store_key, name).into(),
+        key: timer_key(&slot.store_key, due_ms, name).into(),
         value,
     }
 }
@@ -937,7 +937,7 @@ async fn finish_turn<A: Handlers>(
             });
         }
     } else if dirty {
-        let bytes = crate::codec::encode_record(A::SCHEMA, &l.meta, &l.state)
+        let bytes = crate::codec::encode_record(A::VERSION, &l.meta, &l.state)
             .map_err(|e| Failure::Storage(StorageError::new(e)))?;
         if l.record.as_deref() != Some(&bytes[..]) {
             if bytes.len() > MAX_RECORD {
@@ -1022,7 +1022,7 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
     let restored = match &l.record {
         None => Ok((A::default(), ActorMeta::default())),
         Some(bytes) => {
-            crate::codec::decode_record::<A>(bytes).map(|(_, meta, state)| (state, meta))
+            crate::codec::decode_versioned::<A>(bytes).map(|(meta, state)| (state, meta))
         }
     };
     match restored {
@@ -1065,8 +1065,8 @@ async fn load<A: Handlers>(
             kept: Vec::new(),
         });
     };
-    match crate::codec::decode_record::<A>(&bytes) {
-        Ok((_schema, meta, state)) => Ok(Loaded {
+    match crate::codec::decode_versioned::<A>(&bytes) {
+        Ok((meta, state)) => Ok(Loaded {
             state,
             meta,
             record: Some(bytes.into()),

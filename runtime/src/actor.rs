@@ -9,16 +9,35 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::context::Context;
 use crate::handle::Caller;
 
+/// One version of the shape of an actor's state, as stored: the actor's type itself
+/// (`#[derive(Actor)]`, `#[actor(version = N, previous = Older)]`), or an older shape kept
+/// to read old records (`#[derive(StateVersion)]`, `#[state(version = N, previous = ..)]`).
+///
+/// postcard, the stored encoding, is not self-describing: a struct that gains, loses or
+/// renames a field cannot read records of its old shape (`#[serde(default)]` does not help).
+/// So each shape is a type of its own, the record says which version wrote it, and an old
+/// record is read as its version's type and converted with `From`, one version at a time,
+/// to the current one. It is written back in the current version with the actor's next
+/// write. A record of a version newer than the code is refused, never overwritten.
+pub trait StateVersion: DeserializeOwned + Send + 'static {
+    /// This shape's version number, stored with every record written from it.
+    const VERSION: u32;
+
+    /// Decodes state bytes that version `version` of this chain wrote (at most
+    /// [`Self::VERSION`]) and converts them up to this version.
+    #[doc(hidden)]
+    fn __decode_version(version: u32, bytes: &[u8]) -> Result<Self, String>;
+}
+
 /// A type whose values are the durable state of virtual actors.
 ///
 /// Implement it with `#[derive(Actor)]`; `#[actor(name = "...")]` sets the stable storage
-/// name (default: the type's name). A key never written reads as `Default::default()`.
-pub trait Actor: Default + Serialize + DeserializeOwned + Send + 'static {
+/// name (default: the type's name). A key never written reads as `Default::default()`. Its
+/// shape's version and older shapes are in [`StateVersion`].
+pub trait Actor: StateVersion + Default + Serialize + DeserializeOwned + Send + 'static {
     /// Stable name of the type in storage, HTTP paths and metrics. Renaming the Rust type
     /// does not change it; changing it orphans the stored state.
     const NAME: &'static str;
-    /// Version of the state's shape, stored with every record.
-    const SCHEMA: u32 = 1;
     /// What its handlers publish with [`Context::publish`]: `#[actor(events = MyEvent)]`
     /// (default `()`, no events). Watchers receive it, subscribers' handlers take it.
     type Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;

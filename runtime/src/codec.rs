@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::actor::StateVersion;
 use crate::error::KeyError;
 
 /// Longest accepted actor key, in bytes. fjall refuses keys over 64 KiB (by panicking);
@@ -39,8 +40,11 @@ pub(crate) const STATE_RECORD_V3: u8 = 3;
 /// Format byte of outbox entries and timers, version 1: `[1][postcard record]`.
 pub(crate) const ENVELOPE_V1: u8 = 1;
 
-/// Version of the store layout as a whole, kept in the `meta` keyspace.
-pub(crate) const STORE_FORMAT: u32 = 1;
+/// Version of the store layout as a whole, kept in the `meta` keyspace. Format 1 keyed the
+/// outbox by a global sequence and timers by due time first; format 2 (keyspaces
+/// `outbox_v2`, `timers_v2`) keys both by shard first. A store of format 1 is upgraded when
+/// it is opened.
+pub(crate) const STORE_FORMAT: u32 = 2;
 
 /// Checks a key before it can reach the store.
 pub(crate) fn validate_key(key: &str) -> Result<(), KeyError> {
@@ -236,10 +240,58 @@ pub(crate) fn encode_state<A: Serialize>(schema: u32, state: &A) -> Result<Vec<u
     encode_record(schema, &ActorMeta::default(), state)
 }
 
-/// Decodes a state record of any supported version: schema version, metadata, state.
-pub(crate) fn decode_record<A: DeserializeOwned>(
+/// Decodes a state record of any supported format as an actor's current state: a record
+/// of an older state version is read as that version and migrated ([`StateVersion`]); one of
+/// a newer version is refused.
+pub(crate) fn decode_versioned<A: StateVersion>(bytes: &[u8]) -> Result<(ActorMeta, A), String> {
+    let (version, meta, state) = split_record(bytes)?;
+    if version > A::VERSION {
+        return Err(format!(
+            "the record was written by version {version} of the state, newer than this code's \
+             version {}: it is not read (nor overwritten) until code that knows version \
+             {version} runs",
+            A::VERSION
+        ));
+    }
+    Ok((meta, A::__decode_version(version, state)?))
+}
+
+/// Decodes the state bytes of a record as `T`, using every byte.
+pub fn decode_state_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((state, [])) => Ok(state),
+        Ok((_, rest)) => Err(format!("{} trailing bytes after the state", rest.len())),
+        Err(e) => Err(format!("bad state bytes: {e}")),
+    }
+}
+
+/// Reads a record of `S`'s own version (what a state without an older version does).
+pub fn decode_version<S: StateVersion>(version: u32, bytes: &[u8]) -> Result<S, String> {
+    if version == S::VERSION {
+        decode_state_bytes(bytes)
+    } else {
+        Err(format!(
+            "no state version {version} is known (the oldest kept is {}: name it with \
+             `previous = ...` to read older records)",
+            S::VERSION
+        ))
+    }
+}
+
+/// Reads a record of `S`'s version, or of an older one through `P` and `From`.
+pub fn decode_or_migrate<S: StateVersion + From<P>, P: StateVersion>(
+    version: u32,
     bytes: &[u8],
-) -> Result<(u32, ActorMeta, A), String> {
+) -> Result<S, String> {
+    if version == S::VERSION {
+        decode_state_bytes(bytes)
+    } else {
+        P::__decode_version(version, bytes).map(S::from)
+    }
+}
+
+/// Splits a state record of any supported format: schema version, metadata, state bytes.
+fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), String> {
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };
@@ -268,15 +320,22 @@ pub(crate) fn decode_record<A: DeserializeOwned>(
         meta.replies = replies;
         rest = tail;
     }
-    let (state, rest) =
-        postcard::take_from_bytes::<A>(rest).map_err(|e| format!("bad state bytes: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} trailing bytes after the state", rest.len()));
-    }
-    Ok((schema, meta, state))
+    Ok((schema, meta, rest))
+}
+
+/// Decodes a state record of any supported format as `A`, whatever version wrote it:
+/// schema version, metadata, state (for tests and tools; actors read with
+/// [`decode_versioned`]).
+#[cfg(test)]
+pub(crate) fn decode_record<A: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(u32, ActorMeta, A), String> {
+    let (schema, meta, state) = split_record(bytes)?;
+    Ok((schema, meta, decode_state_bytes(state)?))
 }
 
 /// Decodes a state record of any supported version, returning its schema version and state.
+#[cfg(test)]
 pub(crate) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, A), String> {
     decode_record(bytes).map(|(schema, _, state)| (schema, state))
 }
@@ -395,20 +454,54 @@ pub(crate) fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, St
     }
 }
 
-/// The key of an outbox entry: its sequence number (big-endian, so entries sort in order).
-pub(crate) fn outbox_key(seq: u64) -> Arc<[u8]> {
-    Arc::from(seq.to_be_bytes().as_slice())
+/// An outbox entry: the shard it belongs to (its sender's; for a send from outside any
+/// actor, its target's) and its sequence number, unique in the store. Its key is
+/// `shard (u16 BE) · sequence (u64 BE)`, so a shard's entries are one range, in order.
+///
+/// Entries order by sequence (the order they were sent in), whatever their shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct OutboxId {
+    pub(crate) seq: u64,
+    pub(crate) shard: u16,
 }
 
-/// The sequence number of an outbox key.
-pub(crate) fn outbox_seq(key: &[u8]) -> Option<u64> {
+impl OutboxId {
+    /// Its key in the outbox.
+    pub(crate) fn key(self) -> Arc<[u8]> {
+        let mut key = [0; 10];
+        key[..2].copy_from_slice(&self.shard.to_be_bytes());
+        key[2..].copy_from_slice(&self.seq.to_be_bytes());
+        Arc::from(key.as_slice())
+    }
+
+    /// The entry an outbox key names.
+    pub(crate) fn of_key(key: &[u8]) -> Option<OutboxId> {
+        let key = <[u8; 10]>::try_from(key).ok()?;
+        Some(OutboxId {
+            shard: u16::from_be_bytes([key[0], key[1]]),
+            seq: u64::from_be_bytes(key[2..].try_into().ok()?),
+        })
+    }
+}
+
+/// The sequence number of an outbox key of store format 1 (the sequence alone).
+pub(crate) fn outbox_seq_v1(key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
 }
 
-/// The key of a timer: `due (u64 BE ms) · len(state key) (u16 BE) · state key · name`, so the
-/// keyspace is ordered by due time.
-pub(crate) fn timer_key(due_ms: u64, state_key: &[u8], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + state_key.len() + name.len());
+/// The shard an actor's state key starts with.
+pub(crate) fn shard_of_state_key(state_key: &[u8]) -> u16 {
+    match state_key {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    }
+}
+
+/// The key of a timer: `shard (u16 BE) · due (u64 BE ms) · len(state key) (u16 BE) · state
+/// key · name`, so each shard's timers are one range ordered by due time.
+pub(crate) fn timer_key(state_key: &[u8], due_ms: u64, name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + state_key.len() + name.len());
+    out.extend_from_slice(&shard_of_state_key(state_key).to_be_bytes());
     out.extend_from_slice(&due_ms.to_be_bytes());
     out.extend_from_slice(&(state_key.len() as u16).to_be_bytes());
     out.extend_from_slice(state_key);
@@ -418,9 +511,27 @@ pub(crate) fn timer_key(due_ms: u64, state_key: &[u8], name: &str) -> Vec<u8> {
 
 /// The due time of a timer key.
 pub(crate) fn timer_due(key: &[u8]) -> Option<u64> {
-    key.get(..8)
+    key.get(2..10)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
+}
+
+/// The start of the timers of `shard` due at `due_ms` (the end of a range of due timers).
+pub(crate) fn timer_range_key(shard: u16, due_ms: u64) -> [u8; 10] {
+    let mut key = [0; 10];
+    key[..2].copy_from_slice(&shard.to_be_bytes());
+    key[2..].copy_from_slice(&due_ms.to_be_bytes());
+    key
+}
+
+/// The key of a timer of store format 1 (`due · len(state key) · state key · name`) in
+/// format 2.
+pub(crate) fn timer_key_from_v1(key: &[u8]) -> Option<Vec<u8>> {
+    let due = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let len = usize::from(u16::from_be_bytes(key.get(8..10)?.try_into().ok()?));
+    let state_key = key.get(10..10 + len)?;
+    let name = std::str::from_utf8(key.get(10 + len..)?).ok()?;
+    (state_key.len() >= 2).then(|| timer_key(state_key, due, name))
 }
 
 /// Longest idempotency key (HTTP `Idempotency-Key`, [`Runtime::send_idempotent`]), in bytes.
@@ -805,11 +916,33 @@ mod tests {
     }
 
     #[test]
-    fn timer_keys_sort_by_due_time() {
-        let a = timer_key(5, b"zz", "x");
-        let b = timer_key(6, b"aa", "a");
-        assert!(a < b);
+    fn timer_keys_sort_by_shard_then_due_time() {
+        let a = timer_key(b"\x00\x07zz", 5, "x");
+        let b = timer_key(b"\x00\x07aa", 6, "a");
+        let other_shard = timer_key(b"\x00\x08aa", 1, "a");
+        assert!(a < b && b < other_shard);
         assert_eq!(timer_due(&a), Some(5));
+        assert!(a.as_slice() < timer_range_key(7, 6).as_slice());
+        assert!(b.as_slice() >= timer_range_key(7, 6).as_slice());
+        // A format-1 key: `due · len(state key) · state key · name`.
+        let mut v1 = 5u64.to_be_bytes().to_vec();
+        v1.extend_from_slice(&4u16.to_be_bytes());
+        v1.extend_from_slice(b"\x00\x07zz");
+        v1.extend_from_slice(b"x");
+        assert_eq!(timer_key_from_v1(&v1), Some(a));
+        assert_eq!(timer_key_from_v1(&v1[..9]), None);
+    }
+
+    #[test]
+    fn outbox_keys_are_ranged_by_shard() {
+        let id = OutboxId { shard: 3, seq: 9 };
+        let key = id.key();
+        assert_eq!(&key[..2], &[0, 3]);
+        assert_eq!(OutboxId::of_key(&key), Some(id));
+        assert!(OutboxId { shard: 3, seq: 10 }.key() > key);
+        assert!(OutboxId { shard: 4, seq: 1 }.key() > OutboxId { shard: 3, seq: 10 }.key());
+        assert_eq!(OutboxId::of_key(&key[..9]), None);
+        assert_eq!(outbox_seq_v1(&9u64.to_be_bytes()), Some(9));
     }
 
     #[test]

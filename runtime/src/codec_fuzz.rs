@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    ActorMeta, KeptResult, OutboxRecord, decode_arguments, decode_envelope, decode_record,
-    decode_state, decode_timer, encode_record, encode_state, kept_expiry, kept_key_of_expiry,
-    outbox_seq, split_variant, timer_due,
+    ActorMeta, KeptResult, OutboxId, OutboxRecord, decode_arguments, decode_envelope,
+    decode_record, decode_state, decode_timer, encode_record, encode_state, kept_expiry,
+    kept_key_of_expiry, outbox_seq_v1, split_variant, timer_due,
 };
 
 /// Most the process's peak virtual memory may grow while decoding inputs of at most a few
@@ -163,7 +163,8 @@ fn decode_all(bytes: &[u8]) -> usize {
         decode_arguments::<(Rich,)>("h", bytes).is_ok(),
         decode_arguments::<(BTreeMap<String, Vec<u64>>, u32)>("h", bytes).is_ok(),
         split_variant(bytes).is_ok(),
-        outbox_seq(bytes).is_some(),
+        outbox_seq_v1(bytes).is_some(),
+        OutboxId::of_key(bytes).is_some(),
         timer_due(bytes).is_some(),
         kept_expiry(bytes).is_some(),
         kept_key_of_expiry(bytes).is_some(),
@@ -243,7 +244,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 14 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 15 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

@@ -166,10 +166,18 @@ pub(crate) struct Envelope<A: Handlers> {
 /// A live activation.
 pub(crate) struct Slot<A: Handlers> {
     pub(crate) key: Arc<str>,
+    /// Its state key (which starts with its shard).
     pub(crate) store_key: Arc<[u8]>,
     /// Milliseconds since the runtime opened, at the last enqueue.
     last_used: AtomicU64,
     pub(crate) inner: Mutex<SlotInner<A>>,
+}
+
+impl<A: Handlers> Slot<A> {
+    /// The actor's shard.
+    pub(crate) fn shard(&self) -> u16 {
+        crate::codec::shard_of_state_key(&self.store_key)
+    }
 }
 
 pub(crate) struct SlotInner<A: Handlers> {

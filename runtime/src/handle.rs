@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::actor::{Deliver, Handlers};
-use crate::codec::{encode_envelope, outbox_key};
+use crate::codec::encode_envelope;
 use crate::commit::KeyWrite;
 use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
@@ -158,6 +158,7 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
             }
             let record = message_record::<A>(&shared, self.key, &message, self.idempotency)
                 .map_err(CallError::from_failure)?;
+            let target_shard = crate::codec::shard_of(A::NAME, &record.target.key);
             let value = encode_envelope(&record)
                 .map_err(|e| CallError::Invalid(format!("cannot encode a send: {e}")))?;
             shared.admit(false).map_err(CallError::from_failure)?;
@@ -169,20 +170,21 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                 let shared = task;
                 let sent = async {
                     shared.outbox.reserve(1)?;
-                    let seq = shared.outbox.next_seq();
+                    // No sender: the entry belongs to its target's shard.
+                    let id = shared.outbox.next_id(target_shard);
                     let write = KeyWrite {
                         space: Space::Outbox,
-                        key: outbox_key(seq),
+                        key: id.key(),
                         value: Some(value.into()),
                     };
                     let ticket = shared.committer.submit(vec![write], None).await;
                     match ticket.wait().await {
                         Ok(()) => {
-                            shared.committed(vec![(seq, record)]);
+                            shared.committed(vec![(id, record)]);
                             Ok(())
                         }
                         Err(failure) => {
-                            shared.recover_unsure(vec![(seq, record)]);
+                            shared.recover_unsure(vec![(id, record)]);
                             Err(failure)
                         }
                     }

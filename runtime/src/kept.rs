@@ -34,7 +34,7 @@ pub(crate) async fn remove_expired(shared: &Arc<Shared>) -> Result<bool, Failure
     let now = epoch_ms(SystemTime::now());
     let expired = shared
         .with_store("expiry scan", move |store| {
-            store.expired_results(now, BATCH)
+            store.expired_results(crate::runtime::ALL_SHARDS, now, BATCH)
         })
         .await?;
     if expired.is_empty() {

@@ -103,11 +103,11 @@ mod watch;
 #[cfg(test)]
 mod codec_fuzz;
 
-pub use actor::{Actor, HandlerInfo, Handlers};
+pub use actor::{Actor, HandlerInfo, Handlers, StateVersion};
 pub use codec::{MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, SHARDS};
 pub use context::{Context, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
-pub use gears_macros::{Actor, handlers};
+pub use gears_macros::{Actor, StateVersion, handlers};
 pub use metrics::Stats;
 pub use runtime::{Builder, Runtime};
 pub use store::Durability;
@@ -115,7 +115,9 @@ pub use watch::{Watch, Watched};
 
 /// Everything needed to define and call actors.
 pub mod prelude {
-    pub use crate::{Actor, CallError, Context, Durability, Runtime, Timer, Watched, handlers};
+    pub use crate::{
+        Actor, CallError, Context, Durability, Runtime, StateVersion, Timer, Watched, handlers,
+    };
     pub use serde::{Deserialize, Serialize};
 }
 
@@ -124,7 +126,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
     pub use crate::codec::{
-        decode_arguments, encode_arguments, shard_of, split_variant, state_key,
+        decode_arguments, decode_or_migrate, decode_state_bytes, decode_version, encode_arguments,
+        shard_of, split_variant, state_key,
     };
     pub use crate::commit::{CommitStage, FaultHook};
     pub use crate::context::{TimerSet, TurnSend};
@@ -133,16 +136,19 @@ pub mod __private {
     pub use crate::handle::{Caller, Reply, finish, finish_result};
     #[cfg(feature = "http")]
     pub use crate::json::{json_args, json_result, json_value};
+    pub use crate::store::UpgradeHook;
     pub use futures::future::BoxFuture;
     pub use serde;
 
-    /// Encodes a state record as the store holds it (for golden fixtures).
-    pub fn encode_state<A: crate::Actor>(state: &A) -> Vec<u8> {
-        crate::codec::encode_state(A::SCHEMA, state).unwrap_or_default()
+    /// Encodes a state record as the store holds it, in the state's own version (for golden
+    /// fixtures).
+    pub fn encode_state<S: crate::StateVersion + serde::Serialize>(state: &S) -> Vec<u8> {
+        crate::codec::encode_state(S::VERSION, state).unwrap_or_default()
     }
 
-    /// Decodes a state record as the store holds it (for golden fixtures).
+    /// Decodes a state record as the store holds it, migrating an older version as a load
+    /// does (for golden fixtures).
     pub fn decode_state<A: crate::Actor>(bytes: &[u8]) -> Result<A, String> {
-        crate::codec::decode_state(bytes).map(|(_, state)| state)
+        crate::codec::decode_versioned(bytes).map(|(_, state)| state)
     }
 }

@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::codec::{ActorRef, OutboxRecord};
+use crate::codec::{ActorRef, OutboxId, OutboxRecord};
 use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::runtime::Shared;
@@ -56,9 +56,13 @@ impl Outbox {
         }
     }
 
-    /// The next entry's sequence number (its key: entries sort in sending order).
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// A new entry of `shard` (the sender's shard; the target's for a send from outside any
+    /// actor), numbered after every entry so far: entries sort in sending order.
+    pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
+        OutboxId {
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+            shard,
+        }
     }
 
     /// Takes `n` places in the backlog, or refuses: the outbox is bounded, and a turn that
@@ -99,7 +103,7 @@ struct Pending {
 #[derive(Default)]
 struct Target {
     /// Entries not yet queued on the activation, in sequence order.
-    queue: VecDeque<u64>,
+    queue: VecDeque<OutboxId>,
     inflight: usize,
     /// Busy or failing: nothing is delivered before this.
     retry_at: Option<Instant>,
@@ -108,7 +112,7 @@ struct Target {
 /// The dispatcher's state, owned by the host service (one message at a time).
 #[derive(Default)]
 pub(crate) struct Dispatcher {
-    entries: HashMap<u64, Pending>,
+    entries: HashMap<OutboxId, Pending>,
     targets: HashMap<ActorRef, Target>,
     /// Targets that may have something to deliver now.
     ready: VecDeque<ActorRef>,
@@ -117,7 +121,7 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Adds durable entries (from a committed batch, or read at startup).
-    pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (u64, OutboxRecord)>) {
+    pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (OutboxId, OutboxRecord)>) {
         for (seq, record) in entries {
             let target = self.targets.entry(record.target.clone()).or_default();
             // Entries of one sender arrive in order; across senders, keep sequence order.
@@ -147,7 +151,7 @@ impl Dispatcher {
     pub(crate) fn dispatch(
         &mut self,
         shared: &std::sync::Arc<Shared>,
-        done: &(dyn Fn(u64) -> DoneFn + Send + Sync),
+        done: &(dyn Fn(OutboxId) -> DoneFn + Send + Sync),
     ) {
         let now = Instant::now();
         let mut rounds = self.ready.len();
@@ -201,7 +205,7 @@ impl Dispatcher {
     }
 
     /// Records a delivery's outcome: processed (its removal is durable) or to be retried.
-    pub(crate) fn done(&mut self, shared: &Shared, seq: u64, outcome: Result<(), Failure>) {
+    pub(crate) fn done(&mut self, shared: &Shared, seq: OutboxId, outcome: Result<(), Failure>) {
         self.inflight = self.inflight.saturating_sub(1);
         let Some(entry) = self.entries.get_mut(&seq) else {
             return;
@@ -236,7 +240,7 @@ impl Dispatcher {
                     let at = target.queue.partition_point(|&s| s < seq);
                     target.queue.insert(at, seq);
                     target.retry_at = Some(Instant::now() + backoff);
-                    tracing::debug!(seq, attempts = entry.attempts, error = %failure, "delivery failed; will retry");
+                    tracing::debug!(seq = seq.seq, attempts = entry.attempts, error = %failure, "delivery failed; will retry");
                 }
             }
         }
@@ -260,18 +264,21 @@ impl Dispatcher {
 }
 
 /// Stops retrying an entry in this run; it stays in the store for the next start.
-fn park(shared: &Shared, seq: u64, record: Option<OutboxRecord>, failure: &Failure) {
+fn park(shared: &Shared, id: OutboxId, record: Option<OutboxRecord>, failure: &Failure) {
     shared.outbox.release(1);
     shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
     match record {
         Some(r) => tracing::error!(
-            seq,
+            seq = id.seq,
+            shard = id.shard,
             actor = %r.target.actor,
             key = %r.target.key,
             handler = r.payload.handler().unwrap_or("-"),
             error = %failure,
             "parked an outbox message: it stays in the outbox, retried at the next start"
         ),
-        None => tracing::error!(seq, error = %failure, "parked an outbox message"),
+        None => {
+            tracing::error!(seq = id.seq, shard = id.shard, error = %failure, "parked an outbox message")
+        }
     }
 }

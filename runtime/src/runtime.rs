@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::actor::Handlers;
-use crate::codec::{ActorMeta, ActorRef, OutboxRecord, Payload};
+use crate::codec::{ActorMeta, ActorRef, OutboxId, OutboxRecord, Payload};
 use crate::commit::{Committer, FaultHook};
 use crate::context::{TimerInfo, timer_infos};
 use crate::directory::{AnyRegistry, Body, Delivery, DoneFn, Registry};
@@ -22,7 +22,7 @@ use crate::loader::{Job, Loader};
 use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
 use crate::shard::{Host, HostRef, Periods};
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Store, UpgradeHook};
 use crate::watch::Watch;
 
 /// Settings fixed when the runtime opens.
@@ -59,6 +59,9 @@ impl Default for Config {
     }
 }
 
+/// Every shard: a single node owns them all.
+pub(crate) const ALL_SHARDS: std::ops::Range<u16> = 0..crate::codec::SHARDS;
+
 /// Upper bound of every configured capacity (far above any sane value, far below what
 /// would overflow the channels' permit counters).
 const MAX_QUEUE: usize = 1 << 30;
@@ -79,6 +82,7 @@ pub struct Builder {
     registrations: Vec<(TypeId, Registration)>,
     idle_overrides: HashMap<TypeId, Duration>,
     fault: Option<FaultHook>,
+    upgrade_hook: Option<UpgradeHook>,
 }
 
 impl Builder {
@@ -177,6 +181,13 @@ impl Builder {
         self
     }
 
+    /// Test seam: called after each batch an upgrade of an older store writes.
+    #[doc(hidden)]
+    pub fn __upgrade_hook(mut self, hook: UpgradeHook) -> Self {
+        self.upgrade_hook = Some(hook);
+        self
+    }
+
     /// Test seam: a hook that can fail the commit path at each stage.
     #[doc(hidden)]
     pub fn __fault_hook(mut self, hook: FaultHook) -> Self {
@@ -235,9 +246,10 @@ impl Builder {
         }
 
         let durability = config.durability;
+        let upgrade_hook = self.upgrade_hook;
         let (store, recovered) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&path, durability)?;
-            let entries = store.outbox_entries()?;
+            let store = Store::open(&path, durability, upgrade_hook.as_ref())?;
+            let entries = store.outbox_entries(ALL_SHARDS)?;
             Ok::<_, Error>((store, entries))
         })
         .await
@@ -299,22 +311,24 @@ impl Builder {
 fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
-) -> (Outbox, Vec<(u64, OutboxRecord)>) {
+) -> (Outbox, Vec<(OutboxId, OutboxRecord)>) {
     let mut next = 1;
     let mut recovered = Vec::with_capacity(entries.len());
     for (key, value) in entries {
-        let Some(seq) = crate::codec::outbox_seq(&key) else {
+        let Some(id) = OutboxId::of_key(&key) else {
             tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
             continue;
         };
-        next = next.max(seq + 1);
+        next = next.max(id.seq + 1);
         match crate::codec::decode_envelope::<OutboxRecord>(&value) {
-            Ok(record) => recovered.push((seq, record)),
+            Ok(record) => recovered.push((id, record)),
             Err(reason) => {
-                tracing::error!(seq, %reason, "undecodable outbox entry; left in place");
+                tracing::error!(seq = id.seq, shard = id.shard, %reason, "undecodable outbox entry; left in place");
             }
         }
     }
+    // Sending order, whatever the shard.
+    recovered.sort_unstable_by_key(|(id, _)| *id);
     if !recovered.is_empty() {
         tracing::info!(
             pending = recovered.len(),
@@ -389,12 +403,12 @@ impl Shared {
     pub(crate) fn deliver(
         self: &Arc<Self>,
         record: &OutboxRecord,
-        seq: u64,
+        id: OutboxId,
         verify: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
         let delivery = Delivery::Outbox {
-            key: crate::codec::outbox_key(seq),
+            key: id.key(),
             idempotency: record.idempotency.clone(),
             verify,
         };
@@ -425,7 +439,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &str,
         durable: bool,
-        outbox: Vec<(u64, OutboxRecord)>,
+        outbox: Vec<(OutboxId, OutboxRecord)>,
         events: Vec<A::Event>,
         timer_due: Option<u64>,
     ) {
@@ -450,7 +464,7 @@ impl Shared {
             }
         }
         if let (Some(due), Some(host)) = (timer_due, self.host_ref.get()) {
-            host.timer_scheduled(due);
+            host.timer_scheduled(crate::codec::shard_of(A::NAME, key), due);
         }
     }
 
@@ -458,7 +472,7 @@ impl Shared {
     /// made them durable (the next sync does), and then their senders' state says they were
     /// sent. Those still in the store after a sync go to the dispatcher; the others give
     /// their outbox places back.
-    pub(crate) fn recover_unsure(self: &Arc<Self>, entries: Vec<(u64, OutboxRecord)>) {
+    pub(crate) fn recover_unsure(self: &Arc<Self>, entries: Vec<(OutboxId, OutboxRecord)>) {
         if entries.is_empty() {
             return;
         }
@@ -469,9 +483,9 @@ impl Shared {
                 .with_store("outbox check", move |store| {
                     let mut kept = Vec::new();
                     let mut gone = 0;
-                    for (seq, record) in entries {
-                        match store.outbox_contains(&crate::codec::outbox_key(seq)) {
-                            Ok(true) => kept.push((seq, record)),
+                    for (id, record) in entries {
+                        match store.outbox_contains(&id.key()) {
+                            Ok(true) => kept.push((id, record)),
                             // Absent, or unknowable now: the next start reads what is stored.
                             Ok(false) | Err(_) => gone += 1,
                         }
@@ -500,7 +514,7 @@ impl Shared {
     }
 
     /// Hands outbox entries written outside any turn (by `Runtime::send`) to the dispatcher.
-    pub(crate) fn committed(&self, entries: Vec<(u64, OutboxRecord)>) {
+    pub(crate) fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
         self.metrics
             .sends
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
@@ -658,6 +672,7 @@ impl Runtime {
             registrations: Vec::new(),
             idle_overrides: HashMap::new(),
             fault: None,
+            upgrade_hook: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::codec::OutboxRecord;
+use crate::codec::{OutboxId, OutboxRecord};
 use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
@@ -29,14 +29,15 @@ pub(crate) enum HostMsg {
     /// Retry what waited for a backoff; fire due timers.
     Tick,
     /// Outbox entries whose batch is durable.
-    Committed(Vec<(u64, OutboxRecord)>),
+    Committed(Vec<(OutboxId, OutboxRecord)>),
     /// An outbox delivery's turn is over.
     Delivered {
-        seq: u64,
+        seq: OutboxId,
         outcome: Result<(), Failure>,
     },
-    /// A committed turn scheduled a timer due at this time (ms since the Unix epoch).
-    TimerScheduled(u64),
+    /// A committed turn scheduled a timer in a shard, due at a time (ms since the Unix
+    /// epoch).
+    TimerScheduled { shard: u16, due_ms: u64 },
     /// A timer firing's turn is over.
     TimerDone { key: Arc<[u8]>, ok: bool },
     /// Remove a batch of expired outcomes of idempotent requests.
@@ -54,7 +55,7 @@ struct HostState {
 impl Actor for HostActor {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = (Weak<Shared>, Periods, Vec<(u64, OutboxRecord)>);
+    type Arguments = (Weak<Shared>, Periods, Vec<(OutboxId, OutboxRecord)>);
 
     async fn pre_start(
         &self,
@@ -71,7 +72,7 @@ impl Actor for HostActor {
         Ok(HostState {
             shared,
             dispatcher,
-            timers: TimerService::new(),
+            timers: TimerService::new(crate::runtime::ALL_SHARDS),
         })
     }
 
@@ -110,8 +111,8 @@ impl Actor for HostActor {
             }
             HostMsg::Committed(entries) => state.dispatcher.add(entries),
             HostMsg::Delivered { seq, outcome } => state.dispatcher.done(&shared, seq, outcome),
-            HostMsg::TimerScheduled(due) => {
-                state.timers.scheduled(due);
+            HostMsg::TimerScheduled { shard, due_ms } => {
+                state.timers.scheduled(shard, due_ms);
                 return Ok(());
             }
             HostMsg::TimerDone { key, ok } => {
@@ -137,7 +138,7 @@ impl Actor for HostActor {
             return Ok(());
         }
         let host = myself.clone();
-        let done = move |seq: u64| -> DoneFn {
+        let done = move |seq: OutboxId| -> DoneFn {
             let host = host.clone();
             Box::new(move |outcome| {
                 let _ = host.cast(HostMsg::Delivered { seq, outcome });
@@ -154,13 +155,13 @@ pub(crate) struct HostRef(ActorRef<HostMsg>);
 
 impl HostRef {
     /// Outbox entries whose batch is durable, for delivery.
-    pub(crate) fn committed(&self, entries: Vec<(u64, OutboxRecord)>) {
+    pub(crate) fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
         let _ = self.0.cast(HostMsg::Committed(entries));
     }
 
-    /// A durable timer due at `due_ms`.
-    pub(crate) fn timer_scheduled(&self, due_ms: u64) {
-        let _ = self.0.cast(HostMsg::TimerScheduled(due_ms));
+    /// A durable timer of `shard` due at `due_ms`.
+    pub(crate) fn timer_scheduled(&self, shard: u16, due_ms: u64) {
+        let _ = self.0.cast(HostMsg::TimerScheduled { shard, due_ms });
     }
 }
 
@@ -182,7 +183,7 @@ impl Host {
     pub(crate) async fn start(
         shared: Weak<Shared>,
         periods: Periods,
-        recovered: Vec<(u64, OutboxRecord)>,
+        recovered: Vec<(OutboxId, OutboxRecord)>,
     ) -> Result<(Host, HostRef), String> {
         let (actor, handle) = Actor::spawn(None, HostActor, (shared, periods, recovered))
             .await

@@ -30,9 +30,9 @@ pub enum Durability {
 pub(crate) enum Space {
     /// Actor records: `shard · type · key` → state record.
     State,
-    /// Durable messages not yet processed: `sequence` → envelope.
+    /// Durable messages not yet processed: `shard · sequence` → envelope.
     Outbox,
-    /// Timers ordered by due time: `due · state key · name` → timer record.
+    /// Timers, each shard's ordered by due time: `shard · due · state key · name` → timer.
     Timers,
     /// Results of idempotent requests: `state key · 0xFF · idempotency key · expires` →
     /// kept result (see [`crate::codec::kept_key`]).
@@ -77,6 +77,10 @@ struct Unsynced {
 
 const META_FORMAT_KEY: &[u8] = b"store_format";
 
+mod upgrade;
+
+pub use upgrade::UpgradeHook;
+
 fn storage(e: fjall::Error) -> StorageError {
     StorageError::new(e)
 }
@@ -86,8 +90,14 @@ impl Store {
     ///
     /// fjall panics on some corrupted files (an assertion in its journal reader): such a
     /// panic is turned into an error naming the path, like any other refusal to open.
-    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Store, Error> {
-        let opened = std::panic::catch_unwind(|| Self::open_unguarded(path, durability));
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        upgrade_hook: Option<&UpgradeHook>,
+    ) -> Result<Store, Error> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_unguarded(path, durability, upgrade_hook)
+        }));
         opened.unwrap_or_else(|panic| {
             let why = panic
                 .downcast_ref::<&str>()
@@ -102,7 +112,11 @@ impl Store {
         })
     }
 
-    fn open_unguarded(path: &Path, durability: Durability) -> Result<Store, Error> {
+    fn open_unguarded(
+        path: &Path,
+        durability: Durability,
+        upgrade_hook: Option<&UpgradeHook>,
+    ) -> Result<Store, Error> {
         let at =
             |e: fjall::Error| StorageError::new(format!("cannot open {}: {e}", path.display()));
         let db = Database::builder(path)
@@ -114,10 +128,10 @@ impl Store {
             .keyspace("state", KeyspaceCreateOptions::default)
             .map_err(at)?;
         let outbox = db
-            .keyspace("outbox", KeyspaceCreateOptions::default)
+            .keyspace(upgrade::OUTBOX, KeyspaceCreateOptions::default)
             .map_err(at)?;
         let timers = db
-            .keyspace("timers", KeyspaceCreateOptions::default)
+            .keyspace(upgrade::TIMERS, KeyspaceCreateOptions::default)
             .map_err(at)?;
         let kept = db
             .keyspace("replies", KeyspaceCreateOptions::default)
@@ -128,23 +142,32 @@ impl Store {
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(at)?;
-        match meta.get(META_FORMAT_KEY).map_err(at)? {
-            Some(found) => {
-                let found = <[u8; 4]>::try_from(&*found)
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(u32::MAX);
-                if found != STORE_FORMAT {
-                    return Err(Error::IncompatibleStore {
-                        path: path.display().to_string(),
-                        found,
-                        supported: STORE_FORMAT,
-                    });
-                }
+        let found = meta.get(META_FORMAT_KEY).map_err(at)?.map(|found| {
+            <[u8; 4]>::try_from(&*found)
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX)
+        });
+        let layout = upgrade::Layout {
+            db: &db,
+            meta: &meta,
+            outbox: &outbox,
+            timers: &timers,
+        };
+        match found {
+            None => layout.set_format(STORE_FORMAT).map_err(at)?,
+            Some(1) => {
+                tracing::info!(path = %path.display(), "upgrading the store from format 1 to {STORE_FORMAT}");
+                layout.upgrade_format_1(upgrade_hook).map_err(|e| {
+                    StorageError::new(format!("cannot upgrade {}: {e}", path.display()))
+                })?;
             }
-            None => {
-                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&meta, META_FORMAT_KEY, STORE_FORMAT.to_be_bytes().to_vec());
-                batch.commit().map_err(at)?;
+            Some(STORE_FORMAT) => layout.drop_format_1().map_err(at)?,
+            Some(found) => {
+                return Err(Error::IncompatibleStore {
+                    path: path.display().to_string(),
+                    found,
+                    supported: STORE_FORMAT,
+                });
             }
         }
         Ok(Store {
@@ -264,14 +287,15 @@ impl Store {
     }
 
     /// Up to `limit` keys of the expiry index whose results expired at or before `now_ms`,
-    /// shard by shard, each shard's earliest first.
+    /// shard by shard of `shards`, each shard's earliest first.
     pub(crate) fn expired_results(
         &self,
+        shards: impl IntoIterator<Item = u16>,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
         let mut keys = Vec::new();
-        for shard in 0..crate::codec::SHARDS {
+        for shard in shards {
             let start = shard.to_be_bytes();
             let mut end = start.to_vec();
             end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
@@ -285,31 +309,51 @@ impl Store {
         Ok(keys)
     }
 
-    /// Every outbox entry, in sequence order (read once at startup).
-    pub(crate) fn outbox_entries(&self) -> Result<Vec<Entry>, StorageError> {
-        collect(self.outbox.iter(), usize::MAX)
+    /// Every outbox entry of `shards`, shard by shard, each in sequence order (read once when
+    /// the shards are taken).
+    pub(crate) fn outbox_entries(
+        &self,
+        shards: impl IntoIterator<Item = u16>,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = Vec::new();
+        for shard in shards {
+            entries.extend(collect(
+                self.outbox.prefix(shard.to_be_bytes()),
+                usize::MAX,
+            )?);
+        }
+        Ok(entries)
     }
 
-    /// Up to `limit` timers due at or before `now_ms`, earliest first, after the key `after`
-    /// (if given).
+    /// Up to `limit` timers of `shard` due at or before `now_ms`, earliest first, after the
+    /// key `after` (if given).
     pub(crate) fn due_timers(
         &self,
+        shard: u16,
         after: Option<&[u8]>,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         use std::ops::Bound;
-        let end = now_ms.saturating_add(1).to_be_bytes().to_vec();
-        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        let start = match after {
+            Some(key) => Bound::Excluded(key.to_vec()),
+            None => Bound::Included(shard.to_be_bytes().to_vec()),
+        };
+        let end = crate::codec::timer_range_key(shard, now_ms.saturating_add(1)).to_vec();
         collect(self.timers.range((start, Bound::Excluded(end))), limit)
     }
 
-    /// The due time of the earliest timer due after `now_ms`.
-    pub(crate) fn next_timer_after(&self, now_ms: u64) -> Result<Option<u64>, StorageError> {
-        let start = now_ms.saturating_add(1).to_be_bytes();
+    /// The due time of the earliest timer of `shard` due after `now_ms`.
+    pub(crate) fn next_timer_after(
+        &self,
+        shard: u16,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let start = crate::codec::timer_range_key(shard, now_ms.saturating_add(1));
         let first = collect(self.timers.range(start.as_slice()..), 1)?;
         Ok(first
             .first()
+            .filter(|(key, _)| key.starts_with(&shard.to_be_bytes()))
             .and_then(|(key, _)| crate::codec::timer_due(key)))
     }
 
