@@ -147,7 +147,10 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "handler_panicked", None)
             }
             CallError::Cycle(_) => (StatusCode::INTERNAL_SERVER_ERROR, "call_cycle", None),
-            CallError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_turn", None),
+            // The runtime refused what the handler asked (a timer name, a message it cannot
+            // encode...), most often because of what the request carried: the request, as
+            // it is, cannot be served. Nothing is wrong with the server.
+            CallError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_turn", None),
             CallError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage", None),
             CallError::Decode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state", None),
         };
