@@ -63,6 +63,8 @@
 //! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
 //!   activations, dispatches the outbox and fires timers.
 //! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
+//! - [Stopping on SIGTERM or SIGINT](crate::shutdown_signal) (`signal.rs`): a future for
+//!   an embedding application's `main`, then an orderly shutdown.
 //! - The HTTP ingress (`http.rs`, feature `http`): every registered actor over HTTP with
 //!   JSON; its per-type JSON face (`json.rs`) decodes arguments and encodes results with
 //!   the code `#[handlers]` generates, and stores idempotent results with the turn.
@@ -92,6 +94,7 @@ mod metrics;
 mod outbox;
 mod runtime;
 mod shard;
+mod signal;
 mod store;
 mod timers;
 mod watch;
@@ -107,6 +110,7 @@ pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
 pub use gears_macros::{Actor, handlers};
 pub use metrics::Stats;
 pub use runtime::{Builder, Runtime};
+pub use signal::{Signal, shutdown_signal};
 pub use store::Durability;
 pub use watch::{Watch, Watched};
 
