@@ -40,20 +40,40 @@
 //!
 //! | status | `error` | when |
 //! | --- | --- | --- |
-//! | 400 | `bad_request` | a body that is not the handler's arguments (the message names the field), an undecodable path, a bad query or idempotency key |
+//! | 400 | `bad_request` | a body that is not the handler's arguments (the message names the field), an undecodable path, a bad query or idempotency key, a body that cannot be read (malformed chunks, the client gone) |
 //! | 400 | `invalid_key` | a key that is empty, longer than [`MAX_KEY_LEN`] bytes or holds control characters |
 //! | 401 | `unauthorized` | a bearer token is configured and the request lacks it (header `WWW-Authenticate: Bearer`) |
 //! | 404 | `unknown_actor_type` / `unknown_handler` | with `"valid": [...]`, the registered types or the type's handlers |
 //! | 404 | `not_found` | no such route |
 //! | 405 | `method_not_allowed` | with an `Allow` header |
+//! | 408 | `body_timeout` | the body did not arrive whole within [`body_read_timeout`](crate::http::HttpConfig::body_read_timeout); the connection is closed |
 //! | 409 | `idempotency_conflict` | the idempotency key was used for a different request to this actor |
-//! | 413 | `body_too_large` | the body exceeds the limit (default 64 KiB) |
+//! | 413 | `body_too_large` | the body exceeds the limit (default 64 KiB), with `"limit"`; a `Content-Length` past it is refused before the body is read (no `100 Continue`); the connection is closed |
+//! | 414 | `uri_too_long` | the path and query exceed [`MAX_URI_LEN`](crate::http::MAX_URI_LEN) bytes |
 //! | 422 | the error's name (its enum variant, else its type) | the handler returned `Err`; its JSON is under `"detail"`; the turn was rolled back |
+//! | 422 | `invalid_turn` | the runtime refused what the handler asked (most often because of the request's input: a timer name it cannot take, a message it cannot encode); the turn was rolled back |
 //! | 429 | `overloaded` | the actor's mailbox is full (per-actor admission); `Retry-After: 1` |
 //! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox), the ingress has [`max_event_streams`](crate::http::HttpConfig::max_event_streams) event streams open already, or the runtime is stopping; with `Retry-After` |
 //! | 504 | `timeout` | the call exceeded the runtime's call timeout |
 //! | 421 | `not_owner` | this node does not own the actor's shard (scale-out) |
-//! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `invalid_turn`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
+//! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
+//!
+//! Errors answered in plain text or without a body by axum's extractors (on routes you add
+//! with [`serve_with`](crate::http::serve_with): a `Json` body that does not parse, a
+//! `Query` that does not match, a wrong content type) or by a bare status get the same JSON
+//! shape: their status, the status' reason in snake case as `error` (`unsupported_media_type`),
+//! their text as `message`. An error body with a media type of its own (an HTML error page
+//! of yours) is left as it is.
+//!
+//! Some requests are refused by hyper, the HTTP implementation, before a request exists
+//! for the application to see; no server built on hyper can shape those answers. They are
+//! **answered by hyper without a body, and the connection is closed**: `400` for a
+//! malformed request line or header (a control character in a header value, say), and
+//! `431` for a request head larger than [`MAX_HEAD_LEN`](crate::http::MAX_HEAD_LEN) (a
+//! request target too long for it included; hyper's own `414`, past 65,534 bytes of
+//! target, is never reached under that limit). A client too slow to send its headers gets
+//! no answer at all: the connection is closed at the
+//! [`header_read_timeout`](crate::http::HttpConfig::header_read_timeout).
 //!
 //! # Access
 //!
@@ -64,21 +84,45 @@
 //!
 //! | scope | guarded routes | default when |
 //! | --- | --- | --- |
-//! | [`TokenScope::Admin`](crate::http::TokenScope::Admin) | `/admin/...` and `/metrics`; calls, state and events stay open | the bound address ([`HttpConfig::bind`](crate::http::HttpConfig::bind)) is loopback |
-//! | [`TokenScope::All`](crate::http::TokenScope::All) | every route but `/health` | the bound address is not loopback (`0.0.0.0`, a LAN address, ...) |
+//! | [`TokenScope::Admin`](crate::http::TokenScope::Admin) | `/admin/...` and `/metrics`; calls, state, events and the routes you add stay open | the bound address ([`HttpConfig::bind`](crate::http::HttpConfig::bind)) is loopback |
+//! | [`TokenScope::All`](crate::http::TokenScope::All) | every route but `/health`, the routes you add with [`serve_with`](crate::http::serve_with) included | the bound address is not loopback (`0.0.0.0`, a LAN address, ...) |
 //!
 //! A scope set with `token_scope` always wins; without one the scope follows the address
 //! the configuration binds ([`HttpConfig::effective_token_scope`](crate::http::HttpConfig::effective_token_scope)),
 //! also for [`router`](crate::http::router), which cannot see where it is served: set the
 //! scope explicitly when you serve it yourself.
 //!
+//! [`serve`](crate::http::serve) refuses to start on an address that is not loopback when a
+//! route would be open to the network: without a token, or with one scoped to
+//! [`TokenScope::Admin`](crate::http::TokenScope::Admin). Its error says how to fix that;
+//! [`HttpConfig::allow_unauthenticated`](crate::http::HttpConfig::allow_unauthenticated)
+//! overrides it, for a server behind something else that authenticates.
+//!
 //! # Limits
+//!
+//! Every request and connection is bounded in size and in time; past a limit the client
+//! gets an error (or, before it has sent a request, a closed connection), never a server
+//! holding memory or a task for it indefinitely.
 //!
 //! | setting | default | past it |
 //! | --- | --- | --- |
-//! | [`body_limit`](crate::http::HttpConfig::body_limit) | 64 KiB | `413 body_too_large` |
+//! | [`body_limit`](crate::http::HttpConfig::body_limit) | 64 KiB | `413 body_too_large`; a larger `Content-Length` is refused before the body is read |
+//! | [`body_read_timeout`](crate::http::HttpConfig::body_read_timeout) | 30 s for the whole body, from the end of the headers | `408 body_timeout`, connection closed |
+//! | [`header_read_timeout`](crate::http::HttpConfig::header_read_timeout) | 10 s for the request's headers, from the connection's opening or the end of the previous response | connection closed without an answer; so a kept-alive connection idles at most this long between requests |
+//! | [`idle_timeout`](crate::http::HttpConfig::idle_timeout) | 60 s without a byte moving either way | connection closed (a client that stopped reading its answer, a route of yours silent that long) |
+//! | [`max_connections`](crate::http::HttpConfig::max_connections) | 4,096 connections at once | not accepted: new connections wait in the kernel's listen backlog until one closes (past the backlog, the kernel drops or refuses them) |
+//! | [`MAX_URI_LEN`](crate::http::MAX_URI_LEN) | 8 KiB of path and query | `414 uri_too_long` |
+//! | [`MAX_HEAD_LEN`](crate::http::MAX_HEAD_LEN) | 64 KiB of request line and headers | `431` from hyper, no body, connection closed |
 //! | [`max_event_streams`](crate::http::HttpConfig::max_event_streams) | 1,024 open `/events` streams | `503 overloaded`, `Retry-After: 1` |
 //! | [`keep_alive`](crate::http::HttpConfig::keep_alive) | a comment every 15 s on an idle event stream | (a closed client is noticed by then at the latest, freeing its stream) |
+//!
+//! Event streams (`/events`, and server-sent events of routes you add) are long-lived by
+//! design: no timeout ends them while their client reads them (the body-read timeout is the
+//! request's, their keep-alive comments keep them from being idle), and `max_event_streams`
+//! bounds the ingress' own. The header-read and idle timeouts and the connection limit are
+//! [`serve`](crate::http::serve)'s; [`router`](crate::http::router) keeps the others.
+//! `/metrics` counts the connections open (`gears_http_connections_open`) and those cut by
+//! a timeout (`gears_http_timed_out_total`).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -108,6 +152,8 @@ use crate::context::epoch_ms;
 use crate::json::{JsonActor, JsonEvent};
 use crate::runtime::Runtime;
 
+mod admission;
+mod connections;
 mod error;
 mod metrics;
 
@@ -123,6 +169,14 @@ const DEFAULT_PAGE: usize = 100;
 
 /// Default [`HttpConfig::max_event_streams`].
 pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1024;
+/// Longest request target (path and query) accepted, in bytes; a longer one gets
+/// `414 uri_too_long`.
+pub const MAX_URI_LEN: usize = 8 * 1024;
+/// Largest request head (request line and headers) hyper reads, in bytes; a larger one is
+/// answered `431` by hyper, without a body, and the connection closed.
+pub const MAX_HEAD_LEN: usize = 64 * 1024;
+/// Default [`HttpConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Which routes need the bearer token, when one is configured.
 ///
@@ -148,11 +202,17 @@ pub struct HttpConfig {
     token_scope: Option<TokenScope>,
     keep_alive: Duration,
     max_event_streams: usize,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    allow_unauthenticated: bool,
 }
 
 impl Default for HttpConfig {
     /// Binds `127.0.0.1:8080`, 64 KiB bodies, no token, SSE keep-alive every 15 s, at
-    /// most 1,024 open event streams.
+    /// most 1,024 open event streams, headers within 10 s, bodies within 30 s, idle
+    /// connections closed after 60 s, at most 4,096 connections.
     fn default() -> Self {
         HttpConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
@@ -161,6 +221,11 @@ impl Default for HttpConfig {
             token_scope: None,
             keep_alive: Duration::from_secs(15),
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -168,10 +233,10 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// The address [`serve`] listens on (default `127.0.0.1:8080`; port 0 picks a free one).
     ///
-    /// Binding anything but loopback exposes the ingress to the network: without a token
-    /// every actor is open to anyone who reaches it, so set one ([`bearer_token`](Self::bearer_token)).
-    /// With a token on a non-loopback address every route but `/health` needs it
-    /// ([`TokenScope::All`]) unless you chose a narrower scope with [`token_scope`](Self::token_scope).
+    /// Binding anything but loopback exposes the ingress to the network, so [`serve`]
+    /// refuses it unless a token ([`bearer_token`](Self::bearer_token)) guards every route
+    /// but `/health` there ([`TokenScope::All`], the default off loopback), or
+    /// [`allow_unauthenticated`](Self::allow_unauthenticated) says to serve open routes.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
         self
@@ -199,8 +264,9 @@ impl HttpConfig {
 
     /// Which routes the bearer token guards. Unset, the scope follows the bound address:
     /// [`TokenScope::Admin`] on loopback, [`TokenScope::All`] on any other address. Set,
-    /// it applies wherever the ingress binds (`TokenScope::Admin` on `0.0.0.0` leaves
-    /// calls, state and events open to the network).
+    /// it applies wherever the ingress binds; `TokenScope::Admin` on `0.0.0.0` would leave
+    /// calls, state and events open to the network, which [`serve`] refuses without
+    /// [`allow_unauthenticated`](Self::allow_unauthenticated).
     pub fn token_scope(mut self, scope: TokenScope) -> Self {
         self.token_scope = Some(scope);
         self
@@ -210,11 +276,58 @@ impl HttpConfig {
     /// [`token_scope`](Self::token_scope), else [`TokenScope::Admin`] if the bound address is
     /// loopback and [`TokenScope::All`] if not. (Without a token nothing is guarded.)
     pub fn effective_token_scope(&self) -> TokenScope {
-        self.token_scope.unwrap_or(if self.addr.ip().is_loopback() {
+        self.token_scope.unwrap_or(if self.is_loopback() {
             TokenScope::Admin
         } else {
             TokenScope::All
         })
+    }
+
+    /// Whether the bound address is loopback (an IPv4-mapped IPv6 one included).
+    fn is_loopback(&self) -> bool {
+        self.addr.ip().to_canonical().is_loopback()
+    }
+
+    /// What [`serve`] refuses before it binds anything.
+    fn check(&self) -> std::io::Result<()> {
+        let refuse = |why: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        let open_to = match (&self.token, self.effective_token_scope()) {
+            (None, _) => Some("every route"),
+            (Some(_), TokenScope::Admin) => Some("calls, state and event streams"),
+            (Some(_), TokenScope::All) => None,
+        };
+        if let Some(open) = open_to
+            && !self.is_loopback()
+            && !self.allow_unauthenticated
+        {
+            return refuse(format!(
+                "refusing to serve on {} with {open} open to anyone who reaches it: set \
+                 HttpConfig::bearer_token (it guards every route but /health off loopback, \
+                 unless token_scope narrows it), bind a loopback address, or, behind \
+                 something else that authenticates, HttpConfig::allow_unauthenticated(true)",
+                self.addr
+            ));
+        }
+        if self.max_connections == 0 {
+            return refuse("HttpConfig::max_connections must be at least 1".into());
+        }
+        for (name, timeout) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return refuse(format!("HttpConfig::{name} must be longer than zero"));
+            }
+        }
+        if self.idle_timeout <= self.keep_alive {
+            return refuse(format!(
+                "HttpConfig::idle_timeout ({:?}) must be longer than keep_alive ({:?}), or \
+                 quiet event streams would be closed as idle",
+                self.idle_timeout, self.keep_alive
+            ));
+        }
+        Ok(())
     }
 
     /// The most event streams (`GET /{type}/{key}/events`) open at once (default 1,024);
@@ -226,9 +339,60 @@ impl HttpConfig {
         self
     }
 
-    /// How often an idle event stream sends a keep-alive comment (default 15 s).
+    /// How often an idle event stream sends a keep-alive comment (default 15 s). It must
+    /// be shorter than [`idle_timeout`](Self::idle_timeout), or [`serve`] refuses to start:
+    /// the comments are what keep a quiet stream from being idle.
     pub fn keep_alive(mut self, every: Duration) -> Self {
         self.keep_alive = every;
+        self
+    }
+
+    /// How long a client has to send a request's headers (default 10 s), counted from
+    /// when the connection starts waiting for a request: its opening, or the end of the
+    /// previous response on a kept-alive connection. Past it the connection is closed
+    /// without an answer (a slowloris client holds a connection no longer than this), so
+    /// it is also how long a kept-alive connection may sit idle between requests.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client has to send a request's whole body, from the end of its headers
+    /// (default 30 s). Past it the request is answered `408 body_timeout` and the
+    /// connection closed, whatever the body's pace (a trickle of bytes does not extend it).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may pass without a byte moving either way (default 60 s);
+    /// past it the connection is closed. Between requests the shorter
+    /// [`header_read_timeout`](Self::header_read_timeout) applies first; this bounds the
+    /// rest: a client that stops reading its answer (an event stream's too, once the socket
+    /// buffers are full), or a route of yours that sends nothing for that long. Event
+    /// streams send a comment every [`keep_alive`](Self::keep_alive), which must be shorter.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The most connections served at once (default 4,096, at least 1). Past it, new
+    /// connections are not accepted: they wait in the kernel's listen backlog until one
+    /// closes (and past the backlog, the kernel refuses them), so the server never holds
+    /// more than this many connections, nor tasks or buffers for them.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// **Dangerous.** Lets [`serve`] expose routes without a token on an address that is
+    /// not loopback. By default it refuses to start there unless a
+    /// [`bearer_token`](Self::bearer_token) guards every route but `/health`: without one,
+    /// anyone who reaches the address can call every actor, read and delete their state
+    /// and read the metrics. Set this only behind something else that authenticates (a
+    /// reverse proxy, a private network you trust entirely).
+    pub fn allow_unauthenticated(mut self, allow: bool) -> Self {
+        self.allow_unauthenticated = allow;
         self
     }
 }
@@ -242,26 +406,49 @@ impl std::fmt::Debug for HttpConfig {
             .field("token_scope", &self.token_scope)
             .field("keep_alive", &self.keep_alive)
             .field("max_event_streams", &self.max_event_streams)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
             .finish()
     }
 }
 
 /// The ingress' routes for `rt`, to serve with your own `axum::serve` or merge into your
-/// own router. Event streams (`/events`) run until their client disconnects; [`serve`]
-/// also ends them when it shuts down.
+/// own router. They keep the request limits (body size and read timeout, URI length, JSON
+/// errors) but not what [`serve`] does per connection (header-read and idle timeouts, the
+/// connection limit, `/metrics`' connection counts), nor its refusal of an exposed
+/// address without a token: the router cannot see where you serve it. Event streams
+/// (`/events`) run until their client disconnects; [`serve`] also ends them when it shuts
+/// down.
 pub fn router(rt: Runtime, config: &HttpConfig) -> Router {
     // No sender: the streams never hear of a shutdown (see `closed`).
     let (_, closing) = watch::channel(false);
-    build(rt, config, Router::new(), closing)
+    build(rt, config, Router::new(), closing, Arc::default())
 }
 
-/// Serves the ingress for `rt` on `config`'s address until [`Server::shutdown`].
+/// Serves the ingress for `rt` on `config`'s address until [`Server::shutdown`], with the
+/// connection limit and the timeouts of `config` (see the module docs' Limits).
+///
+/// # Errors
+/// [`InvalidInput`](std::io::ErrorKind::InvalidInput) if `config` would open routes to the
+/// network without a token (a non-loopback address without a [`bearer_token`](HttpConfig::bearer_token),
+/// or with one scoped to the admin routes, unless [`allow_unauthenticated`](HttpConfig::allow_unauthenticated)),
+/// or if its limits cannot work (a zero timeout or connection limit, an idle timeout not
+/// longer than the event streams' keep-alive); nothing is bound then. Otherwise what
+/// binding the address returns.
 pub async fn serve(rt: Runtime, config: HttpConfig) -> std::io::Result<Server> {
     serve_with(rt, config, Router::new()).await
 }
 
 /// Like [`serve`], with more routes of your own beside the ingress' (a page, say). The
-/// ingress' limits, counters and JSON errors for unknown routes apply to them too.
+/// ingress' limits, counters and JSON errors apply to them too, and so does the token of
+/// the actor routes: with [`TokenScope::All`] (the default off loopback) they need it, as
+/// every route but `/health` does.
+///
+/// # Errors
+/// As [`serve`].
 ///
 /// # Panics
 /// If `routes` has a fallback or a route the ingress has too (as [`Router::merge`] does).
@@ -270,15 +457,20 @@ pub async fn serve_with(
     config: HttpConfig,
     routes: Router,
 ) -> std::io::Result<Server> {
+    config.check()?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let (closing_tx, closing) = watch::channel(false);
-    let app = build(rt, &config, routes, closing.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(closed(closing))
-            .await
-    });
+    let counts = Arc::new(Counts::default());
+    let app = build(rt, &config, routes, closing.clone(), counts.clone());
+    let limits = connections::Limits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    let task = tokio::spawn(connections::accept_loop(
+        listener, app, limits, counts, closing,
+    ));
     tracing::info!(%addr, "HTTP ingress listening");
     Ok(Server {
         addr,
@@ -303,7 +495,12 @@ impl Server {
     }
 
     /// Stops accepting connections, ends the event streams, and waits for the requests in
-    /// flight to be answered. The runtime keeps running: shut it down after this.
+    /// flight to be answered; kept-alive connections are closed. It returns once every
+    /// connection has closed: a call in flight holds it up for as long as the call takes (at
+    /// most the runtime's call timeout), a slow client at most for the header-read,
+    /// body-read or idle timeout, an event stream of a route of yours until that stream
+    /// ends. The runtime keeps running: shut it down after this (see
+    /// [`shutdown_signal`](crate::shutdown_signal)).
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.closing.send(true);
         match self.task.await {
@@ -335,11 +532,16 @@ struct Ingress {
     max_event_streams: usize,
 }
 
+/// The ingress' own counters, for `/metrics`.
 #[derive(Default)]
 struct Counts {
     requests: AtomicU64,
     client_errors: AtomicU64,
     server_errors: AtomicU64,
+    /// Connections open now (kept by the accept loop).
+    connections_open: AtomicU64,
+    /// Connections closed, or requests refused, for a client too slow or idle.
+    timed_out: AtomicU64,
 }
 
 fn build(
@@ -347,13 +549,14 @@ fn build(
     config: &HttpConfig,
     extra: Router,
     closing: watch::Receiver<bool>,
+    counts: Arc<Counts>,
 ) -> Router {
     let ingress = Ingress {
         rt,
         keep_alive: config.keep_alive,
         body_limit: config.body_limit,
         closing,
-        counts: Arc::new(Counts::default()),
+        counts,
         streams: Arc::new(Semaphore::new(
             config.max_event_streams.min(Semaphore::MAX_PERMITS),
         )),
@@ -367,6 +570,21 @@ fn build(
             TokenScope::All => config.token.clone(),
             TokenScope::Admin => None,
         },
+    };
+    let admission = admission::Admission {
+        body_limit: config.body_limit,
+        body_read_timeout: config.body_read_timeout,
+        counts: ingress.counts.clone(),
+    };
+    // The embedder's routes are guarded as the actor routes are: open on loopback by
+    // default, behind the token off loopback.
+    let extra = if extra.has_routes() {
+        extra.route_layer(middleware::from_fn_with_state(
+            actor_guard.clone(),
+            require_token,
+        ))
+    } else {
+        extra
     };
     let admin = Router::new()
         .route("/metrics", get(metrics))
@@ -389,6 +607,8 @@ fn build(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(admission, admission::admit))
+        .layer(middleware::from_fn(error::shape_errors))
         // Inside the counters, so the 500 of a caught panic is counted too.
         .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(ingress.counts, count))
@@ -534,12 +754,7 @@ impl Ingress {
     fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
         body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the body exceeds the limit of {} bytes", self.body_limit),
-                )
-                .with("limit", self.body_limit)
+                ApiError::body_too_large(self.body_limit)
             } else {
                 ApiError::bad_request(rejection.body_text())
             }
@@ -786,6 +1001,8 @@ async fn metrics(State(ingress): State<Ingress>) -> Result<Response, ApiError> {
         requests: ingress.counts.requests.load(Ordering::Relaxed),
         client_errors: ingress.counts.client_errors.load(Ordering::Relaxed),
         server_errors: ingress.counts.server_errors.load(Ordering::Relaxed),
+        connections_open: ingress.counts.connections_open.load(Ordering::Relaxed),
+        timed_out: ingress.counts.timed_out.load(Ordering::Relaxed),
     };
     let text = metrics::render(&ingress.rt.stats(), &counts).map_err(|e| {
         ApiError::new(

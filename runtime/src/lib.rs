@@ -65,6 +65,8 @@
 //! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
 //!   activations, dispatches the outbox and fires timers.
 //! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
+//! - [Stopping on SIGTERM or SIGINT](crate::shutdown_signal) (`signal.rs`): a future for
+//!   an embedding application's `main`, then an orderly shutdown.
 //! - The HTTP ingress (`http.rs`, feature `http`): every registered actor over HTTP with
 //!   JSON; its per-type JSON face (`json.rs`) decodes arguments and encodes results with
 //!   the code `#[handlers]` generates, and stores idempotent results with the turn.
@@ -95,6 +97,7 @@ mod metrics;
 mod outbox;
 mod runtime;
 mod shard;
+mod signal;
 mod store;
 mod timers;
 mod watch;
@@ -110,6 +113,7 @@ pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
 pub use gears_macros::{Actor, StateVersion, handlers};
 pub use metrics::Stats;
 pub use runtime::{Builder, Runtime};
+pub use signal::{Signal, shutdown_signal};
 pub use store::Durability;
 pub use watch::{Watch, Watched};
 

@@ -1,9 +1,15 @@
 //! [`ApiError`]: every failure the ingress answers, as a status and a JSON body
-//! `{"error": <name>, "message": <text>, ...}`; and the mapping of runtime errors to statuses.
+//! `{"error": <name>, "message": <text>, ...}`; the mapping of runtime errors to statuses;
+//! and [`shape_errors`], which gives the same shape to the plain-text errors of axum's
+//! extractors and of the routes an embedder adds.
 
 use std::convert::Infallible;
 
+use std::time::Duration;
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -50,6 +56,38 @@ impl ApiError {
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 413: the body is (or says it is) larger than `limit` bytes.
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body exceeds the limit of {limit} bytes"),
+        )
+        .with("limit", limit)
+    }
+
+    /// 408: the body did not arrive whole within `timeout`.
+    pub(crate) fn body_timeout(timeout: Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )
+    }
+
+    /// 414: the request target is `length` bytes, over `limit`.
+    pub(crate) fn uri_too_long(length: usize, limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {length} bytes, longer than the limit of {limit}"),
+        )
+        .with("limit", limit)
     }
 
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
@@ -147,13 +185,75 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "handler_panicked", None)
             }
             CallError::Cycle(_) => (StatusCode::INTERNAL_SERVER_ERROR, "call_cycle", None),
-            CallError::Invalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_turn", None),
+            // The runtime refused what the handler asked (a timer name, a message it cannot
+            // encode...), most often because of what the request carried: the request, as
+            // it is, cannot be served. Nothing is wrong with the server.
+            CallError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_turn", None),
             CallError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage", None),
             CallError::Decode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state", None),
         };
         let mut e = ApiError::new(status, name, message);
         e.retry_after = retry;
         e
+    }
+}
+
+/// Longest plain-text error body [`shape_errors`] carries over as the message.
+const MAX_RESHAPED: usize = 4096;
+
+/// Gives an error answered in plain text, or with no body at all, the JSON shape of
+/// [`ApiError`]: its status, a name derived from the status, and the text as the message.
+/// These come from axum's extractors (`Json`, `Query`, `Form` ... on the routes an
+/// embedder adds) and from bare statuses. Other errors are left as they are: the ingress'
+/// own (already JSON), and any with a media type of their own, such as an embedder's HTML
+/// error page. The status and the other headers (`Allow`, `Retry-After` ...) are kept.
+pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = match response.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value
+            .to_str()
+            .is_ok_and(|value| value.trim_start().starts_with("text/plain")),
+    };
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_RESHAPED).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let shaped = ApiError::new(status, status_name(status), message).into_response();
+    let (shaped, body) = shaped.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(shaped.headers);
+    Response::from_parts(parts, body)
+}
+
+/// The error name of a status no ingress error names: its reason phrase in snake case
+/// (`415` is `unsupported_media_type`), but the names the ingress uses itself for `413`
+/// and `500`.
+fn status_name(status: StatusCode) -> String {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large".to_string(),
+        StatusCode::INTERNAL_SERVER_ERROR => "internal".to_string(),
+        _ => match status.canonical_reason() {
+            Some(reason) => reason
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' | '-' => Some('_'),
+                    c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect(),
+            None => format!("status_{}", status.as_u16()),
+        },
     }
 }
 
@@ -175,5 +275,26 @@ impl IntoResponse for ApiError {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_get_snake_case_names() {
+        assert_eq!(status_name(StatusCode::BAD_REQUEST), "bad_request");
+        assert_eq!(
+            status_name(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            "unsupported_media_type"
+        );
+        assert_eq!(status_name(StatusCode::IM_A_TEAPOT), "im_a_teapot");
+        assert_eq!(status_name(StatusCode::PAYLOAD_TOO_LARGE), "body_too_large");
+        assert_eq!(status_name(StatusCode::INTERNAL_SERVER_ERROR), "internal");
+        assert_eq!(
+            status_name(StatusCode::from_u16(499).unwrap()),
+            "status_499"
+        );
     }
 }

@@ -104,10 +104,21 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         "HTTP requests answered with a 5xx status",
         ingress.server_errors,
     );
+    counter(
+        "http_timed_out",
+        "HTTP connections closed, or requests refused, for a client too slow or idle \
+         (header-read, body-read or idle timeout)",
+        ingress.timed_out,
+    );
 
     let mut gauge = |name: &str, help: &str, value: u64| {
         registry.register(name, help, ConstGauge::new(value));
     };
+    gauge(
+        "http_connections_open",
+        "HTTP connections open now (0 when the routes are served by another server)",
+        ingress.connections_open,
+    );
     gauge(
         "live_activations",
         "Activations currently in memory",
@@ -138,10 +149,12 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
     Ok(text)
 }
 
-/// The ingress' own request counters, as read for one scrape.
+/// The ingress' own counters, as read for one scrape.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct IngressCounts {
     pub(crate) requests: u64,
     pub(crate) client_errors: u64,
     pub(crate) server_errors: u64,
+    pub(crate) connections_open: u64,
+    pub(crate) timed_out: u64,
 }

@@ -277,3 +277,94 @@ impl SseReader {
         }
     }
 }
+
+/// A plain socket to `addr`, for requests a client library would not send (slow, broken,
+/// never-ending).
+pub async fn connect(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads what the server sends until it closes the connection (EOF or reset) and returns
+/// it; panics if the connection is still open after `bound`.
+pub async fn until_closed(socket: &mut tokio::net::TcpStream, bound: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => panic!(
+                "the server kept the connection open for {bound:?}; it sent {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0) | Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// One response read off a plain socket: status, head (lowercase) and body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Parses the first response in `bytes` (a `content-length` body, or none); `None` if
+/// `bytes` holds no complete response head.
+pub fn parse_response(bytes: &[u8]) -> Option<RawResponse> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let body = bytes.get(end + 4..end + 4 + length)?.to_vec();
+    Some(RawResponse { status, head, body })
+}
+
+/// Reads one response off `socket` (keeping the connection open), within `bound`.
+pub async fn read_response(socket: &mut tokio::net::TcpStream, bound: Duration) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(response) = parse_response(&got) {
+            return response;
+        }
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => panic!(
+                "no complete response within {bound:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0)) => panic!(
+                "the connection closed before a complete response: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Err(e)) => panic!("reading the response: {e}"),
+            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// Writes `bytes` to `socket`.
+pub async fn write(socket: &mut tokio::net::TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    socket.write_all(bytes).await.unwrap();
+}
