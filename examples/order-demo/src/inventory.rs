@@ -112,9 +112,33 @@ pub struct InventoryItem {
 }
 
 /// Name of the expiry timer of `order`'s hold.
-fn hold_timer(order: &str) -> String {
+pub(crate) fn hold_timer(order: &str) -> String {
     format!("hold:{order}")
 }
+
+/// Longest timer name the runtime accepts: a key's length and room for a prefix, so that
+/// [`hold_timer`] of any valid order id fits (`Order::place` checks it all the same).
+pub(crate) const MAX_TIMER_NAME: usize = gears::MAX_KEY_LEN + 256;
+
+/// Most units one [`InventoryItem::restock`] adds.
+pub const MAX_RESTOCK: u32 = 1_000_000;
+
+/// Why [`InventoryItem::restock`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestockError {
+    /// The quantity is 0 or above [`MAX_RESTOCK`]; nothing changed.
+    Invalid(String),
+}
+
+impl std::fmt::Display for RestockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestockError::Invalid(why) => write!(f, "invalid restock: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RestockError {}
 
 #[handlers]
 impl InventoryItem {
@@ -129,15 +153,21 @@ impl InventoryItem {
         self.available
     }
 
-    /// Adds `qty` units and publishes [`BackInStock`]. Returns the units available.
-    pub async fn restock(&mut self, ctx: &Context, qty: u32) -> i64 {
+    /// Adds `qty` units (1 to [`MAX_RESTOCK`]) and publishes [`BackInStock`]. Returns the
+    /// units available.
+    pub async fn restock(&mut self, ctx: &Context, qty: u32) -> Result<i64, RestockError> {
+        if !(1..=MAX_RESTOCK).contains(&qty) {
+            return Err(RestockError::Invalid(format!(
+                "quantity {qty}, not 1 to {MAX_RESTOCK}"
+            )));
+        }
         self.restocked += i64::from(qty);
         self.available += i64::from(qty);
         ctx.publish(BackInStock {
             sku: ctx.key().to_string(),
             available: self.available,
         });
-        self.available
+        Ok(self.available)
     }
 
     /// Holds `qty` units for `order` until it commits or releases them, or `hold_ms` pass
