@@ -26,6 +26,9 @@ struct Handler {
     variant: Ident,
     docs: Vec<Attribute>,
     mutates: bool,
+    /// `#[handler(internal)]`: callable by actors, sends, timers and in-process handles, not
+    /// over HTTP.
+    internal: bool,
     takes_context: bool,
     args: Vec<(Ident, Type)>,
     returns: Returns,
@@ -89,9 +92,52 @@ fn parse_returns(output: &ReturnType, errors: &mut Vec<syn::Error>) -> Returns {
     Returns::Value(ty.clone())
 }
 
+/// The options of a handler's `#[handler(...)]` attributes.
+#[derive(Default)]
+struct HandlerOptions {
+    internal: bool,
+}
+
+/// Whether `attr` is a `#[handler(...)]` attribute (which `#[handlers]` consumes).
+fn is_handler_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("handler")
+}
+
+fn parse_options(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> HandlerOptions {
+    let mut options = HandlerOptions::default();
+    for attr in attrs.iter().filter(|a| is_handler_attr(a)) {
+        let syn::Meta::List(list) = &attr.meta else {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "write `#[handler(internal)]`: `#[handler]` takes its options in parentheses",
+            ));
+            continue;
+        };
+        let parsed = list.parse_nested_meta(|meta| {
+            if meta.path.is_ident("internal") {
+                if options.internal {
+                    return Err(meta.error("`internal` is given twice"));
+                }
+                options.internal = true;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown handler option; the accepted one is `internal` (callable by \
+                     actors, sends and timers, not over HTTP)",
+                ))
+            }
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    options
+}
+
 fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler> {
     let sig = &f.sig;
     let before = errors.len();
+    let options = parse_options(&f.attrs, errors);
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new_spanned(
             sig.fn_token,
@@ -191,6 +237,7 @@ fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler
             .cloned()
             .collect(),
         mutates,
+        internal: options.internal,
         takes_context,
         args,
         returns,
@@ -211,7 +258,7 @@ fn self_ident(item: &ItemImpl) -> Result<Ident, syn::Error> {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item_impl: ItemImpl = match syn::parse2(item.clone()) {
+    let mut item_impl: ItemImpl = match syn::parse2(item.clone()) {
         Ok(i) => i,
         Err(e) => {
             let err = syn::Error::new(
@@ -250,6 +297,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                 other.span(),
                 "a `#[handlers]` block holds only handler methods",
             )),
+        }
+    }
+    // `#[handler(...)]` is read here, not a real attribute: the emitted block drops it.
+    for impl_item in &mut item_impl.items {
+        if let ImplItem::Fn(f) = impl_item {
+            f.attrs.retain(|a| !is_handler_attr(a));
         }
     }
     let combined = errors.into_iter().reduce(|mut a, b| {
@@ -364,7 +417,15 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         let name = h.method.to_string();
         let args = h.args.iter().map(|(n, _)| n.to_string());
         let mutates = h.mutates;
-        quote!(::gears::HandlerInfo { name: #name, args: &[#(#args),*], mutates: #mutates })
+        let internal = h.internal;
+        quote! {
+            ::gears::HandlerInfo {
+                name: #name,
+                args: &[#(#args),*],
+                mutates: #mutates,
+                internal: #internal,
+            }
+        }
     });
     let json_messages = handlers.iter().map(|h| {
         let name = h.method.to_string();

@@ -25,6 +25,10 @@ pub fn derive_actor(input: TokenStream) -> TokenStream {
 /// committed before the reply (rolled back if they return `Err`). An optional
 /// `ctx: &Context` parameter may follow the receiver. Generates `<Type>Handle` (one async
 /// method per handler) and `<Type>Message` (one serializable variant per handler).
+///
+/// A handler marked `#[handler(internal)]` is a step for other actors, sends and timers
+/// (a saga's commit or compensation): it is called from Rust as any other, but the HTTP
+/// ingress answers it `404 unknown_handler` and does not list it.
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()

@@ -91,6 +91,10 @@ pub struct HandlerInfo {
     pub args: &'static [&'static str],
     /// `&mut self`: it may change the state.
     pub mutates: bool,
+    /// `#[handler(internal)]`: a step for other actors, sends and timers (a saga's commit, a
+    /// compensation), callable from Rust but not over HTTP, where it is answered like a
+    /// handler that does not exist.
+    pub internal: bool,
 }
 
 /// Where a message built by a [`Handlers::Mail`] goes: a send recorded with the turn, a

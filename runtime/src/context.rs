@@ -403,8 +403,9 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
     }
 }
 
-/// Longest timer name, in bytes.
-pub(crate) const MAX_TIMER_NAME: usize = 256;
+/// Longest timer name, in bytes: room for any actor key (names are often derived from one,
+/// e.g. `hold:{order}`) plus a prefix or suffix of up to 256 bytes.
+pub(crate) const MAX_TIMER_NAME: usize = crate::codec::MAX_KEY_LEN + 256;
 
 pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Vec<u8>, Failure> {
     postcard::to_allocvec(message)

@@ -122,8 +122,8 @@ pub(crate) enum JsonEvent {
 pub(crate) trait JsonActor: Send + Sync {
     /// The type's storage name.
     fn name(&self) -> &'static str;
-    /// Its handlers.
-    fn handlers(&self) -> &'static [HandlerInfo];
+    /// Its handlers callable over JSON (not `#[handler(internal)]`), in declaration order.
+    fn handlers(&self) -> Vec<&'static HandlerInfo>;
     /// Runs `handler` of `key` with the JSON object `body` (empty body = no arguments). With
     /// an idempotency key, the first result (success or handler error) is stored with the
     /// turn; a retry with the same key and request is answered from it without running the
@@ -177,14 +177,14 @@ impl<A> JsonFace<A> {
 }
 
 impl<A: Handlers> JsonFace<A> {
+    /// The public handler `handler`: internal ones are not reachable over JSON.
     fn handler(&self, handler: &str) -> Result<&'static HandlerInfo, JsonError> {
-        A::__handler_infos()
-            .iter()
+        public_handlers::<A>()
             .find(|h| h.name == handler)
             .ok_or_else(|| JsonError::UnknownHandler {
                 actor: A::NAME,
                 handler: handler.to_string(),
-                valid: A::__handler_infos().iter().map(|h| h.name).collect(),
+                valid: public_handlers::<A>().map(|h| h.name).collect(),
             })
     }
 
@@ -193,6 +193,11 @@ impl<A: Handlers> JsonFace<A> {
         let message = A::__json_message(info.name, body).map_err(JsonError::BadRequest)?;
         Ok((info.name, message))
     }
+}
+
+/// The handlers of `A` callable over JSON (not `#[handler(internal)]`).
+fn public_handlers<A: Handlers>() -> impl Iterator<Item = &'static HandlerInfo> {
+    A::__handler_infos().iter().filter(|h| !h.internal)
 }
 
 /// Splits a stored or fresh JSON result into the reply the ingress sends.
@@ -257,8 +262,8 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
         A::NAME
     }
 
-    fn handlers(&self) -> &'static [HandlerInfo] {
-        A::__handler_infos()
+    fn handlers(&self) -> Vec<&'static HandlerInfo> {
+        public_handlers::<A>().collect()
     }
 
     fn call(
