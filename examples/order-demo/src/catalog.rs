@@ -78,6 +78,7 @@ pub struct Catalog {
 impl Catalog {
     /// Makes sure items `0..skus` and customers `0..customers` are listed (never shrinks).
     /// At most [`MAX_SKUS`] items and [`MAX_CUSTOMERS`] customers.
+    #[handler(internal)]
     pub async fn ensure(&mut self, skus: u32, customers: u32) -> Result<Contents, CatalogError> {
         if skus > MAX_SKUS || customers > MAX_CUSTOMERS {
             return Err(CatalogError::OutOfRange(format!(
@@ -92,6 +93,7 @@ impl Catalog {
 
     /// Allocates `n` order numbers (at most [`MAX_ORDERS_PER_RUN`]); returns the first.
     /// Durable before it returns, so the orders placed with them never reuse an id.
+    #[handler(internal)]
     pub async fn allocate_orders(&mut self, n: u64) -> Result<u64, CatalogError> {
         let first = self.contents.orders;
         let next = first.checked_add(n).filter(|_| n <= MAX_ORDERS_PER_RUN);

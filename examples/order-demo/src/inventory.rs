@@ -144,6 +144,7 @@ impl std::error::Error for RestockError {}
 impl InventoryItem {
     /// Sets the initial stock the first time it is called; later calls change nothing (so
     /// seeding a store again is harmless). Returns the units available.
+    #[handler(internal)]
     pub async fn seed(&mut self, qty: u32) -> i64 {
         if !self.seeded {
             self.seeded = true;
@@ -173,6 +174,7 @@ impl InventoryItem {
     /// Holds `qty` units for `order` until it commits or releases them, or `hold_ms` pass
     /// (see the module docs). Idempotent per order: an order that already holds stock here
     /// keeps one hold, renewed for this `attempt` and resized to `qty`.
+    #[handler(internal)]
     pub async fn reserve(
         &mut self,
         ctx: &Context,
@@ -201,6 +203,7 @@ impl InventoryItem {
     }
 
     /// Frees `order`'s hold if it was taken by `attempt`; returns whether it did.
+    #[handler(internal)]
     pub async fn release(&mut self, ctx: &Context, order: String, attempt: u64) -> bool {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt => {
@@ -217,6 +220,7 @@ impl InventoryItem {
     /// Ships `order`'s hold (`qty` units, taken by `attempt`). Sent by an order once it is
     /// `Shipping`, exactly once. A commit that finds no such hold still ships (the order has
     /// promised the goods) from `available`, and is counted in `unheld_commits`.
+    #[handler(internal)]
     pub async fn commit(&mut self, ctx: &Context, order: String, attempt: u64, qty: u32) {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt && hold.qty == qty => {
@@ -233,6 +237,7 @@ impl InventoryItem {
     }
 
     /// The expiry timer of `order`'s hold: asks the order whether it still needs it.
+    #[handler(internal)]
     pub async fn expire(&mut self, ctx: &Context, order: String) {
         if let Some(hold) = self.holds.get(&order) {
             ctx.send::<Order>(order)

@@ -222,6 +222,7 @@ impl Order {
 
     /// Subscription handler: the SKU this order waits for is back; if there is enough of
     /// it for this order's line, try again.
+    #[handler(internal)]
     pub async fn on_back_in_stock(&mut self, ctx: &Context, event: BackInStock) {
         if self.status != Some(Status::Backordered) || self.missing.as_ref() != Some(&event.sku) {
             return;
@@ -253,6 +254,7 @@ impl Order {
 
     /// Asked by an item whose hold for this order expired: releases it unless this order
     /// shipped with that attempt (its `commit` is then on its way to the item).
+    #[handler(internal)]
     pub async fn confirm_hold(&mut self, ctx: &Context, sku: String, attempt: u64) {
         let keep = self.status == Some(Status::Shipping) && self.shipped_attempt == Some(attempt);
         if !keep {
@@ -262,6 +264,7 @@ impl Order {
     }
 
     /// The deadline timer: a backordered order gives up and is cancelled.
+    #[handler(internal)]
     pub async fn give_up(&mut self, ctx: &Context) {
         if self.status == Some(Status::Backordered) {
             self.status = Some(Status::Cancelled);
