@@ -89,7 +89,9 @@ async fn long_ids_place_and_too_long_input_is_refused() {
         assert!(error.to_string().contains(says), "{error}");
         assert!(!error.to_string().contains("retry"), "{error}");
     }
-    // The refused orders hold nothing: the 5 placed orders hold nothing either (shipped).
+    // The refused orders hold nothing: the 5 placed orders hold nothing either, once their
+    // commits (sent through the outbox) have arrived.
+    assert!(order_demo::settle(&rt, Duration::from_secs(20)).await);
     let level = rt.get::<InventoryItem>("sku-1").level().await.unwrap();
     assert_eq!((level.available, level.shipped), (95, 5), "{level:?}");
     assert!(level.holds.is_empty(), "{level:?}");
