@@ -1,15 +1,26 @@
-//! [`Catalog`]: the demo's index of its own keys, kept in Gears like everything else.
+//! [`Catalog`]: how many items and customers the simulated shop has, and the order numbers
+//! it handed out, kept in Gears like everything else.
 //!
-//! The runtime has no way to list the keys of an actor type, and the audit must visit every
-//! item, order and customer. So the demo names its keys by number (`sku-0007`, `o-0000042`,
-//! `c-00031`) and the catalog records how many of each exist. Order numbers are allocated
-//! before the orders are placed, so every order that was ever acknowledged is in the range
-//! (some allocated ones may never have been placed: a run was killed first).
+//! The simulation names its keys by number (`sku-0007`, `o-0000042`, `c-00031`); the catalog
+//! records how many items and customers it seeded and allocates order numbers before the
+//! orders are placed, so two runs on one store never reuse an order id.
+//!
+//! The counts are never trusted for an allocation: a store written by an older demo, whose
+//! handlers took any count, may claim 4 billion items or 10^12 orders. Whoever reads them
+//! caps what it holds (the live page shows at most `serve::MAX_LIVE_SKUS` items)
+//! or pages through the keys actually stored (the audit, the drain), never `0..count`.
 
 use gears::prelude::*;
 
 /// The key of the one catalog actor.
 pub const CATALOG: &str = "demo";
+
+/// Most items [`Catalog::ensure`] lists.
+pub const MAX_SKUS: u32 = 100_000;
+/// Most customers [`Catalog::ensure`] lists.
+pub const MAX_CUSTOMERS: u32 = 1_000_000;
+/// Most order numbers one [`Catalog::allocate_orders`] hands out (a run's `--orders`).
+pub const MAX_ORDERS_PER_RUN: u64 = 10_000_000;
 
 /// The SKU of item number `n`.
 pub fn sku_id(n: u32) -> String {
@@ -26,35 +37,37 @@ pub fn customer_id(n: u32) -> String {
     format!("c-{n:05}")
 }
 
-/// What [`Catalog::contents`] returns: how many of each key exist, numbered from 0.
+/// What [`Catalog::contents`] returns: how many of each key the simulation numbered.
+///
+/// Counts, not lists: read them as claims about the store, and never allocate by them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contents {
     /// Items `sku_id(0..skus)`.
     pub skus: u32,
     /// Customers `customer_id(0..customers)`.
     pub customers: u32,
-    /// Orders `order_id(0..orders)` allocated (placed or not).
+    /// Order numbers `order_id(0..orders)` allocated (placed or not).
     pub orders: u64,
 }
 
-impl Contents {
-    /// Every SKU.
-    pub fn sku_ids(&self) -> Vec<String> {
-        (0..self.skus).map(sku_id).collect()
-    }
+/// Why [`Catalog`] refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogError {
+    /// A count is outside the range the demo accepts.
+    OutOfRange(String),
+}
 
-    /// Every allocated order id.
-    pub fn order_ids(&self) -> Vec<String> {
-        (0..self.orders).map(order_id).collect()
-    }
-
-    /// Every customer id.
-    pub fn customer_ids(&self) -> Vec<String> {
-        (0..self.customers).map(customer_id).collect()
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogError::OutOfRange(why) => f.write_str(why),
+        }
     }
 }
 
-/// The index of the demo's keys (one actor, key [`CATALOG`]).
+impl std::error::Error for CatalogError {}
+
+/// The simulation's index of its keys (one actor, key [`CATALOG`]).
 #[derive(Actor, Default, Debug, Serialize, Deserialize)]
 #[actor(name = "catalog")]
 pub struct Catalog {
@@ -64,21 +77,38 @@ pub struct Catalog {
 #[handlers]
 impl Catalog {
     /// Makes sure items `0..skus` and customers `0..customers` are listed (never shrinks).
-    pub async fn ensure(&mut self, skus: u32, customers: u32) -> Contents {
+    /// At most [`MAX_SKUS`] items and [`MAX_CUSTOMERS`] customers.
+    #[handler(internal)]
+    pub async fn ensure(&mut self, skus: u32, customers: u32) -> Result<Contents, CatalogError> {
+        if skus > MAX_SKUS || customers > MAX_CUSTOMERS {
+            return Err(CatalogError::OutOfRange(format!(
+                "a shop has at most {MAX_SKUS} items and {MAX_CUSTOMERS} customers, not \
+                 {skus} and {customers}"
+            )));
+        }
         self.contents.skus = self.contents.skus.max(skus);
         self.contents.customers = self.contents.customers.max(customers);
-        self.contents
+        Ok(self.contents)
     }
 
-    /// Allocates `n` order numbers; returns the first. Durable before it returns, so the
-    /// orders placed with them are always within the catalog's range.
-    pub async fn allocate_orders(&mut self, n: u64) -> u64 {
+    /// Allocates `n` order numbers (at most [`MAX_ORDERS_PER_RUN`]); returns the first.
+    /// Durable before it returns, so the orders placed with them never reuse an id.
+    #[handler(internal)]
+    pub async fn allocate_orders(&mut self, n: u64) -> Result<u64, CatalogError> {
         let first = self.contents.orders;
-        self.contents.orders = first.saturating_add(n);
-        first
+        let next = first.checked_add(n).filter(|_| n <= MAX_ORDERS_PER_RUN);
+        let Some(next) = next else {
+            return Err(CatalogError::OutOfRange(format!(
+                "at most {MAX_ORDERS_PER_RUN} order numbers at once, and no more than {} in \
+                 all; asked for {n} after {first}",
+                u64::MAX
+            )));
+        };
+        self.contents.orders = next;
+        Ok(first)
     }
 
-    /// How many of each key exist.
+    /// How many of each key the simulation numbered.
     pub async fn contents(&self) -> Contents {
         self.contents
     }

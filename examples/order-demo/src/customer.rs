@@ -96,6 +96,7 @@ pub struct Customer {
 #[handlers]
 impl Customer {
     /// Files a notice in the inbox.
+    #[handler(internal)]
     pub async fn notify(&mut self, notice: Notice) {
         let count = match &notice {
             Notice::Shipped { .. } => &mut self.counts.shipped,

@@ -112,14 +112,39 @@ pub struct InventoryItem {
 }
 
 /// Name of the expiry timer of `order`'s hold.
-fn hold_timer(order: &str) -> String {
+pub(crate) fn hold_timer(order: &str) -> String {
     format!("hold:{order}")
 }
+
+/// Longest timer name the runtime accepts: a key's length and room for a prefix, so that
+/// [`hold_timer`] of any valid order id fits (`Order::place` checks it all the same).
+pub(crate) const MAX_TIMER_NAME: usize = gears::MAX_KEY_LEN + 256;
+
+/// Most units one [`InventoryItem::restock`] adds.
+pub const MAX_RESTOCK: u32 = 1_000_000;
+
+/// Why [`InventoryItem::restock`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestockError {
+    /// The quantity is 0 or above [`MAX_RESTOCK`]; nothing changed.
+    Invalid(String),
+}
+
+impl std::fmt::Display for RestockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestockError::Invalid(why) => write!(f, "invalid restock: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RestockError {}
 
 #[handlers]
 impl InventoryItem {
     /// Sets the initial stock the first time it is called; later calls change nothing (so
     /// seeding a store again is harmless). Returns the units available.
+    #[handler(internal)]
     pub async fn seed(&mut self, qty: u32) -> i64 {
         if !self.seeded {
             self.seeded = true;
@@ -129,20 +154,27 @@ impl InventoryItem {
         self.available
     }
 
-    /// Adds `qty` units and publishes [`BackInStock`]. Returns the units available.
-    pub async fn restock(&mut self, ctx: &Context, qty: u32) -> i64 {
+    /// Adds `qty` units (1 to [`MAX_RESTOCK`]) and publishes [`BackInStock`]. Returns the
+    /// units available.
+    pub async fn restock(&mut self, ctx: &Context, qty: u32) -> Result<i64, RestockError> {
+        if !(1..=MAX_RESTOCK).contains(&qty) {
+            return Err(RestockError::Invalid(format!(
+                "quantity {qty}, not 1 to {MAX_RESTOCK}"
+            )));
+        }
         self.restocked += i64::from(qty);
         self.available += i64::from(qty);
         ctx.publish(BackInStock {
             sku: ctx.key().to_string(),
             available: self.available,
         });
-        self.available
+        Ok(self.available)
     }
 
     /// Holds `qty` units for `order` until it commits or releases them, or `hold_ms` pass
     /// (see the module docs). Idempotent per order: an order that already holds stock here
     /// keeps one hold, renewed for this `attempt` and resized to `qty`.
+    #[handler(internal)]
     pub async fn reserve(
         &mut self,
         ctx: &Context,
@@ -171,6 +203,7 @@ impl InventoryItem {
     }
 
     /// Frees `order`'s hold if it was taken by `attempt`; returns whether it did.
+    #[handler(internal)]
     pub async fn release(&mut self, ctx: &Context, order: String, attempt: u64) -> bool {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt => {
@@ -187,6 +220,7 @@ impl InventoryItem {
     /// Ships `order`'s hold (`qty` units, taken by `attempt`). Sent by an order once it is
     /// `Shipping`, exactly once. A commit that finds no such hold still ships (the order has
     /// promised the goods) from `available`, and is counted in `unheld_commits`.
+    #[handler(internal)]
     pub async fn commit(&mut self, ctx: &Context, order: String, attempt: u64, qty: u32) {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt && hold.qty == qty => {
@@ -203,6 +237,7 @@ impl InventoryItem {
     }
 
     /// The expiry timer of `order`'s hold: asks the order whether it still needs it.
+    #[handler(internal)]
     pub async fn expire(&mut self, ctx: &Context, order: String) {
         if let Some(hold) = self.holds.get(&order) {
             ctx.send::<Order>(order)

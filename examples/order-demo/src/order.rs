@@ -28,6 +28,14 @@ pub struct Line {
     pub qty: u32,
 }
 
+/// Most lines in one order.
+pub const MAX_LINES: usize = 32;
+/// Most units in one line.
+pub const MAX_QTY: u32 = 10_000;
+/// Longest [`Policy::hold_ms`] and [`Policy::wait_ms`]: one day. A hold must come back in
+/// a time anyone can wait for, and a deadline due in 31,700 years is a typo.
+pub const MAX_POLICY_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Timing of an order's saga, chosen when it is placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -43,6 +51,20 @@ impl Default for Policy {
             hold_ms: 10_000,
             wait_ms: 2_000,
         }
+    }
+}
+
+impl Policy {
+    /// Both durations are 1 to [`MAX_POLICY_MS`] milliseconds.
+    pub fn check(&self) -> Result<(), PlaceError> {
+        for (name, ms) in [("hold_ms", self.hold_ms), ("wait_ms", self.wait_ms)] {
+            if !(1..=MAX_POLICY_MS).contains(&ms) {
+                return Err(PlaceError::Invalid(format!(
+                    "{name} must be 1 to {MAX_POLICY_MS} ms, not {ms}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -83,7 +105,9 @@ impl std::str::FromStr for Status {
 /// Why [`Order::place`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlaceError {
-    /// The lines are unacceptable (none, a zero quantity, a SKU twice).
+    /// The order is unacceptable, and nothing was held for it: no line or too many, a
+    /// quantity of 0 or too large, a SKU twice, a key (customer, SKU, the order's id) that
+    /// is empty, too long or holds control characters, a `hold_ms` or `wait_ms` out of range.
     Invalid(String),
     /// The order id was already placed with other lines or for another customer.
     Conflict,
@@ -164,7 +188,9 @@ impl Order {
                 Err(PlaceError::Conflict)
             };
         }
-        check_lines(&lines)?;
+        // Everything is checked before anything is held: a refusal after the first
+        // reservation would leave stock held until the hold expires.
+        check_order(ctx.key(), &customer, &lines, &policy)?;
         self.customer = customer;
         self.lines = lines;
         self.policy = policy;
@@ -196,6 +222,7 @@ impl Order {
 
     /// Subscription handler: the SKU this order waits for is back; if there is enough of
     /// it for this order's line, try again.
+    #[handler(internal)]
     pub async fn on_back_in_stock(&mut self, ctx: &Context, event: BackInStock) {
         if self.status != Some(Status::Backordered) || self.missing.as_ref() != Some(&event.sku) {
             return;
@@ -227,6 +254,7 @@ impl Order {
 
     /// Asked by an item whose hold for this order expired: releases it unless this order
     /// shipped with that attempt (its `commit` is then on its way to the item).
+    #[handler(internal)]
     pub async fn confirm_hold(&mut self, ctx: &Context, sku: String, attempt: u64) {
         let keep = self.status == Some(Status::Shipping) && self.shipped_attempt == Some(attempt);
         if !keep {
@@ -236,6 +264,7 @@ impl Order {
     }
 
     /// The deadline timer: a backordered order gives up and is cancelled.
+    #[handler(internal)]
     pub async fn give_up(&mut self, ctx: &Context) {
         if self.status == Some(Status::Backordered) {
             self.status = Some(Status::Cancelled);
@@ -347,15 +376,64 @@ impl Order {
     }
 }
 
+/// Every check [`Order::place`] makes before it holds anything.
+fn check_order(
+    order: &str,
+    customer: &str,
+    lines: &[Line],
+    policy: &Policy,
+) -> Result<(), PlaceError> {
+    check_key("the order id", order)?;
+    if crate::inventory::hold_timer(order).len() > crate::inventory::MAX_TIMER_NAME {
+        return Err(PlaceError::Invalid(format!(
+            "the order id is {} bytes; its holds' timer names would be longer than {} bytes",
+            order.len(),
+            crate::inventory::MAX_TIMER_NAME
+        )));
+    }
+    check_key("the customer", customer)?;
+    check_lines(lines)?;
+    policy.check()
+}
+
+/// Keys are 1 to [`gears::MAX_KEY_LEN`] bytes without control characters (as the HTTP
+/// ingress requires of keys in paths), so every key an order names can be called.
+fn check_key(what: &str, key: &str) -> Result<(), PlaceError> {
+    let why = if key.is_empty() {
+        "is empty".to_string()
+    } else if key.len() > gears::MAX_KEY_LEN {
+        format!(
+            "is {} bytes, longer than {} bytes",
+            key.len(),
+            gears::MAX_KEY_LEN
+        )
+    } else if key.chars().any(char::is_control) {
+        "holds control characters".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(PlaceError::Invalid(format!("{what} {why}")))
+}
+
 fn check_lines(lines: &[Line]) -> Result<(), PlaceError> {
     if lines.is_empty() {
         return Err(PlaceError::Invalid(
             "an order needs at least one line".into(),
         ));
     }
+    if lines.len() > MAX_LINES {
+        return Err(PlaceError::Invalid(format!(
+            "an order has at most {MAX_LINES} lines, not {}",
+            lines.len()
+        )));
+    }
     for (i, line) in lines.iter().enumerate() {
-        if line.qty == 0 {
-            return Err(PlaceError::Invalid(format!("{}: quantity 0", line.sku)));
+        check_key("a line's SKU", &line.sku)?;
+        if !(1..=MAX_QTY).contains(&line.qty) {
+            return Err(PlaceError::Invalid(format!(
+                "{}: quantity {}, not 1 to {MAX_QTY}",
+                line.sku, line.qty
+            )));
         }
         if lines[..i].iter().any(|l| l.sku == line.sku) {
             return Err(PlaceError::Invalid(format!("{} appears twice", line.sku)));

@@ -124,9 +124,14 @@ impl fmt::Display for Audit {
         let (o, t, n) = (&self.orders, &self.stock, &self.notices);
         writeln!(
             f,
-            "orders:  {} shipping ({} after a backorder) · {} backordered · {} cancelled · \
-             {} allocated but never placed",
-            o.shipping, o.shipped_after_backorder, o.backordered, o.cancelled, o.not_placed
+            "orders:  {} placed: {} shipping ({} after a backorder) · {} backordered · {} \
+             cancelled · {} order numbers allocated by the simulation",
+            o.placed,
+            o.shipping,
+            o.shipped_after_backorder,
+            o.backordered,
+            o.cancelled,
+            o.allocated
         )?;
         writeln!(
             f,
@@ -145,20 +150,37 @@ impl fmt::Display for Audit {
                 self.holds_pending
             )?;
         }
+        if self.acked_checked == 0 {
+            writeln!(
+                f,
+                "acks:    none recorded, so none checked: this audit says nothing about \
+                 orders acknowledged to their callers"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "acks:    {} acknowledged orders checked",
+                self.acked_checked
+            )?;
+        }
         if self.passed() {
             writeln!(
                 f,
                 "audit:   PASSED · {} items conserved, none negative · {} orders consistent \
-                 with their items{} · {} inboxes · {} acknowledged orders present",
-                self.contents.skus,
-                self.contents.orders,
+                 with their items{} · {} inboxes{}",
+                self.items,
+                o.placed,
                 if self.quiescent {
                     ", no holds left"
                 } else {
                     ""
                 },
-                self.contents.customers,
-                self.acked_checked
+                self.customers,
+                if self.acked_checked == 0 {
+                    String::new()
+                } else {
+                    format!(" · {} acknowledged orders present", self.acked_checked)
+                }
             )
         } else {
             writeln!(f, "audit:   FAILED · {} violations:", self.violation_count)?;

@@ -7,13 +7,21 @@
 //! - `GET /demo/snapshot`: the current [`Snapshot`](crate::serve::Snapshot) as JSON.
 //! - `GET /demo/live`: server-sent events, one `snapshot` event per tick.
 //!
+//! With a token that guards every route ([`TokenScope::All`]: the default off loopback),
+//! these need it too: as `Authorization: Bearer <token>`, or as `?access_token=<token>`
+//! (RFC 6750 section 2.3), since a browser cannot send a header when it opens a page or an
+//! `EventSource`. The page takes the token from its own address once, keeps it for the tab,
+//! drops it from the address bar, and passes it to its event stream.
+//!
 //! Why an aggregate stream: a browser keeps at most six HTTP/1.1 connections per host, so
 //! it cannot hold one event stream per SKU open, and orders publish no events (their status
 //! is read). So a sampler task reads every SKU's level, follows the orders it knows of, and
 //! watches every SKU's `BackInStock` events (with `Runtime::watch`, the same stream the
 //! ingress serves at `/inventory_item/{sku}/events`); it publishes one snapshot per tick
-//! to every page. Orders counted are the catalog's: those the simulation (or `run`)
-//! placed; an order placed by hand over HTTP with an id of your own is not listed there.
+//! to every page. It shows the catalog's first [`MAX_LIVE_SKUS`] items at most, whatever
+//! count the catalog claims. Orders counted are those stored when the server started
+//! (paged through, holding only the backordered ones, at most [`MAX_TRACKED`]) and those
+//! the simulation places since; an order placed over HTTP while it runs is not counted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,11 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::{StreamExt, TryStreamExt};
-use gears::http::{HttpConfig, Server};
+use gears::http::{HttpConfig, Server, TokenScope};
 use gears::{Runtime, Watched};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -33,35 +44,49 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::acks::AckLog;
 use crate::catalog::{CATALOG, Catalog};
 use crate::error::DemoError;
 use crate::inventory::InventoryItem;
 use crate::order::{Order, Status};
 use crate::simulation::{Observer, Workload, place_orders, seed};
-use crate::store::FAN_OUT;
+use crate::store::{FAN_OUT, Pages};
 
 /// The live page.
 const LIVE_PAGE: &str = include_str!("../static/live.html");
 /// Restock events kept in a snapshot.
 const RECENT_EVENTS: usize = 12;
+/// Most items a snapshot shows (and the sampler reads and watches): the catalog's first.
+pub const MAX_LIVE_SKUS: usize = 256;
+/// Most backordered orders the sampler follows; past it, more are counted as backordered
+/// until the server restarts.
+pub const MAX_TRACKED: usize = 100_000;
 
 /// How `serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The ingress' settings (address, token, limits).
+    /// The ingress' settings (address, limits). Set the token in [`token`](Self::token),
+    /// not here: the demo's own routes need it too.
     pub http: HttpConfig,
+    /// The bearer token: set on the ingress, and required by the page's routes when it
+    /// guards every route (see the module docs).
+    pub token: Option<String>,
     /// Place orders in the background; `None`: only what arrives over HTTP.
     pub simulation: Option<Simulation>,
     /// How often the live page is updated.
     pub tick: Duration,
+    /// Where the simulation records the orders it got acknowledged (see [`crate::acks`]).
+    pub acks: Option<Arc<AckLog>>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             http: HttpConfig::default(),
+            token: None,
             simulation: Some(Simulation::default()),
             tick: Duration::from_millis(500),
+            acks: None,
         }
     }
 }
@@ -219,22 +244,26 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
         }
         seed(rt, &simulation.workload).await?;
     }
-    // Orders placed before this process are read once; later ones are the simulation's.
-    let existing = rt
-        .get::<Catalog>(CATALOG)
-        .contents()
-        .await
-        .map_err(|e| DemoError::call("reading the catalog", e))?
-        .orders;
+    let mut http = options.http;
+    if let Some(token) = &options.token {
+        http = http.bearer_token(token.clone());
+    }
+    let guard = PageGuard {
+        token: options
+            .token
+            .filter(|_| http.effective_token_scope() == TokenScope::All)
+            .map(Arc::from),
+    };
     let (stop, stopped) = watch::channel(false);
     let (snapshots, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+    let (counted_tx, counted) = watch::channel(false);
     let tally = Arc::new(Tally::default());
     let mut tasks = vec![tokio::spawn(sample(
         rt.clone(),
-        existing,
         options.tick,
         tally.clone(),
         snapshots,
+        counted_tx,
         stopped.clone(),
     ))];
     if let Some(simulation) = options.simulation {
@@ -242,6 +271,8 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
             rt.clone(),
             simulation,
             tally,
+            options.acks,
+            counted,
             stopped.clone(),
         )));
     }
@@ -249,8 +280,9 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
         .route("/", get(|| async { Html(LIVE_PAGE) }))
         .route("/demo/snapshot", get(current_snapshot))
         .route("/demo/live", get(live_stream))
+        .route_layer(middleware::from_fn_with_state(guard, require_token))
         .with_state(Page { snapshot, stopped });
-    let server = gears::http::serve_with(rt.clone(), options.http, page)
+    let server = gears::http::serve_with(rt.clone(), http, page)
         .await
         .map_err(|error| DemoError::Io {
             doing: "starting the HTTP server".into(),
@@ -261,6 +293,62 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
         stop,
         tasks,
     })
+}
+
+/// The token the page's routes require (`None`: open).
+#[derive(Clone)]
+struct PageGuard {
+    token: Option<Arc<str>>,
+}
+
+/// The page's routes need the token as the ingress' routes do, in a header, or in the
+/// `access_token` query parameter (a browser opening the page cannot set a header).
+async fn require_token(
+    axum::extract::State(guard): axum::extract::State<PageGuard>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &guard.token else {
+        return next.run(request).await;
+    };
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+        request.uri(),
+    )
+    .ok()
+    .and_then(|q| q.0.get("access_token").cloned());
+    let given = header.or(query);
+    match given {
+        Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => unauthorized("the token is not the configured one"),
+        None => unauthorized(
+            "this page needs `Authorization: Bearer <token>` or `?access_token=<token>`",
+        ),
+    }
+}
+
+/// Compares in a time that depends on `given`'s length only.
+fn same(given: &[u8], token: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != token.len());
+    for (i, g) in given.iter().enumerate() {
+        diff |= g ^ token.get(i % token.len().max(1)).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({ "error": "unauthorized", "message": message })),
+    )
+        .into_response()
 }
 
 /// What the page's routes share.
@@ -314,8 +402,10 @@ impl Tally {
 
 #[derive(Default)]
 struct TallyState {
-    /// Orders seen placed, by id: the latest status read.
+    /// Backordered orders followed, by id (at most [`MAX_TRACKED`]).
     open: BTreeMap<String, Status>,
+    /// Backordered orders past [`MAX_TRACKED`]: counted, not followed.
+    untracked: u64,
     shipping: u64,
     cancelled: u64,
     failed: u64,
@@ -324,16 +414,17 @@ struct TallyState {
 impl TallyState {
     fn record(&mut self, order: &str, status: Status) {
         match status {
-            Status::Backordered => {
+            Status::Backordered if self.open.len() < MAX_TRACKED => {
                 self.open.insert(order.to_string(), status);
             }
+            Status::Backordered => self.untracked += 1,
             Status::Shipping => self.shipping += 1,
             Status::Cancelled => self.cancelled += 1,
         }
     }
 
     fn counts(&self) -> OrderTally {
-        let backordered = self.open.len() as u64;
+        let backordered = self.open.len() as u64 + self.untracked;
         OrderTally {
             placed: self.shipping + self.cancelled + backordered,
             shipping: self.shipping,
@@ -344,26 +435,41 @@ impl TallyState {
     }
 }
 
-/// The simulation hears of each order placed.
-struct TallyObserver(Arc<Tally>);
+/// The simulation hears of each order placed: counts it, and records its acknowledgement.
+struct TallyObserver {
+    tally: Arc<Tally>,
+    acks: Option<Arc<AckLog>>,
+}
 
 impl Observer for TallyObserver {
     fn placed(&self, order: &str, status: Status) {
-        self.0.lock().record(order, status);
+        if let Some(acks) = &self.acks
+            && let Err(e) = acks.record(order, status)
+        {
+            tracing::warn!(%e, "cannot record an acknowledgement");
+        }
+        self.tally.lock().record(order, status);
     }
 
     fn failed(&self, _order: &str, _error: &str) {
-        self.0.lock().failed += 1;
+        self.tally.lock().failed += 1;
     }
 }
 
-/// Places orders at `rate` per second, in small batches, until stopped.
+/// Places orders at `rate` per second, in small batches, until stopped; starts once the
+/// sampler counted the orders stored before (so none is counted twice).
 async fn simulate(
     rt: Runtime,
     simulation: Simulation,
     tally: Arc<Tally>,
+    acks: Option<Arc<AckLog>>,
+    mut counted: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 ) {
+    tokio::select! {
+        _ = counted.wait_for(|counted| *counted) => {}
+        () = stopped(stop.clone()) => return,
+    }
     // Batches of about a tenth of a second of orders. `place_orders` counts restocks within
     // its batch, so with batches this small the restocks are done here, across batches.
     let batch = u64::from(simulation.rate.div_ceil(10)).max(1);
@@ -374,16 +480,18 @@ async fn simulate(
     workload.restock_every = 0;
     let mut rng = SmallRng::seed_from_u64(workload.seed);
     let mut placed_total = 0u64;
-    let observer: Arc<dyn Observer> = Arc::new(TallyObserver(tally));
+    let observer: Arc<dyn Observer> = Arc::new(TallyObserver { tally, acks });
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !*stop.borrow() {
-        ticker.tick().await;
-        workload.seed = workload.seed.wrapping_add(1);
-        let placed = tokio::select! {
-            placed = place_orders(&rt, &workload, observer.clone()) => placed,
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
             () = stopped(stop.clone()) => return,
-        };
+        }
+        workload.seed = workload.seed.wrapping_add(1);
+        // A batch in flight when the server stops is finished, not dropped: its orders are
+        // answered (and acknowledged) rather than left holding stock until holds expire.
+        let placed = place_orders(&rt, &workload, observer.clone()).await;
         if let Err(e) = placed {
             tracing::warn!(%e, "simulated orders failed; the simulation goes on");
         }
@@ -409,26 +517,32 @@ async fn simulate(
     }
 }
 
-/// Publishes a snapshot every `tick` until stopped.
+/// Publishes a snapshot every `tick` until stopped. First counts the orders stored before
+/// (then says so on `counted`).
 async fn sample(
     rt: Runtime,
-    existing: u64,
     tick: Duration,
     tally: Arc<Tally>,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    counted: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watched = 0u32;
+    let mut watched = 0usize;
     let mut restocks = futures::stream::SelectAll::new();
     let mut recent: VecDeque<RestockEvent> = VecDeque::new();
     let mut last: Option<(Instant, gears::Stats, u64)> = None;
     let mut seq = 0;
-    let earlier: Vec<String> = (0..existing).map(crate::catalog::order_id).collect();
-    if let Err(e) = scan(&rt, &tally, earlier).await {
-        tracing::warn!(%e, "cannot read the statuses of earlier orders");
+    tokio::select! {
+        earlier = count_stored_orders(&rt, &tally) => {
+            if let Err(e) = earlier {
+                tracing::warn!(%e, "cannot read the statuses of earlier orders");
+            }
+        }
+        () = stopped(stop.clone()) => return,
     }
+    let _ = counted.send(true);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -448,16 +562,20 @@ async fn sample(
                 continue;
             }
         };
-        let skus = contents.sku_ids();
+        // The catalog's count is a claim (an old store may say 4 billion): cap it.
+        let shown = usize::try_from(contents.skus).map_or(MAX_LIVE_SKUS, |n| n.min(MAX_LIVE_SKUS));
+        let skus: Vec<String> = (0..shown)
+            .map(|n| crate::catalog::sku_id(n as u32))
+            .collect();
         // Watch the SKUs that appeared since the last tick.
-        while watched < contents.skus {
-            match rt.watch::<InventoryItem>(crate::catalog::sku_id(watched)) {
+        while watched < shown {
+            match rt.watch::<InventoryItem>(&skus[watched]) {
                 Ok(events) => restocks.push(events),
                 Err(e) => tracing::warn!(%e, "cannot watch an item"),
             }
             watched += 1;
         }
-        if let Err(e) = scan(&rt, &tally, Vec::new()).await {
+        if let Err(e) = follow_open_orders(&rt, &tally).await {
             tracing::warn!(%e, "cannot read order statuses");
         }
         let skus = match levels(&rt, skus).await {
@@ -504,12 +622,10 @@ async fn sample(
     }
 }
 
-/// Re-reads the backordered orders (a restock ships them, a deadline cancels them), and
-/// counts the `earlier` ones (placed before this process).
-async fn scan(rt: &Runtime, tally: &Tally, earlier: Vec<String>) -> Result<(), DemoError> {
+/// Re-reads the backordered orders followed: a restock ships them, a deadline cancels them.
+async fn follow_open_orders(rt: &Runtime, tally: &Tally) -> Result<(), DemoError> {
     let open: Vec<String> = tally.lock().open.keys().cloned().collect();
     let open = statuses(rt, open).await?;
-    let earlier = statuses(rt, earlier).await?;
     let mut state = tally.lock();
     for (id, status) in open {
         if status != Some(Status::Backordered) && state.open.remove(&id).is_some() {
@@ -520,9 +636,19 @@ async fn scan(rt: &Runtime, tally: &Tally, earlier: Vec<String>) -> Result<(), D
             }
         }
     }
-    for (id, status) in earlier {
-        if let Some(status) = status {
-            state.record(&id, status);
+    Ok(())
+}
+
+/// Counts every order stored, a page at a time.
+async fn count_stored_orders(rt: &Runtime, tally: &Tally) -> Result<(), DemoError> {
+    let mut pages = Pages::<Order>::new(rt);
+    while let Some(ids) = pages.next_page().await? {
+        let read = statuses(rt, ids).await?;
+        let mut state = tally.lock();
+        for (id, status) in read {
+            if let Some(status) = status {
+                state.record(&id, status);
+            }
         }
     }
     Ok(())

@@ -14,11 +14,14 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::catalog::{CATALOG, Catalog, customer_id, order_id, sku_id};
+use crate::catalog::{
+    CATALOG, Catalog, MAX_CUSTOMERS, MAX_ORDERS_PER_RUN, MAX_SKUS, customer_id, order_id, sku_id,
+};
 use crate::error::DemoError;
 use crate::inventory::InventoryItem;
-use crate::order::{Line, Order, PlaceError, Policy, Status};
-use crate::store::{read_all, settle};
+use crate::inventory::MAX_RESTOCK;
+use crate::order::{Line, MAX_LINES, MAX_QTY, Order, PlaceError, Policy, Status};
+use crate::store::{Pages, read_all, settle};
 
 /// Times a worker retries an order whose items were busy before giving up on it.
 const MAX_TRIES: u32 = 8;
@@ -70,22 +73,48 @@ impl Default for Workload {
     }
 }
 
+/// Most orders a simulation places at once.
+pub const MAX_CONCURRENCY: usize = 4096;
+
 impl Workload {
-    fn check(&self) -> Result<(), DemoError> {
-        let refuse = |what: &str| Err(DemoError::Refused(format!("{what} must be at least 1")));
-        if self.skus == 0 {
-            return refuse("the number of SKUs");
+    /// Every count within the range the demo accepts (the actors check the same ranges;
+    /// checking here first gives one clear message instead of thousands of refused orders).
+    pub fn check(&self) -> Result<(), DemoError> {
+        let ranges: [(&str, u64, u64, u64); 8] = [
+            ("orders", self.orders, 0, MAX_ORDERS_PER_RUN),
+            ("skus", self.skus.into(), 1, MAX_SKUS.into()),
+            ("customers", self.customers.into(), 1, MAX_CUSTOMERS.into()),
+            (
+                "concurrency",
+                self.concurrency as u64,
+                1,
+                MAX_CONCURRENCY as u64,
+            ),
+            ("max_lines", self.max_lines.into(), 1, MAX_LINES as u64),
+            ("max_qty", self.max_qty.into(), 1, MAX_QTY.into()),
+            (
+                "restock_qty",
+                self.restock_qty.into(),
+                u64::from(self.restock_every > 0),
+                MAX_RESTOCK.into(),
+            ),
+            (
+                "initial_stock",
+                self.initial_stock.into(),
+                0,
+                MAX_RESTOCK.into(),
+            ),
+        ];
+        for (what, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(DemoError::Refused(format!(
+                    "{what} must be {min} to {max}, not {value}"
+                )));
+            }
         }
-        if self.customers == 0 {
-            return refuse("the number of customers");
-        }
-        if self.concurrency == 0 {
-            return refuse("the concurrency");
-        }
-        if self.max_lines == 0 || self.max_qty == 0 {
-            return refuse("lines per order and units per line");
-        }
-        Ok(())
+        self.policy
+            .check()
+            .map_err(|e| DemoError::Refused(e.to_string()))
     }
 }
 
@@ -200,7 +229,7 @@ pub async fn place_orders(
     }
     let mut placement = Placement {
         first,
-        acked: Vec::with_capacity(usize::try_from(workload.orders).unwrap_or(0)),
+        acked: Vec::new(),
         failed: Vec::new(),
         retries: 0,
         restocks: (0, 0),
@@ -371,36 +400,65 @@ impl Drained {
 /// their deadline, holds of lost orders expire.
 pub async fn drain(
     rt: &Runtime,
-    mut orders: Vec<String>,
+    orders: Vec<String>,
     skus: &[String],
     bound: Duration,
 ) -> Result<Drained, DemoError> {
+    wait_until_drained(rt, orders, Some(skus), Instant::now(), bound).await
+}
+
+/// Like [`drain`], for every order and item stored (a store this process did not fill:
+/// after a crash, or for `order-demo audit`), paging through their keys: it holds the ids of
+/// the orders still backordered, never one entry per stored or claimed key.
+pub async fn drain_store(rt: &Runtime, bound: Duration) -> Result<Drained, DemoError> {
     let started = Instant::now();
+    let mut backordered = Vec::new();
+    let mut pages = Pages::<Order>::new(rt);
+    while let Some(ids) = pages.next_page().await? {
+        let statuses = read_statuses(rt, &ids).await?;
+        backordered.extend(
+            ids.into_iter()
+                .zip(statuses)
+                .filter(|(_, s)| *s == Some(Status::Backordered))
+                .map(|(id, _)| id),
+        );
+    }
+    wait_until_drained(rt, backordered, None, started, bound).await
+}
+
+/// The loop of [`drain`] and [`drain_store`]: `skus` `None` means every stored item.
+async fn wait_until_drained(
+    rt: &Runtime,
+    mut orders: Vec<String>,
+    skus: Option<&[String]>,
+    started: Instant,
+    bound: Duration,
+) -> Result<Drained, DemoError> {
     loop {
         let left = bound.saturating_sub(started.elapsed());
         let outbox_empty = settle(rt, left).await;
-        let statuses = read_all(&orders, |id| {
-            let h = rt.get::<Order>(id);
-            async move { h.status().await }
-        })
-        .await
-        .map_err(|e| DemoError::call("reading order statuses", e))?;
+        let statuses = read_statuses(rt, &orders).await?;
         orders = orders
             .into_iter()
             .zip(statuses)
             .filter(|(_, s)| *s == Some(Status::Backordered))
             .map(|(id, _)| id)
             .collect();
-        let levels = read_all(skus, |sku| {
-            let h = rt.get::<InventoryItem>(sku);
-            async move { h.level().await }
-        })
-        .await
-        .map_err(|e| DemoError::call("reading item levels", e))?;
+        let holds = match skus {
+            Some(skus) => count_holds(rt, skus).await?,
+            None => {
+                let mut holds = 0;
+                let mut pages = Pages::<InventoryItem>::new(rt);
+                while let Some(skus) = pages.next_page().await? {
+                    holds += count_holds(rt, &skus).await?;
+                }
+                holds
+            }
+        };
         let drained = Drained {
             waited: started.elapsed(),
             backordered: orders.len(),
-            holds: levels.iter().map(|l| l.holds.len()).sum(),
+            holds,
             outbox_empty,
         };
         if drained.is_complete() || started.elapsed() >= bound {
@@ -408,4 +466,24 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn read_statuses(rt: &Runtime, orders: &[String]) -> Result<Vec<Option<Status>>, DemoError> {
+    read_all(orders, |id| {
+        let h = rt.get::<Order>(id);
+        async move { h.status().await }
+    })
+    .await
+    .map_err(|e| DemoError::call("reading order statuses", e))
+}
+
+/// Holds over the items `skus`.
+async fn count_holds(rt: &Runtime, skus: &[String]) -> Result<usize, DemoError> {
+    let levels = read_all(skus, |sku| {
+        let h = rt.get::<InventoryItem>(sku);
+        async move { h.level().await }
+    })
+    .await
+    .map_err(|e| DemoError::call("reading item levels", e))?;
+    Ok(levels.iter().map(|l| l.holds.len()).sum())
 }

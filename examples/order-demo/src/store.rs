@@ -1,12 +1,14 @@
 //! The demo's store: opening a runtime with every actor registered, wiping a store, waiting
-//! for the outbox to drain, and reading many actors at once.
+//! for the outbox to drain, reading many actors at once, and paging through the keys of a
+//! type (how the audit and the live page visit what is stored, whatever counts the catalog
+//! claims).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use gears::{Durability, Runtime};
+use gears::{Durability, Handlers, Runtime};
 
 use crate::catalog::Catalog;
 use crate::customer::Customer;
@@ -16,6 +18,8 @@ use crate::order::Order;
 
 /// Calls in flight at once when the demo reads or seeds many actors.
 pub const FAN_OUT: usize = 64;
+/// Keys per page when the demo walks every stored key of a type.
+pub const PAGE: usize = 1024;
 
 /// How the demo's runtime is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +98,9 @@ pub async fn settle(rt: &Runtime, bound: Duration) -> bool {
 }
 
 /// Runs `read` on every id, [`FAN_OUT`] at a time; results in the order of `ids`.
-pub async fn read_all<'a, T, E, F, Fut>(ids: &'a [String], read: F) -> Result<Vec<T>, E>
+pub async fn read_all<'a, I, T, E, F, Fut>(ids: &'a [I], read: F) -> Result<Vec<T>, E>
 where
-    F: FnMut(&'a String) -> Fut,
+    F: FnMut(&'a I) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     futures::stream::iter(ids)
@@ -104,4 +108,40 @@ where
         .buffered(FAN_OUT)
         .try_collect()
         .await
+}
+
+/// The stored keys of actor type `A`, a page of at most [`PAGE`] at a time, in storage order
+/// (see [`Runtime::keys`]): memory stays bounded by a page however many keys are stored.
+pub struct Pages<A> {
+    rt: Runtime,
+    after: Option<String>,
+    done: bool,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Handlers> Pages<A> {
+    /// Starts before the first stored key of `A`.
+    pub fn new(rt: &Runtime) -> Pages<A> {
+        Pages {
+            rt: rt.clone(),
+            after: None,
+            done: false,
+            _actor: std::marker::PhantomData,
+        }
+    }
+
+    /// The next page; `None` once every key was listed.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<String>>, DemoError> {
+        if self.done {
+            return Ok(None);
+        }
+        let keys = self
+            .rt
+            .keys::<A>(self.after.as_deref(), PAGE)
+            .await
+            .map_err(|e| DemoError::call(format!("listing the stored keys of {}", A::NAME), e))?;
+        self.done = keys.len() < PAGE;
+        self.after = keys.last().cloned();
+        Ok((!keys.is_empty()).then_some(keys))
+    }
 }

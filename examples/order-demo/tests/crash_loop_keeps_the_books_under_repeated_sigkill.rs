@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use order_demo::{CATALOG, Catalog, Status, StoreOptions};
+use order_demo::{Status, StoreOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -138,15 +138,9 @@ async fn audit(
     let rt = order_demo::open(dir, StoreOptions::default())
         .await
         .expect("open the store after a SIGKILL");
-    let contents = rt.get::<Catalog>(CATALOG).contents().await.unwrap();
-    let drained = order_demo::drain(
-        &rt,
-        contents.order_ids(),
-        &contents.sku_ids(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let drained = order_demo::drain_store(&rt, Duration::from_secs(60))
+        .await
+        .unwrap();
     let acked_list: Vec<(String, Status)> = acked.iter().map(|(id, s)| (id.clone(), *s)).collect();
     let report = order_demo::audit(&rt, &acked_list).await.unwrap();
     let mut violations = report.violations.clone();

@@ -1,14 +1,15 @@
 //! The live page in a real browser: headless Chromium (Debian's `chromium`) loads `/` while
 //! the simulation runs, the page's numbers change as snapshots arrive over server-sent
-//! events, and a screenshot is kept as a test artefact. Fails if Chromium is missing (CI
-//! installs it: see `.ci/run`).
+//! events, and a screenshot is kept as a test artefact; on a server whose token guards every
+//! route, the page opened as `/?access_token=...` works the same (it sends the token on its
+//! own requests). Fails if Chromium is missing (CI installs it: see `.ci/run`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gears::Durability;
-use gears::http::HttpConfig;
+use gears::http::{HttpConfig, TokenScope};
 use order_demo::StoreOptions;
 use order_demo::serve::{ServeOptions, Simulation};
 
@@ -120,6 +121,7 @@ async fn live_page_shows_numbers_that_change() {
                 ..Simulation::default()
             }),
             tick: Duration::from_millis(250),
+            ..ServeOptions::default()
         },
     )
     .await
@@ -168,6 +170,57 @@ async fn live_page_shows_numbers_that_change() {
     );
     println!("screenshot of the live page: {}", screenshot.display());
 
+    live.stop().await.unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_page_with_a_token_works_in_the_browser() {
+    chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    let rt = order_demo::open(dir.path(), options).await.unwrap();
+    // The scope an address off loopback gets, on loopback for the test.
+    let live = order_demo::serve::start(
+        &rt,
+        ServeOptions {
+            http: HttpConfig::default()
+                .bind(([127, 0, 0, 1], 0).into())
+                .token_scope(TokenScope::All),
+            token: Some("s3cret-t0ken".into()),
+            simulation: Some(Simulation {
+                rate: 100,
+                ..Simulation::default()
+            }),
+            tick: Duration::from_millis(250),
+            ..ServeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", live.local_addr());
+    // Without the token, neither the page nor its data.
+    for path in ["/", "/demo/snapshot", "/demo/live"] {
+        let status = reqwest::get(format!("{base}{path}"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401, "{path}");
+    }
+    let url = format!("{base}/?access_token=s3cret-t0ken&stop_after={UPDATES}");
+    let dom = tokio::task::spawn_blocking(move || run_chromium(&url, &["--dump-dom"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        body_data(&dom, "done"),
+        "true",
+        "the page heard {UPDATES} snapshots"
+    );
+    assert!(number(&dom, "turns") > 0);
+    assert!(dom.contains("sku-0000"), "stock bars are drawn");
     live.stop().await.unwrap();
     rt.shutdown().await.unwrap();
 }

@@ -53,6 +53,7 @@ async fn orders_items_page_and_live_stream() {
             http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
             simulation: None,
             tick: Duration::from_millis(100),
+            ..ServeOptions::default()
         },
     )
     .await
@@ -210,6 +211,7 @@ async fn the_simulation_places_orders_that_the_snapshot_counts() {
                 ..Simulation::default()
             }),
             tick: Duration::from_millis(100),
+            ..ServeOptions::default()
         },
     )
     .await

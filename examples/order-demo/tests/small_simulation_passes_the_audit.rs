@@ -62,7 +62,8 @@ async fn small_simulation_passes_the_audit() {
         assert_eq!(audit.acked_checked, acked.len());
         let o = audit.orders;
         assert_eq!(o.allocated, (run + 1) * w.orders);
-        assert_eq!(o.shipping + o.cancelled, o.allocated, "{audit}");
+        assert_eq!(o.placed, o.allocated, "{audit}");
+        assert_eq!(o.shipping + o.cancelled, o.placed, "{audit}");
         assert!(o.cancelled > 0, "{audit}");
         assert!(o.shipped_after_backorder > 0, "{audit}");
         // Seeding again did not add stock.
