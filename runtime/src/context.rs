@@ -382,9 +382,9 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
                 ctx.turn.actor,
                 A::NAME
             )))
-        } else if self.name.is_empty() || self.name.len() > MAX_TIMER_NAME {
+        } else if self.name.is_empty() || self.name.len() > MAX_TIMER_NAME_LEN {
             Err(Failure::Invalid(format!(
-                "timer names are 1 to {MAX_TIMER_NAME} bytes, not {}",
+                "timer names are 1 to {MAX_TIMER_NAME_LEN} bytes, not {}",
                 self.name.len()
             )))
         } else {
@@ -405,7 +405,7 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
 
 /// Longest timer name, in bytes: room for any actor key (names are often derived from one,
 /// e.g. `hold:{order}`) plus a prefix or suffix of up to 256 bytes.
-pub(crate) const MAX_TIMER_NAME: usize = crate::codec::MAX_KEY_LEN + 256;
+pub const MAX_TIMER_NAME_LEN: usize = crate::codec::MAX_KEY_LEN + 256;
 
 /// A message as sends and timers store it: its handler's name and its arguments.
 pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Payload, Failure> {

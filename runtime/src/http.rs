@@ -80,7 +80,10 @@
 //! Without a token ([`HttpConfig::bearer_token`](crate::http::HttpConfig::bearer_token))
 //! every route is open, which is why the listener binds to loopback by default. With one,
 //! requests must carry `Authorization: Bearer <token>` (the scheme in any case) on the
-//! routes of the token's scope ([`HttpConfig::token_scope`](crate::http::HttpConfig::token_scope)):
+//! routes of the token's scope ([`HttpConfig::token_scope`](crate::http::HttpConfig::token_scope)),
+//! or, on a `GET` (a page a browser opens, an `EventSource`, which cannot set headers),
+//! the query parameter `access_token=<token>` (RFC 6750 section 2.3; it may end up in logs
+//! and browser history, so prefer the header where a client can set one):
 //!
 //! | scope | guarded routes | default when |
 //! | --- | --- | --- |
@@ -625,19 +628,42 @@ async fn require_token(State(guard): State<Guard>, request: Request, next: Next)
     let Some(token) = &guard.token else {
         return next.run(request).await;
     };
-    let given = request
+    let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match given {
-        None => ApiError::unauthorized("this route needs `Authorization: Bearer <token>`")
-            .into_response(),
+        .and_then(bearer)
+        .map(str::to_string);
+    // A browser's page load or `EventSource` cannot set a header: a `GET` may carry the
+    // token as `?access_token=` (RFC 6750 section 2.3).
+    let given = header.or_else(|| {
+        (request.method() == axum::http::Method::GET)
+            .then(|| query_token(request.uri()))
+            .flatten()
+    });
+    match given.as_deref() {
+        None => ApiError::unauthorized(
+            "this route needs `Authorization: Bearer <token>` (or, on a GET, \
+             `?access_token=<token>`)",
+        )
+        .into_response(),
         Some(given) if !same(given.as_bytes(), token.as_bytes()) => {
             ApiError::unauthorized("the bearer token is not the configured one").into_response()
         }
         Some(_) => next.run(request).await,
     }
+}
+
+/// The `access_token` query parameter of `uri`, if any.
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Token {
+        access_token: Option<String>,
+    }
+    Query::<Token>::try_from_uri(uri)
+        .ok()
+        .and_then(|Query(t)| t.access_token)
+        .filter(|t| !t.is_empty())
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive

@@ -108,7 +108,7 @@ mod codec_fuzz;
 
 pub use actor::{Actor, HandlerInfo, Handlers, StateVersion};
 pub use codec::{MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, SHARDS};
-pub use context::{Context, Timer, TimerInfo};
+pub use context::{Context, MAX_TIMER_NAME_LEN, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, StorageError};
 pub use gears_macros::{Actor, StateVersion, handlers};
 pub use metrics::Stats;

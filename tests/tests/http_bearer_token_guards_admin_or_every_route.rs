@@ -1,7 +1,7 @@
 //! The bearer token: with `TokenScope::Admin` it guards the admin routes and `/metrics`
 //! while calls stay open; with `TokenScope::All` every route but `/health`. Unchosen, the
 //! scope is `Admin` on loopback and `All` on any other address. The `Bearer` scheme is
-//! matched in any case.
+//! matched in any case. A `GET` may carry the token as `?access_token=` instead.
 
 #[path = "http/support.rs"]
 mod support;
@@ -220,5 +220,39 @@ async fn the_bearer_scheme_is_case_insensitive() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 401, "{wrong}");
     }
+    s.stop().await;
+}
+
+/// A browser opening a page or an `EventSource` cannot set a header: a `GET` may carry the
+/// token as `?access_token=` (RFC 6750 §2.3); other methods may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_may_carry_the_token_in_the_query() {
+    let s = serve(
+        HttpConfig::default()
+            .bearer_token(TOKEN)
+            .token_scope(TokenScope::All),
+        |b| b,
+    )
+    .await;
+    let get = |path: String| {
+        let request = s.client.get(s.url(&path));
+        async move { decode(request.send().await.unwrap()).await.0 }
+    };
+    assert_eq!(get(format!("/account/k?access_token={TOKEN}")).await, 200);
+    assert_eq!(
+        get(format!("/admin/account?access_token={TOKEN}")).await,
+        200
+    );
+    assert_eq!(get("/account/k?access_token=wrong".into()).await, 401);
+    assert_eq!(get("/account/k?access_token=".into()).await, 401);
+    assert_eq!(get("/account/k".into()).await, 401);
+    let post = s
+        .client
+        .post(s.url(&format!("/account/k/deposit?access_token={TOKEN}")))
+        .body(r#"{"amount":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status().as_u16(), 401, "a POST needs the header");
     s.stop().await;
 }

@@ -116,10 +116,6 @@ pub(crate) fn hold_timer(order: &str) -> String {
     format!("hold:{order}")
 }
 
-/// Longest timer name the runtime accepts: a key's length and room for a prefix, so that
-/// [`hold_timer`] of any valid order id fits (`Order::place` checks it all the same).
-pub(crate) const MAX_TIMER_NAME: usize = gears::MAX_KEY_LEN + 256;
-
 /// Most units one [`InventoryItem::restock`] adds.
 pub const MAX_RESTOCK: u32 = 1_000_000;
 

@@ -327,6 +327,8 @@ async fn serve(args: ServeArgs) -> Result<(), DemoError> {
             args.addr
         )));
     }
+    // Before anything starts, so a signal during startup is not lost.
+    let stop = gears::shutdown_signal();
     let dir = args.data.clone().unwrap_or_else(order_demo::default_dir);
     if args.fresh {
         order_demo::wipe(&dir)?;
@@ -336,7 +338,7 @@ async fn serve(args: ServeArgs) -> Result<(), DemoError> {
         ..StoreOptions::default()
     };
     let rt = order_demo::open(&dir, options).await?;
-    let result = serve_on(&rt, &dir, args).await;
+    let result = serve_on(&rt, &dir, args, stop).await;
     let shutdown = rt.shutdown().await;
     result?;
     shutdown?;
@@ -349,10 +351,13 @@ async fn serve_on(
     rt: &gears::Runtime,
     dir: &std::path::Path,
     args: ServeArgs,
+    stop: impl Future<Output = std::io::Result<gears::Signal>>,
 ) -> Result<(), DemoError> {
     use order_demo::serve::{ServeOptions, Simulation};
 
-    let http = gears::http::HttpConfig::default().bind(args.addr);
+    let http = gears::http::HttpConfig::default()
+        .bind(args.addr)
+        .allow_unauthenticated(args.insecure);
     let simulation = (!args.no_simulation).then(|| {
         let mut simulation = Simulation {
             rate: args.rate,
@@ -377,35 +382,16 @@ async fn serve_on(
     println!("store {}", dir.display());
     println!("live page: http://{}/", live.local_addr());
     println!("SIGTERM or Ctrl-C stops the server.");
-    shutdown_signal().await?;
-    println!("stopping");
+    let signal = stop.await.map_err(|error| DemoError::Io {
+        doing: "listening for SIGTERM".into(),
+        error,
+    })?;
+    println!("{signal}: stopping");
     match tokio::time::timeout(SHUTDOWN_BOUND, live.stop()).await {
         Ok(stopped) => stopped,
         Err(_) => Err(DemoError::Refused(format!(
             "requests in flight were not answered within {SHUTDOWN_BOUND:?}; stopping anyway"
         ))),
-    }
-}
-
-/// Resolves on SIGTERM (how containers and service managers stop a process) or SIGINT.
-#[cfg(feature = "http")]
-async fn shutdown_signal() -> Result<(), DemoError> {
-    let io = |error| DemoError::Io {
-        doing: "listening for SIGTERM".into(),
-        error,
-    };
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(io)?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.map_err(io),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(io)
     }
 }
 

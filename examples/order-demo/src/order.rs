@@ -384,11 +384,11 @@ fn check_order(
     policy: &Policy,
 ) -> Result<(), PlaceError> {
     check_key("the order id", order)?;
-    if crate::inventory::hold_timer(order).len() > crate::inventory::MAX_TIMER_NAME {
+    if crate::inventory::hold_timer(order).len() > gears::MAX_TIMER_NAME_LEN {
         return Err(PlaceError::Invalid(format!(
             "the order id is {} bytes; its holds' timer names would be longer than {} bytes",
             order.len(),
-            crate::inventory::MAX_TIMER_NAME
+            gears::MAX_TIMER_NAME_LEN
         )));
     }
     check_key("the customer", customer)?;

@@ -7,10 +7,10 @@
 //! - `GET /demo/snapshot`: the current [`Snapshot`](crate::serve::Snapshot) as JSON.
 //! - `GET /demo/live`: server-sent events, one `snapshot` event per tick.
 //!
-//! With a token that guards every route ([`TokenScope::All`]: the default off loopback),
-//! these need it too: as `Authorization: Bearer <token>`, or as `?access_token=<token>`
-//! (RFC 6750 section 2.3), since a browser cannot send a header when it opens a page or an
-//! `EventSource`. The page takes the token from its own address once, keeps it for the tab,
+//! With a token that guards every route (`TokenScope::All`: the default off loopback), the
+//! ingress guards these too: they need `Authorization: Bearer <token>`, or
+//! `?access_token=<token>` (RFC 6750 section 2.3, which the ingress takes on a `GET`), since
+//! a browser cannot send a header when it opens a page or an `EventSource`. The page takes the token from its own address once, keeps it for the tab,
 //! drops it from the address bar, and passes it to its event stream.
 //!
 //! Why an aggregate stream: a browser keeps at most six HTTP/1.1 connections per host, so
@@ -29,14 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::{StreamExt, TryStreamExt};
-use gears::http::{HttpConfig, Server, TokenScope};
+use gears::http::{HttpConfig, Server};
 use gears::{Runtime, Watched};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -248,12 +245,6 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
     if let Some(token) = &options.token {
         http = http.bearer_token(token.clone());
     }
-    let guard = PageGuard {
-        token: options
-            .token
-            .filter(|_| http.effective_token_scope() == TokenScope::All)
-            .map(Arc::from),
-    };
     let (stop, stopped) = watch::channel(false);
     let (snapshots, snapshot) = watch::channel(Arc::new(Snapshot::default()));
     let (counted_tx, counted) = watch::channel(false);
@@ -280,7 +271,6 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
         .route("/", get(|| async { Html(LIVE_PAGE) }))
         .route("/demo/snapshot", get(current_snapshot))
         .route("/demo/live", get(live_stream))
-        .route_layer(middleware::from_fn_with_state(guard, require_token))
         .with_state(Page { snapshot, stopped });
     let server = gears::http::serve_with(rt.clone(), http, page)
         .await
@@ -293,62 +283,6 @@ pub async fn start(rt: &Runtime, options: ServeOptions) -> Result<Live, DemoErro
         stop,
         tasks,
     })
-}
-
-/// The token the page's routes require (`None`: open).
-#[derive(Clone)]
-struct PageGuard {
-    token: Option<Arc<str>>,
-}
-
-/// The page's routes need the token as the ingress' routes do, in a header, or in the
-/// `access_token` query parameter (a browser opening the page cannot set a header).
-async fn require_token(
-    axum::extract::State(guard): axum::extract::State<PageGuard>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &guard.token else {
-        return next.run(request).await;
-    };
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string());
-    let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
-        request.uri(),
-    )
-    .ok()
-    .and_then(|q| q.0.get("access_token").cloned());
-    let given = header.or(query);
-    match given {
-        Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
-        Some(_) => unauthorized("the token is not the configured one"),
-        None => unauthorized(
-            "this page needs `Authorization: Bearer <token>` or `?access_token=<token>`",
-        ),
-    }
-}
-
-/// Compares in a time that depends on `given`'s length only.
-fn same(given: &[u8], token: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != token.len());
-    for (i, g) in given.iter().enumerate() {
-        diff |= g ^ token.get(i % token.len().max(1)).copied().unwrap_or(0);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-fn unauthorized(message: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(serde_json::json!({ "error": "unauthorized", "message": message })),
-    )
-        .into_response()
 }
 
 /// What the page's routes share.
