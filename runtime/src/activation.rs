@@ -30,13 +30,14 @@ use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_
 use crate::directory::{Body, Delivery, Envelope, Idle, KeyedCall, KeyedOutcome, Replier, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
+use crate::placement::{Fence, local_epoch};
 use crate::runtime::Shared;
 use crate::store::Space;
 
 /// An activation's state in memory.
 pub(crate) struct Loaded<A> {
     state: A,
-    /// Timers, subscribers, subscriptions and dedup window: committed with the state.
+    /// Timers, subscribers and subscriptions: committed with the state.
     meta: ActorMeta,
     /// The record of the state as last written (or loaded): what a rollback returns to, and
     /// what a turn's result is compared with to skip writes that change nothing.
@@ -47,6 +48,9 @@ pub(crate) struct Loaded<A> {
     /// the store yet (a lookup reads the store, which would miss them). Each leaves once its
     /// write settled.
     kept: Vec<PendingKept>,
+    /// The ownership epoch of the actor's shard it was loaded under: its writes commit only
+    /// while this node still holds the shard under it.
+    epoch: u64,
 }
 
 /// A result of an idempotent request on its way to the `replies` keyspace.
@@ -205,10 +209,19 @@ async fn turn<A: Handlers>(
         Some(t) if t.settled() => activation.last_write = None,
         _ => {}
     }
+    // Served here, and under which epoch: state loaded under another one may be stale (the
+    // shard was elsewhere meanwhile), so it is loaded again.
+    let epoch = match local_epoch(&*shared.placement, slot.shard()) {
+        Ok(epoch) => epoch,
+        Err(failure) => return send(reply, Err(failure)),
+    };
+    if activation.loaded.as_ref().is_some_and(|l| l.epoch != epoch) {
+        activation.loaded = None;
+    }
     if activation.loaded.is_none() {
         // Boxed, as the other rare waits of a turn: a turn's future is allocated for every
         // call to an idle actor, so it holds only what most turns need.
-        match Box::pin(load::<A>(shared, slot, activation.last_write.take())).await {
+        match Box::pin(load::<A>(shared, slot, activation.last_write.take(), epoch)).await {
             Ok(l) => activation.loaded = Some(l),
             Err(failure) => {
                 send(reply, Err(failure));
@@ -963,7 +976,14 @@ async fn finish_turn<A: Handlers>(
     if writes.is_empty() {
         return Ok(());
     }
-    let ticket = shared.committer.submit(writes, last_write.take()).await;
+    let fence = Fence {
+        shard: slot.shard(),
+        epoch: l.epoch,
+    };
+    let ticket = shared
+        .committer
+        .submit(writes, last_write.take(), Some(fence))
+        .await;
     if record.is_some() {
         l.record = record;
     }
@@ -1044,6 +1064,7 @@ async fn load<A: Handlers>(
     shared: &Shared,
     slot: &Slot<A>,
     pending: Option<Arc<Ticket>>,
+    epoch: u64,
 ) -> Result<Loaded<A>, Failure> {
     if let Some(ticket) = pending {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -1063,6 +1084,7 @@ async fn load<A: Handlers>(
             record: None,
             deleted: false,
             kept: Vec::new(),
+            epoch,
         });
     };
     match crate::codec::decode_versioned::<A>(&bytes) {
@@ -1072,6 +1094,7 @@ async fn load<A: Handlers>(
             record: Some(bytes.into()),
             deleted: false,
             kept: Vec::new(),
+            epoch,
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {
             actor: A::NAME,

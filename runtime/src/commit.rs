@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Failure, StorageError};
 use crate::metrics::Metrics;
+use crate::placement::{Fence, Placement};
 use crate::store::{Space, Store, Write};
 
 /// Most writes taken into one batch, so one huge burst does not delay every reply in it.
@@ -66,7 +67,8 @@ pub(crate) struct Ticket {
 
 struct TicketInner {
     waiting: Vec<GatedReply>,
-    error: Option<StorageError>,
+    /// Why the write failed: set when it is doomed, so writes that depend on it fail alike.
+    error: Option<Failure>,
 }
 
 impl Ticket {
@@ -91,6 +93,11 @@ impl Ticket {
         self.doomed.load(Ordering::Acquire) || self.failed()
     }
 
+    /// Why the write failed, once the committer knows.
+    fn failure(&self) -> Option<Failure> {
+        self.inner.lock().error.clone()
+    }
+
     /// True once the write is durable or failed.
     pub(crate) fn settled(&self) -> bool {
         self.status.load(Ordering::Acquire) != PENDING
@@ -109,9 +116,9 @@ impl Ticket {
                     return;
                 }
                 DURABLE => Ok(()),
-                _ => Err(Failure::Storage(inner.error.clone().unwrap_or_else(|| {
-                    StorageError::new("an earlier write of this actor failed")
-                }))),
+                _ => Err(inner.error.clone().unwrap_or_else(|| {
+                    Failure::Storage(StorageError::new("an earlier write of this actor failed"))
+                })),
             }
         };
         reply(outcome);
@@ -134,7 +141,7 @@ impl Ticket {
     /// every callback registered before it has run, so a later turn that sees the write
     /// settled cannot release its events or reply ahead of this write's. A failure is marked
     /// first (it releases nothing but errors).
-    fn settle(&self, outcome: Result<(), StorageError>) {
+    fn settle(&self, outcome: Result<(), Failure>) {
         if let Err(error) = &outcome {
             // A failed write releases nothing whose order matters (no events, no sends): it is
             // marked failed before its replies leave, so a call made right after a failed one
@@ -146,7 +153,7 @@ impl Ticket {
                 std::mem::take(&mut inner.waiting)
             };
             for reply in waiting {
-                run_callback(reply, Err(Failure::Storage(error.clone())));
+                run_callback(reply, Err(error.clone()));
             }
             return;
         }
@@ -162,7 +169,7 @@ impl Ticket {
                 std::mem::take(&mut inner.waiting)
             };
             for reply in waiting {
-                run_callback(reply, outcome.clone().map_err(Failure::Storage));
+                run_callback(reply, outcome.clone());
             }
         }
     }
@@ -202,6 +209,9 @@ pub(crate) struct CommitRequest {
     /// must fail too (it was computed from a state that will never exist on disk).
     pub(crate) after: Option<Arc<Ticket>>,
     pub(crate) ticket: Arc<Ticket>,
+    /// The shard and epoch the writes were made under: written only while the placement
+    /// still holds it.
+    pub(crate) fence: Option<Fence>,
 }
 
 enum Command {
@@ -220,6 +230,7 @@ impl Committer {
     /// Starts the committer thread.
     pub(crate) fn start(
         store: Store,
+        placement: Arc<dyn Placement>,
         metrics: Arc<Metrics>,
         capacity: usize,
         fault: Option<FaultHook>,
@@ -227,7 +238,7 @@ impl Committer {
         let (tx, rx) = mpsc::channel(capacity);
         let thread = std::thread::Builder::new()
             .name("gears-committer".into())
-            .spawn(move || run_committer(rx, store, metrics, fault))?;
+            .spawn(move || run_committer(rx, store, &*placement, metrics, fault))?;
         Ok((Committer { tx }, thread))
     }
 
@@ -237,6 +248,7 @@ impl Committer {
         &self,
         writes: Vec<KeyWrite>,
         after: Option<Arc<Ticket>>,
+        fence: Option<Fence>,
     ) -> Arc<Ticket> {
         let ticket = Ticket::new();
         let after = after.filter(|t| !t.settled() || t.failed());
@@ -244,6 +256,7 @@ impl Committer {
             writes,
             after,
             ticket: ticket.clone(),
+            fence,
         };
         // Waiting for room in the queue is rare: boxed, so the future of every turn that
         // commits stays small.
@@ -257,7 +270,9 @@ impl Committer {
         if let Some(Command::Write(request)) = refused {
             request
                 .ticket
-                .settle(Err(StorageError::new("the committer has stopped")));
+                .settle(Err(Failure::Storage(StorageError::new(
+                    "the committer has stopped",
+                ))));
         }
         ticket
     }
@@ -269,7 +284,7 @@ impl Committer {
 }
 
 /// Tickets with their outcomes, in commit order, for the settler.
-type Settlement = Vec<(Arc<Ticket>, Result<(), StorageError>)>;
+type Settlement = Vec<(Arc<Ticket>, Result<(), Failure>)>;
 
 /// Batches the committer may finish before the settler has settled them.
 const SETTLE_QUEUE: usize = 64;
@@ -288,6 +303,7 @@ fn run_settler(settlements: std::sync::mpsc::Receiver<Settlement>) {
 fn run_committer(
     mut rx: mpsc::Receiver<Command>,
     store: Store,
+    placement: &dyn Placement,
     metrics: Arc<Metrics>,
     fault: Option<FaultHook>,
 ) {
@@ -336,6 +352,7 @@ fn run_committer(
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             commit_batch(
                 &store,
+                placement,
                 &metrics,
                 fault.as_ref(),
                 &mut batch,
@@ -352,7 +369,7 @@ fn run_committer(
             for r in &batch {
                 if !r.ticket.doomed() {
                     let panicked = StorageError::new("the commit of this write panicked");
-                    hand_over(&mut settlement, &r.ticket, Err(panicked));
+                    hand_over(&mut settlement, &r.ticket, Err(Failure::Storage(panicked)));
                 }
             }
         }
@@ -370,9 +387,9 @@ fn run_committer(
     rx.close();
     while let Ok(command) = rx.try_recv() {
         if let Command::Write(r) = command {
-            r.ticket.settle(Err(StorageError::new(
+            r.ticket.settle(Err(Failure::Storage(StorageError::new(
                 "the runtime shut down before this write",
-            )));
+            ))));
         }
     }
     tracing::debug!("committer stopped");
@@ -382,6 +399,7 @@ fn run_committer(
 /// failed ticket is marked doomed here at once.
 fn commit_batch(
     store: &Store,
+    placement: &dyn Placement,
     metrics: &Metrics,
     fault: Option<&FaultHook>,
     batch: &mut Vec<CommitRequest>,
@@ -390,14 +408,34 @@ fn commit_batch(
     // A write computed from a failed write fails with it, and never reaches the store.
     // Doomed in order, so a chain of such writes within one batch fails as a whole.
     batch.retain(|r| {
-        let doomed = r.after.as_ref().is_some_and(|t| t.doomed());
-        if doomed {
-            let discarded = StorageError::new(
+        let Some(failed) = r.after.as_ref().filter(|t| t.doomed()) else {
+            return true;
+        };
+        let failure = failed.failure().unwrap_or_else(|| {
+            Failure::Storage(StorageError::new(
                 "an earlier write of this actor failed; its later writes were discarded",
-            );
-            hand_over(settlement, &r.ticket, Err(discarded));
+            ))
+        });
+        hand_over(settlement, &r.ticket, Err(failure));
+        false
+    });
+    if batch.is_empty() {
+        return;
+    }
+
+    let started = Instant::now();
+    if let Err(e) = inject(fault, CommitStage::BeforeWrite) {
+        fail_batch(metrics, batch, settlement, started, Failure::Storage(e));
+        return;
+    }
+    // Right before the write: a turn that ran under an epoch this node no longer holds for
+    // its shard is refused, with nothing of it written.
+    batch.retain(|r| match r.fence {
+        Some(fence) if !placement.holds(fence.shard, fence.epoch) => {
+            hand_over(settlement, &r.ticket, Err(Failure::Fenced(fence.shard)));
+            false
         }
-        !doomed
+        _ => true,
     });
     if batch.is_empty() {
         return;
@@ -425,9 +463,8 @@ fn commit_batch(
     });
     let coalesced = submitted - last.len();
 
-    let started = Instant::now();
-    let outcome = inject(fault, CommitStage::BeforeWrite)
-        .and_then(|()| store.write_batch(writes, last.len()))
+    let outcome = store
+        .write_batch(writes, last.len())
         .and_then(|()| {
             // Written to the memtables: from here a failure leaves writes that reads would
             // see but that are not durable.
@@ -450,33 +487,54 @@ fn commit_batch(
             synced
         })
         .and_then(|()| inject(fault, CommitStage::AfterSync));
-    let elapsed = started.elapsed();
-
-    metrics.batches.fetch_add(1, Ordering::Relaxed);
     metrics
         .writes
         .fetch_add(last.len() as u64, Ordering::Relaxed);
     metrics
         .coalesced
         .fetch_add(coalesced as u64, Ordering::Relaxed);
-    add_micros(&metrics.sync_micros, elapsed);
+    drop(last);
+    match outcome {
+        Ok(()) => {
+            count_batch(metrics, batch, started);
+            for r in batch.iter() {
+                hand_over(settlement, &r.ticket, Ok(()));
+            }
+        }
+        Err(e) => fail_batch(metrics, batch, settlement, started, Failure::Storage(e)),
+    }
+}
+
+/// Counts a batch that reached the committer's write (or failed on its way there).
+fn count_batch(metrics: &Metrics, batch: &[CommitRequest], started: Instant) {
+    metrics.batches.fetch_add(1, Ordering::Relaxed);
+    add_micros(&metrics.sync_micros, started.elapsed());
     metrics
         .max_batch
         .fetch_max(batch.len() as u64, Ordering::Relaxed);
-    if let Err(e) = &outcome {
-        metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %e, writes = batch.len(), "commit batch failed");
-    }
-    drop(last);
-    for r in batch.iter() {
-        hand_over(settlement, &r.ticket, outcome.clone());
+}
+
+/// Fails every write of `batch` with `failure`.
+fn fail_batch(
+    metrics: &Metrics,
+    batch: &[CommitRequest],
+    settlement: &mut Settlement,
+    started: Instant,
+    failure: Failure,
+) {
+    count_batch(metrics, batch, started);
+    metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(error = %failure, writes = batch.len(), "commit batch failed");
+    for r in batch {
+        hand_over(settlement, &r.ticket, Err(failure.clone()));
     }
 }
 
 /// Adds `ticket`'s outcome to the settlement; a failure dooms the ticket at once, so a write
 /// that depends on it fails even before the settler has settled it.
-fn hand_over(settlement: &mut Settlement, ticket: &Arc<Ticket>, outcome: Result<(), StorageError>) {
-    if outcome.is_err() {
+fn hand_over(settlement: &mut Settlement, ticket: &Arc<Ticket>, outcome: Result<(), Failure>) {
+    if let Err(failure) = &outcome {
+        ticket.inner.lock().error = Some(failure.clone());
         ticket.doomed.store(true, Ordering::Release);
     }
     settlement.push((ticket.clone(), outcome));

@@ -20,7 +20,7 @@ use crate::activation::{self, Activation};
 use crate::actor::Handlers;
 use crate::codec::{ActorMeta, ActorRef, Payload, Subscriber};
 use crate::context::Chain;
-use crate::error::{DecodeError, Failure};
+use crate::error::{DecodeError, Failure, Overload};
 use crate::handle::Reply;
 use crate::runtime::Shared;
 
@@ -323,7 +323,7 @@ impl<A: Handlers> Registry<A> {
             }
             if inner.queue.len() >= shared.config.mailbox_capacity {
                 shared.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                let failure = Failure::Overloaded("the actor's mailbox is full");
+                let failure = Failure::Overloaded(Overload::Mailbox);
                 return Err((failure, Box::new(envelope)));
             }
             slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
@@ -396,6 +396,8 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
         done: DoneFn,
     ) -> Result<(), Failure> {
         crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        // Not served here: retried later (the dispatcher counts it as busy).
+        crate::placement::local_epoch(&*shared.placement, crate::codec::shard_of(A::NAME, key))?;
         let undecodable = |reason: String| {
             Failure::Decode(DecodeError {
                 actor: A::NAME,

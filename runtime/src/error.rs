@@ -18,9 +18,9 @@ pub enum CallError<E = Infallible> {
     /// cancelled and the actor reset to its last committed state.
     #[error("call timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// The actor's mailbox (or the runtime's activation cap) is full; retry later.
+    /// A bound was reached ([`Overload`] says which); nothing was done; retry later.
     #[error("overloaded: {0}")]
-    Overloaded(&'static str),
+    Overloaded(Overload),
     /// The handler panicked; the actor was reset to its last committed state.
     #[error(
         "handler `{handler}` of actor `{actor}` panicked; the actor was reset to its last committed state"
@@ -55,9 +55,44 @@ pub enum CallError<E = Infallible> {
     /// unencodable message); it was rolled back.
     #[error("refused: {0}")]
     Invalid(String),
-    /// This node does not own the actor's shard (reserved for scale-out).
+    /// This node does not own the actor's shard (its [`Placement`](crate::Placement) says
+    /// another node does); nothing was done here.
     #[error("this node does not own shard {0}")]
     NotOwner(u16),
+    /// This node lost the actor's shard while the call ran: its turn's writes were refused
+    /// (nothing of it was written) and the actor was reset. Retry: the shard's new owner
+    /// answers.
+    #[error("shard {0} moved to another owner while the call ran; nothing was written")]
+    Fenced(u16),
+    /// The actor's shard has no owner right now (it is moving between nodes); nothing was
+    /// done. Retry shortly.
+    #[error("shard {0} has no owner right now; retry shortly")]
+    Unavailable(u16),
+}
+
+/// Which bound refused a call with [`CallError::Overloaded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overload {
+    /// The actor's mailbox is full: this one actor is busy (its other callers go first).
+    Mailbox,
+    /// The cap on live activations is reached and every live activation is busy.
+    LiveActivations,
+    /// The outbox holds as many undelivered messages as it may: the turn that would send
+    /// more was rolled back.
+    Outbox,
+}
+
+impl fmt::Display for Overload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Overload::Mailbox => "the actor's mailbox is full",
+            Overload::LiveActivations => {
+                "the live activation cap is reached and no activation is idle"
+            }
+            Overload::Outbox => "the outbox is full: too many messages are waiting for delivery",
+        })
+    }
 }
 
 impl<E> CallError<E> {
@@ -82,6 +117,9 @@ impl<E> CallError<E> {
             Failure::NotRegistered(name) => CallError::NotRegistered(name),
             Failure::ShuttingDown => CallError::ShuttingDown,
             Failure::Invalid(why) => CallError::Invalid(why),
+            Failure::NotOwner(shard) => CallError::NotOwner(shard),
+            Failure::Fenced(shard) => CallError::Fenced(shard),
+            Failure::Unavailable(shard) => CallError::Unavailable(shard),
         }
     }
 }
@@ -103,6 +141,8 @@ impl CallError<Infallible> {
             CallError::ShuttingDown => CallError::ShuttingDown,
             CallError::Invalid(why) => CallError::Invalid(why),
             CallError::NotOwner(s) => CallError::NotOwner(s),
+            CallError::Fenced(s) => CallError::Fenced(s),
+            CallError::Unavailable(s) => CallError::Unavailable(s),
         }
     }
 }
@@ -112,7 +152,7 @@ impl CallError<Infallible> {
 #[derive(Debug, Clone)]
 pub enum Failure {
     Timeout(std::time::Duration),
-    Overloaded(&'static str),
+    Overloaded(Overload),
     Panicked {
         actor: &'static str,
         handler: &'static str,
@@ -124,6 +164,9 @@ pub enum Failure {
     NotRegistered(&'static str),
     ShuttingDown,
     Invalid(String),
+    NotOwner(u16),
+    Fenced(u16),
+    Unavailable(u16),
 }
 
 /// Worded as the `CallError` it becomes (for logs where no caller will see it).
@@ -137,7 +180,14 @@ impl Failure {
     /// Retrying later may succeed without the message having been processed (the runtime was
     /// busy or stopping); such retries do not count as failed attempts.
     pub(crate) fn is_busy(&self) -> bool {
-        matches!(self, Failure::Overloaded(_) | Failure::ShuttingDown)
+        matches!(
+            self,
+            Failure::Overloaded(_)
+                | Failure::ShuttingDown
+                | Failure::NotOwner(_)
+                | Failure::Fenced(_)
+                | Failure::Unavailable(_)
+        )
     }
 }
 

@@ -16,6 +16,7 @@ use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
 use crate::directory::{Body, Envelope, Registry, Replier};
 use crate::error::{CallError, Failure};
+use crate::placement::{Fence, local_epoch};
 use crate::runtime::Shared;
 use crate::store::Space;
 
@@ -28,6 +29,8 @@ pub type Reply = Result<Box<dyn Any + Send>, Failure>;
 pub struct Caller<A: Handlers> {
     shared: Arc<Shared>,
     target: Result<(Arc<Registry<A>>, Arc<str>), Failure>,
+    /// The actor's shard: every call asks the placement where it is served.
+    shard: u16,
     chain: Chain,
 }
 
@@ -36,6 +39,7 @@ impl<A: Handlers> Clone for Caller<A> {
         Caller {
             shared: self.shared.clone(),
             target: self.target.clone(),
+            shard: self.shard,
             chain: self.chain.clone(),
         }
     }
@@ -53,6 +57,7 @@ impl<A: Handlers> Caller<A> {
         Caller {
             shared: shared.clone(),
             target,
+            shard: crate::codec::shard_of(A::NAME, key),
             chain,
         }
     }
@@ -78,6 +83,8 @@ impl<A: Handlers> Caller<A> {
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
             return Err(Failure::Cycle(cycle));
         }
+        // Served here? (The turn checks the epoch it runs under again.)
+        local_epoch(&*self.shared.placement, self.shard)?;
         self.shared.admit(self.chain.is_some())?;
         let (tx, mut rx) = oneshot::channel();
         let envelope = Envelope {
@@ -177,7 +184,14 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                         key: id.key(),
                         value: Some(value.into()),
                     };
-                    let ticket = shared.committer.submit(vec![write], None).await;
+                    let fence = Fence {
+                        shard: target_shard,
+                        epoch: local_epoch(&*shared.placement, target_shard)?,
+                    };
+                    let ticket = shared
+                        .committer
+                        .submit(vec![write], None, Some(fence))
+                        .await;
                     match ticket.wait().await {
                         Ok(()) => {
                             shared.committed(vec![(id, record)]);

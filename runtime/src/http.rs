@@ -56,6 +56,7 @@
 //! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox), the ingress has [`max_event_streams`](crate::http::HttpConfig::max_event_streams) event streams open already, or the runtime is stopping; with `Retry-After` |
 //! | 504 | `timeout` | the call exceeded the runtime's call timeout |
 //! | 421 | `not_owner` | this node does not own the actor's shard (scale-out) |
+//! | 503 | `fenced` / `unavailable` | the actor's shard moved while the call ran (nothing was written) or has no owner right now; with `Retry-After: 1` |
 //! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
 //!
 //! Errors answered in plain text or without a body by axum's extractors (on routes you add

@@ -55,7 +55,12 @@ pub(crate) async fn remove_expired(shared: &Arc<Shared>) -> Result<bool, Failure
             value: None,
         });
     }
-    shared.committer.submit(writes, None).await.wait().await?;
+    shared
+        .committer
+        .submit(writes, None, None)
+        .await
+        .wait()
+        .await?;
     shared
         .metrics
         .kept_expired

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{ActorRef, OutboxId, OutboxRecord};
 use crate::directory::DoneFn;
-use crate::error::Failure;
+use crate::error::{Failure, Overload};
 use crate::runtime::Shared;
 
 /// Failed turns (panics, timeouts, refused effects) before a message is parked.
@@ -71,9 +71,7 @@ impl Outbox {
         let before = self.backlog.fetch_add(n, Ordering::AcqRel);
         if before + n > self.limit {
             self.backlog.fetch_sub(n, Ordering::AcqRel);
-            return Err(Failure::Overloaded(
-                "the outbox is full: too many messages are waiting for delivery",
-            ));
+            return Err(Failure::Overloaded(Overload::Outbox));
         }
         Ok(())
     }

@@ -16,11 +16,12 @@ use crate::codec::{ActorMeta, ActorRef, OutboxId, OutboxRecord, Payload};
 use crate::commit::{Committer, FaultHook};
 use crate::context::{TimerInfo, timer_infos};
 use crate::directory::{AnyRegistry, Body, Delivery, DoneFn, Registry};
-use crate::error::{CallError, Error, Failure, StorageError};
+use crate::error::{CallError, Error, Failure, Overload, StorageError};
 use crate::handle::{Caller, OutsideSend};
 use crate::loader::{Job, Loader};
 use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
+use crate::placement::{LocalPlacement, Placement};
 use crate::shard::{Host, HostRef, Periods};
 use crate::store::{Durability, Store, UpgradeHook};
 use crate::watch::Watch;
@@ -83,6 +84,7 @@ pub struct Builder {
     idle_overrides: HashMap<TypeId, Duration>,
     fault: Option<FaultHook>,
     upgrade_hook: Option<UpgradeHook>,
+    placement: Arc<dyn Placement>,
 }
 
 impl Builder {
@@ -181,6 +183,15 @@ impl Builder {
         self
     }
 
+    /// Which node serves each shard (default [`LocalPlacement`]: every shard here). Calls to
+    /// a shard placed elsewhere fail with [`CallError::NotOwner`], to a shard placed nowhere
+    /// with [`CallError::Unavailable`]; a turn whose shard was lost while it ran commits
+    /// nothing ([`CallError::Fenced`]). See [`Placement`] for the contract.
+    pub fn placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = placement;
+        self
+    }
+
     /// Test seam: called after each batch an upgrade of an older store writes.
     #[doc(hidden)]
     pub fn __upgrade_hook(mut self, hook: UpgradeHook) -> Self {
@@ -258,6 +269,7 @@ impl Builder {
         let metrics = Arc::new(Metrics::default());
         let (committer, committer_thread) = Committer::start(
             store.clone(),
+            self.placement.clone(),
             metrics.clone(),
             config.commit_queue,
             self.fault,
@@ -290,6 +302,7 @@ impl Builder {
             closed: AtomicBool::new(false),
             opened: Instant::now(),
             tokio,
+            placement: self.placement,
             committer_thread: Mutex::new(Some(committer_thread)),
             host: Mutex::new(None),
         });
@@ -374,6 +387,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     opened: Instant,
     pub(crate) tokio: tokio::runtime::Handle,
+    /// Which node serves each shard.
+    pub(crate) placement: Arc<dyn Placement>,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     host: Mutex<Option<Host>>,
 }
@@ -625,9 +640,7 @@ impl Shared {
                     continue;
                 }
                 self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::Overloaded(
-                    "the live activation cap is reached and no activation is idle",
-                ));
+                return Err(Failure::Overloaded(Overload::LiveActivations));
             }
         }
     }
@@ -673,6 +686,7 @@ impl Runtime {
             idle_overrides: HashMap::new(),
             fault: None,
             upgrade_hook: None,
+            placement: Arc::new(LocalPlacement),
         }
     }
 

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use crate::error::CallError;
+use crate::error::{CallError, Overload};
 use crate::json::JsonError;
 
 /// A failed request: its status, a stable error name and a message for people.
@@ -173,7 +173,7 @@ impl ApiError {
             CallError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
             // A full mailbox is this actor's admission limit: the caller should slow down.
             // Every other overload (activation cap, outbox) is the whole runtime's.
-            CallError::Overloaded(what) if what.contains("mailbox") => {
+            CallError::Overloaded(Overload::Mailbox) => {
                 (StatusCode::TOO_MANY_REQUESTS, "overloaded", Some(1))
             }
             CallError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1)),
@@ -181,6 +181,10 @@ impl ApiError {
             CallError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key", None),
             CallError::NotRegistered(_) => (StatusCode::NOT_FOUND, "unknown_actor_type", None),
             CallError::NotOwner(_) => (StatusCode::MISDIRECTED_REQUEST, "not_owner", None),
+            // The shard moved while the call ran, or is moving: nothing was written; the
+            // same request succeeds once the shard has an owner again.
+            CallError::Fenced(_) => (StatusCode::SERVICE_UNAVAILABLE, "fenced", Some(1)),
+            CallError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(1)),
             CallError::Panicked { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "handler_panicked", None)
             }
