@@ -216,15 +216,16 @@ impl Builder {
         }
 
         let durability = config.durability;
+        let metrics = Arc::new(Metrics::default());
+        let persists = metrics.journal.clone();
         let (store, recovered) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&path, durability)?;
+            let store = Store::open(&path, durability, persists)?;
             let entries = store.outbox_entries()?;
             Ok::<_, Error>((store, entries))
         })
         .await
         .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
         let (outbox, recovered) = recover_outbox(recovered, config.outbox_capacity);
-        let metrics = Arc::new(Metrics::default());
         let (committer, committer_thread) = Committer::start(
             store.clone(),
             metrics.clone(),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use gears::prelude::*;
 
 pub mod child;
+pub mod gate;
+pub mod latch;
 
 /// A counter that also records how many times it was activated in this process.
 #[derive(Actor, Default, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -64,6 +66,14 @@ impl Counter {
     /// Adds `n` after sleeping `ms` milliseconds (to hold the key busy).
     pub async fn slow_add(&mut self, n: u64, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.value += n;
+        self.value
+    }
+
+    /// Adds `n` once the [`latch::Latch`] named `latch` opens: holds the key busy for as long
+    /// as the test wants.
+    pub async fn add_when_open(&mut self, n: u64, latch: String) -> u64 {
+        latch::wait(&latch).await;
         self.value += n;
         self.value
     }
@@ -325,6 +335,23 @@ pub async fn settle(rt: &Runtime) {
     }
 }
 
+/// Polls the runtime's counters until `done` holds (panics after 20 s, naming `what` and
+/// showing the counters).
+pub async fn wait_for_stats(rt: &Runtime, what: &str, done: impl Fn(&gears::Stats) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = rt.stats();
+        if done(&stats) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting for {what} after 20 s: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Polls `probe` (usually a call) until it returns `Ok(want)` (panics after 30 s with the
 /// last result).
 pub async fn eventually<T, E, F, Fut>(want: T, mut probe: F) -> T
@@ -348,29 +375,55 @@ where
     }
 }
 
-/// Makes the next encoding of a [`Fragile`] state fail with an error.
-pub static FAIL_NEXT_ENCODE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-/// Makes the next encoding of a [`Fragile`] state panic (outside any handler).
-pub static PANIC_NEXT_ENCODE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// What the next encoding of a [`Fragile`] state does instead of encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingFault {
+    /// Fails with an error.
+    Fail,
+    /// Panics (outside any handler).
+    Panic,
+}
 
-/// An actor whose state encoding can be made to fail or panic once, from outside.
+/// Faults armed per [`Fragile`] key: keyed, so tests running in parallel never take each
+/// other's.
+static ENCODING_FAULTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, EncodingFault>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Makes the next encoding of `Fragile(key)`'s state (after a handler ran on it) fail or
+/// panic, once.
+pub fn arm_encoding_fault(key: &str, fault: EncodingFault) {
+    encoding_faults().insert(key.to_string(), fault);
+}
+
+fn encoding_faults()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, EncodingFault>> {
+    ENCODING_FAULTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An actor whose state encoding can be made to fail or panic once, from outside
+/// ([`arm_encoding_fault`]).
 #[derive(Actor, Default, Deserialize)]
 #[actor(name = "fragile")]
 pub struct Fragile {
     /// Sum of what was added.
     pub total: u64,
+    /// The actor's key, set by its handlers (not stored): what its faults are armed under.
+    #[serde(skip)]
+    key: String,
 }
 
 impl Serialize for Fragile {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use std::sync::atomic::Ordering;
-        if FAIL_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
-            return Err(serde::ser::Error::custom("injected encoding failure"));
-        }
-        if PANIC_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
-            panic!("injected panic while encoding");
+        let fault = encoding_faults().remove(&self.key);
+        match fault {
+            Some(EncodingFault::Fail) => {
+                return Err(serde::ser::Error::custom("injected encoding failure"));
+            }
+            Some(EncodingFault::Panic) => panic!("injected panic while encoding"),
+            None => {}
         }
         use serde::ser::SerializeStruct;
         let mut s = serializer.serialize_struct("Fragile", 1)?;
@@ -383,6 +436,7 @@ impl Serialize for Fragile {
 impl Fragile {
     /// Adds `n` and sends `receive(n)` to `Receiver(target)`.
     pub async fn add_and_send(&mut self, ctx: &Context, n: u64, target: String) -> u64 {
+        self.key = ctx.key().to_string();
         self.total += n;
         ctx.send::<Receiver>(target)
             .receive(ctx.key().to_string(), n);
@@ -390,7 +444,8 @@ impl Fragile {
     }
 
     /// Adds `n`.
-    pub async fn add(&mut self, n: u64) -> u64 {
+    pub async fn add(&mut self, ctx: &Context, n: u64) -> u64 {
+        self.key = ctx.key().to_string();
         self.total += n;
         self.total
     }

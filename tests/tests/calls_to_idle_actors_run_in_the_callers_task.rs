@@ -11,6 +11,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use gears::prelude::*;
+use gears_tests::latch::Latch;
 use gears_tests::{Counter, Relay, builder, eventually, open};
 
 /// Spins until `flag` is set (at most 10 s); returns whether it was.
@@ -136,9 +137,15 @@ async fn a_caller_that_gives_up_does_not_cancel_the_turn() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
     let counter = rt.get::<Counter>("k");
-    // The handler sleeps, so its turn moves to a task of its own, which outlives the caller.
-    let gave_up = tokio::time::timeout(Duration::from_millis(20), counter.slow_add(5, 200)).await;
+    // The handler waits, so its turn moves to a task of its own, which outlives the caller.
+    let latch = Latch::new();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        counter.add_when_open(5, latch.name()),
+    )
+    .await;
     assert!(gave_up.is_err(), "the caller should have timed out");
+    latch.open();
     eventually(5, || counter.get()).await;
     assert_eq!(counter.add(1).await.unwrap(), 6);
     rt.shutdown().await.unwrap();
@@ -202,12 +209,15 @@ async fn other_callers_turns_never_run_in_the_first_callers_task() {
         }
     });
     assert!(spin_until(&HOLDING));
-    // Queued behind `hold` while it runs in the first caller's task.
-    let second = tokio::spawn({
+    // Queued behind `hold` while it runs in the first caller's task: its first poll queues
+    // it.
+    let mut second = Box::pin({
         let busy = busy.clone();
         async move { busy.check().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(second.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "a call ran while its actor was busy");
+    let second = tokio::spawn(second);
     RELEASE.store(true, Ordering::SeqCst);
     assert!(first.await.unwrap().unwrap());
     assert!(

@@ -153,7 +153,15 @@ async fn calls_sends_state_and_admin_routes() {
     let turns = metric(&text, "gears_turns_total");
     assert!(turns >= 10.0, "{text}");
     assert!(metric(&text, "gears_live_activations") >= 1.0);
-    assert!(metric(&text, "gears_commit_batches_total") >= 1.0);
+    let batches = metric(&text, "gears_commit_batches_total");
+    assert!(batches >= 1.0);
+    // `Durability::Sync` (the default): every batch's journal persist was an fsync (a batch
+    // still being committed may have synced before it is counted).
+    assert!(
+        metric(&text, "gears_journal_fsyncs_total") >= batches,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "gears_journal_flushes_total"), 0.0, "{text}");
     assert!(metric(&text, "gears_commit_seconds_total") > 0.0);
     assert!(metric(&text, "gears_http_requests_total") >= 10.0);
     assert!(metric(&text, "gears_http_client_errors_total") >= 3.0);
