@@ -125,6 +125,8 @@ pub fn builder(dir: &Path) -> gears::Builder {
         .register::<Stock>()
         .register::<Listener>()
         .register::<Fragile>()
+        .register::<Numberer>()
+        .register::<Tally>()
 }
 
 /// Sends messages to [`Receiver`]s, and counts what it sent (committed with the sends).
@@ -384,20 +386,32 @@ pub enum EncodingFault {
     Panic,
 }
 
-/// Faults armed per [`Fragile`] key: keyed, so tests running in parallel never take each
-/// other's.
+/// Faults armed per [`Fragile`] key, with how many encodings are left to fault: keyed, so
+/// tests running in parallel never take each other's.
 static ENCODING_FAULTS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, EncodingFault>>,
+    std::sync::Mutex<std::collections::HashMap<String, (EncodingFault, u32)>>,
 > = std::sync::LazyLock::new(Default::default);
 
-/// Makes the next encoding of `Fragile(key)`'s state (after a handler ran on it) fail or
-/// panic, once.
-pub fn arm_encoding_fault(key: &str, fault: EncodingFault) {
-    encoding_faults().insert(key.to_string(), fault);
+/// Makes the next `times` encodings of `Fragile(key)`'s state (after a handler ran on it)
+/// fail or panic.
+pub fn arm_encoding_fault(key: &str, fault: EncodingFault, times: u32) {
+    encoding_faults().insert(key.to_string(), (fault, times));
+}
+
+/// Takes one armed fault of `Fragile(key)`, if any is left.
+fn take_encoding_fault(key: &str) -> Option<EncodingFault> {
+    let mut faults = encoding_faults();
+    let (fault, left) = faults.get_mut(key)?;
+    let fault = *fault;
+    *left -= 1;
+    if *left == 0 {
+        faults.remove(key);
+    }
+    Some(fault)
 }
 
 fn encoding_faults()
--> std::sync::MutexGuard<'static, std::collections::HashMap<String, EncodingFault>> {
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, (EncodingFault, u32)>> {
     ENCODING_FAULTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -417,8 +431,7 @@ pub struct Fragile {
 
 impl Serialize for Fragile {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let fault = encoding_faults().remove(&self.key);
-        match fault {
+        match take_encoding_fault(&self.key) {
             Some(EncodingFault::Fail) => {
                 return Err(serde::ser::Error::custom("injected encoding failure"));
             }
@@ -453,5 +466,71 @@ impl Fragile {
     /// The total.
     pub async fn total(&self) -> u64 {
         self.total
+    }
+}
+
+/// Numbers what it sends and arms: each committed send and timer carries the next number of
+/// its kind (the number is committed with the outbox entry or timer that carries it), so a
+/// receiver can check that every number arrived exactly once, in order.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "numberer")]
+pub struct Numberer {
+    /// Sends committed (the last number sent).
+    pub sent: u64,
+    /// One-shot timers armed (the last number armed).
+    pub armed: u64,
+    /// Numbers of the timers that fired here, in firing order.
+    pub fired: Vec<u64>,
+}
+
+#[handlers]
+impl Numberer {
+    /// Sends `record(<this key>, n)` to `Tally(target)` with the next number `n`; returns `n`.
+    pub async fn send_next(&mut self, ctx: &Context, target: String) -> u64 {
+        self.sent += 1;
+        ctx.send::<Tally>(target)
+            .record(ctx.key().to_string(), self.sent);
+        self.sent
+    }
+
+    /// Arms a one-shot timer due in `ms` that calls `fired(n)` with the next number `n`;
+    /// returns `n`. Timers armed later are due no earlier, so they fire in number order.
+    pub async fn arm_next(&mut self, ctx: &Context, ms: u64) -> u64 {
+        self.armed += 1;
+        let n = self.armed;
+        ctx.timer::<Self>(format!("t{n:012}"), Timer::after(Duration::from_millis(ms)))
+            .fired(n);
+        n
+    }
+
+    /// Called by the timers.
+    pub async fn fired(&mut self, n: u64) {
+        self.fired.push(n);
+    }
+
+    /// `(sent, armed, fired)`.
+    pub async fn numbers(&self) -> (u64, u64, Vec<u64>) {
+        (self.sent, self.armed, self.fired.clone())
+    }
+}
+
+/// Records numbered messages per sender, in arrival order.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "tally")]
+pub struct Tally {
+    /// Numbers received, per sender.
+    pub received: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+#[handlers]
+impl Tally {
+    /// Records number `n` from `from`.
+    pub async fn record(&mut self, from: String, n: u64) {
+        self.received.entry(from).or_default().push(n);
+    }
+
+    /// The numbers received from `from`, in arrival order.
+    pub async fn received(&self, from: String) -> Vec<u64> {
+        self.received.get(&from).cloned().unwrap_or_default()
     }
 }

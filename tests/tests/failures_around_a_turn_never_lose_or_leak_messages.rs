@@ -20,7 +20,7 @@ async fn failed_encoding_releases_no_sends() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
     let fragile = rt.get::<Fragile>("fails-once");
-    arm_encoding_fault("fails-once", EncodingFault::Fail);
+    arm_encoding_fault("fails-once", EncodingFault::Fail, 1);
     let failed = fragile.add_and_send(1, "r".into()).await;
     assert!(matches!(failed, Err(CallError::Storage(_))), "{failed:?}");
     settle(&rt).await;
@@ -40,7 +40,7 @@ async fn failed_encoding_releases_no_sends() {
 async fn panic_outside_the_handler_on_a_delivery_retries_it() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
-    arm_encoding_fault("panics-once", EncodingFault::Panic);
+    arm_encoding_fault("panics-once", EncodingFault::Panic, 1);
     rt.send::<Fragile>("panics-once").add(5).await.unwrap();
     settle(&rt).await;
     assert_eq!(rt.get::<Fragile>("panics-once").total().await.unwrap(), 5);

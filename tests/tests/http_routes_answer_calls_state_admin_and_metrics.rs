@@ -431,11 +431,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    for _ in 0..500 {
-        if done().await {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached within 5 s");
 }
