@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use gears::prelude::*;
 use gears_tests::latch::Latch;
-use gears_tests::{Counter, Relay, builder, eventually, open};
+use gears_tests::{Counter, Relay, builder, eventually, open, wait_for_stats};
 
 /// Spins until `flag` is set (at most 10 s); returns whether it was.
 fn spin_until(flag: &AtomicBool) -> bool {
@@ -232,12 +232,22 @@ async fn a_value_that_panics_when_dropped_after_its_caller_left_wedges_nothing()
     let dir = tempfile::tempdir().unwrap();
     let rt = builder(dir.path())
         .register::<Bomber>()
+        .idle_timeout_for::<Bomber>(Duration::ZERO)
         .call_timeout(Duration::from_secs(5))
         .open()
         .await
         .unwrap();
     let bomber = rt.get::<Bomber>("k");
     assert_eq!(bomber.writes().await.unwrap(), 0);
+    // Not live, so the call's first poll starts its turn (which waits for the load): a caller
+    // that leaves then cannot cancel it. (A live actor may still be finishing the previous
+    // turn's task when its reply arrives; a call queued then whose caller leaves before its
+    // turn starts is skipped.)
+    wait_for_stats(&rt, "the bomber passivated", |s| {
+        rt.passivate_idle();
+        s.live_activations == 0
+    })
+    .await;
     ARMED.store(true, Ordering::SeqCst);
     // The caller leaves before the write is durable: the value is dropped when it is.
     let mut call = Box::pin(bomber.write());
