@@ -17,11 +17,24 @@ impl Counter {
         self.value
     }
 
+    /// Adds `n` and returns the new value, or panics (after adding: the turn is rolled back)
+    /// if `panic` is set.
+    pub(crate) async fn add_then_panic(&mut self, n: u64, panic: bool) -> u64 {
+        self.value += n;
+        if panic {
+            std::panic::panic_any(INJECTED_PANIC);
+        }
+        self.value
+    }
+
     /// The current value (read-only: never written back).
     pub(crate) async fn get(&self) -> u64 {
         self.value
     }
 }
+
+/// The payload of the panics [`Counter::add_then_panic`] injects.
+pub(crate) const INJECTED_PANIC: &str = "gears-bench: injected panic";
 
 /// The key of counter number `i`.
 pub(crate) fn key(i: u64) -> String {

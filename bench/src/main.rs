@@ -5,9 +5,9 @@
 //! in `BENCHMARKS.md` at the repository root.
 //!
 //! ## Where each part lives
-//! - Workloads: `durable_writes.rs` (`many-keys`, `hot-key`), `sends.rs`, `read_call.rs`,
-//!   `cold_activation.rs`, `order_workflow.rs`, `memory.rs`; `all` and `smoke` run them all
-//!   (here).
+//! - Workloads: `durable_writes.rs` (`many-keys`, `hot-key`), `hot_key_panics.rs`,
+//!   `sends.rs`, `read_call.rs`, `cold_activation.rs`, `order_workflow.rs`, `memory.rs`;
+//!   `all` and `smoke` run them all (here).
 //! - Actors under test: `counter.rs`, the order demo's actors (crate `order_demo`), and
 //!   `orders.rs` (lean stand-ins for them, `order-workflow --flow lean`); `populate.rs` fills
 //!   a store through Gears.
@@ -24,6 +24,7 @@ mod counter;
 mod durability;
 mod durable_writes;
 mod echo;
+mod hot_key_panics;
 mod measure;
 mod memory;
 mod order_workflow;
@@ -66,6 +67,8 @@ enum Workload {
     ManyKeys(durable_writes::ManyKeysArgs),
     /// Concurrent callers increment one counter (durable; the output-gate pipelining case).
     HotKey(durable_writes::HotKeyArgs),
+    /// Other keys' throughput while one hot key's calls panic 1 %, vs while they do not.
+    HotKeyPanics(hot_key_panics::HotKeyPanicsArgs),
     /// What the outbox costs: exactly-once sends (with delivery) vs durable calls.
     Sends(sends::SendsArgs),
     /// A read-only call on an active actor vs a bare ractor call and a tokio round trip.
@@ -138,6 +141,7 @@ fn run_one(
     match workload {
         Workload::ManyKeys(args) => durable_writes::many_keys(tokio, mode, args),
         Workload::HotKey(args) => durable_writes::hot_key(tokio, mode, args),
+        Workload::HotKeyPanics(args) => hot_key_panics::run(tokio, mode, args),
         Workload::Sends(args) => sends::run(tokio, mode, args),
         Workload::ReadCall(args) => read_call::run(tokio, mode, args),
         Workload::ColdActivation(args) => cold_activation::run(tokio, mode, args),
@@ -164,6 +168,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
         Sizes::Defaults => vec![
             Workload::ManyKeys(defaults()),
             Workload::HotKey(defaults()),
+            Workload::HotKeyPanics(defaults()),
             Workload::Sends(defaults()),
             Workload::ReadCall(defaults()),
             Workload::ColdActivation(defaults()),
@@ -173,6 +178,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
         Sizes::Tiny => vec![
             Workload::ManyKeys(durable_writes::ManyKeysArgs::tiny()),
             Workload::HotKey(durable_writes::HotKeyArgs::tiny()),
+            Workload::HotKeyPanics(hot_key_panics::HotKeyPanicsArgs::tiny()),
             Workload::Sends(sends::SendsArgs::tiny()),
             Workload::ReadCall(read_call::ReadCallArgs::tiny()),
             Workload::ColdActivation(cold_activation::ColdActivationArgs::tiny()),

@@ -20,6 +20,7 @@ fn every_workload_runs_at_smoke_size() {
     for workload in [
         "many-keys",
         "hot-key",
+        "hot-key-panics",
         "sends",
         "read-call",
         "cold-activation",

@@ -1,6 +1,18 @@
 //! Runtime counters, and the [`Stats`] snapshot users read with `Runtime::stats`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Journal persists the store really performed, by what they asked of the OS. Counted by the
+/// store where it chooses the persist mode, so a test can tell an fsync from a flush (the
+/// SIGKILL tests cannot: the page cache survives a killed process).
+#[derive(Default)]
+pub(crate) struct JournalPersists {
+    /// Persists that fsynced the journal to disk.
+    pub(crate) fsyncs: AtomicU64,
+    /// Persists that only handed the journal to the OS (no fsync).
+    pub(crate) flushes: AtomicU64,
+}
 
 /// Live counters of one runtime. Relaxed atomics: they are statistics, not synchronisation.
 #[derive(Default)]
@@ -23,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) timers_fired: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) kept_expired: AtomicU64,
+    /// Shared with the store, which counts its journal persists itself.
+    pub(crate) journal: Arc<JournalPersists>,
 }
 
 /// A snapshot of a runtime's counters since it was opened.
@@ -48,6 +62,12 @@ pub struct Stats {
     /// Journal syncs: one per batch that reached the store (an fsync in `Durability::Sync`,
     /// a flush to the OS in `Durability::Buffered`).
     pub journal_syncs: u64,
+    /// Journal persists that were an fsync (the journal is on disk, safe from power loss):
+    /// one per commit batch in `Durability::Sync`, and the one at shutdown in either mode.
+    pub journal_fsyncs: u64,
+    /// Journal persists that only handed the journal to the OS (safe from a crash of the
+    /// process, not of the machine): one per commit batch in `Durability::Buffered`.
+    pub journal_flushes: u64,
     /// Keys written to the store.
     pub writes: u64,
     /// Writes absorbed because a later turn in the same batch wrote the same key.
@@ -88,6 +108,8 @@ impl Metrics {
             commit_batches: get(&self.batches),
             failed_batches: get(&self.failed_batches),
             journal_syncs: get(&self.syncs),
+            journal_fsyncs: get(&self.journal.fsyncs),
+            journal_flushes: get(&self.journal.flushes),
             writes: get(&self.writes),
             coalesced_writes: get(&self.coalesced),
             max_batch: get(&self.max_batch),

@@ -258,15 +258,16 @@ impl Builder {
 
         let durability = config.durability;
         let upgrade_hook = self.upgrade_hook;
+        let metrics = Arc::new(Metrics::default());
+        let persists = metrics.journal.clone();
         let (store, recovered) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&path, durability, upgrade_hook.as_ref())?;
+            let store = Store::open(&path, durability, upgrade_hook.as_ref(), persists)?;
             let entries = store.outbox_entries(ALL_SHARDS)?;
             Ok::<_, Error>((store, entries))
         })
         .await
         .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
         let (outbox, recovered) = recover_outbox(recovered, config.outbox_capacity);
-        let metrics = Arc::new(Metrics::default());
         let (committer, committer_thread) = Committer::start(
             store.clone(),
             self.placement.clone(),

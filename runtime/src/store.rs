@@ -12,6 +12,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::codec::STORE_FORMAT;
 use crate::error::{Error, StorageError};
+use crate::metrics::JournalPersists;
 
 /// How durable an acknowledged write is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +66,8 @@ pub(crate) struct Store {
     /// would see writes that are not durable, so the next load syncs first (see
     /// [`Store::get_state`]).
     unsynced: Arc<Unsynced>,
+    /// The journal persists performed, by mode (the runtime's [`crate::Stats`] shows them).
+    persists: Arc<JournalPersists>,
 }
 
 /// Commits that failed after their write, and how many of them a sync has covered since.
@@ -90,13 +93,15 @@ impl Store {
     ///
     /// fjall panics on some corrupted files (an assertion in its journal reader): such a
     /// panic is turned into an error naming the path, like any other refusal to open.
+    /// Every journal persist made through the store is counted in `persists`.
     pub(crate) fn open(
         path: &Path,
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
+        persists: Arc<JournalPersists>,
     ) -> Result<Store, Error> {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_unguarded(path, durability, upgrade_hook)
+            Self::open_unguarded(path, durability, upgrade_hook, persists)
         }));
         opened.unwrap_or_else(|panic| {
             let why = panic
@@ -116,6 +121,7 @@ impl Store {
         path: &Path,
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
+        persists: Arc<JournalPersists>,
     ) -> Result<Store, Error> {
         let at =
             |e: fjall::Error| StorageError::new(format!("cannot open {}: {e}", path.display()));
@@ -179,6 +185,7 @@ impl Store {
             expiry,
             durability,
             unsynced: Arc::new(Unsynced::default()),
+            persists,
         })
     }
 
@@ -384,7 +391,7 @@ impl Store {
             Durability::Sync => PersistMode::SyncAll,
             Durability::Buffered => PersistMode::Buffer,
         };
-        self.db.persist(mode).map_err(storage)
+        self.persist(mode)
     }
 
     /// Records that a written batch failed before it was synced (see [`Store::get_state`]).
@@ -394,12 +401,24 @@ impl Store {
 
     /// Hands every batch written so far to the OS, without fsync (a test seam's failed sync).
     pub(crate) fn flush_to_os(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::Buffer).map_err(storage)
+        self.persist(PersistMode::Buffer)
     }
 
     /// Syncs the journal to disk (used at shutdown).
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::SyncAll).map_err(storage)
+        self.persist(PersistMode::SyncAll)
+    }
+
+    /// Persists the journal in `mode` and counts it by what it asked of the OS: the one place
+    /// every journal persist goes through, so the counters cannot miss one.
+    fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
+        self.db.persist(mode).map_err(storage)?;
+        let performed = match mode {
+            PersistMode::SyncAll | PersistMode::SyncData => &self.persists.fsyncs,
+            PersistMode::Buffer => &self.persists.flushes,
+        };
+        performed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

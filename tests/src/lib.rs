@@ -6,6 +6,8 @@ use std::time::Duration;
 use gears::prelude::*;
 
 pub mod child;
+pub mod gate;
+pub mod latch;
 
 /// A counter that also records how many times it was activated in this process.
 #[derive(Actor, Default, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -68,6 +70,14 @@ impl Counter {
         self.value
     }
 
+    /// Adds `n` once the [`latch::Latch`] named `latch` opens: holds the key busy for as long
+    /// as the test wants.
+    pub async fn add_when_open(&mut self, n: u64, latch: String) -> u64 {
+        latch::wait(&latch).await;
+        self.value += n;
+        self.value
+    }
+
     /// Returns the key this turn ran for.
     pub async fn whoami(&self, ctx: &Context) -> String {
         ctx.key().to_string()
@@ -115,6 +125,8 @@ pub fn builder(dir: &Path) -> gears::Builder {
         .register::<Stock>()
         .register::<Listener>()
         .register::<Fragile>()
+        .register::<Numberer>()
+        .register::<Tally>()
 }
 
 /// Sends messages to [`Receiver`]s, and counts what it sent (committed with the sends).
@@ -325,6 +337,23 @@ pub async fn settle(rt: &Runtime) {
     }
 }
 
+/// Polls the runtime's counters until `done` holds (panics after 20 s, naming `what` and
+/// showing the counters).
+pub async fn wait_for_stats(rt: &Runtime, what: &str, done: impl Fn(&gears::Stats) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = rt.stats();
+        if done(&stats) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting for {what} after 20 s: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Polls `probe` (usually a call) until it returns `Ok(want)` (panics after 30 s with the
 /// last result).
 pub async fn eventually<T, E, F, Fut>(want: T, mut probe: F) -> T
@@ -348,29 +377,66 @@ where
     }
 }
 
-/// Makes the next encoding of a [`Fragile`] state fail with an error.
-pub static FAIL_NEXT_ENCODE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-/// Makes the next encoding of a [`Fragile`] state panic (outside any handler).
-pub static PANIC_NEXT_ENCODE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// What the next encoding of a [`Fragile`] state does instead of encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingFault {
+    /// Fails with an error.
+    Fail,
+    /// Panics (outside any handler).
+    Panic,
+}
 
-/// An actor whose state encoding can be made to fail or panic once, from outside.
+/// Faults armed per [`Fragile`] key, with how many encodings are left to fault: keyed, so
+/// tests running in parallel never take each other's.
+static ENCODING_FAULTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (EncodingFault, u32)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Makes the next `times` encodings of `Fragile(key)`'s state (after a handler ran on it)
+/// fail or panic.
+pub fn arm_encoding_fault(key: &str, fault: EncodingFault, times: u32) {
+    encoding_faults().insert(key.to_string(), (fault, times));
+}
+
+/// Takes one armed fault of `Fragile(key)`, if any is left.
+fn take_encoding_fault(key: &str) -> Option<EncodingFault> {
+    let mut faults = encoding_faults();
+    let (fault, left) = faults.get_mut(key)?;
+    let fault = *fault;
+    *left -= 1;
+    if *left == 0 {
+        faults.remove(key);
+    }
+    Some(fault)
+}
+
+fn encoding_faults()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, (EncodingFault, u32)>> {
+    ENCODING_FAULTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An actor whose state encoding can be made to fail or panic once, from outside
+/// ([`arm_encoding_fault`]).
 #[derive(Actor, Default, Deserialize)]
 #[actor(name = "fragile")]
 pub struct Fragile {
     /// Sum of what was added.
     pub total: u64,
+    /// The actor's key, set by its handlers (not stored): what its faults are armed under.
+    #[serde(skip)]
+    key: String,
 }
 
 impl Serialize for Fragile {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use std::sync::atomic::Ordering;
-        if FAIL_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
-            return Err(serde::ser::Error::custom("injected encoding failure"));
-        }
-        if PANIC_NEXT_ENCODE.swap(false, Ordering::SeqCst) {
-            panic!("injected panic while encoding");
+        match take_encoding_fault(&self.key) {
+            Some(EncodingFault::Fail) => {
+                return Err(serde::ser::Error::custom("injected encoding failure"));
+            }
+            Some(EncodingFault::Panic) => panic!("injected panic while encoding"),
+            None => {}
         }
         use serde::ser::SerializeStruct;
         let mut s = serializer.serialize_struct("Fragile", 1)?;
@@ -383,6 +449,7 @@ impl Serialize for Fragile {
 impl Fragile {
     /// Adds `n` and sends `receive(n)` to `Receiver(target)`.
     pub async fn add_and_send(&mut self, ctx: &Context, n: u64, target: String) -> u64 {
+        self.key = ctx.key().to_string();
         self.total += n;
         ctx.send::<Receiver>(target)
             .receive(ctx.key().to_string(), n);
@@ -390,7 +457,8 @@ impl Fragile {
     }
 
     /// Adds `n`.
-    pub async fn add(&mut self, n: u64) -> u64 {
+    pub async fn add(&mut self, ctx: &Context, n: u64) -> u64 {
+        self.key = ctx.key().to_string();
         self.total += n;
         self.total
     }
@@ -398,5 +466,71 @@ impl Fragile {
     /// The total.
     pub async fn total(&self) -> u64 {
         self.total
+    }
+}
+
+/// Numbers what it sends and arms: each committed send and timer carries the next number of
+/// its kind (the number is committed with the outbox entry or timer that carries it), so a
+/// receiver can check that every number arrived exactly once, in order.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "numberer")]
+pub struct Numberer {
+    /// Sends committed (the last number sent).
+    pub sent: u64,
+    /// One-shot timers armed (the last number armed).
+    pub armed: u64,
+    /// Numbers of the timers that fired here, in firing order.
+    pub fired: Vec<u64>,
+}
+
+#[handlers]
+impl Numberer {
+    /// Sends `record(<this key>, n)` to `Tally(target)` with the next number `n`; returns `n`.
+    pub async fn send_next(&mut self, ctx: &Context, target: String) -> u64 {
+        self.sent += 1;
+        ctx.send::<Tally>(target)
+            .record(ctx.key().to_string(), self.sent);
+        self.sent
+    }
+
+    /// Arms a one-shot timer due in `ms` that calls `fired(n)` with the next number `n`;
+    /// returns `n`. Timers armed later are due no earlier, so they fire in number order.
+    pub async fn arm_next(&mut self, ctx: &Context, ms: u64) -> u64 {
+        self.armed += 1;
+        let n = self.armed;
+        ctx.timer::<Self>(format!("t{n:012}"), Timer::after(Duration::from_millis(ms)))
+            .fired(n);
+        n
+    }
+
+    /// Called by the timers.
+    pub async fn fired(&mut self, n: u64) {
+        self.fired.push(n);
+    }
+
+    /// `(sent, armed, fired)`.
+    pub async fn numbers(&self) -> (u64, u64, Vec<u64>) {
+        (self.sent, self.armed, self.fired.clone())
+    }
+}
+
+/// Records numbered messages per sender, in arrival order.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "tally")]
+pub struct Tally {
+    /// Numbers received, per sender.
+    pub received: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+#[handlers]
+impl Tally {
+    /// Records number `n` from `from`.
+    pub async fn record(&mut self, from: String, n: u64) {
+        self.received.entry(from).or_default().push(n);
+    }
+
+    /// The numbers received from `from`, in arrival order.
+    pub async fn received(&self, from: String) -> Vec<u64> {
+        self.received.get(&from).cloned().unwrap_or_default()
     }
 }

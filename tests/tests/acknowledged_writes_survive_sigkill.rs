@@ -1,6 +1,7 @@
-//! A write acknowledged before the process is SIGKILLed is still there after reopening: a
-//! child process hammering counters is killed and the store reopened and checked, three
-//! times on the same directory.
+//! A write acknowledged before the process is SIGKILLed is still there after reopening, in
+//! both durability modes (`Buffered` flushes each batch to the OS, which outlives the
+//! process): a child process hammering counters is killed and the store reopened and
+//! checked, three times on the same directory.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,12 +48,17 @@ impl Acks {
     }
 }
 
-/// Runs `crash_child` on `dir` until it has acknowledged `ACKS_BEFORE_KILL` writes, SIGKILLs
-/// it, and returns every write it acknowledged before dying.
-async fn run_child_until_sigkill(dir: &Path) -> Acks {
+/// Runs `crash_child` on `dir` with `durability` (`sync` or `buffered`) until it has
+/// acknowledged `ACKS_BEFORE_KILL` writes, SIGKILLs it, and returns every write it
+/// acknowledged before dying.
+async fn run_child_until_sigkill(dir: &Path, durability: &str) -> Acks {
     let lines = run_until_sigkill(
         env!("CARGO_BIN_EXE_crash_child"),
-        [dir.as_os_str(), KEYS.to_string().as_ref()],
+        [
+            dir.as_os_str(),
+            KEYS.to_string().as_ref(),
+            durability.as_ref(),
+        ],
         ACKS_BEFORE_KILL,
         READ_BOUND,
     )
@@ -66,11 +72,20 @@ async fn run_child_until_sigkill(dir: &Path) -> Acks {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
+    survive_sigkill("sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_buffered_writes_survive_sigkill() {
+    survive_sigkill("buffered").await;
+}
+
+async fn survive_sigkill(durability: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     // What the previous reopen found, which the next child starts from.
     let mut stored_before: HashMap<String, u64> = HashMap::new();
     for cycle in 1..=CYCLES {
-        let acks = run_child_until_sigkill(dir.path()).await;
+        let acks = run_child_until_sigkill(dir.path(), durability).await;
         assert!(
             acks.count > 0,
             "cycle {cycle}: crash_child acknowledged nothing in {READ_BOUND:?}"
@@ -95,7 +110,7 @@ async fn acknowledged_writes_survive_sigkill() {
             let highest = acks.highest.get(&key).copied().unwrap_or(before);
             assert!(
                 stored >= highest,
-                "cycle {cycle}, {key}: {highest} was acknowledged before SIGKILL, but only \
+                "{durability} cycle {cycle}, {key}: {highest} was acknowledged before SIGKILL, but only \
                  {stored} survived"
             );
             // Each child task has at most one write committed but not yet acknowledged.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use gears::CallError;
+use gears_tests::latch::Latch;
 use gears_tests::{Counter, Relay, builder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,22 +49,29 @@ async fn cycle_is_detected_not_deadlocked() {
     rt.shutdown().await.unwrap();
 }
 
+/// Generous: every call here is bounded by it, the quick ones too (on a loaded machine a
+/// first call, its load and its commit can take a while).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_times_out_and_actor_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let rt = builder(dir.path())
-        .call_timeout(Duration::from_millis(200))
+        .call_timeout(CALL_TIMEOUT)
         .open()
         .await
         .unwrap();
     let c = rt.get::<Counter>("slowpoke");
     assert_eq!(c.add(1).await.unwrap(), 1);
-    match c.slow_add(5, 10_000).await {
-        Err(CallError::Timeout(d)) => assert_eq!(d, Duration::from_millis(200)),
+    // A handler that waits at a latch nobody opens runs past any timeout.
+    let never = Latch::new();
+    match c.add_when_open(5, never.name()).await {
+        Err(CallError::Timeout(d)) => assert_eq!(d, CALL_TIMEOUT),
         other => panic!("expected Timeout, got {other:?}"),
     }
     // The cancelled turn changed nothing, and the key is free again.
     assert_eq!(c.get().await.unwrap(), 1);
+    assert_eq!(never.waiting(), 0, "the timed-out handler was cancelled");
     assert_eq!(c.add(1).await.unwrap(), 2);
     rt.shutdown().await.unwrap();
 }

@@ -11,7 +11,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use gears::prelude::*;
-use gears_tests::{Counter, Relay, builder, eventually, open};
+use gears_tests::latch::Latch;
+use gears_tests::{Counter, Relay, builder, eventually, open, wait_for_stats};
 
 /// Spins until `flag` is set (at most 10 s); returns whether it was.
 fn spin_until(flag: &AtomicBool) -> bool {
@@ -136,9 +137,15 @@ async fn a_caller_that_gives_up_does_not_cancel_the_turn() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
     let counter = rt.get::<Counter>("k");
-    // The handler sleeps, so its turn moves to a task of its own, which outlives the caller.
-    let gave_up = tokio::time::timeout(Duration::from_millis(20), counter.slow_add(5, 200)).await;
+    // The handler waits, so its turn moves to a task of its own, which outlives the caller.
+    let latch = Latch::new();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        counter.add_when_open(5, latch.name()),
+    )
+    .await;
     assert!(gave_up.is_err(), "the caller should have timed out");
+    latch.open();
     eventually(5, || counter.get()).await;
     assert_eq!(counter.add(1).await.unwrap(), 6);
     rt.shutdown().await.unwrap();
@@ -202,12 +209,15 @@ async fn other_callers_turns_never_run_in_the_first_callers_task() {
         }
     });
     assert!(spin_until(&HOLDING));
-    // Queued behind `hold` while it runs in the first caller's task.
-    let second = tokio::spawn({
+    // Queued behind `hold` while it runs in the first caller's task: its first poll queues
+    // it.
+    let mut second = Box::pin({
         let busy = busy.clone();
         async move { busy.check().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(second.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "a call ran while its actor was busy");
+    let second = tokio::spawn(second);
     RELEASE.store(true, Ordering::SeqCst);
     assert!(first.await.unwrap().unwrap());
     assert!(
@@ -222,12 +232,22 @@ async fn a_value_that_panics_when_dropped_after_its_caller_left_wedges_nothing()
     let dir = tempfile::tempdir().unwrap();
     let rt = builder(dir.path())
         .register::<Bomber>()
+        .idle_timeout_for::<Bomber>(Duration::ZERO)
         .call_timeout(Duration::from_secs(5))
         .open()
         .await
         .unwrap();
     let bomber = rt.get::<Bomber>("k");
     assert_eq!(bomber.writes().await.unwrap(), 0);
+    // Not live, so the call's first poll starts its turn (which waits for the load): a caller
+    // that leaves then cannot cancel it. (A live actor may still be finishing the previous
+    // turn's task when its reply arrives; a call queued then whose caller leaves before its
+    // turn starts is skipped.)
+    wait_for_stats(&rt, "the bomber passivated", |s| {
+        rt.passivate_idle();
+        s.live_activations == 0
+    })
+    .await;
     ARMED.store(true, Ordering::SeqCst);
     // The caller leaves before the write is durable: the value is dropped when it is.
     let mut call = Box::pin(bomber.write());

@@ -3,25 +3,28 @@
 //! handler on a delivered message retries it; a send whose caller stops waiting still
 //! completes and does not hang shutdown; undeliverable timers do not hide later ones.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
+use gears::__private::CommitStage;
 use gears::CallError;
 use gears::prelude::*;
+use gears_tests::gate::CommitGate;
 use gears_tests::{
-    Alarm, FAIL_NEXT_ENCODE, Fragile, PANIC_NEXT_ENCODE, Receiver, builder, eventually, open,
-    settle,
+    Alarm, EncodingFault, Fragile, Receiver, arm_encoding_fault, builder, eventually, open, settle,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_encoding_releases_no_sends() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
-    let fragile = rt.get::<Fragile>("f");
-    FAIL_NEXT_ENCODE.store(true, Ordering::SeqCst);
+    let fragile = rt.get::<Fragile>("fails-once");
+    arm_encoding_fault("fails-once", EncodingFault::Fail, 1);
     let failed = fragile.add_and_send(1, "r".into()).await;
     assert!(matches!(failed, Err(CallError::Storage(_))), "{failed:?}");
     settle(&rt).await;
+    // Give a wrongly released send the time to arrive before looking for it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (0, 0));
     assert_eq!(rt.stats().outbox_backlog, 0);
@@ -37,27 +40,45 @@ async fn failed_encoding_releases_no_sends() {
 async fn panic_outside_the_handler_on_a_delivery_retries_it() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
-    PANIC_NEXT_ENCODE.store(true, Ordering::SeqCst);
-    rt.send::<Fragile>("f").add(5).await.unwrap();
+    arm_encoding_fault("panics-once", EncodingFault::Panic, 1);
+    rt.send::<Fragile>("panics-once").add(5).await.unwrap();
     settle(&rt).await;
-    assert_eq!(rt.get::<Fragile>("f").total().await.unwrap(), 5);
+    assert_eq!(rt.get::<Fragile>("panics-once").total().await.unwrap(), 5);
     let stats = rt.stats();
     assert_eq!((stats.delivered, stats.dead_letters), (1, 0));
+    assert_eq!(stats.panics, 1, "the first delivery panicked: {stats:?}");
     rt.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_sends_complete_and_shutdown_does_not_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = open(dir.path()).await;
+    let gate = CommitGate::at(CommitStage::BeforeWrite);
+    let rt = builder(dir.path())
+        .__fault_hook(gate.hook())
+        .open()
+        .await
+        .unwrap();
+    // With the committer held, no send can be durable: each caller gives up after its
+    // send's first poll, with the send admitted and nothing acknowledged.
+    gate.close();
     for _ in 0..20 {
-        let send = rt.send::<Receiver>("r").receive("impatient".into(), 1);
-        let _ = tokio::time::timeout(Duration::from_micros(1), send).await;
+        let mut send = Box::pin(rt.send::<Receiver>("r").receive("impatient".into(), 1));
+        let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+        assert!(
+            first.is_pending(),
+            "a send was acknowledged while nothing is durable"
+        );
     }
+    gate.wait_holding(1, || format!("{:?}", rt.stats())).await;
+    gate.open();
     settle(&rt).await;
-    let (total, messages) = rt.get::<Receiver>("r").totals().await.unwrap();
-    assert_eq!(total, messages);
-    assert!(messages <= 20);
+    assert_eq!(
+        rt.get::<Receiver>("r").totals().await.unwrap(),
+        (20, 20),
+        "every abandoned send was processed, once"
+    );
+    assert_eq!(rt.stats().sends, 20);
     tokio::time::timeout(Duration::from_secs(10), rt.shutdown())
         .await
         .expect("shutdown hung")

@@ -1,13 +1,14 @@
 //! A flood of concurrent calls on one key at 10× what its mailbox holds, and of new keys at
 //! 10× the live-activation cap, is refused with `Overloaded` without the call waiting in a
-//! queue: memory does not grow with the number of refused calls, every accepted call
-//! completes and is applied, and the runtime is healthy afterwards (the hot key and others
-//! take calls, the state survives a restart).
+//! queue (every refusal arrives while the key is still held busy): memory does not grow with
+//! the number of refused calls, every accepted call completes and is applied, and the runtime
+//! is healthy afterwards (the hot key and others take calls, the state survives a restart).
 
 use std::time::{Duration, Instant};
 
 use gears::CallError;
-use gears_tests::{Counter, builder, open};
+use gears_tests::latch::Latch;
+use gears_tests::{Counter, builder, open, wait_for_stats};
 
 const CAPACITY: usize = 64;
 /// Concurrent callers of the hot key: 10× its mailbox.
@@ -36,43 +37,41 @@ fn rss() -> u64 {
 struct Round {
     accepted: u64,
     overloaded: u64,
-    accepted_micros: Vec<u64>,
-    overloaded_micros: Vec<u64>,
 }
+
+/// Calls refused in each round while the hot key is held: every caller whose first call
+/// found the mailbox full has all its calls refused.
+const REFUSED_WHILE_HELD: u64 = ((CALLERS - CAPACITY) * CALLS_PER_CALLER) as u64;
 
 /// `CALLERS` tasks each make `CALLS_PER_CALLER` calls on the hot key, as fast as replies
 /// come; a refused caller yields and tries its next call.
 ///
-/// Each round starts with the key held busy (`slow_add`), so the callers' first calls, all
-/// at once, find a full mailbox: at most `CAPACITY` of them queue, the rest are refused.
+/// Each round starts with the key held busy (its turn waits at a latch), so the callers' first
+/// calls, all at once, find it busy: exactly `CAPACITY` of them queue, and every call of the
+/// other callers is refused. Those refusals all arrive while the key is still held: a refused
+/// call does not wait in the queue. Then the key is let go.
 async fn flood(rt: &gears::Runtime) -> Round {
+    let latch = Latch::new();
     let blocker = rt.get::<Counter>("hot");
-    let blocker = tokio::spawn(async move { blocker.slow_add(1, 200).await });
-    let deadline = Instant::now() + CALL_BOUND;
-    while rt.stats().live_activations == 0 {
-        assert!(Instant::now() < deadline, "the blocker never started");
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let blocker = tokio::spawn({
+        let latch = latch.name();
+        async move { blocker.add_when_open(1, latch).await }
+    });
+    latch.wait_for_waiters(1).await;
+    let rejected_before = rt.stats().rejected;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CALLERS {
         let hot = rt.get::<Counter>("hot");
         tasks.spawn(async move {
             let mut round = Round::default();
             for _ in 0..CALLS_PER_CALLER {
-                let started = Instant::now();
                 let reply = tokio::time::timeout(CALL_BOUND, hot.add(1))
                     .await
                     .unwrap_or_else(|_| panic!("a call on the hot key hung for {CALL_BOUND:?}"));
-                let micros = started.elapsed().as_micros() as u64;
                 match reply {
-                    Ok(_) => {
-                        round.accepted += 1;
-                        round.accepted_micros.push(micros);
-                    }
+                    Ok(_) => round.accepted += 1,
                     Err(CallError::Overloaded(_)) => {
                         round.overloaded += 1;
-                        round.overloaded_micros.push(micros);
                         tokio::task::yield_now().await;
                     }
                     Err(e) => panic!("unexpected failure under the flood: {e}"),
@@ -81,6 +80,17 @@ async fn flood(rt: &gears::Runtime) -> Round {
             round
         });
     }
+    wait_for_stats(rt, "the calls refused while the key is held", |s| {
+        s.rejected - rejected_before >= REFUSED_WHILE_HELD
+    })
+    .await;
+    assert_eq!(
+        rt.stats().rejected - rejected_before,
+        REFUSED_WHILE_HELD,
+        "only the callers whose first call was queued are still waiting"
+    );
+    assert_eq!(latch.waiting(), 1, "the key was held throughout");
+    latch.open();
     let mut all = Round::default();
     let reply = tokio::time::timeout(CALL_BOUND, blocker).await;
     reply
@@ -92,15 +102,8 @@ async fn flood(rt: &gears::Runtime) -> Round {
         let done = done.expect("a flood task panicked");
         all.accepted += done.accepted;
         all.overloaded += done.overloaded;
-        all.accepted_micros.extend(done.accepted_micros);
-        all.overloaded_micros.extend(done.overloaded_micros);
     }
     all
-}
-
-fn median(values: &mut [u64]) -> u64 {
-    values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +122,6 @@ async fn hot_key_flood_is_refused_and_memory_stays_bounded() {
         let r = flood(&rt).await;
         total.accepted += r.accepted;
         total.overloaded += r.overloaded;
-        total.accepted_micros.extend(r.accepted_micros);
-        total.overloaded_micros.extend(r.overloaded_micros);
         let now = rss();
         peak_rss = peak_rss.max(now);
         if round == 0 {
@@ -132,12 +133,8 @@ async fn hot_key_flood_is_refused_and_memory_stays_bounded() {
     let stats = rt.stats();
     let calls = (ROUNDS * CALLERS * CALLS_PER_CALLER) as u64;
     let growth = rss_after_last.saturating_sub(rss_after_first);
-    let accepted_p50 = median(&mut total.accepted_micros);
-    let overloaded_p50 = median(&mut total.overloaded_micros);
-    let overloaded_max = total.overloaded_micros.last().copied().unwrap_or(0);
     eprintln!(
         "{calls} calls from {CALLERS} callers on one key (mailbox {CAPACITY}) in {:.1} s: {} accepted, {} overloaded; \
-         median latency accepted {accepted_p50} µs, overloaded {overloaded_p50} µs (max {overloaded_max} µs); \
          RSS after round 1 {} MiB, after round {ROUNDS} {} MiB, peak {} MiB ({} bytes per refused call)",
         elapsed.as_secs_f64(),
         total.accepted,
@@ -149,9 +146,9 @@ async fn hot_key_flood_is_refused_and_memory_stays_bounded() {
     );
 
     assert_eq!(total.accepted + total.overloaded, calls + ROUNDS as u64);
-    // Of each round's first wave (`CALLERS` calls on a busy key), at most `CAPACITY` fit;
-    // half of the rest is a tolerant floor for a machine slow to start the callers.
-    let floor = (ROUNDS * (CALLERS - CAPACITY) / 2) as u64;
+    // Each round refused exactly `REFUSED_WHILE_HELD` calls while the key was held, and
+    // maybe more afterwards.
+    let floor = ROUNDS as u64 * REFUSED_WHILE_HELD;
     assert!(
         total.overloaded >= floor,
         "with 10x the mailbox calling a busy key, at least {floor} calls should be refused, not {}",
@@ -161,10 +158,6 @@ async fn hot_key_flood_is_refused_and_memory_stays_bounded() {
     assert_eq!(
         stats.rejected, total.overloaded,
         "every refusal is counted once: {stats:?}"
-    );
-    assert!(
-        overloaded_p50 < accepted_p50,
-        "a refusal must not wait in the queue: median {overloaded_p50} µs refused vs {accepted_p50} µs accepted"
     );
     assert!(
         growth < RSS_GROWTH_BOUND,
@@ -198,17 +191,16 @@ async fn new_keys_beyond_the_live_cap_are_refused_while_all_are_busy() {
         .await
         .unwrap();
     // Hold every allowed activation busy, so none can be passivated to make room.
+    let latch = Latch::new();
     let busy: Vec<_> = (0..cap)
         .map(|k| {
             let c = rt.get::<Counter>(format!("busy{k}"));
-            tokio::spawn(async move { c.slow_add(1, 1500).await })
+            let latch = latch.name();
+            tokio::spawn(async move { c.add_when_open(1, latch).await })
         })
         .collect();
-    let deadline = Instant::now() + CALL_BOUND;
-    while rt.stats().live_activations < cap as u64 {
-        assert!(Instant::now() < deadline, "{:?}", rt.stats());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    latch.wait_for_waiters(cap).await;
+    assert_eq!(rt.stats().live_activations, cap as u64);
     let started = Instant::now();
     let flood: Vec<_> = (0..10 * cap)
         .map(|k| {
@@ -228,6 +220,8 @@ async fn new_keys_beyond_the_live_cap_are_refused_while_all_are_busy() {
     assert_eq!(refused, 10 * cap);
     assert!(rt.stats().live_activations <= cap as u64);
     assert_eq!(rt.stats().rejected, refused as u64);
+    assert_eq!(latch.waiting(), cap, "the activations were busy throughout");
+    latch.open();
     for call in busy {
         assert_eq!(call.await.unwrap().unwrap(), 1, "the busy calls complete");
     }

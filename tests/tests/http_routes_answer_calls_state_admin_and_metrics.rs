@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use gears::http::HttpConfig;
+use gears_tests::latch::Latch;
 use support::{Account, decode, error_name, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -153,7 +154,15 @@ async fn calls_sends_state_and_admin_routes() {
     let turns = metric(&text, "gears_turns_total");
     assert!(turns >= 10.0, "{text}");
     assert!(metric(&text, "gears_live_activations") >= 1.0);
-    assert!(metric(&text, "gears_commit_batches_total") >= 1.0);
+    let batches = metric(&text, "gears_commit_batches_total");
+    assert!(batches >= 1.0);
+    // `Durability::Sync` (the default): every batch's journal persist was an fsync (a batch
+    // still being committed may have synced before it is counted).
+    assert!(
+        metric(&text, "gears_journal_fsyncs_total") >= batches,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "gears_journal_flushes_total"), 0.0, "{text}");
     assert!(metric(&text, "gears_commit_seconds_total") > 0.0);
     assert!(metric(&text, "gears_http_requests_total") >= 10.0);
     assert!(metric(&text, "gears_http_client_errors_total") >= 3.0);
@@ -375,14 +384,31 @@ async fn every_error_status() {
     let valid = json["valid"].as_array().unwrap();
     assert!(valid.iter().any(|h| h == "deposit") && valid.iter().any(|h| h == "withdraw"));
 
-    // A full mailbox (capacity 1): some of many concurrent calls are refused with 429.
-    let calls = (0..8).map(|_| s.post("/account/busy/nap", r#"{"ms":100}"#));
-    let answers = futures::future::join_all(calls).await;
+    // A full mailbox (capacity 1): with the actor held busy, one of 8 concurrent calls is
+    // queued and the other 7 are refused with 429.
+    let latch = Latch::new();
+    let held = {
+        let (client, url, body) = (
+            s.client.clone(),
+            s.url("/account/busy/hold"),
+            format!(r#"{{"latch":"{}"}}"#, latch.name()),
+        );
+        tokio::spawn(async move { client.post(url).body(body).send().await })
+    };
+    latch.wait_for_waiters(1).await;
+    let rejected = s.rt.stats().rejected;
+    let calls = (0..8).map(|_| s.post("/account/busy/nap", r#"{"ms":1}"#));
+    let open_when_refused = async {
+        wait_for(|| async { s.rt.stats().rejected >= rejected + 7 }).await;
+        latch.open();
+    };
+    let (answers, ()) = tokio::join!(futures::future::join_all(calls), open_when_refused);
+    assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 200);
     let refused: Vec<_> = answers
         .iter()
         .filter(|(status, _, _)| *status == 429)
         .collect();
-    assert!(!refused.is_empty(), "{answers:?}");
+    assert_eq!(refused.len(), 7, "{answers:?}");
     for (_, headers, json) in refused {
         assert_eq!(error_name(json), "overloaded");
         assert_eq!(headers["retry-after"], "1");
@@ -423,12 +449,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if done().await {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached within 30 s");
 }

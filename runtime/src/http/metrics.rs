@@ -53,6 +53,16 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         "Journal syncs (one per batch that reached the store)",
         stats.journal_syncs,
     );
+    counter(
+        "journal_fsyncs",
+        "Journal persists that fsynced to disk (per batch in Durability::Sync, and at shutdown)",
+        stats.journal_fsyncs,
+    );
+    counter(
+        "journal_flushes",
+        "Journal persists that only handed the journal to the OS (per batch in Durability::Buffered)",
+        stats.journal_flushes,
+    );
     counter("commit_writes", "Keys written to the store", stats.writes);
     counter(
         "commit_coalesced_writes",

@@ -1,14 +1,16 @@
 //! Child process of `tests/acknowledged_writes_survive_sigkill.rs`: hammers counters on a
 //! store until it is killed, printing every acknowledged value.
 //!
-//! Usage: `crash_child <data_dir> <keys>`. Prints `ack <key> <value>` (one line, flushed)
-//! after each `add(1)` on `Counter("k<i % keys>")` has returned; runs until killed.
+//! Usage: `crash_child <data_dir> <keys> [sync|buffered]` (the durability, default `sync`).
+//! Prints `ack <key> <value>` (one line, flushed) after each `add(1)` on
+//! `Counter("k<i % keys>")` has returned; runs until killed.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use gears::Durability;
 use gears_tests::Counter;
 
 /// Concurrent callers, so commits are grouped as they are in production.
@@ -19,13 +21,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: crash_child <data_dir> <keys>";
+    let usage = "usage: crash_child <data_dir> <keys> [sync|buffered]";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let keys: u64 = args.next().ok_or(usage)?.parse()?;
     if keys == 0 {
         return Err(usage.into());
     }
-    let rt = gears_tests::builder(&dir).open().await?;
+    let durability = match args.next().as_deref() {
+        None | Some("sync") => Durability::Sync,
+        Some("buffered") => Durability::Buffered,
+        Some(_) => return Err(usage.into()),
+    };
+    let rt = gears_tests::builder(&dir)
+        .durability(durability)
+        .open()
+        .await?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..TASKS {

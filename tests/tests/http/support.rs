@@ -99,6 +99,12 @@ impl Account {
         self.reminders.push(name);
     }
 
+    /// Waits until the [`gears_tests::latch::Latch`] named `latch` opens, then answers.
+    pub async fn hold(&self, latch: String) -> bool {
+        gears_tests::latch::wait(&latch).await;
+        true
+    }
+
     /// Sleeps `ms`, then answers.
     pub async fn nap(&self, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
