@@ -1042,7 +1042,7 @@ fn reset<A: Handlers>(loaded: &mut Option<Loaded<A>>, slot: &Slot<A>) {
     let restored = match &l.record {
         None => Ok((A::default(), ActorMeta::default())),
         Some(bytes) => {
-            crate::codec::decode_versioned::<A>(bytes).map(|(meta, state)| (state, meta))
+            crate::version::decode_versioned::<A>(bytes).map(|(meta, state)| (state, meta))
         }
     };
     match restored {
@@ -1087,7 +1087,7 @@ async fn load<A: Handlers>(
             epoch,
         });
     };
-    match crate::codec::decode_versioned::<A>(&bytes) {
+    match crate::version::decode_versioned::<A>(&bytes) {
         Ok((meta, state)) => Ok(Loaded {
             state,
             meta,

@@ -8,26 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::context::Context;
 use crate::handle::Caller;
-
-/// One version of the shape of an actor's state, as stored: the actor's type itself
-/// (`#[derive(Actor)]`, `#[actor(version = N, previous = Older)]`), or an older shape kept
-/// to read old records (`#[derive(StateVersion)]`, `#[state(version = N, previous = ..)]`).
-///
-/// postcard, the stored encoding, is not self-describing: a struct that gains, loses or
-/// renames a field cannot read records of its old shape (`#[serde(default)]` does not help).
-/// So each shape is a type of its own, the record says which version wrote it, and an old
-/// record is read as its version's type and converted with `From`, one version at a time,
-/// to the current one. It is written back in the current version with the actor's next
-/// write. A record of a version newer than the code is refused, never overwritten.
-pub trait StateVersion: DeserializeOwned + Send + 'static {
-    /// This shape's version number, stored with every record written from it.
-    const VERSION: u32;
-
-    /// Decodes state bytes that version `version` of this chain wrote (at most
-    /// [`Self::VERSION`]) and converts them up to this version.
-    #[doc(hidden)]
-    fn __decode_version(version: u32, bytes: &[u8]) -> Result<Self, String>;
-}
+use crate::version::StateVersion;
 
 /// A type whose values are the durable state of virtual actors.
 ///

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::actor::StateVersion;
 use crate::error::KeyError;
 
 /// Longest accepted actor key, in bytes. fjall refuses keys over 64 KiB (by panicking);
@@ -240,22 +239,6 @@ pub(crate) fn encode_state<A: Serialize>(schema: u32, state: &A) -> Result<Vec<u
     encode_record(schema, &ActorMeta::default(), state)
 }
 
-/// Decodes a state record of any supported format as an actor's current state: a record
-/// of an older state version is read as that version and migrated ([`StateVersion`]); one of
-/// a newer version is refused.
-pub(crate) fn decode_versioned<A: StateVersion>(bytes: &[u8]) -> Result<(ActorMeta, A), String> {
-    let (version, meta, state) = split_record(bytes)?;
-    if version > A::VERSION {
-        return Err(format!(
-            "the record was written by version {version} of the state, newer than this code's \
-             version {}: it is not read (nor overwritten) until code that knows version \
-             {version} runs",
-            A::VERSION
-        ));
-    }
-    Ok((meta, A::__decode_version(version, state)?))
-}
-
 /// Decodes the state bytes of a record as `T`, using every byte.
 pub fn decode_state_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match postcard::take_from_bytes::<T>(bytes) {
@@ -265,33 +248,8 @@ pub fn decode_state_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String
     }
 }
 
-/// Reads a record of `S`'s own version (what a state without an older version does).
-pub fn decode_version<S: StateVersion>(version: u32, bytes: &[u8]) -> Result<S, String> {
-    if version == S::VERSION {
-        decode_state_bytes(bytes)
-    } else {
-        Err(format!(
-            "no state version {version} is known (the oldest kept is {}: name it with \
-             `previous = ...` to read older records)",
-            S::VERSION
-        ))
-    }
-}
-
-/// Reads a record of `S`'s version, or of an older one through `P` and `From`.
-pub fn decode_or_migrate<S: StateVersion + From<P>, P: StateVersion>(
-    version: u32,
-    bytes: &[u8],
-) -> Result<S, String> {
-    if version == S::VERSION {
-        decode_state_bytes(bytes)
-    } else {
-        P::__decode_version(version, bytes).map(S::from)
-    }
-}
-
 /// Splits a state record of any supported format: schema version, metadata, state bytes.
-fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), String> {
+pub(crate) fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), String> {
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };

@@ -463,8 +463,9 @@ fn commit_batch(
     });
     let coalesced = submitted - last.len();
 
+    let mut writes = writes;
     let outcome = store
-        .write_batch(writes, last.len())
+        .write_batch(&mut writes, last.len())
         .and_then(|()| {
             // Written to the memtables: from here a failure leaves writes that reads would
             // see but that are not durable.

@@ -101,13 +101,14 @@ mod shard;
 mod signal;
 mod store;
 mod timers;
+mod version;
 mod watch;
 
 // Decoders of stored and received bytes against truncated, flipped and random input.
 #[cfg(test)]
 mod codec_fuzz;
 
-pub use actor::{Actor, HandlerInfo, Handlers, StateVersion};
+pub use actor::{Actor, HandlerInfo, Handlers};
 pub use codec::{MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, SHARDS};
 pub use context::{Context, MAX_TIMER_NAME_LEN, Timer, TimerInfo};
 pub use error::{CallError, DecodeError, Error, KeyError, Overload, StorageError};
@@ -117,6 +118,7 @@ pub use placement::{LocalPlacement, Place, Placement};
 pub use runtime::{Builder, Runtime};
 pub use signal::{Signal, shutdown_signal};
 pub use store::Durability;
+pub use version::StateVersion;
 pub use watch::{Watch, Watched};
 
 /// Everything needed to define and call actors.
@@ -132,8 +134,7 @@ pub mod prelude {
 pub mod __private {
     pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
     pub use crate::codec::{
-        decode_arguments, decode_or_migrate, decode_state_bytes, decode_version, encode_arguments,
-        shard_of, split_variant, state_key,
+        decode_arguments, decode_state_bytes, encode_arguments, shard_of, split_variant, state_key,
     };
     pub use crate::commit::{CommitStage, FaultHook};
     pub use crate::context::{TimerSet, TurnSend};
@@ -143,6 +144,7 @@ pub mod __private {
     #[cfg(feature = "http")]
     pub use crate::json::{json_args, json_result, json_value};
     pub use crate::store::UpgradeHook;
+    pub use crate::version::{decode_or_migrate, decode_version};
     pub use futures::future::BoxFuture;
     pub use serde;
 
@@ -155,6 +157,6 @@ pub mod __private {
     /// Decodes a state record as the store holds it, migrating an older version as a load
     /// does (for golden fixtures).
     pub fn decode_state<A: crate::Actor>(bytes: &[u8]) -> Result<A, String> {
-        crate::codec::decode_versioned(bytes).map(|(_, state)| state)
+        crate::version::decode_versioned(bytes).map(|(_, state)| state)
     }
 }

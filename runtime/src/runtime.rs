@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, Stats};
 use crate::outbox::Outbox;
 use crate::placement::{LocalPlacement, Placement};
 use crate::shard::{Host, HostRef, Periods};
+use crate::store::fjall::FjallStore;
 use crate::store::{Durability, Store, UpgradeHook};
 use crate::watch::Watch;
 
@@ -261,7 +262,12 @@ impl Builder {
         let metrics = Arc::new(Metrics::default());
         let persists = metrics.journal.clone();
         let (store, recovered) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&path, durability, upgrade_hook.as_ref(), persists)?;
+            let store: Store = Arc::new(FjallStore::open(
+                &path,
+                durability,
+                upgrade_hook.as_ref(),
+                persists,
+            )?);
             let entries = store.outbox_entries(ALL_SHARDS)?;
             Ok::<_, Error>((store, entries))
         })

@@ -1,60 +1,20 @@
-//! The embedded LSM store: the only module that names fjall.
-//!
-//! Every call here may block (fsync, write stalls, compaction back-pressure), so callers run
-//! it on the committer thread, a loader thread ([`crate::loader`]) or in `spawn_blocking`,
-//! never on a Tokio worker.
+//! The fjall implementation of [`StateStore`]: one keyspace per [`Space`], a `meta` keyspace
+//! with the store format, and the upgrade of older formats ([`upgrade`]).
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::{Durability, Entry, Space, StateStore, Write};
 use crate::codec::STORE_FORMAT;
 use crate::error::{Error, StorageError};
 use crate::metrics::JournalPersists;
 
-/// How durable an acknowledged write is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Every commit batch is fsynced before its replies leave: survives power loss.
-    #[default]
-    Sync,
-    /// Every commit batch is written to the OS before its replies leave: survives a crash of
-    /// the process, not of the machine.
-    Buffered,
-}
-
-/// The keyspaces of the store (see DESIGN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Space {
-    /// Actor records: `shard · type · key` → state record.
-    State,
-    /// Durable messages not yet processed: `shard · sequence` → envelope.
-    Outbox,
-    /// Timers, each shard's ordered by due time: `shard · due · state key · name` → timer.
-    Timers,
-    /// Results of idempotent requests: `state key · 0xFF · idempotency key · expires` →
-    /// kept result (see [`crate::codec::kept_key`]).
-    Kept,
-    /// The expiry index of `Kept`: `shard · expires · kept key` → nothing.
-    Expiry,
-}
-
-/// One write of a commit batch: a value, or `None` to delete the key.
-pub(crate) struct Write<'a> {
-    pub(crate) space: Space,
-    pub(crate) key: &'a [u8],
-    pub(crate) value: Option<&'a [u8]>,
-}
-
-/// A key and value read from the store.
-pub(crate) type Entry = (Vec<u8>, Vec<u8>);
-
-/// The opened store with its keyspaces.
-#[derive(Clone)]
-pub(crate) struct Store {
+/// The opened fjall store with its keyspaces.
+pub(crate) struct FjallStore {
     db: Database,
     state: Keyspace,
     outbox: Keyspace,
@@ -64,7 +24,7 @@ pub(crate) struct Store {
     durability: Durability,
     /// Set when a batch reached the memtables but its commit failed before its sync: reads
     /// would see writes that are not durable, so the next load syncs first (see
-    /// [`Store::get_state`]).
+    /// [`StateStore::get_state`]).
     unsynced: Arc<Unsynced>,
     /// The journal persists performed, by mode (the runtime's [`crate::Stats`] shows them).
     persists: Arc<JournalPersists>,
@@ -88,7 +48,7 @@ fn storage(e: fjall::Error) -> StorageError {
     StorageError::new(e)
 }
 
-impl Store {
+impl FjallStore {
     /// Opens (or creates) the store at `path` and checks its format version.
     ///
     /// fjall panics on some corrupted files (an assertion in its journal reader): such a
@@ -99,7 +59,7 @@ impl Store {
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
         persists: Arc<JournalPersists>,
-    ) -> Result<Store, Error> {
+    ) -> Result<FjallStore, Error> {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Self::open_unguarded(path, durability, upgrade_hook, persists)
         }));
@@ -122,7 +82,7 @@ impl Store {
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
         persists: Arc<JournalPersists>,
-    ) -> Result<Store, Error> {
+    ) -> Result<FjallStore, Error> {
         let at =
             |e: fjall::Error| StorageError::new(format!("cannot open {}: {e}", path.display()));
         let db = Database::builder(path)
@@ -176,7 +136,7 @@ impl Store {
                 });
             }
         }
-        Ok(Store {
+        Ok(FjallStore {
             db,
             state,
             outbox,
@@ -187,24 +147,6 @@ impl Store {
             unsynced: Arc::new(Unsynced::default()),
             persists,
         })
-    }
-
-    /// Reads an actor's state record.
-    ///
-    /// After a commit failed between its write and its sync, the memtables hold writes that
-    /// were reported failed and are not durable; an actor reloaded then must not answer from
-    /// them (a crash would take them back), so the journal is synced first. If that sync
-    /// fails too (a real I/O failure poisons the store), the load fails.
-    pub(crate) fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.settle_unsynced()?;
-        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
-    }
-
-    /// Whether the outbox entry `key` is still waiting for its target (reads the store as
-    /// [`Store::get_state`] does: after syncing writes left unsynced by a failed commit).
-    pub(crate) fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError> {
-        self.settle_unsynced()?;
-        self.outbox.contains_key(key).map_err(storage)
     }
 
     /// Syncs first if a failed commit left writes in the memtables that are not durable.
@@ -234,12 +176,44 @@ impl Store {
         }
     }
 
+    /// Persists the journal in `mode` and counts it by what it asked of the OS: the one place
+    /// every journal persist goes through, so the counters cannot miss one.
+    fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
+        self.db.persist(mode).map_err(storage)?;
+        let performed = match mode {
+            PersistMode::SyncAll | PersistMode::SyncData => &self.persists.fsyncs,
+            PersistMode::Buffer => &self.persists.flushes,
+        };
+        performed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl StateStore for FjallStore {
+    /// Reads an actor's state record.
+    ///
+    /// After a commit failed between its write and its sync, the memtables hold writes that
+    /// were reported failed and are not durable; an actor reloaded then must not answer from
+    /// them (a crash would take them back), so the journal is synced first. If that sync
+    /// fails too (a real I/O failure poisons the store), the load fails.
+    fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.settle_unsynced()?;
+        Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    /// Whether the outbox entry `key` is still waiting for its target (reads the store as
+    /// [`StateStore::get_state`] does: after syncing writes left unsynced by a failed commit).
+    fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError> {
+        self.settle_unsynced()?;
+        self.outbox.contains_key(key).map_err(storage)
+    }
+
     /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
     /// order (shard, then key), after the state key `after` (if given). Batches still being
     /// synced may be listed (as with any read of the store).
     ///
     /// Keys are shard-first, so this walks the type's prefix in each shard from `after`'s.
-    pub(crate) fn state_keys(
+    fn state_keys(
         &self,
         actor: &str,
         after: Option<&[u8]>,
@@ -276,12 +250,8 @@ impl Store {
 
     /// The kept result under `prefix` (an actor and idempotency key, see
     /// [`crate::codec::kept_prefix`]) that has not expired at `now_ms`, with its key. Reads
-    /// the store as [`Store::get_state`] does.
-    pub(crate) fn kept_result(
-        &self,
-        prefix: &[u8],
-        now_ms: u64,
-    ) -> Result<Option<Entry>, StorageError> {
+    /// the store as [`StateStore::get_state`] does.
+    fn kept_result(&self, prefix: &[u8], now_ms: u64) -> Result<Option<Entry>, StorageError> {
         self.settle_unsynced()?;
         // Few entries per prefix: the live one, and expired ones not yet removed.
         for guard in self.kept.prefix(prefix) {
@@ -295,9 +265,9 @@ impl Store {
 
     /// Up to `limit` keys of the expiry index whose results expired at or before `now_ms`,
     /// shard by shard of `shards`, each shard's earliest first.
-    pub(crate) fn expired_results(
+    fn expired_results(
         &self,
-        shards: impl IntoIterator<Item = u16>,
+        shards: Range<u16>,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
@@ -318,10 +288,7 @@ impl Store {
 
     /// Every outbox entry of `shards`, shard by shard, each in sequence order (read once when
     /// the shards are taken).
-    pub(crate) fn outbox_entries(
-        &self,
-        shards: impl IntoIterator<Item = u16>,
-    ) -> Result<Vec<Entry>, StorageError> {
+    fn outbox_entries(&self, shards: Range<u16>) -> Result<Vec<Entry>, StorageError> {
         let mut entries = Vec::new();
         for shard in shards {
             entries.extend(collect(
@@ -334,7 +301,7 @@ impl Store {
 
     /// Up to `limit` timers of `shard` due at or before `now_ms`, earliest first, after the
     /// key `after` (if given).
-    pub(crate) fn due_timers(
+    fn due_timers(
         &self,
         shard: u16,
         after: Option<&[u8]>,
@@ -351,11 +318,7 @@ impl Store {
     }
 
     /// The due time of the earliest timer of `shard` due after `now_ms`.
-    pub(crate) fn next_timer_after(
-        &self,
-        shard: u16,
-        now_ms: u64,
-    ) -> Result<Option<u64>, StorageError> {
+    fn next_timer_after(&self, shard: u16, now_ms: u64) -> Result<Option<u64>, StorageError> {
         let start = crate::codec::timer_range_key(shard, now_ms.saturating_add(1));
         let first = collect(self.timers.range(start.as_slice()..), 1)?;
         Ok(first
@@ -365,12 +328,12 @@ impl Store {
     }
 
     /// Writes one atomic batch (across keyspaces) to the journal and the memtables, without
-    /// syncing: [`Store::sync_batch`] makes it durable (one journal sync for the whole batch).
+    /// syncing: [`StateStore::sync_batch`] makes it durable (one journal sync for the whole batch).
     ///
     /// Keys must have been validated: fjall panics on empty keys in a batch.
-    pub(crate) fn write_batch<'a>(
+    fn write_batch(
         &self,
-        writes: impl Iterator<Item = Write<'a>>,
+        writes: &mut dyn Iterator<Item = Write<'_>>,
         count: usize,
     ) -> Result<(), StorageError> {
         let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), count);
@@ -386,7 +349,7 @@ impl Store {
     }
 
     /// Makes every batch written so far durable per the configured [`Durability`].
-    pub(crate) fn sync_batch(&self) -> Result<(), StorageError> {
+    fn sync_batch(&self) -> Result<(), StorageError> {
         let mode = match self.durability {
             Durability::Sync => PersistMode::SyncAll,
             Durability::Buffered => PersistMode::Buffer,
@@ -394,31 +357,19 @@ impl Store {
         self.persist(mode)
     }
 
-    /// Records that a written batch failed before it was synced (see [`Store::get_state`]).
-    pub(crate) fn mark_unsynced(&self) {
+    /// Records that a written batch failed before it was synced (see [`StateStore::get_state`]).
+    fn mark_unsynced(&self) {
         self.unsynced.failures.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Hands every batch written so far to the OS, without fsync (a test seam's failed sync).
-    pub(crate) fn flush_to_os(&self) -> Result<(), StorageError> {
+    fn flush_to_os(&self) -> Result<(), StorageError> {
         self.persist(PersistMode::Buffer)
     }
 
     /// Syncs the journal to disk (used at shutdown).
-    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+    fn sync(&self) -> Result<(), StorageError> {
         self.persist(PersistMode::SyncAll)
-    }
-
-    /// Persists the journal in `mode` and counts it by what it asked of the OS: the one place
-    /// every journal persist goes through, so the counters cannot miss one.
-    fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
-        self.db.persist(mode).map_err(storage)?;
-        let performed = match mode {
-            PersistMode::SyncAll | PersistMode::SyncData => &self.persists.fsyncs,
-            PersistMode::Buffer => &self.persists.flushes,
-        };
-        performed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 }
 
