@@ -10,6 +10,7 @@
 //! one atomic request without waiting for it; and gates the reply, the new outbox entries
 //! and the events on the actor's latest write.
 
+use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,40 +28,13 @@ use crate::codec::{
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
-use crate::directory::{Body, Delivery, Envelope, Idle, KeyedCall, KeyedOutcome, Replier, Slot};
+use crate::directory::{Activation, Idle, Loaded, PendingKept, Registry, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
+use crate::mailbox::{Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier};
 use crate::placement::{Fence, local_epoch};
-use crate::runtime::Shared;
+use crate::shared::{AnyRegistry, Delivery, DoneFn, Shared};
 use crate::store::Space;
-
-/// An activation's state in memory.
-pub(crate) struct Loaded<A> {
-    state: A,
-    /// Timers, subscribers and subscriptions: committed with the state.
-    meta: ActorMeta,
-    /// The record of the state as last written (or loaded): what a rollback returns to, and
-    /// what a turn's result is compared with to skip writes that change nothing.
-    record: Option<Arc<[u8]>>,
-    /// This turn deleted the actor: its record is removed unless something is left.
-    deleted: bool,
-    /// Results of idempotent requests this activation kept whose writes may not have reached
-    /// the store yet (a lookup reads the store, which would miss them). Each leaves once its
-    /// write settled.
-    kept: Vec<PendingKept>,
-    /// The ownership epoch of the actor's shard it was loaded under: its writes commit only
-    /// while this node still holds the shard under it.
-    epoch: u64,
-}
-
-/// A result of an idempotent request on its way to the `replies` keyspace.
-struct PendingKept {
-    idempotency: String,
-    result: KeptResult,
-    expires_ms: u64,
-    /// The write that stores it.
-    ticket: Arc<Ticket>,
-}
 
 /// A result an idempotent request keeps, decided by its turn.
 struct NewKept {
@@ -68,26 +42,130 @@ struct NewKept {
     result: KeptResult,
 }
 
-/// What an activation keeps between turns. The pending write outlives the state: after an
-/// unload (panic, undecodable record, failed commit) the next load waits for it, and replies
-/// stay gated on it.
-pub(crate) struct Activation<A> {
-    pub(crate) loaded: Option<Loaded<A>>,
-    /// The latest write of this actor while it may not be durable yet.
-    pub(crate) last_write: Option<Arc<Ticket>>,
-}
-
-impl<A> Activation<A> {
-    pub(crate) fn empty() -> Self {
-        Activation {
-            loaded: None,
-            last_write: None,
-        }
+impl<A: Handlers> AnyRegistry for Registry<A> {
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 
-    /// Nothing of this activation is waiting to become durable.
-    pub(crate) fn settled(&self) -> bool {
-        self.last_write.as_ref().is_none_or(|t| t.settled())
+    fn deliver(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        // Not served here: retried later (the dispatcher counts it as busy).
+        crate::placement::local_epoch(&*shared.placement, crate::codec::shard_of(A::NAME, key))?;
+        let undecodable = |reason: String| {
+            Failure::Decode(DecodeError {
+                actor: A::NAME,
+                key: key.to_string(),
+                reason: format!("undeliverable message: {reason}"),
+            })
+        };
+        let body = match payload {
+            Payload::Message { handler, args } => {
+                Body::Call(A::__decode_message(handler, args).map_err(undecodable)?)
+            }
+            // An event is the one argument of its handler.
+            Payload::Event { handler, event } if A::__event_handler(handler).is_some() => {
+                Body::Call(A::__decode_message(handler, event).map_err(undecodable)?)
+            }
+            Payload::Event { handler, .. } => {
+                return Err(undecodable(format!(
+                    "`{}` has no handler named `{handler}` taking one argument",
+                    A::NAME
+                )));
+            }
+            Payload::Positional(bytes) => {
+                Body::Call(A::__decode_positional(bytes).map_err(undecodable)?)
+            }
+            Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
+            Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),
+        };
+        shared.admission.admit(false)?;
+        let envelope = Envelope {
+            body,
+            chain: None,
+            reply: Some(Replier::done(done)),
+            delivery: Some(Box::new(delivery)),
+        };
+        self.enqueue(shared, &Arc::from(key), envelope)
+            .map(|idle| {
+                if let Some(idle) = idle {
+                    start(shared, idle);
+                }
+            })
+            .map_err(|(failure, envelope)| {
+                shared.admission.turn_finished();
+                // Not queued: the caller hears of it from this `Err` alone.
+                if let Some(Replier::Done(mut done)) = envelope.reply {
+                    done.0.take();
+                }
+                failure
+            })
+    }
+
+    fn sweep(&self, shared: &Shared) -> usize {
+        self.sweep_idle(shared)
+    }
+
+    fn evict_one(&self, shared: &Shared) -> bool {
+        self.evict_idle(shared)
+    }
+}
+
+impl<A: Handlers> Mailbox<A> for Registry<A> {
+    fn post(
+        &self,
+        shared: &Arc<Shared>,
+        key: &Arc<str>,
+        envelope: Envelope<A>,
+    ) -> Result<(), Refused<A>> {
+        if let Some(idle) = self.enqueue(shared, key, envelope)? {
+            start_here(shared, idle);
+        }
+        Ok(())
+    }
+}
+
+/// Releases what a turn of `A(key)` produced, once its batch settled: outbox entries to
+/// the dispatcher, events to watchers, the earliest new timer to the timer service. If
+/// the batch failed, its outbox entries are checked ([`Shared::recover_unsure`]).
+fn release<A: Handlers>(
+    shared: &Arc<Shared>,
+    key: &str,
+    durable: bool,
+    outbox: Vec<(OutboxId, OutboxRecord)>,
+    events: Vec<A::Event>,
+    timer_due: Option<u64>,
+) {
+    if !durable {
+        shared.recover_unsure(outbox);
+        return;
+    }
+    if !outbox.is_empty() {
+        shared
+            .metrics
+            .sends
+            .fetch_add(outbox.len() as u64, Ordering::Relaxed);
+        if let Some(host) = shared.services.get() {
+            host.committed(outbox);
+        }
+    }
+    if !events.is_empty() {
+        shared
+            .metrics
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if let Some(registry) = Registry::<A>::of(shared) {
+            registry.publish(key, events);
+        }
+    }
+    if let (Some(due), Some(host)) = (timer_due, shared.services.get()) {
+        host.timer_scheduled(crate::codec::shard_of(A::NAME, key), due);
     }
 }
 
@@ -180,7 +258,7 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: boo
             tracing::error!(actor = A::NAME, key = %slot.key, "panic outside the handler; state unloaded");
             activation.loaded = None;
         }
-        shared.turn_finished();
+        shared.admission.turn_finished();
     }
 }
 
@@ -326,7 +404,7 @@ async fn turn<A: Handlers>(
                         finish_turn(shared, slot, l, &mut activation.last_write, writes, true)
                             .await;
                     if committed.is_err() {
-                        shared.outbox.release(outbox);
+                        shared.backlog.release(outbox);
                         released = Released::default();
                     }
                     committed
@@ -476,7 +554,7 @@ async fn turn<A: Handlers>(
     let result = match (committed, refused) {
         // Nothing was submitted: nothing may be released either.
         (Err(failure), _) => {
-            shared.outbox.release(outbox);
+            shared.backlog.release(outbox);
             reset(&mut activation.loaded, slot);
             released = Released::default();
             Err(failure)
@@ -677,16 +755,16 @@ fn apply_effects<A: Handlers>(
 
     if !sends.is_empty() {
         let reserved = sends.len();
-        shared.outbox.reserve(reserved)?;
+        shared.backlog.reserve(reserved)?;
         for record in sends {
             let value = match encode_envelope(&record) {
                 Ok(v) => v,
                 Err(e) => {
-                    shared.outbox.release(reserved);
+                    shared.backlog.release(reserved);
                     return Err(Failure::Invalid(format!("cannot encode a send: {e}")));
                 }
             };
-            let id = shared.outbox.next_id(slot.shard());
+            let id = shared.backlog.next_id(slot.shard());
             writes.push(KeyWrite {
                 space: Space::Outbox,
                 key: id.key(),
@@ -1012,7 +1090,7 @@ fn reply_after<A: Handlers>(
     let release = (!nothing_released).then(|| {
         let shared = shared.clone();
         let key = slot.key.clone();
-        move |durable: bool| shared.release::<A>(&key, durable, outbox, events, timer_due)
+        move |durable: bool| release::<A>(&shared, &key, durable, outbox, events, timer_due)
     });
     release_after(activation.last_write.as_ref(), move |durable| {
         if let Some(release) = release {

@@ -13,7 +13,7 @@ use crate::actor::{Deliver, Handlers};
 use crate::codec::{ActorRef, OutboxRecord, Payload, TimerEntry};
 use crate::error::Failure;
 use crate::handle::Caller;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// One link of a call chain: the actor whose turn made the call, and who called it.
 pub(crate) struct ChainLink {
@@ -302,7 +302,7 @@ impl Context {
     pub fn subscribe<B: Handlers>(&self, key: impl Into<String>, handler: &str) {
         let key = key.into();
         let mut effects = self.effects();
-        if let Err(failure) = self.shared.check_target::<B>(&key) {
+        if let Err(failure) = check_target::<B>(&self.shared, &key) {
             return effects.refuse(failure);
         }
         if (self.turn.event_handler)(handler) != Some(TypeId::of::<B::Event>()) {
@@ -429,7 +429,7 @@ pub(crate) fn message_record<B: Handlers>(
     message: &B::Message,
     idempotency: Option<String>,
 ) -> Result<OutboxRecord, Failure> {
-    shared.check_target::<B>(&key)?;
+    check_target::<B>(shared, &key)?;
     Ok(OutboxRecord {
         target: ActorRef {
             actor: B::NAME.to_string(),
@@ -447,4 +447,14 @@ impl std::fmt::Debug for Context {
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks that `key` is acceptable and `B` registered, before a message to `B(key)` is
+/// recorded.
+fn check_target<B: Handlers>(shared: &Shared, key: &str) -> Result<(), Failure> {
+    crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+    if !shared.registered(std::any::TypeId::of::<B>()) {
+        return Err(Failure::NotRegistered(B::NAME));
+    }
+    Ok(())
 }

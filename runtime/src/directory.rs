@@ -1,167 +1,32 @@
 //! The directory: per actor type, a sharded map from key to live activation.
 //!
 //! A live activation is a [`Slot`]: its state, a bounded queue, and no task of its own. A
-//! task runs only while the queue has messages ([`crate::activation`]). Get-or-insert happens
+//! task runs only while the queue has messages (the turns in `activation.rs`). Get-or-insert happens
 //! under the shard lock, so there is never more than one activation per (type, key);
 //! passivation marks a slot retired under the same lock, and an enqueue that finds a retired
 //! slot looks it up again.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::activation::{self, Activation};
 use crate::actor::Handlers;
-use crate::codec::{ActorMeta, ActorRef, Payload, Subscriber};
-use crate::context::Chain;
-use crate::error::{DecodeError, Failure, Overload};
-use crate::handle::Reply;
-use crate::runtime::Shared;
+use crate::codec::{ActorMeta, KeptResult};
+use crate::commit::Ticket;
+use crate::error::{Failure, Overload};
+use crate::mailbox::{Envelope, Refused};
+use crate::shared::Shared;
 
 const DIRECTORY_SHARDS: usize = 64;
 /// Slots examined to pick an eviction victim when the live cap is reached (sampled LRU).
 const EVICTION_SAMPLE: usize = 32;
 /// Slots examined at most before giving up (`Overloaded`) when none is idle.
 const EVICTION_LIMIT: usize = 8 * EVICTION_SAMPLE;
-
-/// What an activation is asked to do.
-pub(crate) enum Body<A: Handlers> {
-    /// Run a handler.
-    Call(A::Message),
-    /// Add a durable subscriber to this actor's events.
-    Subscribe(Box<Subscriber>),
-    /// Remove a durable subscriber.
-    Unsubscribe(Box<ActorRef>),
-    /// An idempotent call: answered from the stored result of an earlier call with the same
-    /// key, else run and its result stored with the turn.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    Keyed(Box<KeyedCall<A>>),
-    /// Read the state without running a handler.
-    Read(ReadFn<A>),
-    /// Delete the actor: state, timers, subscriptions.
-    Delete,
-}
-
-/// A read of an actor's state and metadata, run in a turn of its own.
-pub(crate) type ReadFn<A> = Box<dyn FnOnce(&A, &ActorMeta) -> Box<dyn Any + Send> + Send>;
-
-/// Encodes a handler's result for storage: the handler's name, its value (`T`, or
-/// `Result<T, E>`) → whether it is a success, and the bytes to store and to answer with.
-pub(crate) type EncodeReply = fn(&str, &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
-
-/// A call with a caller-chosen idempotency key.
-pub(crate) struct KeyedCall<A: Handlers> {
-    pub(crate) message: A::Message,
-    pub(crate) key: String,
-    /// A hash of the request: the same key with another request is a conflict.
-    pub(crate) request: u64,
-    pub(crate) encode: EncodeReply,
-}
-
-/// The answer to a [`KeyedCall`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KeyedOutcome {
-    /// The handler ran now (`ok: false`: it returned an error); `body` is its encoded result.
-    Fresh { ok: bool, body: Vec<u8> },
-    /// An earlier call with this key and request ran it: its stored result.
-    Replayed { ok: bool, body: Vec<u8> },
-    /// The key was used before for a different request.
-    Conflict,
-}
-
-/// Told when a delivered message's turn is over: `Ok` once its processing is durable.
-pub(crate) type DoneFn = Box<dyn FnOnce(Result<(), Failure>) + Send>;
-
-/// Who hears the outcome of a turn.
-pub(crate) enum Replier {
-    /// A caller waiting for the handler's value.
-    Call(oneshot::Sender<Reply>),
-    /// The dispatcher of a durable message.
-    Done(Done),
-}
-
-impl Replier {
-    pub(crate) fn done(done: DoneFn) -> Replier {
-        Replier::Done(Done(Some(done)))
-    }
-
-    /// The caller gave up (timed out): nobody waits for the turn.
-    pub(crate) fn is_closed(&self) -> bool {
-        matches!(self, Replier::Call(tx) if tx.is_closed())
-    }
-
-    pub(crate) fn send(self, reply: Reply) {
-        match self {
-            Replier::Call(tx) => {
-                let _ = tx.send(reply);
-            }
-            Replier::Done(mut done) => {
-                let (outcome, value) = match reply {
-                    Ok(value) => (Ok(()), Some(value)),
-                    Err(failure) => (Err(failure), None),
-                };
-                // Report before dropping the handler's value: a user `Drop` that panics must
-                // not lose the report.
-                if let Some(done) = done.0.take() {
-                    done(outcome);
-                }
-                drop(value);
-            }
-        }
-    }
-}
-
-/// The dispatcher's callback, which must hear exactly once: if a turn unwinds before
-/// answering (a panic outside the handler, before anything was submitted), dropping it
-/// reports a failure, so the message is retried instead of being forgotten.
-pub(crate) struct Done(Option<DoneFn>);
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        if let Some(done) = self.0.take() {
-            done(Err(Failure::Invalid(
-                "the turn unwound before answering (a panic outside the handler)".into(),
-            )));
-        }
-    }
-}
-
-/// Where a durable message came from: its removal commits with the turn that processes it,
-/// which is what makes the processing exactly-once.
-pub(crate) enum Delivery {
-    /// An outbox entry.
-    Outbox {
-        key: Arc<[u8]>,
-        idempotency: Option<String>,
-        /// An earlier turn on this message failed in the commit, after which its batch may
-        /// still have become durable: the turn first checks that the entry still exists.
-        verify: bool,
-    },
-    /// A due timer.
-    Timer {
-        key: Arc<[u8]>,
-        name: String,
-        due_ms: u64,
-        every_ms: Option<u64>,
-        /// What it delivers (kept to re-arm a periodic timer).
-        message: Box<Payload>,
-    },
-}
-
-/// One message for an activation.
-pub(crate) struct Envelope<A: Handlers> {
-    pub(crate) body: Body<A>,
-    pub(crate) chain: Chain,
-    pub(crate) reply: Option<Replier>,
-    /// Boxed: rare, and an envelope's size is paid by every queue slot.
-    pub(crate) delivery: Option<Box<Delivery>>,
-}
 
 /// A live activation.
 pub(crate) struct Slot<A: Handlers> {
@@ -203,9 +68,6 @@ pub(crate) struct Idle<A: Handlers> {
     pub(crate) slot: Arc<Slot<A>>,
     pub(crate) first: Envelope<A>,
 }
-
-/// An envelope that was not queued, and why.
-pub(crate) type Refused<A> = (Failure, Box<Envelope<A>>);
 
 /// One slice of a type's directory.
 type Shard<A> = HashMap<Arc<str>, Arc<Slot<A>>>;
@@ -304,7 +166,7 @@ impl<A: Handlers> Registry<A> {
 
     /// Queues `envelope` on the activation of `key`, or, if the activation is idle (no task
     /// runs its turns), returns it with the envelope as [`Idle`]: the caller must start its
-    /// turns ([`activation::start`] or [`activation::start_here`]). On `Err` the envelope
+    /// turns (`activation::start` or `activation::start_here`). On `Err` the envelope
     /// comes back, unqueued.
     pub(crate) fn enqueue(
         &self,
@@ -354,101 +216,17 @@ impl<A: Handlers> Registry<A> {
     }
 }
 
-/// The type-erased face of a [`Registry`], for runtime-wide housekeeping.
-pub(crate) trait AnyRegistry: Send + Sync {
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+impl<A: Handlers> Registry<A> {
+    /// The registry of `A`, if it is registered.
+    pub(crate) fn of(shared: &Shared) -> Option<Arc<Registry<A>>> {
+        shared
+            .registry_any(std::any::TypeId::of::<A>())?
+            .downcast::<Registry<A>>()
+            .ok()
+    }
+
     /// Passivates every activation idle for longer than the type's idle timeout.
-    fn sweep(&self, shared: &Shared) -> usize;
-    /// Passivates the least recently used idle activation among a sample; false if none
-    /// could be passivated.
-    fn evict_one(&self, shared: &Shared) -> bool;
-    /// The type's JSON face, for the HTTP ingress.
-    #[cfg(feature = "http")]
-    fn json(&self) -> Arc<dyn crate::json::JsonActor>;
-    /// Queues a durable message on `key`'s activation; `done` hears when its turn is over.
-    /// On `Err` the message was not queued and `done` is never called.
-    fn deliver(
-        &self,
-        shared: &Arc<Shared>,
-        key: &str,
-        payload: &Payload,
-        delivery: Delivery,
-        done: DoneFn,
-    ) -> Result<(), Failure>;
-}
-
-impl<A: Handlers> AnyRegistry for Registry<A> {
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
-
-    #[cfg(feature = "http")]
-    fn json(&self) -> Arc<dyn crate::json::JsonActor> {
-        Arc::new(crate::json::JsonFace::<A>::new())
-    }
-
-    fn deliver(
-        &self,
-        shared: &Arc<Shared>,
-        key: &str,
-        payload: &Payload,
-        delivery: Delivery,
-        done: DoneFn,
-    ) -> Result<(), Failure> {
-        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
-        // Not served here: retried later (the dispatcher counts it as busy).
-        crate::placement::local_epoch(&*shared.placement, crate::codec::shard_of(A::NAME, key))?;
-        let undecodable = |reason: String| {
-            Failure::Decode(DecodeError {
-                actor: A::NAME,
-                key: key.to_string(),
-                reason: format!("undeliverable message: {reason}"),
-            })
-        };
-        let body = match payload {
-            Payload::Message { handler, args } => {
-                Body::Call(A::__decode_message(handler, args).map_err(undecodable)?)
-            }
-            // An event is the one argument of its handler.
-            Payload::Event { handler, event } if A::__event_handler(handler).is_some() => {
-                Body::Call(A::__decode_message(handler, event).map_err(undecodable)?)
-            }
-            Payload::Event { handler, .. } => {
-                return Err(undecodable(format!(
-                    "`{}` has no handler named `{handler}` taking one argument",
-                    A::NAME
-                )));
-            }
-            Payload::Positional(bytes) => {
-                Body::Call(A::__decode_positional(bytes).map_err(undecodable)?)
-            }
-            Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
-            Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),
-        };
-        shared.admit(false)?;
-        let envelope = Envelope {
-            body,
-            chain: None,
-            reply: Some(Replier::done(done)),
-            delivery: Some(Box::new(delivery)),
-        };
-        self.enqueue(shared, &Arc::from(key), envelope)
-            .map(|idle| {
-                if let Some(idle) = idle {
-                    activation::start(shared, idle);
-                }
-            })
-            .map_err(|(failure, envelope)| {
-                shared.turn_finished();
-                // Not queued: the caller hears of it from this `Err` alone.
-                if let Some(Replier::Done(mut done)) = envelope.reply {
-                    done.0.take();
-                }
-                failure
-            })
-    }
-
-    fn sweep(&self, shared: &Shared) -> usize {
+    pub(crate) fn sweep_idle(&self, shared: &Shared) -> usize {
         let now = shared.now_ms();
         let idle_ms = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let mut passivated = 0;
@@ -465,7 +243,9 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
         passivated
     }
 
-    fn evict_one(&self, shared: &Shared) -> bool {
+    /// Passivates the least recently used idle activation among a sample; false if none
+    /// could be passivated.
+    pub(crate) fn evict_idle(&self, shared: &Shared) -> bool {
         let start = self.evict_cursor.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, Arc<str>, u64)> = None;
         let mut examined = 0;
@@ -502,5 +282,56 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             return true;
         }
         false
+    }
+}
+
+/// An activation's state in memory.
+pub(crate) struct Loaded<A> {
+    pub(crate) state: A,
+    /// Timers, subscribers and subscriptions: committed with the state.
+    pub(crate) meta: ActorMeta,
+    /// The record of the state as last written (or loaded): what a rollback returns to, and
+    /// what a turn's result is compared with to skip writes that change nothing.
+    pub(crate) record: Option<Arc<[u8]>>,
+    /// This turn deleted the actor: its record is removed unless something is left.
+    pub(crate) deleted: bool,
+    /// Results of idempotent requests this activation kept whose writes may not have reached
+    /// the store yet (a lookup reads the store, which would miss them). Each leaves once its
+    /// write settled.
+    pub(crate) kept: Vec<PendingKept>,
+    /// The ownership epoch of the actor's shard it was loaded under: its writes commit only
+    /// while this node still holds the shard under it.
+    pub(crate) epoch: u64,
+}
+
+/// A result of an idempotent request on its way to the `replies` keyspace.
+pub(crate) struct PendingKept {
+    pub(crate) idempotency: String,
+    pub(crate) result: KeptResult,
+    pub(crate) expires_ms: u64,
+    /// The write that stores it.
+    pub(crate) ticket: Arc<Ticket>,
+}
+
+/// What an activation keeps between turns. The pending write outlives the state: after an
+/// unload (panic, undecodable record, failed commit) the next load waits for it, and replies
+/// stay gated on it.
+pub(crate) struct Activation<A> {
+    pub(crate) loaded: Option<Loaded<A>>,
+    /// The latest write of this actor while it may not be durable yet.
+    pub(crate) last_write: Option<Arc<Ticket>>,
+}
+
+impl<A> Activation<A> {
+    pub(crate) fn empty() -> Self {
+        Activation {
+            loaded: None,
+            last_write: None,
+        }
+    }
+
+    /// Nothing of this activation is waiting to become durable.
+    pub(crate) fn settled(&self) -> bool {
+        self.last_write.as_ref().is_none_or(|t| t.settled())
     }
 }

@@ -14,21 +14,24 @@ use crate::codec::encode_envelope;
 use crate::commit::KeyWrite;
 use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
-use crate::directory::{Body, Envelope, Registry, Replier};
 use crate::error::{CallError, Failure};
+use crate::mailbox::{Body, Envelope, Mailbox, Replier, mailbox_of};
 use crate::placement::{Fence, local_epoch};
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::store::Space;
 
 /// What travels back from a turn to its caller.
 #[doc(hidden)]
 pub type Reply = Result<Box<dyn Any + Send>, Failure>;
 
+/// Where a handle's calls go: its type's mailbox and its key.
+type Target<A> = (Arc<dyn Mailbox<A>>, Arc<str>);
+
 /// A cheap, cloneable reference to one actor, wrapped by the generated `<Type>Handle`.
 #[doc(hidden)]
 pub struct Caller<A: Handlers> {
     shared: Arc<Shared>,
-    target: Result<(Arc<Registry<A>>, Arc<str>), Failure>,
+    target: Result<Target<A>, Failure>,
     /// The actor's shard: every call asks the placement where it is served.
     shard: u16,
     chain: Chain,
@@ -49,9 +52,8 @@ impl<A: Handlers> Caller<A> {
     pub(crate) fn new(shared: &Arc<Shared>, key: &str, chain: Chain) -> Self {
         let target = match crate::codec::validate_key(key) {
             Err(e) => Err(Failure::InvalidKey(e)),
-            Ok(()) => shared
-                .registry::<A>()
-                .map(|r| (r, Arc::from(key)))
+            Ok(()) => mailbox_of::<A>(shared)
+                .map(|m| (m, Arc::from(key)))
                 .ok_or(Failure::NotRegistered(A::NAME)),
         };
         Caller {
@@ -79,13 +81,13 @@ impl<A: Handlers> Caller<A> {
     /// Queues `body` on the actor and waits (bounded by the call timeout) for its gated
     /// reply. `handler` names the turn in errors.
     pub(crate) async fn request(&self, body: Body<A>, handler: &'static str) -> Reply {
-        let (registry, key) = self.target.as_ref().map_err(Clone::clone)?;
+        let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
             return Err(Failure::Cycle(cycle));
         }
         // Served here? (The turn checks the epoch it runs under again.)
         local_epoch(&*self.shared.placement, self.shard)?;
-        self.shared.admit(self.chain.is_some())?;
+        self.shared.admission.admit(self.chain.is_some())?;
         let (tx, mut rx) = oneshot::channel();
         let envelope = Envelope {
             body,
@@ -93,13 +95,9 @@ impl<A: Handlers> Caller<A> {
             reply: Some(Replier::Call(tx)),
             delivery: None,
         };
-        match registry.enqueue(&self.shared, key, envelope) {
-            Err((failure, _)) => {
-                self.shared.turn_finished();
-                return Err(failure);
-            }
-            Ok(Some(idle)) => crate::activation::start_here(&self.shared, idle),
-            Ok(None) => {}
+        if let Err((failure, _)) = mailbox.post(&self.shared, key, envelope) {
+            self.shared.admission.turn_finished();
+            return Err(failure);
         }
         // The reply is often ready already (the turn ran here): then no timer is armed.
         // (The timeout counts from here: what ran here already was the turn's CPU time, not
@@ -168,7 +166,10 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
             let target_shard = crate::codec::shard_of(A::NAME, &record.target.key);
             let value = encode_envelope(&record)
                 .map_err(|e| CallError::Invalid(format!("cannot encode a send: {e}")))?;
-            shared.admit(false).map_err(CallError::from_failure)?;
+            shared
+                .admission
+                .admit(false)
+                .map_err(CallError::from_failure)?;
             // Once admitted, the send runs to its end in its own task even if the caller
             // stops waiting: the in-flight count, the outbox place and the hand-over to the
             // dispatcher must not depend on the caller's future being polled.
@@ -176,9 +177,9 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
             let sent = shared.tokio.spawn(async move {
                 let shared = task;
                 let sent = async {
-                    shared.outbox.reserve(1)?;
+                    shared.backlog.reserve(1)?;
                     // No sender: the entry belongs to its target's shard.
-                    let id = shared.outbox.next_id(target_shard);
+                    let id = shared.backlog.next_id(target_shard);
                     let write = KeyWrite {
                         space: Space::Outbox,
                         key: id.key(),
@@ -204,7 +205,7 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                     }
                 }
                 .await;
-                shared.turn_finished();
+                shared.admission.turn_finished();
                 sent
             });
             let sent = sent.await.unwrap_or_else(|e| {

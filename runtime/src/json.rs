@@ -15,9 +15,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::actor::{Deliver, Handlers};
 use crate::context::TimerInfo;
-use crate::directory::{Body, KeyedCall, KeyedOutcome};
 use crate::error::{CallError, Failure};
 use crate::handle::{Caller, OutsideSend};
+use crate::mailbox::{Body, KeyedCall, KeyedOutcome};
 use crate::runtime::Runtime;
 use crate::watch::Watched;
 
@@ -396,7 +396,12 @@ fn validate_idempotency_key(key: &str) -> Result<(), JsonError> {
 impl Runtime {
     /// The JSON face of the registered type named `name`.
     pub(crate) fn json_actor(&self, name: &str) -> Option<Arc<dyn JsonActor>> {
-        self.shared.by_name(name).map(|r| r.json())
+        self.shared
+            .by_name(name)?
+            .json
+            .as_ref()?
+            .downcast_ref::<Arc<dyn JsonActor>>()
+            .cloned()
     }
 
     /// The names of all registered types, sorted.

@@ -16,7 +16,7 @@ use crate::codec::kept_key_of_expiry;
 use crate::commit::KeyWrite;
 use crate::context::epoch_ms;
 use crate::error::Failure;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::store::Space;
 
 /// Expired outcomes removed per commit.
@@ -34,7 +34,7 @@ pub(crate) async fn remove_expired(shared: &Arc<Shared>) -> Result<bool, Failure
     let now = epoch_ms(SystemTime::now());
     let expired = shared
         .with_store("expiry scan", move |store| {
-            store.expired_results(crate::runtime::ALL_SHARDS, now, BATCH)
+            store.expired_results(crate::shared::ALL_SHARDS, now, BATCH)
         })
         .await?;
     if expired.is_empty() {

@@ -20,13 +20,12 @@
 //! without limit.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::codec::{ActorRef, OutboxId, OutboxRecord};
-use crate::directory::DoneFn;
-use crate::error::{Failure, Overload};
-use crate::runtime::Shared;
+use crate::error::Failure;
+use crate::shared::{DoneFn, Shared};
 
 /// Failed turns (panics, timeouts, refused effects) before a message is parked.
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
@@ -39,55 +38,6 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(20);
 /// Wait before retrying a target whose stored record cannot be decoded (until an operator or
 /// a new build fixes it).
 const STUCK_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The outbox's counters, shared by every turn: sequence numbers and the bounded backlog.
-pub(crate) struct Outbox {
-    next: AtomicU64,
-    backlog: AtomicUsize,
-    limit: usize,
-}
-
-impl Outbox {
-    pub(crate) fn new(next: u64, backlog: usize, limit: usize) -> Outbox {
-        Outbox {
-            next: AtomicU64::new(next),
-            backlog: AtomicUsize::new(backlog),
-            limit,
-        }
-    }
-
-    /// A new entry of `shard` (the sender's shard; the target's for a send from outside any
-    /// actor), numbered after every entry so far: entries sort in sending order.
-    pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
-        OutboxId {
-            seq: self.next.fetch_add(1, Ordering::Relaxed),
-            shard,
-        }
-    }
-
-    /// Takes `n` places in the backlog, or refuses: the outbox is bounded, and a turn that
-    /// would overflow it fails with `Overloaded` (and is rolled back).
-    pub(crate) fn reserve(&self, n: usize) -> Result<(), Failure> {
-        let before = self.backlog.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.limit {
-            self.backlog.fetch_sub(n, Ordering::AcqRel);
-            return Err(Failure::Overloaded(Overload::Outbox));
-        }
-        Ok(())
-    }
-
-    /// Returns `n` places: their entries were processed, dropped, or never written.
-    pub(crate) fn release(&self, n: usize) {
-        if n > 0 {
-            self.backlog.fetch_sub(n, Ordering::AcqRel);
-        }
-    }
-
-    /// Entries durable (or being written) and not yet processed.
-    pub(crate) fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Acquire)
-    }
-}
 
 struct Pending {
     record: OutboxRecord,
@@ -214,7 +164,7 @@ impl Dispatcher {
         match outcome {
             Ok(()) => {
                 self.entries.remove(&seq);
-                shared.outbox.release(1);
+                shared.backlog.release(1);
                 shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(failure) => {
@@ -263,7 +213,7 @@ impl Dispatcher {
 
 /// Stops retrying an entry in this run; it stays in the store for the next start.
 fn park(shared: &Shared, id: OutboxId, record: Option<OutboxRecord>, failure: &Failure) {
-    shared.outbox.release(1);
+    shared.backlog.release(1);
     shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
     match record {
         Some(r) => tracing::error!(

@@ -12,10 +12,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::codec::{OutboxId, OutboxRecord};
-use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
-use crate::runtime::Shared;
+use crate::shared::{DoneFn, Services, Shared};
 use crate::timers::TimerService;
 
 /// How often the host retries busy deliveries and checks for due timers: the timers'
@@ -72,7 +71,7 @@ impl Actor for HostActor {
         Ok(HostState {
             shared,
             dispatcher,
-            timers: TimerService::new(crate::runtime::ALL_SHARDS),
+            timers: TimerService::new(crate::shared::ALL_SHARDS),
         })
     }
 
@@ -153,14 +152,12 @@ impl Actor for HostActor {
 #[derive(Clone)]
 pub(crate) struct HostRef(ActorRef<HostMsg>);
 
-impl HostRef {
-    /// Outbox entries whose batch is durable, for delivery.
-    pub(crate) fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
+impl Services for HostRef {
+    fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
         let _ = self.0.cast(HostMsg::Committed(entries));
     }
 
-    /// A durable timer of `shard` due at `due_ms`.
-    pub(crate) fn timer_scheduled(&self, shard: u16, due_ms: u64) {
+    fn timer_scheduled(&self, shard: u16, due_ms: u64) {
         let _ = self.0.cast(HostMsg::TimerScheduled { shard, due_ms });
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::codec::{SHARDS, decode_timer, timer_due};
 use crate::context::epoch_ms;
-use crate::directory::{Delivery, DoneFn};
-use crate::runtime::Shared;
+use crate::shared::Shared;
+use crate::shared::{Delivery, DoneFn};
 
 /// Timers read per scan of a shard.
 const SCAN_LIMIT: usize = 1024;

@@ -1,0 +1,56 @@
+//! The outbox's counters, shared by every turn and outside sender: the next sequence number
+//! and the bound on entries written and not yet processed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::codec::OutboxId;
+use crate::error::{Failure, Overload};
+
+/// The outbox's counters, shared by every turn: sequence numbers and the bounded backlog.
+pub(crate) struct Backlog {
+    next: AtomicU64,
+    backlog: AtomicUsize,
+    limit: usize,
+}
+
+impl Backlog {
+    pub(crate) fn new(next: u64, backlog: usize, limit: usize) -> Backlog {
+        Backlog {
+            next: AtomicU64::new(next),
+            backlog: AtomicUsize::new(backlog),
+            limit,
+        }
+    }
+
+    /// A new entry of `shard` (the sender's shard; the target's for a send from outside any
+    /// actor), numbered after every entry so far: entries sort in sending order.
+    pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
+        OutboxId {
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+            shard,
+        }
+    }
+
+    /// Takes `n` places in the backlog, or refuses: the outbox is bounded, and a turn that
+    /// would overflow it fails with `Overloaded` (and is rolled back).
+    pub(crate) fn reserve(&self, n: usize) -> Result<(), Failure> {
+        let before = self.backlog.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.limit {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            return Err(Failure::Overloaded(Overload::Outbox));
+        }
+        Ok(())
+    }
+
+    /// Returns `n` places: their entries were processed, dropped, or never written.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Entries durable (or being written) and not yet processed.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Acquire)
+    }
+}

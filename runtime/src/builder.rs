@@ -1,0 +1,362 @@
+//! [`Builder`]: configures a [`Runtime`], opens its store (upgrading an older format),
+//! recovers the outbox, and wires the parts together.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::actor::Handlers;
+use crate::admission::Admission;
+use crate::backlog::Backlog;
+use crate::codec::{OutboxId, OutboxRecord};
+use crate::commit::{Committer, FaultHook};
+use crate::directory::Registry;
+use crate::error::Error;
+use crate::loader::Loader;
+use crate::mailbox::Mailbox;
+use crate::metrics::Metrics;
+use crate::placement::{LocalPlacement, Placement};
+use crate::runtime::{Lifecycle, Runtime};
+use crate::shard::{Host, Periods};
+use crate::shared::{ALL_SHARDS, Config, Registered, Shared};
+use crate::store::fjall::FjallStore;
+use crate::store::{Durability, Store, UpgradeHook};
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> Builder {
+        Builder {
+            path: None,
+            config: Config::default(),
+            registrations: Vec::new(),
+            idle_overrides: HashMap::new(),
+            fault: None,
+            upgrade_hook: None,
+            placement: Arc::new(LocalPlacement),
+        }
+    }
+}
+
+/// Upper bound of every configured capacity (far above any sane value, far below what
+/// would overflow the channels' permit counters).
+const MAX_QUEUE: usize = 1 << 30;
+
+/// Threads that read the store for turns (see [`crate::loader`]): more than one, so a read
+/// that waits for the disk does not hold up the others.
+const LOADER_THREADS: usize = 2;
+/// Reads queued for the loaders before they overflow to Tokio's blocking pool.
+const LOADER_QUEUE: usize = 4096;
+
+type Registration = Box<dyn FnOnce(Duration) -> (TypeId, &'static str, Registered)>;
+
+/// Configures and opens a [`Runtime`]. Start with [`Runtime::builder`].
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct Builder {
+    path: Option<PathBuf>,
+    config: Config,
+    registrations: Vec<(TypeId, Registration)>,
+    idle_overrides: HashMap<TypeId, Duration>,
+    fault: Option<FaultHook>,
+    upgrade_hook: Option<UpgradeHook>,
+    placement: Arc<dyn Placement>,
+}
+
+impl Builder {
+    /// The folder of the embedded store (created if missing). Required.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// How durable an acknowledged write is (default [`Durability::Sync`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
+    /// Registers an actor type. Every type that is called must be registered.
+    pub fn register<A: Handlers>(mut self) -> Self {
+        let registration: Registration = Box::new(|idle| {
+            let registry = Arc::new(Registry::<A>::new(idle));
+            let mailbox: Arc<dyn Mailbox<A>> = registry.clone();
+            #[cfg(feature = "http")]
+            let json: Arc<dyn crate::json::JsonActor> = Arc::new(crate::json::JsonFace::<A>::new());
+            let registered = Registered {
+                registry,
+                mailbox: Arc::new(mailbox),
+                #[cfg(feature = "http")]
+                json: Some(Arc::new(json)),
+                #[cfg(not(feature = "http"))]
+                json: None,
+            };
+            (TypeId::of::<A>(), A::NAME, registered)
+        });
+        self.registrations.push((TypeId::of::<A>(), registration));
+        self
+    }
+
+    /// How long an activation may sit idle before it is passivated (default 5 minutes).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// The idle timeout of one actor type, overriding [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout_for<A: Handlers>(mut self, timeout: Duration) -> Self {
+        self.idle_overrides.insert(TypeId::of::<A>(), timeout);
+        self
+    }
+
+    /// The most activations in memory at once (default 1,000,000). When reached, the least
+    /// recently used idle activation of a sample is passivated; if none is idle, new
+    /// activations are refused with `Overloaded`.
+    pub fn max_live_activations(mut self, max: usize) -> Self {
+        self.config.max_live_activations = max;
+        self
+    }
+
+    /// Messages queued per activation before calls are refused with `Overloaded`
+    /// (default 1,024).
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.config.mailbox_capacity = capacity;
+        self
+    }
+
+    /// The longest a call may take, queueing and commit included; a handler running longer
+    /// is cancelled and its actor reset (default 30 s).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// Writes that may wait for the committer before writers are slowed down (default
+    /// 65,536).
+    pub fn commit_queue(mut self, capacity: usize) -> Self {
+        self.config.commit_queue = capacity;
+        self
+    }
+
+    /// Messages (sends, subscription events) that may wait in the outbox for delivery before
+    /// turns that send more fail with `Overloaded` (default 100,000).
+    pub fn outbox_capacity(mut self, capacity: usize) -> Self {
+        self.config.outbox_capacity = capacity;
+        self
+    }
+
+    /// Events buffered per watched actor for its slowest watcher; a watcher further behind
+    /// skips ahead and is told how many it missed (default 1,024).
+    pub fn watch_capacity(mut self, capacity: usize) -> Self {
+        self.config.watch_capacity = capacity;
+        self
+    }
+
+    /// How long the outcome of an idempotent request is kept (default 24 hours): an HTTP
+    /// call with an `Idempotency-Key`, or a [`Runtime::send_idempotent`]. A repeat within
+    /// this time is answered from it (a call) or not processed again (a send); a later one
+    /// runs as new. Kept outcomes are stored under their own keys, written with the turn, and
+    /// removed by the runtime once expired.
+    pub fn idempotency_retention(mut self, retention: Duration) -> Self {
+        self.config.idempotency_retention = retention;
+        self
+    }
+
+    /// Test seam: keep outbox entries without delivering them (to crash "between the
+    /// sender's commit and the delivery").
+    #[doc(hidden)]
+    pub fn __hold_deliveries(mut self) -> Self {
+        self.config.hold_deliveries = true;
+        self
+    }
+
+    /// Which node serves each shard (default [`LocalPlacement`]: every shard here). Calls to
+    /// a shard placed elsewhere fail with [`CallError::NotOwner`], to a shard placed nowhere
+    /// with [`CallError::Unavailable`]; a turn whose shard was lost while it ran commits
+    /// nothing ([`CallError::Fenced`]). See [`Placement`] for the contract.
+    pub fn placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Test seam: called after each batch an upgrade of an older store writes.
+    #[doc(hidden)]
+    pub fn __upgrade_hook(mut self, hook: UpgradeHook) -> Self {
+        self.upgrade_hook = Some(hook);
+        self
+    }
+
+    /// Test seam: a hook that can fail the commit path at each stage.
+    #[doc(hidden)]
+    pub fn __fault_hook(mut self, hook: FaultHook) -> Self {
+        self.fault = Some(hook);
+        self
+    }
+
+    /// Opens the store and starts the runtime. Must be called within a multi-threaded Tokio
+    /// runtime.
+    pub async fn open(self) -> Result<Runtime, Error> {
+        let tokio =
+            tokio::runtime::Handle::try_current().map_err(|e| Error::NoTokio(e.to_string()))?;
+        let path = self.path.ok_or_else(|| {
+            Error::Config("no store path: call `.path(dir)` on the builder".into())
+        })?;
+        let config = self.config;
+        for (what, value) in [
+            ("max_live_activations", config.max_live_activations),
+            ("mailbox_capacity", config.mailbox_capacity),
+            ("commit_queue", config.commit_queue),
+            ("outbox_capacity", config.outbox_capacity),
+            ("watch_capacity", config.watch_capacity),
+        ] {
+            if value == 0 || value > MAX_QUEUE {
+                return Err(Error::Config(format!(
+                    "{what} must be between 1 and {MAX_QUEUE}, not {value}"
+                )));
+            }
+        }
+
+        if config.idempotency_retention.is_zero() {
+            return Err(Error::Config(
+                "idempotency_retention must be longer than zero".into(),
+            ));
+        }
+
+        let mut types: HashMap<TypeId, Registered> = HashMap::new();
+        let mut names: HashMap<&'static str, TypeId> = HashMap::new();
+        for (type_id, registration) in self.registrations {
+            if types.contains_key(&type_id) {
+                continue;
+            }
+            let idle = self
+                .idle_overrides
+                .get(&type_id)
+                .copied()
+                .unwrap_or(config.idle_timeout);
+            let (type_id, name, registered) = registration(idle);
+            check_actor_name(name)?;
+            if names.insert(name, type_id).is_some() {
+                return Err(Error::Config(format!(
+                    "two registered actor types share the storage name `{name}`"
+                )));
+            }
+            types.insert(type_id, registered);
+        }
+
+        let durability = config.durability;
+        let upgrade_hook = self.upgrade_hook;
+        let metrics = Arc::new(Metrics::default());
+        let persists = metrics.journal.clone();
+        let (store, recovered) = tokio::task::spawn_blocking(move || {
+            let store: Store = Arc::new(FjallStore::open(
+                &path,
+                durability,
+                upgrade_hook.as_ref(),
+                persists,
+            )?);
+            let entries = store.outbox_entries(ALL_SHARDS)?;
+            Ok::<_, Error>((store, entries))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
+        let (backlog, recovered) = recover_outbox(recovered, config.outbox_capacity);
+        let (committer, committer_thread) = Committer::start(
+            store.clone(),
+            self.placement.clone(),
+            metrics.clone(),
+            config.commit_queue,
+            self.fault,
+        )
+        .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
+        let loader = Loader::start(LOADER_THREADS, LOADER_QUEUE)
+            .map_err(|e| Error::Config(format!("cannot start the loader threads: {e}")))?;
+
+        // Sweep often enough for the shortest idle timeout of any type.
+        let shortest_idle = self
+            .idle_overrides
+            .values()
+            .copied()
+            .fold(config.idle_timeout, Duration::min);
+        let sweep_every =
+            (shortest_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let shared = Arc::new(Shared {
+            config,
+            store: parking_lot::RwLock::new(Some(store)),
+            committer,
+            loader,
+            metrics,
+            types,
+            by_name: names,
+            backlog,
+            services: OnceLock::new(),
+            live: AtomicUsize::new(0),
+            admission: Admission::default(),
+            opened: Instant::now(),
+            tokio,
+            placement: self.placement,
+        });
+        let periods = Periods {
+            sweep: sweep_every,
+            expire: crate::kept::check_every(shared.config.idempotency_retention),
+        };
+        let (host, host_ref) = Host::start(Arc::downgrade(&shared), periods, recovered)
+            .await
+            .map_err(|e| Error::Config(format!("cannot start the host service: {e}")))?;
+        let _ = shared.services.set(Arc::new(host_ref));
+        let lifecycle = Arc::new(Lifecycle {
+            committer_thread: Mutex::new(Some(committer_thread)),
+            host: Mutex::new(Some(host)),
+        });
+        Ok(Runtime { shared, lifecycle })
+    }
+}
+
+/// Decodes the outbox entries left at startup. An undecodable entry stays in the store
+/// (logged) rather than being dropped: nothing is lost, and an operator can look at it.
+fn recover_outbox(
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    capacity: usize,
+) -> (Backlog, Vec<(OutboxId, OutboxRecord)>) {
+    let mut next = 1;
+    let mut recovered = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let Some(id) = OutboxId::of_key(&key) else {
+            tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
+            continue;
+        };
+        next = next.max(id.seq + 1);
+        match crate::codec::decode_envelope::<OutboxRecord>(&value) {
+            Ok(record) => recovered.push((id, record)),
+            Err(reason) => {
+                tracing::error!(seq = id.seq, shard = id.shard, %reason, "undecodable outbox entry; left in place");
+            }
+        }
+    }
+    // Sending order, whatever the shard.
+    recovered.sort_unstable_by_key(|(id, _)| *id);
+    if !recovered.is_empty() {
+        tracing::info!(
+            pending = recovered.len(),
+            "delivering outbox messages left by the last run"
+        );
+    }
+    (Backlog::new(next, recovered.len(), capacity), recovered)
+}
+
+fn check_actor_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "actor name {name:?} must be 1 to 200 characters of ASCII letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}

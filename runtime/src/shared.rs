@@ -1,0 +1,366 @@
+//! What the runtime's parts share: the configuration, the store, the committer, the set of
+//! registered types (type-erased: [`AnyRegistry`]), admission, the live-activation cap, and
+//! the placement. Everything here is named by the modules below the runtime; nothing here
+//! names them back (the directory, turns and services reach it through [`AnyRegistry`] and
+//! [`Services`]).
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::admission::Admission;
+use crate::backlog::Backlog;
+use crate::codec::{ActorRef, OutboxId, OutboxRecord, Payload};
+use crate::commit::Committer;
+use crate::error::{Failure, Overload, StorageError};
+use crate::loader::{Job, Loader};
+use crate::metrics::Metrics;
+use crate::placement::Placement;
+use crate::store::{Durability, Store};
+
+/// Settings fixed when the runtime opens.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) durability: Durability,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_live_activations: usize,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) call_timeout: Duration,
+    pub(crate) commit_queue: usize,
+    pub(crate) outbox_capacity: usize,
+    pub(crate) watch_capacity: usize,
+    /// How long the result of an idempotent request is kept.
+    pub(crate) idempotency_retention: Duration,
+    /// Test seam: outbox entries are kept, never delivered.
+    pub(crate) hold_deliveries: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            durability: Durability::Sync,
+            idle_timeout: Duration::from_secs(300),
+            max_live_activations: 1_000_000,
+            mailbox_capacity: 1024,
+            call_timeout: Duration::from_secs(30),
+            commit_queue: 65_536,
+            outbox_capacity: 100_000,
+            watch_capacity: 1024,
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            hold_deliveries: false,
+        }
+    }
+}
+
+/// Every shard: a single node owns them all.
+pub(crate) const ALL_SHARDS: std::ops::Range<u16> = 0..crate::codec::SHARDS;
+
+/// A registered actor type, type-erased twice: for housekeeping ([`AnyRegistry`]) and, for
+/// typed handles, its mailbox (an `Arc<dyn Mailbox<A>>`, see `mailbox::mailbox_of`).
+pub(crate) struct Registered {
+    pub(crate) registry: Arc<dyn AnyRegistry>,
+    pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
+    /// The type's JSON face for the HTTP ingress (an `Arc<dyn JsonActor>`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) json: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// The type-erased face of a registered type's directory, for runtime-wide housekeeping and
+/// durable deliveries.
+pub(crate) trait AnyRegistry: Send + Sync {
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Passivates every activation idle for longer than the type's idle timeout.
+    fn sweep(&self, shared: &Shared) -> usize;
+    /// Passivates the least recently used idle activation among a sample; false if none
+    /// could be passivated.
+    fn evict_one(&self, shared: &Shared) -> bool;
+    /// Queues a durable message on `key`'s activation; `done` hears when its turn is over.
+    /// On `Err` the message was not queued and `done` is never called.
+    fn deliver(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure>;
+}
+
+/// The host service as the turns see it: where committed outbox entries and new timers go.
+pub(crate) trait Services: Send + Sync {
+    /// Durable outbox entries for the dispatcher.
+    fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>);
+    /// A committed turn scheduled a timer of `shard` due at `due_ms`.
+    fn timer_scheduled(&self, shard: u16, due_ms: u64);
+}
+
+/// Where a durable message came from: its removal commits with the turn that processes it,
+/// which is what makes the processing exactly-once.
+pub(crate) enum Delivery {
+    /// An outbox entry.
+    Outbox {
+        key: Arc<[u8]>,
+        idempotency: Option<String>,
+        /// An earlier turn on this message failed in the commit, after which its batch may
+        /// still have become durable: the turn first checks that the entry still exists.
+        verify: bool,
+    },
+    /// A due timer.
+    Timer {
+        key: Arc<[u8]>,
+        name: String,
+        due_ms: u64,
+        every_ms: Option<u64>,
+        /// What it delivers (kept to re-arm a periodic timer).
+        message: Box<Payload>,
+    },
+}
+
+/// Told when a delivered message's turn is over: `Ok` once its processing is durable.
+pub(crate) type DoneFn = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+
+/// State shared by the runtime, its handles, activations and services.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// `None` once shut down: the store is closed so the path can be opened again.
+    pub(crate) store: parking_lot::RwLock<Option<Store>>,
+    pub(crate) committer: Committer,
+    pub(crate) loader: Loader,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) types: HashMap<TypeId, Registered>,
+    pub(crate) by_name: HashMap<&'static str, TypeId>,
+    pub(crate) backlog: Backlog,
+    /// The host service, once started.
+    pub(crate) services: OnceLock<Arc<dyn Services>>,
+    pub(crate) live: AtomicUsize,
+    /// Which calls are accepted, and how many are in flight.
+    pub(crate) admission: Admission,
+    pub(crate) opened: Instant,
+    pub(crate) tokio: tokio::runtime::Handle,
+    /// Which node serves each shard.
+    pub(crate) placement: Arc<dyn Placement>,
+}
+
+impl Shared {
+    /// The registry of the type stored under `name`.
+    #[cfg(feature = "http")]
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Registered> {
+        self.types.get(self.by_name.get(name)?)
+    }
+
+    /// The storage names of all registered types, sorted.
+    #[cfg(feature = "http")]
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.by_name.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The registry of type `type_id` (an `Arc<Registry<A>>` behind `as_any`).
+    pub(crate) fn registry_any(&self, type_id: TypeId) -> Option<Arc<dyn Any + Send + Sync>> {
+        Some(self.types.get(&type_id)?.registry.clone().as_any())
+    }
+
+    /// Whether a type is registered.
+    pub(crate) fn registered(&self, type_id: TypeId) -> bool {
+        self.types.contains_key(&type_id)
+    }
+
+    /// The mailbox of type `type_id` (an `Arc<dyn Mailbox<A>>`).
+    pub(crate) fn typed_mailbox(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        Some(&*self.types.get(&type_id)?.mailbox)
+    }
+
+    /// Queues an outbox entry on its target; `done` hears when its turn is over.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        record: &OutboxRecord,
+        id: OutboxId,
+        verify: bool,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        let delivery = Delivery::Outbox {
+            key: id.key(),
+            idempotency: record.idempotency.clone(),
+            verify,
+        };
+        self.deliver_to(&record.target, &record.payload, delivery, done)
+    }
+
+    /// Queues a durable message (outbox entry or timer firing) on `target`.
+    pub(crate) fn deliver_to(
+        self: &Arc<Self>,
+        target: &ActorRef,
+        payload: &Payload,
+        delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        let found = self.by_name.get(target.actor.as_str());
+        let Some(registered) = found.and_then(|id| self.types.get(id)) else {
+            return Err(Failure::Invalid(format!(
+                "no registered actor type is named `{}`",
+                target.actor
+            )));
+        };
+        registered
+            .registry
+            .deliver(self, &target.key, payload, delivery, done)
+    }
+
+    /// Outbox entries of a batch reported failed: a failure after the write may still have
+    /// made them durable (the next sync does), and then their senders' state says they were
+    /// sent. Those still in the store after a sync go to the dispatcher; the others give
+    /// their outbox places back.
+    pub(crate) fn recover_unsure(self: &Arc<Self>, entries: Vec<(OutboxId, OutboxRecord)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let shared = self.clone();
+        let count = entries.len();
+        self.tokio.spawn(async move {
+            let checked = shared
+                .with_store("outbox check", move |store| {
+                    let mut kept = Vec::new();
+                    let mut gone = 0;
+                    for (id, record) in entries {
+                        match store.outbox_contains(&id.key()) {
+                            Ok(true) => kept.push((id, record)),
+                            // Absent, or unknowable now: the next start reads what is stored.
+                            Ok(false) | Err(_) => gone += 1,
+                        }
+                    }
+                    Ok((kept, gone))
+                })
+                .await;
+            match checked {
+                Ok((kept, gone)) => {
+                    shared.backlog.release(gone);
+                    if !kept.is_empty() {
+                        tracing::warn!(
+                            messages = kept.len(),
+                            "a failed commit's messages became durable after all; delivering them"
+                        );
+                        shared.committed(kept);
+                    }
+                }
+                // Unknowable now (shutting down): the next start reads what is stored.
+                Err(failure) => {
+                    shared.backlog.release(count);
+                    tracing::error!(error = %failure, "cannot check a failed commit's messages");
+                }
+            }
+        });
+    }
+
+    /// Hands outbox entries written outside any turn (by `Runtime::send`) to the dispatcher.
+    pub(crate) fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
+        self.metrics
+            .sends
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        if let Some(host) = self.services.get() {
+            host.committed(entries);
+        }
+    }
+
+    /// Activations live now.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Closes the store: the runtime's last step.
+    pub(crate) fn take_store(&self) -> Option<Store> {
+        self.store.write().take()
+    }
+
+    /// The store, unless the runtime has shut down.
+    pub(crate) fn store(&self) -> Result<Store, Failure> {
+        self.store.read().clone().ok_or(Failure::ShuttingDown)
+    }
+
+    /// Runs `f` on the store on a loader thread, off the async workers (fjall may block);
+    /// `what` names it in the error if it panics.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let store = self.store()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f(&store))));
+        });
+        if let Err(job) = self.loader.run(job) {
+            // Every loader is busy and their queue is full: Tokio's blocking pool helps.
+            self.tokio.spawn_blocking(job);
+        }
+        match rx.await {
+            Ok(Ok(read)) => read.map_err(Failure::Storage),
+            Ok(Err(_)) => Err(Failure::Storage(StorageError::new(format!(
+                "{what} panicked"
+            )))),
+            Err(_) => Err(Failure::Storage(StorageError::new(format!(
+                "{what} was dropped (the runtime is shutting down)"
+            )))),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a place under the live-activation cap, passivating an idle activation if needed.
+    pub(crate) fn reserve_live(&self) -> Result<(), Failure> {
+        let cap = self.config.max_live_activations;
+        let mut waited_since: Option<Instant> = None;
+        loop {
+            let live = self.live.load(Ordering::Acquire);
+            if live < cap {
+                if self
+                    .live
+                    .compare_exchange(live, live + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if !self.types.values().any(|r| r.registry.evict_one(self)) {
+                // An activation whose reply just left may still be finishing its turn (its
+                // write is marked settled after the reply's callback ran): give it a moment
+                // before refusing, so sequential calls under the cap are never refused.
+                let since = *waited_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < EVICTION_GRACE {
+                    std::thread::yield_now();
+                    continue;
+                }
+                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Failure::Overloaded(Overload::LiveActivations));
+            }
+        }
+    }
+
+    pub(crate) fn release_live(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn passivated(&self, n: usize) {
+        if n > 0 {
+            self.live.fetch_sub(n, Ordering::AcqRel);
+            self.metrics
+                .passivations
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Passivates idle activations of every type.
+    pub(crate) fn sweep(&self) -> usize {
+        self.types.values().map(|r| r.registry.sweep(self)).sum()
+    }
+}
+
+/// How long a new activation waits, at the live cap, for a busy one to become idle before
+/// its call is refused (spent only when every live activation is busy).
+const EVICTION_GRACE: Duration = Duration::from_micros(500);
