@@ -27,11 +27,13 @@ use crate::codec::{
     timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
-use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
+use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
 use crate::directory::{Activation, Idle, Loaded, PendingKept, Registry, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
-use crate::mailbox::{Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier};
+use crate::mailbox::{
+    Body, EncodeReply, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier,
+};
 use crate::placement::{Fence, local_epoch};
 use crate::shared::{AnyRegistry, Delivery, DoneFn, Shared};
 use crate::store::Space;
@@ -262,6 +264,11 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: boo
     }
 }
 
+/// One message's turn, in steps: [`prepare`] (the state loaded under the shard's current
+/// epoch, a retried delivery checked, an idempotency key looked up), then the turn of its
+/// kind: a handler ([`handler_turn`]), a read, a deletion ([`delete_turn`]), a subscription
+/// change ([`system_turn`]), or a delivery already processed ([`stale_turn`]). Every failure
+/// after the state may have changed goes through [`roll_back`].
 async fn turn<A: Handlers>(
     shared: &Arc<Shared>,
     slot: &Slot<A>,
@@ -278,93 +285,29 @@ async fn turn<A: Handlers>(
     if reply.as_ref().is_some_and(Replier::is_closed) {
         return;
     }
-    match &activation.last_write {
-        // A write failed: memory holds a state that never became durable.
-        Some(t) if t.failed() => {
-            tracing::warn!(actor = A::NAME, key = %slot.key, "commit failed; reloading from the store");
-            activation.loaded = None;
-        }
-        Some(t) if t.settled() => activation.last_write = None,
-        _ => {}
-    }
-    // Served here, and under which epoch: state loaded under another one may be stale (the
-    // shard was elsewhere meanwhile), so it is loaded again.
-    let epoch = match local_epoch(&*shared.placement, slot.shard()) {
-        Ok(epoch) => epoch,
+    let idempotency = idempotency_key(&body, delivery.as_deref());
+    let prepared = prepare(shared, slot, activation, idempotency, delivery.as_deref()).await;
+    let kept = match prepared {
+        Ok(Prepared::Ready(kept)) => kept,
+        Ok(Prepared::Processed) => return send_gated(activation, reply, Ok(unit())),
         Err(failure) => return send(reply, Err(failure)),
     };
-    if activation.loaded.as_ref().is_some_and(|l| l.epoch != epoch) {
-        activation.loaded = None;
-    }
-    if activation.loaded.is_none() {
-        // Boxed, as the other rare waits of a turn: a turn's future is allocated for every
-        // call to an idle actor, so it holds only what most turns need.
-        match Box::pin(load::<A>(shared, slot, activation.last_write.take(), epoch)).await {
-            Ok(l) => activation.loaded = Some(l),
-            Err(failure) => {
-                send(reply, Err(failure));
-                return;
-            }
-        }
-    }
-    // A message whose earlier turn failed in the commit: that batch may have become durable
-    // after all (it removed the entry), and then the message was processed.
-    if let Some(Delivery::Outbox {
-        key, verify: true, ..
-    }) = delivery.as_deref()
-    {
-        let key = key.clone();
-        let queued =
-            Box::pin(shared.with_store("outbox check", move |store| store.outbox_contains(&key)))
-                .await;
-        match queued {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(actor = A::NAME, key = %slot.key, "a retried message was already processed");
-                return send_gated(activation, reply, Ok(unit()));
-            }
-            Err(failure) => return send(reply, Err(failure)),
-        }
-    }
     let Some(l) = activation.loaded.as_mut() else {
         return;
     };
-    // An idempotent request (a keyed call, or a keyed send delivered): the result an earlier
-    // one with the same key kept, if it has not expired.
-    let idempotency = match (&body, delivery.as_deref()) {
-        (Body::Keyed(call), _) => Some(call.key.as_str()),
-        (
-            Body::Call(_),
-            Some(Delivery::Outbox {
-                idempotency: Some(key),
-                ..
-            }),
-        ) => Some(key.as_str()),
-        _ => None,
-    };
-    let kept = match idempotency {
-        None => None,
-        Some(key) => match Box::pin(kept_result(shared, slot, l, key)).await {
-            Ok(kept) => kept,
-            Err(failure) => return send(reply, Err(failure)),
-        },
-    };
-
-    let (message, keyed) = match body {
-        Body::Call(message) if !is_duplicate(&l.meta, delivery.as_deref(), kept.is_some()) => {
-            (message, None)
+    match body {
+        Body::Call(_) if is_duplicate(&l.meta, delivery.as_deref(), kept.is_some()) => {
+            stale_turn(shared, slot, activation, reply, delivery).await
         }
-        // A duplicate (idempotency key seen) or stale (cancelled, rescheduled) delivery:
-        // completed without running anything.
-        Body::Call(_) => {
-            let mut writes = Vec::new();
-            if let Some(d) = delivery {
-                complete_delivery(shared, slot, l, *d, false, &mut writes, &mut None);
-            }
-            let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, false)
-                .await
-                .map(|()| unit());
-            return reply_after(shared, slot, activation, reply, result, Released::default());
+        Body::Call(message) => {
+            let turn = HandlerTurn {
+                message,
+                keyed: None,
+                chain,
+                reply,
+                delivery,
+            };
+            handler_turn(shared, slot, activation, turn).await
         }
         Body::Keyed(call) => {
             let KeyedCall {
@@ -384,53 +327,143 @@ async fn turn<A: Handlers>(
                 };
                 return send_gated(activation, reply, Ok(Box::new(outcome)));
             }
-            (message, Some((key, request, encode)))
+            let turn = HandlerTurn {
+                message,
+                keyed: Some((key, request, encode)),
+                chain,
+                reply,
+                delivery,
+            };
+            handler_turn(shared, slot, activation, turn).await
         }
         Body::Read(read) => {
             let value = read(&l.state, &l.meta);
-            return send_gated(activation, reply, Ok(value));
+            send_gated(activation, reply, Ok(value))
         }
-        Body::Delete => {
-            let effects = Effects {
-                delete: true,
-                ..Effects::default()
-            };
-            let mut writes = Vec::new();
-            let mut released = Released::default();
-            let result = match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
-                Ok(_) => {
-                    let outbox = released.outbox.len();
-                    let committed =
-                        finish_turn(shared, slot, l, &mut activation.last_write, writes, true)
-                            .await;
-                    if committed.is_err() {
-                        shared.backlog.release(outbox);
-                        released = Released::default();
-                    }
-                    committed
-                }
-                Err(failure) => Err(failure),
-            };
-            if result.is_err() {
-                reset(&mut activation.loaded, slot);
-            }
-            let result = result.map(|()| unit());
-            return reply_after(shared, slot, activation, reply, result, released);
-        }
+        Body::Delete => delete_turn(shared, slot, activation, reply).await,
         Body::Subscribe(subscriber) => {
             let subscribers = &mut l.meta.subscribers;
             subscribers.retain(|s| s.actor != subscriber.actor || s.key != subscriber.key);
             subscribers.push(*subscriber);
-            return system_turn(shared, slot, activation, reply, delivery).await;
+            system_turn(shared, slot, activation, reply, delivery).await
         }
         Body::Unsubscribe(gone) => {
             l.meta
                 .subscribers
                 .retain(|s| s.actor != gone.actor || s.key != gone.key);
-            return system_turn(shared, slot, activation, reply, delivery).await;
+            system_turn(shared, slot, activation, reply, delivery).await
         }
-    };
+    }
+}
 
+/// What [`prepare`] found.
+enum Prepared {
+    /// The state is loaded; for an idempotent request, the result an earlier one kept.
+    Ready(Option<KeptResult>),
+    /// A retried delivery whose earlier turn's batch became durable after all: done.
+    Processed,
+}
+
+/// Gets the activation ready for a turn: drops a state that never became durable, loads it
+/// (again, if the shard's epoch changed), checks a retried delivery, and looks up the
+/// result an earlier idempotent request with the same key kept.
+async fn prepare<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    idempotency: Option<&str>,
+    delivery: Option<&Delivery>,
+) -> Result<Prepared, Failure> {
+    match &activation.last_write {
+        // A write failed: memory holds a state that never became durable.
+        Some(t) if t.failed() => {
+            tracing::warn!(actor = A::NAME, key = %slot.key, "commit failed; reloading from the store");
+            activation.loaded = None;
+        }
+        Some(t) if t.settled() => activation.last_write = None,
+        _ => {}
+    }
+    // Served here, and under which epoch: state loaded under another one may be stale (the
+    // shard was elsewhere meanwhile), so it is loaded again.
+    let epoch = local_epoch(&*shared.placement, slot.shard())?;
+    if activation.loaded.as_ref().is_some_and(|l| l.epoch != epoch) {
+        activation.loaded = None;
+    }
+    if activation.loaded.is_none() {
+        // Boxed, as the other rare waits of a turn: a turn's future is allocated for every
+        // call to an idle actor, so it holds only what most turns need.
+        let loaded = Box::pin(load::<A>(shared, slot, activation.last_write.take(), epoch)).await?;
+        activation.loaded = Some(loaded);
+    }
+    // A message whose earlier turn failed in the commit: that batch may have become durable
+    // after all (it removed the entry), and then the message was processed.
+    if let Some(Delivery::Outbox {
+        key, verify: true, ..
+    }) = delivery
+    {
+        let key = key.clone();
+        let queued =
+            Box::pin(shared.with_store("outbox check", move |store| store.outbox_contains(&key)))
+                .await?;
+        if !queued {
+            tracing::debug!(actor = A::NAME, key = %slot.key, "a retried message was already processed");
+            return Ok(Prepared::Processed);
+        }
+    }
+    // An idempotent request: the result an earlier one with the same key kept, if it has
+    // not expired.
+    let (Some(key), Some(l)) = (idempotency, activation.loaded.as_mut()) else {
+        return Ok(Prepared::Ready(None));
+    };
+    let kept = Box::pin(kept_result(shared, slot, l, key)).await?;
+    Ok(Prepared::Ready(kept))
+}
+
+/// The idempotency key of a request, if it has one: a keyed call, or a keyed send delivered.
+fn idempotency_key<'a, A: Handlers>(
+    body: &'a Body<A>,
+    delivery: Option<&'a Delivery>,
+) -> Option<&'a str> {
+    match (body, delivery) {
+        (Body::Keyed(call), _) => Some(call.key.as_str()),
+        (
+            Body::Call(_),
+            Some(Delivery::Outbox {
+                idempotency: Some(key),
+                ..
+            }),
+        ) => Some(key.as_str()),
+        _ => None,
+    }
+}
+
+/// A handler's message with what it needs besides the state.
+struct HandlerTurn<A: Handlers> {
+    message: A::Message,
+    /// An idempotent call: its key, the request's hash, and how to encode its result.
+    keyed: Option<(String, u64, EncodeReply)>,
+    chain: Chain,
+    reply: Option<Replier>,
+    delivery: Option<Box<Delivery>>,
+}
+
+/// Runs a handler, applies what it asked of its context, commits, and gates the reply.
+async fn handler_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    turn: HandlerTurn<A>,
+) {
+    let HandlerTurn {
+        message,
+        keyed,
+        chain,
+        reply,
+        delivery,
+    } = turn;
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
     let (handler, mutates) = A::__describe(&message);
     let ctx = Context::new(
         shared.clone(),
@@ -450,16 +483,17 @@ async fn turn<A: Handlers>(
     let mut effects = ctx.into_effects();
     shared.metrics.turns.fetch_add(1, Ordering::Relaxed);
 
+    let mut released = Released::default();
     let output = match ran {
         Err(_) => {
             tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
-            reset(&mut activation.loaded, slot);
+            roll_back(shared, slot, activation, &mut released);
             return send_gated(activation, reply, Err(Failure::Timeout(timeout)));
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
             tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
-            reset(&mut activation.loaded, slot);
+            roll_back(shared, slot, activation, &mut released);
             let failure = Failure::Panicked {
                 actor: A::NAME,
                 handler,
@@ -473,10 +507,9 @@ async fn turn<A: Handlers>(
     let refused = effects.as_mut().and_then(|e| e.error.take());
     let keep = refused.is_none() && !output.failed;
     let mut writes = Vec::new();
-    let mut released = Released::default();
     let mut dirty = keep && mutates;
     if !keep && mutates {
-        reset(&mut activation.loaded, slot);
+        roll_back(shared, slot, activation, &mut released);
     }
     let Some(l) = activation.loaded.as_mut() else {
         return send_gated(activation, reply, refused.map_or(Ok(output.value), Err));
@@ -501,7 +534,7 @@ async fn turn<A: Handlers>(
                 value = Box::new(KeyedOutcome::Fresh { ok, body });
             }
             Err(e) => {
-                reset(&mut activation.loaded, slot);
+                roll_back(shared, slot, activation, &mut released);
                 let failure =
                     Failure::Invalid(format!("cannot encode the result of `{handler}`: {e}"));
                 return send_gated(activation, reply, Err(failure));
@@ -513,7 +546,7 @@ async fn turn<A: Handlers>(
             Ok(changed) => dirty |= changed,
             Err(failure) => {
                 // Transient (the outbox is full): the message is not consumed.
-                reset(&mut activation.loaded, slot);
+                roll_back(shared, slot, activation, &mut released);
                 return send_gated(activation, reply, Err(failure));
             }
         }
@@ -540,25 +573,18 @@ async fn turn<A: Handlers>(
             &mut released.timer_due,
         );
     }
-    let outbox = released.outbox.len();
-    let committed = finish_kept_turn(
+    let committed = commit(
         shared,
         slot,
-        l,
-        &mut activation.last_write,
+        activation,
         writes,
         dirty,
         new_kept,
+        &mut released,
     )
     .await;
     let result = match (committed, refused) {
-        // Nothing was submitted: nothing may be released either.
-        (Err(failure), _) => {
-            shared.backlog.release(outbox);
-            reset(&mut activation.loaded, slot);
-            released = Released::default();
-            Err(failure)
-        }
+        (Err(failure), _) => Err(failure),
         // A refused turn still consumed its durable message (removed in this commit): the
         // dispatcher must hear "done", not "retry", or it would deliver it again.
         (Ok(()), Some(failure)) if matches!(reply, Some(Replier::Done(..))) => {
@@ -569,6 +595,67 @@ async fn turn<A: Handlers>(
         (Ok(()), None) => Ok(value),
     };
     reply_after(shared, slot, activation, reply, result, released);
+}
+
+/// A duplicate (its idempotency key was kept) or stale (a cancelled or rescheduled timer)
+/// delivery: completed without running anything.
+async fn stale_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+    delivery: Option<Box<Delivery>>,
+) {
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
+    let mut writes = Vec::new();
+    if let Some(d) = delivery {
+        complete_delivery(shared, slot, l, *d, false, &mut writes, &mut None);
+    }
+    let mut released = Released::default();
+    let result = commit(shared, slot, activation, writes, false, None, &mut released).await;
+    reply_after(
+        shared,
+        slot,
+        activation,
+        reply,
+        result.map(|()| unit()),
+        released,
+    );
+}
+
+/// Deletes the actor as `ctx.delete()` would: state, timers, subscriptions.
+async fn delete_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+) {
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
+    let effects = Effects {
+        delete: true,
+        ..Effects::default()
+    };
+    let mut writes = Vec::new();
+    let mut released = Released::default();
+    let result = match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+        Ok(_) => commit(shared, slot, activation, writes, true, None, &mut released).await,
+        Err(failure) => {
+            roll_back(shared, slot, activation, &mut released);
+            Err(failure)
+        }
+    };
+    reply_after(
+        shared,
+        slot,
+        activation,
+        reply,
+        result.map(|()| unit()),
+        released,
+    );
 }
 
 /// A subscription change: commit the changed metadata (and the delivery's removal).
@@ -586,12 +673,52 @@ async fn system_turn<A: Handlers>(
     if let Some(d) = delivery {
         complete_delivery(shared, slot, l, *d, true, &mut writes, &mut None);
     }
-    let result = finish_turn(shared, slot, l, &mut activation.last_write, writes, true).await;
-    if result.is_err() {
-        reset(&mut activation.loaded, slot);
+    let mut released = Released::default();
+    let result = commit(shared, slot, activation, writes, true, None, &mut released).await;
+    reply_after(
+        shared,
+        slot,
+        activation,
+        reply,
+        result.map(|()| unit()),
+        released,
+    );
+}
+
+/// Submits a turn's writes (the record if `dirty`, `writes`, a kept result) as one commit
+/// request; if that fails, the turn is rolled back ([`roll_back`]).
+async fn commit<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    writes: Vec<KeyWrite>,
+    dirty: bool,
+    kept: Option<NewKept>,
+    released: &mut Released<A::Event>,
+) -> Result<(), Failure> {
+    let Some(l) = activation.loaded.as_mut() else {
+        return Ok(());
+    };
+    let last_write = &mut activation.last_write;
+    let committed = finish_kept_turn(shared, slot, l, last_write, writes, dirty, kept).await;
+    if committed.is_err() {
+        roll_back(shared, slot, activation, released);
     }
-    let result = result.map(|()| unit());
-    reply_after(shared, slot, activation, reply, result, Released::default());
+    committed
+}
+
+/// The one way a turn is undone: the state goes back to its last written record (still
+/// gated on its write), the outbox places its sends took are given back, and nothing it
+/// produced is released.
+fn roll_back<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    released: &mut Released<A::Event>,
+) {
+    shared.backlog.release(released.outbox.len());
+    *released = Released::default();
+    reset(&mut activation.loaded, slot);
 }
 
 /// The reply of a turn that runs no handler.
@@ -756,11 +883,16 @@ fn apply_effects<A: Handlers>(
     if !sends.is_empty() {
         let reserved = sends.len();
         shared.backlog.reserve(reserved)?;
+        let before = released.outbox.len();
         for record in sends {
             let value = match encode_envelope(&record) {
                 Ok(v) => v,
                 Err(e) => {
-                    shared.backlog.release(reserved);
+                    // The places of the entries already in `released` are given back when
+                    // the turn is rolled back; these are the others.
+                    shared
+                        .backlog
+                        .release(reserved - (released.outbox.len() - before));
                     return Err(Failure::Invalid(format!("cannot encode a send: {e}")));
                 }
             };

@@ -38,27 +38,35 @@
 //! ```
 //!
 //! ## Where each part lives
+//! ARCHITECTURE.md (at the repository's root) has the flow of a call, the layers and the
+//! invariants; in short:
 //! - [Macros](crate::Actor): `#[derive(Actor)]` marks the state, `#[handlers]` turns an
 //!   `impl` block into handlers, a typed handle (`<Type>Handle`) and a serializable message
-//!   type (`<Type>Message`); the traits are in `actor.rs`.
-//! - [The runtime](crate::Runtime) (`runtime.rs`): builder, open, typed handles, stats,
-//!   shutdown.
-//! - The directory (`directory.rs`): at most one live activation per (type, key); an idle
-//!   activation holds no task; passivation by idle timeout and a live cap (sampled LRU).
+//!   type (`<Type>Message`); the traits are in `actor.rs`, state versions in `version.rs`.
+//! - [The runtime](crate::Runtime) (`runtime.rs`): typed handles, sends, reads, stats,
+//!   shutdown; [`Builder`] (`builder.rs`) opens it and wires the parts together.
+//! - What the parts share (`shared.rs`): configuration, store, committer, registered types,
+//!   the live cap; admission of calls (`admission.rs`); the outbox's counters (`backlog.rs`).
+//! - [Placement](crate::Placement) (`placement.rs`): which node serves each of the 256
+//!   shards, under which ownership epoch; every call asks, every commit is fenced by it.
+//! - Mailboxes (`mailbox.rs`) and the directory (`directory.rs`): at most one live
+//!   activation per (type, key); an idle activation holds no task; passivation by idle
+//!   timeout and a live cap (sampled LRU).
 //! - Turns (`activation.rs`): one message at a time per key, panics contained, timeouts,
-//!   rollback of a handler that returns `Err`; a call to an idle actor runs its turn in the
-//!   caller's task until the turn waits.
-//! - Group commit and the output gate (`commit.rs`): one fjall batch and one journal sync
-//!   for every write that arrived meanwhile, then a settler thread releases the batch's
-//!   replies in order; replies wait until their state is durable.
-//! - Storage (`store.rs`, the only module naming fjall) and byte formats (`codec.rs`):
-//!   shard-prefixed keys, versioned records; store reads for turns on the loader threads
-//!   (`loader.rs`).
+//!   one rollback path; a call to an idle actor runs its turn in the caller's task until the
+//!   turn waits.
+//! - Group commit and the output gate (`commit.rs`): one batch and one journal sync for
+//!   every write that arrived meanwhile, then a settler thread releases the batch's replies
+//!   in order; replies wait until their state is durable.
+//! - Storage (`store.rs`: the `StateStore` trait; `store/fjall.rs`, the only module naming
+//!   fjall) and byte formats (`codec.rs`): shard-prefixed keys, versioned records; store
+//!   reads for turns on the loader threads (`loader.rs`).
 //! - [`Context`] (`context.rs`): the key, calls to other actors, cycle detection, sends,
 //!   timers, events, subscriptions, deletion.
 //! - The outbox (`outbox.rs`): exactly-once sends and subscription events, removed in the
 //!   receiver's batch; the dispatcher.
-//! - Durable timers (`timers.rs`): a keyspace ordered by due time, scanned by the host.
+//! - Durable timers (`timers.rs`): each shard's timers one range ordered by due time,
+//!   scanned by the host.
 //! - Idempotency (`kept.rs`): the outcomes of idempotent requests, kept under their own keys
 //!   for a retention time and removed by the host once expired.
 //! - Watching (`watch.rs`): [`Watch`], a bounded stream of an actor's committed events.

@@ -130,7 +130,14 @@ fn the_lower_layers_do_not_reach_the_runtime() {
     // Storage and its formats know nothing of actors, turns or the runtime.
     for low in ["codec", "store", "commit", "placement", "version", "error"] {
         let reached = reachable(&graph, low);
-        for high in ["runtime", "builder", "shared", "directory", "activation", "actor"] {
+        for high in [
+            "runtime",
+            "builder",
+            "shared",
+            "directory",
+            "activation",
+            "actor",
+        ] {
             assert!(
                 !reached.contains(high),
                 "`{low}` reaches `{high}`: {reached:?}"
@@ -139,7 +146,13 @@ fn the_lower_layers_do_not_reach_the_runtime() {
     }
     // The shared parts do not know the contract or the turns.
     let reached = reachable(&graph, "shared");
-    for high in CONTRACT.iter().chain(&["directory", "activation", "runtime", "shard"]) {
-        assert!(!reached.contains(*high), "`shared` reaches `{high}`: {reached:?}");
+    for high in CONTRACT
+        .iter()
+        .chain(&["directory", "activation", "runtime", "shard"])
+    {
+        assert!(
+            !reached.contains(*high),
+            "`shared` reaches `{high}`: {reached:?}"
+        );
     }
 }
