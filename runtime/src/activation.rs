@@ -297,7 +297,9 @@ async fn turn<A: Handlers>(
     };
     match body {
         Body::Call(_) if is_duplicate(&l.meta, delivery.as_deref(), kept.is_some()) => {
-            stale_turn(shared, slot, activation, reply, delivery).await
+            // Rare turns are boxed: a turn's future is allocated for every call to an idle
+            // actor, so it holds only what the common one (a handler) needs.
+            Box::pin(stale_turn(shared, slot, activation, reply, delivery)).await
         }
         Body::Call(message) => {
             let turn = HandlerTurn {
@@ -340,18 +342,18 @@ async fn turn<A: Handlers>(
             let value = read(&l.state, &l.meta);
             send_gated(activation, reply, Ok(value))
         }
-        Body::Delete => delete_turn(shared, slot, activation, reply).await,
+        Body::Delete => Box::pin(delete_turn(shared, slot, activation, reply)).await,
         Body::Subscribe(subscriber) => {
             let subscribers = &mut l.meta.subscribers;
             subscribers.retain(|s| s.actor != subscriber.actor || s.key != subscriber.key);
             subscribers.push(*subscriber);
-            system_turn(shared, slot, activation, reply, delivery).await
+            Box::pin(system_turn(shared, slot, activation, reply, delivery)).await
         }
         Body::Unsubscribe(gone) => {
             l.meta
                 .subscribers
                 .retain(|s| s.actor != gone.actor || s.key != gone.key);
-            system_turn(shared, slot, activation, reply, delivery).await
+            Box::pin(system_turn(shared, slot, activation, reply, delivery)).await
         }
     }
 }
