@@ -1,5 +1,11 @@
 //! The traits the macros implement: [`Actor`] (`#[derive(Actor)]`) and [`Handlers`]
 //! (`#[handlers]`).
+//!
+//! They are the same whatever `gears`' features: Cargo unifies features across a build, so a
+//! trait that grew methods or bounds with `http` would let one crate turning it on break
+//! another crate's actors. What the HTTP ingress needs is generated always, format-neutral
+//! (a serde `Deserializer` in, a [`ReplyEncoder`] out), and asks no bound of the user's
+//! types: [`ReplyProbe`] tells, per handler, whether its result is `Serialize`.
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
