@@ -515,7 +515,7 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
             }
         }
     });
-    let json_messages = handlers.iter().map(|h| {
+    let named_messages = handlers.iter().map(|h| {
         let name = &h.name;
         let variant = &h.variant;
         let names: Vec<&Ident> = h.args.iter().map(|(n, _)| n).collect();
@@ -528,19 +528,56 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                 #[derive(#private::serde::Deserialize)]
                 #[serde(crate = "::gears::__private::serde", deny_unknown_fields)]
                 struct Arguments { #(#fields),* }
-                let Arguments { #(#names),* } = #private::json_args::<Arguments>(body)?;
+                let Arguments { #(#names),* } =
+                    <Arguments as #private::serde::Deserialize>::deserialize(arguments)?;
                 ::core::result::Result::Ok(#message::#variant { #(#names),* })
             }
         }
     });
-    let json_replies = handlers.iter().map(|h| {
+    // Whether a result type is `Serialize` is decided where its type is concrete (here) by
+    // `ReplyProbe`'s autoref specialisation: no bound is asked of the user's types, so the
+    // same code compiles whichever features of `gears` are on.
+    let probe = |ty: &Type| quote_spanned!(ty.span()=> (&&#private::ReplyProbe::<#ty>::new()));
+    let serializable_replies = handlers.iter().map(|h| {
         let name = &h.name;
         match &h.returns {
             Returns::Value(t) => {
-                quote_spanned!(t.span()=> #name => #private::json_value::<#t>(value))
+                let t = probe(t);
+                quote!(#name => #t.serializable())
             }
             Returns::Result(t, e) => {
-                quote_spanned!(e.span()=> #name => #private::json_result::<#t, #e>(value))
+                let (t, e) = (probe(t), probe(e));
+                quote!(#name => #t.serializable() && #e.serializable())
+            }
+        }
+    });
+    let encoded_replies = handlers.iter().map(|h| {
+        let name = &h.name;
+        match &h.returns {
+            Returns::Value(t) => {
+                let probe = probe(t);
+                quote! {
+                    #name => match value.downcast_ref::<#t>() {
+                        ::core::option::Option::Some(value) => {
+                            ::core::result::Result::Ok(#probe.encode_value(value, encoder))
+                        }
+                        ::core::option::Option::None => ::core::result::Result::Err(unexpected()),
+                    }
+                }
+            }
+            Returns::Result(t, e) => {
+                let (probe_t, probe_e) = (probe(t), probe(e));
+                quote! {
+                    #name => match value.downcast_ref::<::core::result::Result<#t, #e>>() {
+                        ::core::option::Option::Some(::core::result::Result::Ok(value)) => {
+                            ::core::result::Result::Ok(#probe_t.encode_value(value, encoder))
+                        }
+                        ::core::option::Option::Some(::core::result::Result::Err(error)) => {
+                            ::core::result::Result::Ok(#probe_e.encode_error(error, encoder))
+                        }
+                        ::core::option::Option::None => ::core::result::Result::Err(unexpected()),
+                    }
+                }
             }
         }
     });
@@ -653,31 +690,49 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                 &[#(#infos),*]
             }
 
-            ::gears::__json_codec! {
-                fn __json_message(
-                    handler: &str,
-                    body: &[u8],
-                ) -> ::core::result::Result<#message, ::std::string::String> {
-                    match handler {
-                        #(#json_messages)*
-                        _ => ::core::result::Result::Err(::std::format!(
+            fn __named_message<'__gears_de, D: #private::serde::Deserializer<'__gears_de>>(
+                handler: &str,
+                arguments: D,
+            ) -> ::core::result::Result<#message, D::Error> {
+                match handler {
+                    #(#named_messages)*
+                    _ => ::core::result::Result::Err(
+                        <D::Error as #private::serde::de::Error>::custom(::std::format!(
                             "`{}` has no handler `{handler}`",
                             <Self as ::gears::Actor>::NAME
                         )),
-                    }
+                    ),
                 }
+            }
 
-                fn __json_reply(
-                    handler: &str,
-                    value: &(dyn ::core::any::Any + ::core::marker::Send),
-                ) -> ::core::result::Result<(bool, ::std::vec::Vec<u8>), ::std::string::String> {
-                    match handler {
-                        #(#json_replies,)*
-                        _ => ::core::result::Result::Err(::std::format!(
-                            "`{}` has no handler `{handler}`",
-                            <Self as ::gears::Actor>::NAME
-                        )),
-                    }
+            fn __serializable_reply(handler: &str) -> bool {
+                #[allow(unused_imports)]
+                use #private::{OpaqueReply as _, SerializeReply as _};
+                match handler {
+                    #(#serializable_replies,)*
+                    _ => false,
+                }
+            }
+
+            fn __encode_reply<R: #private::ReplyEncoder>(
+                handler: &str,
+                value: &(dyn ::core::any::Any + ::core::marker::Send),
+                encoder: R,
+            ) -> ::core::result::Result<R::Output, ::std::string::String> {
+                #[allow(unused_imports)]
+                use #private::{OpaqueReply as _, SerializeReply as _};
+                let unexpected = || {
+                    ::std::format!(
+                        "handler `{handler}` of `{}` returned a value of an unexpected type",
+                        <Self as ::gears::Actor>::NAME
+                    )
+                };
+                match handler {
+                    #(#encoded_replies,)*
+                    _ => ::core::result::Result::Err(::std::format!(
+                        "`{}` has no handler `{handler}`",
+                        <Self as ::gears::Actor>::NAME
+                    )),
                 }
             }
 

@@ -1,7 +1,14 @@
 //! The traits the macros implement: [`Actor`] (`#[derive(Actor)]`) and [`Handlers`]
 //! (`#[handlers]`).
+//!
+//! They are the same whatever `gears`' features: Cargo unifies features across a build, so a
+//! trait that grew methods or bounds with `http` would let one crate turning it on break
+//! another crate's actors. What the HTTP ingress needs is generated always, format-neutral
+//! (a serde `Deserializer` in, a [`ReplyEncoder`] out), and asks no bound of the user's
+//! types: [`ReplyProbe`] tells, per handler, whether its result is `Serialize`.
 
 use std::any::{Any, TypeId};
+use std::marker::PhantomData;
 
 use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
@@ -69,17 +76,31 @@ pub trait Handlers: Actor {
     #[doc(hidden)]
     fn __handler_infos() -> &'static [HandlerInfo];
 
-    /// Builds the message of `handler` from a JSON object of its arguments (an empty body
-    /// for none). The error names the offending field.
-    #[cfg(feature = "http")]
+    /// Builds the message of `handler` from its arguments read as one record with a field
+    /// per argument (unknown fields refused): how the HTTP ingress turns a JSON object into
+    /// a message. Generic over the format, so nothing here names JSON and nothing is
+    /// compiled for it unless the ingress calls it.
     #[doc(hidden)]
-    fn __json_message(handler: &str, body: &[u8]) -> Result<Self::Message, String>;
+    fn __named_message<'de, D: serde::Deserializer<'de>>(
+        handler: &str,
+        arguments: D,
+    ) -> Result<Self::Message, D::Error>;
 
-    /// Encodes the value `handler` returned (`T`, or `Result<T, E>`) as JSON: `T`'s JSON, or
-    /// `{"error": <variant or type name>, "detail": <E>}` (and `false`).
-    #[cfg(feature = "http")]
+    /// Whether the value `handler` returns (and its error, for `Result<T, E>`) is
+    /// `Serialize`: only then can it answer over HTTP. Handlers whose results are not stay
+    /// callable from Rust, and by sends and timers.
     #[doc(hidden)]
-    fn __json_reply(handler: &str, value: &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
+    fn __serializable_reply(handler: &str) -> bool;
+
+    /// Hands the value `handler` returned (`T`, or `Result<T, E>`) to `encoder`: as a value,
+    /// as an error, or as unserializable. Fails if no handler has that name or the value is
+    /// not of its type.
+    #[doc(hidden)]
+    fn __encode_reply<R: ReplyEncoder>(
+        handler: &str,
+        value: &(dyn Any + Send),
+        encoder: R,
+    ) -> Result<R::Output, String>;
 
     /// Name of the message's handler, and whether it may change the state (`&mut self`).
     #[doc(hidden)]
@@ -160,33 +181,146 @@ impl<T: Serialize + DeserializeOwned> MessageArgument for T {}
 #[doc(hidden)]
 pub const fn assert_message_argument<T: MessageArgument>() {}
 
-/// Handler results travel as JSON over HTTP (feature `http`): they must be serializable.
-#[cfg(feature = "http")]
+/// Encodes what a handler returned, in a format of its choosing (JSON for the HTTP
+/// ingress): what [`Handlers::__encode_reply`] hands a handler's value to.
 #[doc(hidden)]
-#[diagnostic::on_unimplemented(
-    message = "handler result type `{Self}` must implement `Serialize` (the `http` feature is on)",
-    label = "with the `http` feature, handler results and errors are sent as JSON",
-    note = "add `#[derive(Serialize)]` to `{Self}`"
-)]
-pub trait JsonResult: Serialize + 'static {}
-
-#[cfg(feature = "http")]
-impl<T: Serialize + 'static> JsonResult for T {}
-
-/// With the `http` feature, expands to the JSON codec `#[handlers]` generates; without it,
-/// to nothing (so handler results need not be serializable).
-#[cfg(feature = "http")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __json_codec {
-    ($($item:tt)*) => { $($item)* };
+pub trait ReplyEncoder {
+    /// The encoding, or the encoder's own failure.
+    type Output;
+    /// The value of a handler that cannot fail, or the `Ok` of one that can.
+    fn value<T: Serialize>(self, value: &T) -> Self::Output;
+    /// The `Err` a handler returned (its turn was rolled back).
+    fn error<E: Serialize>(self, error: &E) -> Self::Output;
+    /// A value whose type (named) is not `Serialize`.
+    fn unserializable(self, type_name: &'static str) -> Self::Output;
 }
 
-/// With the `http` feature, expands to the JSON codec `#[handlers]` generates; without it,
-/// to nothing (so handler results need not be serializable).
-#[cfg(not(feature = "http"))]
+/// Chooses, in the code `#[handlers]` generates, between encoding a handler's result and
+/// reporting it unserializable, by whether its type is `Serialize`, on stable Rust and
+/// without asking the user for a bound ("autoref specialisation"): a method call on
+/// `&&ReplyProbe<T>` finds [`SerializeReply`] (implemented for `&ReplyProbe<T>` where
+/// `T: Serialize`) first, and falls back through one dereference to [`OpaqueReply`]
+/// (implemented for every `ReplyProbe<T>`) when `T` is not `Serialize`. This works because
+/// the generated code names concrete types; in generic code it would always fall back.
 #[doc(hidden)]
-#[macro_export]
-macro_rules! __json_codec {
-    ($($item:tt)*) => {};
+pub struct ReplyProbe<T>(PhantomData<fn() -> T>);
+
+impl<T> ReplyProbe<T> {
+    /// The probe for `T`.
+    pub const fn new() -> Self {
+        ReplyProbe(PhantomData)
+    }
+}
+
+impl<T> Default for ReplyProbe<T> {
+    fn default() -> Self {
+        ReplyProbe::new()
+    }
+}
+
+/// The probe's choice when the result type is `Serialize`: encode it.
+#[doc(hidden)]
+pub trait SerializeReply {
+    /// The result type.
+    type Value;
+    /// Always `true`.
+    fn serializable(&self) -> bool;
+    /// [`ReplyEncoder::value`].
+    fn encode_value<R: ReplyEncoder>(&self, value: &Self::Value, encoder: R) -> R::Output;
+    /// [`ReplyEncoder::error`].
+    fn encode_error<R: ReplyEncoder>(&self, error: &Self::Value, encoder: R) -> R::Output;
+}
+
+impl<T: Serialize> SerializeReply for &ReplyProbe<T> {
+    type Value = T;
+
+    fn serializable(&self) -> bool {
+        true
+    }
+
+    fn encode_value<R: ReplyEncoder>(&self, value: &T, encoder: R) -> R::Output {
+        encoder.value(value)
+    }
+
+    fn encode_error<R: ReplyEncoder>(&self, error: &T, encoder: R) -> R::Output {
+        encoder.error(error)
+    }
+}
+
+/// The probe's fallback when the result type is not `Serialize`: report it unserializable.
+#[doc(hidden)]
+pub trait OpaqueReply {
+    /// The result type.
+    type Value;
+    /// Always `false`.
+    fn serializable(&self) -> bool;
+    /// [`ReplyEncoder::unserializable`].
+    fn encode_value<R: ReplyEncoder>(&self, value: &Self::Value, encoder: R) -> R::Output;
+    /// [`ReplyEncoder::unserializable`].
+    fn encode_error<R: ReplyEncoder>(&self, error: &Self::Value, encoder: R) -> R::Output;
+}
+
+impl<T> OpaqueReply for ReplyProbe<T> {
+    type Value = T;
+
+    fn serializable(&self) -> bool {
+        false
+    }
+
+    fn encode_value<R: ReplyEncoder>(&self, _: &T, encoder: R) -> R::Output {
+        encoder.unserializable(std::any::type_name::<T>())
+    }
+
+    fn encode_error<R: ReplyEncoder>(&self, _: &T, encoder: R) -> R::Output {
+        encoder.unserializable(std::any::type_name::<T>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records which of the encoder's methods the probe chose.
+    struct Chosen;
+
+    impl ReplyEncoder for Chosen {
+        type Output = String;
+
+        fn value<T: Serialize>(self, _: &T) -> String {
+            "value".into()
+        }
+
+        fn error<E: Serialize>(self, _: &E) -> String {
+            "error".into()
+        }
+
+        fn unserializable(self, type_name: &'static str) -> String {
+            format!("unserializable {type_name}")
+        }
+    }
+
+    struct Opaque;
+
+    // The two borrows are the mechanism (as in the generated code), not needless.
+    #[allow(clippy::needless_borrow)]
+    #[test]
+    fn the_probe_encodes_serialize_types_and_reports_the_others() {
+        #[allow(unused_imports)]
+        use super::{OpaqueReply as _, SerializeReply as _};
+        assert!((&&ReplyProbe::<u64>::new()).serializable());
+        assert!((&&ReplyProbe::<Vec<String>>::new()).serializable());
+        assert!(!(&&ReplyProbe::<Opaque>::new()).serializable());
+        assert_eq!(
+            (&&ReplyProbe::<u64>::new()).encode_value(&1, Chosen),
+            "value"
+        );
+        assert_eq!(
+            (&&ReplyProbe::<u64>::new()).encode_error(&1, Chosen),
+            "error"
+        );
+        assert_eq!(
+            (&&ReplyProbe::<Opaque>::new()).encode_value(&Opaque, Chosen),
+            format!("unserializable {}", std::any::type_name::<Opaque>())
+        );
+    }
 }

@@ -19,6 +19,12 @@
 //! | `GET /metrics` | the runtime's [`Stats`](crate::Stats) and the ingress' request counts, OpenMetrics text (Prometheus scrapes it) |
 //! | `GET /health` | `200 {"status":"ok"}` |
 //!
+//! The feature is additive: `#[handlers]` generates the same code with it on or off, and
+//! asks nothing more of a handler's types than Rust calls do (arguments `Serialize +
+//! Deserialize`, as sends and timers store them). A handler whose result is not `Serialize`
+//! compiles everywhere and is answered over HTTP with `501 not_exposed` (see Errors), so
+//! turning the feature on in one crate of a build never breaks another crate's actors.
+//!
 //! A first path segment `admin`, `metrics` or `health` is the ingress' own: an actor type of
 //! that name cannot be reached over HTTP. `GET /{type}/{key}/events` is the event stream;
 //! a handler named `events` is still called with `POST`.
@@ -58,6 +64,7 @@
 //! | 421 | `not_owner` | this node does not own the actor's shard (scale-out) |
 //! | 503 | `fenced` / `unavailable` | the actor's shard moved while the call ran (nothing was written) or has no owner right now; with `Retry-After: 1` |
 //! | 500 | `handler_panicked`, `storage`, `corrupt_state`, `call_cycle`, `internal` | failures of the handler's code or of the store, never of the request |
+//! | 501 | `not_exposed` | the handler exists, but its result (or, for `Result<T, E>`, its error) is not `Serialize`, so it cannot answer as JSON; refused before it runs (nothing changes), whatever the idempotency key. Its `/send` route still queues it (a send has no reply), and Rust callers call it as usual |
 //!
 //! Errors answered in plain text or without a body by axum's extractors (on routes you add
 //! with [`serve_with`](crate::http::serve_with): a `Json` body that does not parse, a

@@ -77,7 +77,10 @@
 //!   an embedding application's `main`, then an orderly shutdown.
 //! - The HTTP ingress (`http.rs`, feature `http`): every registered actor over HTTP with
 //!   JSON; its per-type JSON face (`json.rs`) decodes arguments and encodes results with
-//!   the code `#[handlers]` generates, and stores idempotent results with the turn.
+//!   the format-neutral code `#[handlers]` generates (the same with or without the feature:
+//!   it is additive, see `actor.rs`' `ReplyProbe`), and stores idempotent results with the
+//!   turn. The feature adds modules and their dependencies only; nothing a user implements
+//!   changes with it.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -146,7 +149,10 @@ pub mod prelude {
 /// Used by the code the macros generate, and by Gears' own tests. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::{Deliver, MessageArgument, Output, assert_message_argument};
+    pub use crate::actor::{
+        Deliver, MessageArgument, OpaqueReply, Output, ReplyEncoder, ReplyProbe, SerializeReply,
+        assert_message_argument,
+    };
     pub use crate::codec::{
         decode_arguments, decode_state_bytes, encode_arguments, shard_of, split_variant, state_key,
     };
@@ -155,8 +161,6 @@ pub mod __private {
     pub use crate::error::Failure;
     pub use crate::handle::OutsideSend;
     pub use crate::handle::{Caller, Reply, finish, finish_result};
-    #[cfg(feature = "http")]
-    pub use crate::json::{json_args, json_result, json_value};
     pub use crate::store::UpgradeHook;
     pub use crate::version::{decode_or_migrate, decode_version};
     pub use futures::future::BoxFuture;

@@ -157,6 +157,16 @@ impl ApiError {
                 handler,
                 valid,
             } => ApiError::unknown_handler(actor, &handler, valid),
+            JsonError::NotExposed { actor, handler } => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_exposed",
+                format!(
+                    "handler `{handler}` of `{actor}` returns a value that is not `Serialize`: \
+                     it cannot answer as JSON, so it is not callable over HTTP (its `/send` \
+                     route still queues it); derive `Serialize` for its result and error to \
+                     expose it"
+                ),
+            ),
             JsonError::BadRequest(message) => ApiError::bad_request(message),
             JsonError::IdempotencyConflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", message)
