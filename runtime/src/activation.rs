@@ -27,7 +27,9 @@ use crate::codec::{
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
-use crate::directory::{Body, Delivery, Envelope, Idle, KeyedCall, KeyedOutcome, Replier, Slot};
+use crate::directory::{
+    Body, Delivery, DiscardTimer, Envelope, Idle, KeyedCall, KeyedOutcome, Replier, Slot,
+};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::Reply;
 use crate::placement::{Fence, local_epoch};
@@ -345,6 +347,37 @@ async fn turn<A: Handlers>(
             subscribers.push(*subscriber);
             return system_turn(shared, slot, activation, reply, delivery).await;
         }
+        Body::DiscardTimer(timer) => {
+            let DiscardTimer { key, name, due_ms } = *timer;
+            // Still in the record unless it was cancelled or rescheduled since it was parked.
+            let listed = l
+                .meta
+                .timers
+                .iter()
+                .position(|t| t.name == name && t.due_ms == due_ms);
+            if let Some(at) = listed {
+                Arc::make_mut(&mut l.meta.timers).remove(at);
+            }
+            let writes = vec![KeyWrite {
+                space: Space::Timers,
+                key,
+                value: None,
+            }];
+            let result = finish_turn(
+                shared,
+                slot,
+                l,
+                &mut activation.last_write,
+                writes,
+                listed.is_some(),
+            )
+            .await;
+            if result.is_err() {
+                reset(&mut activation.loaded, slot);
+            }
+            let result = result.map(|()| unit());
+            return reply_after(shared, slot, activation, reply, result, Released::default());
+        }
         Body::Unsubscribe(gone) => {
             l.meta
                 .subscribers
@@ -363,9 +396,16 @@ async fn turn<A: Handlers>(
     );
     let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
     let timeout = shared.config.call_timeout;
+    // A retried delivery's failure was reported at its first attempt (panic report
+    // included); it is reported again only if it is parked.
+    let retry = delivery.as_deref().is_some_and(Delivery::is_retry);
     let ran = run_bounded(
         timeout,
-        AssertUnwindSafe(l.state.__dispatch(&ctx, message)).catch_unwind(),
+        AssertUnwindSafe(crate::panics::polled(
+            retry,
+            l.state.__dispatch(&ctx, message),
+        ))
+        .catch_unwind(),
     )
     .instrument(span)
     .await;
@@ -374,13 +414,21 @@ async fn turn<A: Handlers>(
 
     let output = match ran {
         Err(_) => {
-            tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
+            if retry {
+                tracing::debug!(actor = A::NAME, key = %slot.key, handler, ?timeout, "retried message: handler timed out again; state reset");
+            } else {
+                tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
+            }
             reset(&mut activation.loaded, slot);
             return send_gated(activation, reply, Err(Failure::Timeout(timeout)));
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
+            if retry {
+                tracing::debug!(actor = A::NAME, key = %slot.key, handler, "retried message: handler panicked again; state reset");
+            } else {
+                tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
+            }
             reset(&mut activation.loaded, slot);
             let failure = Failure::Panicked {
                 actor: A::NAME,
@@ -393,6 +441,7 @@ async fn turn<A: Handlers>(
 
     // The handler returned: the message counts as processed, even if the turn is rolled back.
     let refused = effects.as_mut().and_then(|e| e.error.take());
+    let handler_failed = output.failed;
     let keep = refused.is_none() && !output.failed;
     let mut writes = Vec::new();
     let mut released = Released::default();
@@ -488,6 +537,17 @@ async fn turn<A: Handlers>(
             Ok(unit())
         }
         (Ok(()), Some(failure)) => Err(failure),
+        // The handler decided: its `Err` consumes a delivered message (removed in this
+        // commit, never retried), which is worth a count and a warning, as nobody gets the
+        // answer.
+        (Ok(()), None) if handler_failed && matches!(reply, Some(Replier::Done(..))) => {
+            shared
+                .metrics
+                .handler_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(actor = A::NAME, key = %slot.key, handler, "a delivered message's handler returned an error; the message is consumed");
+            Ok(value)
+        }
         (Ok(()), None) => Ok(value),
     };
     reply_after(shared, slot, activation, reply, result, released);
@@ -770,6 +830,7 @@ fn complete_delivery<A: Handlers>(
             due_ms,
             every_ms,
             message,
+            ..
         } => {
             writes.push(KeyWrite {
                 space: Space::Timers,

@@ -46,6 +46,16 @@ pub(crate) enum Body<A: Handlers> {
     Read(ReadFn<A>),
     /// Delete the actor: state, timers, subscriptions.
     Delete,
+    /// Drop one of its timers, parked as a dead letter, for good.
+    DiscardTimer(Box<DiscardTimer>),
+}
+
+/// A parked timer to discard: its stored key, and its name and due time in the actor's
+/// record.
+pub(crate) struct DiscardTimer {
+    pub(crate) key: Arc<[u8]>,
+    pub(crate) name: String,
+    pub(crate) due_ms: u64,
 }
 
 /// A read of an actor's state and metadata, run in a turn of its own.
@@ -142,6 +152,8 @@ pub(crate) enum Delivery {
         /// An earlier turn on this message failed in the commit, after which its batch may
         /// still have become durable: the turn first checks that the entry still exists.
         verify: bool,
+        /// An earlier turn on it failed and was reported: this one's failure is quiet.
+        retry: bool,
     },
     /// A due timer.
     Timer {
@@ -151,7 +163,18 @@ pub(crate) enum Delivery {
         every_ms: Option<u64>,
         /// What it delivers (kept to re-arm a periodic timer).
         message: Box<Payload>,
+        /// An earlier turn on it failed and was reported: this one's failure is quiet.
+        retry: bool,
     },
+}
+
+impl Delivery {
+    /// Whether an earlier turn on this message failed (and was reported then).
+    pub(crate) fn is_retry(&self) -> bool {
+        match self {
+            Delivery::Outbox { retry, .. } | Delivery::Timer { retry, .. } => *retry,
+        }
+    }
 }
 
 /// One message for an activation.
@@ -341,6 +364,40 @@ impl<A: Handlers> Registry<A> {
         }
     }
 
+    /// Queues a turn for the runtime's own services (a durable message's delivery, a dead
+    /// letter's discard) on `key`'s activation; `done` hears when it is over. On `Err` the
+    /// turn was not queued and `done` is never called.
+    fn enqueue_durable(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        body: Body<A>,
+        delivery: Option<Delivery>,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        shared.admit(false)?;
+        let envelope = Envelope {
+            body,
+            chain: None,
+            reply: Some(Replier::done(done)),
+            delivery: delivery.map(Box::new),
+        };
+        self.enqueue(shared, &Arc::from(key), envelope)
+            .map(|idle| {
+                if let Some(idle) = idle {
+                    activation::start(shared, idle);
+                }
+            })
+            .map_err(|(failure, envelope)| {
+                shared.turn_finished();
+                // Not queued: the caller hears of it from this `Err` alone.
+                if let Some(Replier::Done(mut done)) = envelope.reply {
+                    done.0.take();
+                }
+                failure
+            })
+    }
+
     /// Retires `slot` if it may be passivated; the caller holds the shard lock.
     fn try_retire(slot: &Slot<A>) -> bool {
         let Some(mut inner) = slot.inner.try_lock() else {
@@ -373,6 +430,15 @@ pub(crate) trait AnyRegistry: Send + Sync {
         key: &str,
         payload: &Payload,
         delivery: Delivery,
+        done: DoneFn,
+    ) -> Result<(), Failure>;
+    /// Queues the discard of a parked timer on `key`'s activation; `done` hears when its
+    /// deletion is durable. On `Err` nothing was queued and `done` is never called.
+    fn discard_timer(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        timer: DiscardTimer,
         done: DoneFn,
     ) -> Result<(), Failure>;
 }
@@ -425,27 +491,19 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
             Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),
         };
-        shared.admit(false)?;
-        let envelope = Envelope {
-            body,
-            chain: None,
-            reply: Some(Replier::done(done)),
-            delivery: Some(Box::new(delivery)),
-        };
-        self.enqueue(shared, &Arc::from(key), envelope)
-            .map(|idle| {
-                if let Some(idle) = idle {
-                    activation::start(shared, idle);
-                }
-            })
-            .map_err(|(failure, envelope)| {
-                shared.turn_finished();
-                // Not queued: the caller hears of it from this `Err` alone.
-                if let Some(Replier::Done(mut done)) = envelope.reply {
-                    done.0.take();
-                }
-                failure
-            })
+        self.enqueue_durable(shared, key, body, Some(delivery), done)
+    }
+
+    fn discard_timer(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        timer: DiscardTimer,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        crate::placement::local_epoch(&*shared.placement, crate::codec::shard_of(A::NAME, key))?;
+        self.enqueue_durable(shared, key, Body::DiscardTimer(Box::new(timer)), None, done)
     }
 
     fn sweep(&self, shared: &Shared) -> usize {

@@ -256,6 +256,8 @@ impl Builder {
             types.insert(type_id, registry);
         }
 
+        // Retried deliveries' panics stay quiet (see `panics.rs`).
+        crate::panics::wrap_hook();
         let durability = config.durability;
         let upgrade_hook = self.upgrade_hook;
         let metrics = Arc::new(Metrics::default());
@@ -296,6 +298,7 @@ impl Builder {
             types,
             by_name: names,
             outbox,
+            dead_letters: crate::dead_letters::Registry::default(),
             host_ref: OnceLock::new(),
             live: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
@@ -378,6 +381,8 @@ pub(crate) struct Shared {
     types: HashMap<TypeId, Arc<dyn AnyRegistry>>,
     by_name: HashMap<&'static str, Arc<dyn AnyRegistry>>,
     pub(crate) outbox: Outbox,
+    /// The messages parked in this run.
+    pub(crate) dead_letters: crate::dead_letters::Registry,
     host_ref: OnceLock<HostRef>,
     live: AtomicUsize,
     /// Messages accepted and not yet through their turn.
@@ -396,7 +401,6 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The registry of the type stored under `name`.
-    #[cfg(feature = "http")]
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<dyn AnyRegistry>> {
         self.by_name.get(name)
     }
@@ -415,18 +419,21 @@ impl Shared {
             .and_then(|r| r.clone().as_any().downcast::<Registry<A>>().ok())
     }
 
-    /// Queues an outbox entry on its target; `done` hears when its turn is over.
+    /// Queues an outbox entry on its target; `done` hears when its turn is over. `retry`: an
+    /// earlier turn on it failed (and was reported).
     pub(crate) fn deliver(
         self: &Arc<Self>,
         record: &OutboxRecord,
         id: OutboxId,
         verify: bool,
+        retry: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
         let delivery = Delivery::Outbox {
             key: id.key(),
             idempotency: record.idempotency.clone(),
             verify,
+            retry,
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
     }
@@ -537,6 +544,11 @@ impl Shared {
         if let Some(host) = self.host_ref.get() {
             host.committed(entries);
         }
+    }
+
+    /// The host service, unless the runtime has not started it yet.
+    pub(crate) fn host(&self) -> Option<&HostRef> {
+        self.host_ref.get()
     }
 
     /// Checks that `key` is acceptable and `B` registered, before a message to `B(key)` is

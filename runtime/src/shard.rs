@@ -12,6 +12,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::codec::{OutboxId, OutboxRecord};
+use crate::dead_letters::DeadLetterId;
 use crate::directory::DoneFn;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
@@ -39,7 +40,12 @@ pub(crate) enum HostMsg {
     /// epoch).
     TimerScheduled { shard: u16, due_ms: u64 },
     /// A timer firing's turn is over.
-    TimerDone { key: Arc<[u8]>, ok: bool },
+    TimerDone {
+        key: Arc<[u8]>,
+        outcome: Result<(), Failure>,
+    },
+    /// A parked timer was retried or discarded.
+    UnparkTimer { id: DeadLetterId, shard: u16 },
     /// Remove a batch of expired outcomes of idempotent requests.
     ExpireKept,
 }
@@ -102,8 +108,7 @@ impl Actor for HostActor {
                     let done = move |key: Arc<[u8]>| -> DoneFn {
                         let host = host.clone();
                         Box::new(move |outcome| {
-                            let ok = outcome.is_ok();
-                            let _ = host.cast(HostMsg::TimerDone { key, ok });
+                            let _ = host.cast(HostMsg::TimerDone { key, outcome });
                         })
                     };
                     state.timers.fire(&shared, &done).await;
@@ -115,8 +120,12 @@ impl Actor for HostActor {
                 state.timers.scheduled(shard, due_ms);
                 return Ok(());
             }
-            HostMsg::TimerDone { key, ok } => {
-                state.timers.done(&key, ok);
+            HostMsg::TimerDone { key, outcome } => {
+                state.timers.done(&shared, key, outcome);
+                return Ok(());
+            }
+            HostMsg::UnparkTimer { id, shard } => {
+                state.timers.unpark(id, shard);
                 return Ok(());
             }
             HostMsg::ExpireKept => {
@@ -157,6 +166,11 @@ impl HostRef {
     /// Outbox entries whose batch is durable, for delivery.
     pub(crate) fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
         let _ = self.0.cast(HostMsg::Committed(entries));
+    }
+
+    /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
+    pub(crate) fn unpark_timer(&self, id: DeadLetterId, shard: u16) {
+        let _ = self.0.cast(HostMsg::UnparkTimer { id, shard });
     }
 
     /// A durable timer of `shard` due at `due_ms`.

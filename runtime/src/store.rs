@@ -207,6 +207,13 @@ impl Store {
         self.outbox.contains_key(key).map_err(storage)
     }
 
+    /// The outbox entry `key`, if it is still waiting for its target (read as
+    /// [`Store::outbox_contains`] reads).
+    pub(crate) fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.settle_unsynced()?;
+        Ok(self.outbox.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
     /// Syncs first if a failed commit left writes in the memtables that are not durable.
     /// Concurrent readers wait for the one sync; a failure marked while it runs is synced by
     /// the next reader.
