@@ -315,6 +315,12 @@ impl Registry {
         self.inner.lock().letters.remove(&id)
     }
 
+    /// Drops the dead letter of a message that is no longer stored (its actor cancelled or
+    /// rescheduled the timer, or was deleted).
+    pub(crate) fn forget(&self, id: DeadLetterId) {
+        self.inner.lock().letters.remove(&id);
+    }
+
     /// Lists again a dead letter whose retry or discard failed.
     fn put_back(&self, parked: Parked) {
         self.inner.lock().letters.insert(parked.letter.id, parked);
@@ -392,10 +398,7 @@ impl Runtime {
         let retried = match &parked.stored {
             Stored::Send(entry) => retry_send(shared, *entry).await,
             Stored::Timer(_) => match shared.host() {
-                Some(host) => {
-                    host.unpark_timer(id, id.shard());
-                    Ok(())
-                }
+                Some(host) => host.unpark_timer(id, id.shard()),
                 None => Err(Failure::ShuttingDown),
             },
         };
@@ -433,8 +436,9 @@ impl Runtime {
         match discarded {
             Ok(()) => {
                 if let (Stored::Timer(_), Some(host)) = (&parked.stored, shared.host()) {
-                    // Nothing left to fire: the service forgets it was parked.
-                    host.unpark_timer(id, id.shard());
+                    // Nothing left to fire: the service forgets it was parked (if it has
+                    // stopped, there is nothing to forget).
+                    let _ = host.unpark_timer(id, id.shard());
                 }
                 tracing::info!(%id, actor = %parked.letter.actor, key = %parked.letter.key, "discarded a dead letter");
                 Ok(true)

@@ -169,8 +169,10 @@ impl HostRef {
     }
 
     /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
-    pub(crate) fn unpark_timer(&self, id: DeadLetterId, shard: u16) {
-        let _ = self.0.cast(HostMsg::UnparkTimer { id, shard });
+    pub(crate) fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure> {
+        self.0
+            .cast(HostMsg::UnparkTimer { id, shard })
+            .map_err(|_| Failure::ShuttingDown)
     }
 
     /// A durable timer of `shard` due at `due_ms`.

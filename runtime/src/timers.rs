@@ -49,9 +49,9 @@ pub(crate) struct TimerService {
     inflight: HashMap<Arc<[u8]>, Firing>,
     /// Timers whose last firing failed, until one succeeds or they are parked.
     failing: HashMap<Arc<[u8]>, Failing>,
-    /// Timers parked in this run (listed as dead letters or not): scans skip them. An id is
-    /// a few words, so even a store full of parked timers costs little memory here.
-    parked: HashSet<DeadLetterId>,
+    /// Timers parked in this run (listed as dead letters or not), per shard: scans skip them.
+    /// An id is a few words, so even a store full of parked timers costs little memory here.
+    parked: HashMap<u16, HashSet<DeadLetterId>>,
     /// Per shard, when to scan it next (ms since the Unix epoch); 0 = at once (startup:
     /// fire what was missed while the runtime was down); `u64::MAX`: no timer.
     next_wake: Vec<u64>,
@@ -70,7 +70,7 @@ impl TimerService {
         TimerService {
             inflight: HashMap::new(),
             failing: HashMap::new(),
-            parked: HashSet::new(),
+            parked: HashMap::new(),
             next_wake,
             resume_after: HashMap::new(),
         }
@@ -124,7 +124,8 @@ impl TimerService {
 
     /// Stops firing a timer in this run and lists it as a dead letter; it stays in the store.
     fn park(&mut self, shared: &Shared, key: Arc<[u8]>, letter: crate::DeadLetter) {
-        self.parked.insert(letter.id);
+        let shard = crate::codec::shard_of_state_key(&key);
+        self.parked.entry(shard).or_default().insert(letter.id);
         shared
             .dead_letters
             .park(&shared.metrics, letter, Stored::Timer(key));
@@ -133,9 +134,38 @@ impl TimerService {
     /// A parked timer was retried (fire it again, as new) or discarded (it is gone): either
     /// way scans stop skipping it, and its shard is looked at now.
     pub(crate) fn unpark(&mut self, id: DeadLetterId, shard: u16) {
-        if self.parked.remove(&id) {
+        if self
+            .parked
+            .get_mut(&shard)
+            .is_some_and(|ids| ids.remove(&id))
+        {
             self.scheduled(shard, 0);
         }
+    }
+
+    /// After a scan that saw every due timer of `shard`: what this service remembers of its
+    /// timers that are no longer stored (cancelled, rescheduled or deleted by their actor, or
+    /// discarded) is dropped, and their dead letters with it. A parked or failing timer is
+    /// due, so it would have been seen.
+    fn forget_gone(&mut self, shared: &Shared, shard: u16, seen: &HashSet<Arc<[u8]>>, now: u64) {
+        if let Some(ids) = self.parked.get_mut(&shard) {
+            let seen: HashSet<DeadLetterId> = seen.iter().map(|k| DeadLetterId::timer(k)).collect();
+            ids.retain(|id| {
+                let stored = seen.contains(id);
+                if !stored {
+                    shared.dead_letters.forget(*id);
+                }
+                stored
+            });
+            if ids.is_empty() {
+                self.parked.remove(&shard);
+            }
+        }
+        self.failing.retain(|key, failing| {
+            crate::codec::shard_of_state_key(key) != shard
+                || failing.retry_at > now
+                || seen.contains(key)
+        });
     }
 
     fn retry_soon(&mut self, shard: u16) {
@@ -165,7 +195,7 @@ impl TimerService {
                 for (shard, after) in shards {
                     let due = store.due_timers(shard, after.as_deref(), now, SCAN_LIMIT)?;
                     let next = store.next_timer_after(shard, now)?;
-                    found.push((shard, due, next));
+                    found.push((shard, after.is_none(), due, next));
                 }
                 Ok(found)
             })
@@ -177,8 +207,11 @@ impl TimerService {
                 return;
             }
         };
-        for (shard, due, next) in scanned {
+        for (shard, from_start, due, next) in scanned {
             let full = due.len() == SCAN_LIMIT;
+            // Every due timer of the shard is in this page.
+            let complete = from_start && !full;
+            let mut seen = HashSet::new();
             if full && let Some((key, _)) = due.last() {
                 self.resume_after.insert(shard, key.clone());
             }
@@ -187,8 +220,14 @@ impl TimerService {
             let mut retry_at = u64::MAX;
             for (key, value) in due {
                 let key: Arc<[u8]> = key.into();
+                if complete {
+                    seen.insert(key.clone());
+                }
                 if self.inflight.contains_key(&key)
-                    || self.parked.contains(&DeadLetterId::timer(&key))
+                    || self
+                        .parked
+                        .get(&shard)
+                        .is_some_and(|ids| ids.contains(&DeadLetterId::timer(&key)))
                 {
                     continue;
                 }
@@ -207,6 +246,9 @@ impl TimerService {
             };
             if busy {
                 self.retry_soon(shard);
+            }
+            if complete {
+                self.forget_gone(shared, shard, &seen, now);
             }
         }
     }

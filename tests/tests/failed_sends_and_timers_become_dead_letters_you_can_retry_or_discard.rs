@@ -70,6 +70,12 @@ impl Flaky {
         ctx.timer::<Self>("t", Timer::after(Duration::ZERO)).fail(n);
     }
 
+    /// Cancels timer `t` and arms timer `u` to call `take(n)` now.
+    async fn replace_timer(&mut self, ctx: &Context, n: u64) {
+        ctx.cancel_timer("t");
+        ctx.timer::<Self>("u", Timer::after(Duration::ZERO)).take(n);
+    }
+
     /// What was recorded.
     async fn got(&self) -> Vec<u64> {
         self.got.clone()
@@ -279,5 +285,29 @@ async fn a_send_and_a_timer_whose_handler_returns_err_are_consumed_once_and_coun
     assert!(rt.timers::<Flaky>("err-timer").await.unwrap().is_empty());
     assert_eq!((runs("err-send"), runs("err-timer")), (1, 1));
     assert_eq!(rt.stats().handler_errors, 0);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_timer_its_actor_cancels_drops_off_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    break_key("cancelled", true);
+    rt.get::<Flaky>("cancelled").arm_take(1).await.unwrap();
+    let [letter] = <[DeadLetter; 1]>::try_from(parked(&rt, &["cancelled"]).await).unwrap();
+    break_key("cancelled", false);
+    // The actor cancels it and arms another timer in the same shard, whose firing scans it.
+    rt.get::<Flaky>("cancelled").replace_timer(2).await.unwrap();
+    got(&rt, "cancelled", &[2]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while all_dead_letters(&rt).iter().any(|l| l.id == letter.id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{letter:?} still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!rt.retry_dead_letter(letter.id).await.unwrap());
+    assert_eq!(runs("cancelled"), 6, "5 failed firings of `t`, one of `u`");
     rt.shutdown().await.unwrap();
 }
