@@ -35,7 +35,7 @@ use crate::mailbox::{
     Body, EncodeReply, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier,
 };
 use crate::placement::{Fence, local_epoch};
-use crate::shared::{AnyRegistry, Delivery, DoneFn, Shared};
+use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Shared};
 use crate::store::Space;
 
 /// A result an idempotent request keeps, decided by its turn.
@@ -87,27 +87,20 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
             Payload::Subscribe(subscriber) => Body::Subscribe(Box::new(subscriber.clone())),
             Payload::Unsubscribe(subscriber) => Body::Unsubscribe(Box::new(subscriber.clone())),
         };
-        shared.admission.admit(false)?;
-        let envelope = Envelope {
-            body,
-            chain: None,
-            reply: Some(Replier::done(done)),
-            delivery: Some(Box::new(delivery)),
-        };
-        self.enqueue(shared, &Arc::from(key), envelope)
-            .map(|idle| {
-                if let Some(idle) = idle {
-                    start(shared, idle);
-                }
-            })
-            .map_err(|(failure, envelope)| {
-                shared.admission.turn_finished();
-                // Not queued: the caller hears of it from this `Err` alone.
-                if let Some(Replier::Done(mut done)) = envelope.reply {
-                    done.0.take();
-                }
-                failure
-            })
+        enqueue_durable(self, shared, key, body, Some(delivery), done)
+    }
+
+    fn discard_timer(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        timer: DiscardTimer,
+        done: DoneFn,
+    ) -> Result<(), Failure> {
+        crate::codec::validate_key(key).map_err(Failure::InvalidKey)?;
+        local_epoch(&*shared.placement, crate::codec::shard_of(A::NAME, key))?;
+        let body = Body::DiscardTimer(Box::new(timer));
+        enqueue_durable(self, shared, key, body, None, done)
     }
 
     fn sweep(&self, shared: &Shared) -> usize {
@@ -117,6 +110,41 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
     fn evict_one(&self, shared: &Shared) -> bool {
         self.evict_idle(shared)
     }
+}
+
+/// Queues a turn for the runtime's own services (a durable message's delivery, a dead
+/// letter's discard) on `key`'s activation and starts it in a task of its own; `done` hears
+/// when it is over. On `Err` the turn was not queued and `done` is never called.
+fn enqueue_durable<A: Handlers>(
+    registry: &Registry<A>,
+    shared: &Arc<Shared>,
+    key: &str,
+    body: Body<A>,
+    delivery: Option<Delivery>,
+    done: DoneFn,
+) -> Result<(), Failure> {
+    shared.admission.admit(false)?;
+    let envelope = Envelope {
+        body,
+        chain: None,
+        reply: Some(Replier::done(done)),
+        delivery: delivery.map(Box::new),
+    };
+    registry
+        .enqueue(shared, &Arc::from(key), envelope)
+        .map(|idle| {
+            if let Some(idle) = idle {
+                start(shared, idle);
+            }
+        })
+        .map_err(|(failure, envelope)| {
+            shared.admission.turn_finished();
+            // Not queued: the caller hears of it from this `Err` alone.
+            if let Some(Replier::Done(mut done)) = envelope.reply {
+                done.0.take();
+            }
+            failure
+        })
 }
 
 impl<A: Handlers> Mailbox<A> for Registry<A> {
@@ -349,6 +377,9 @@ async fn turn<A: Handlers>(
             subscribers.push(*subscriber);
             Box::pin(system_turn(shared, slot, activation, reply, delivery)).await
         }
+        Body::DiscardTimer(timer) => {
+            Box::pin(discard_timer_turn(shared, slot, activation, reply, *timer)).await
+        }
         Body::Unsubscribe(gone) => {
             l.meta
                 .subscribers
@@ -476,9 +507,16 @@ async fn handler_turn<A: Handlers>(
     );
     let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
     let timeout = shared.config.call_timeout;
+    // A retried delivery's failure was reported at its first attempt (panic report
+    // included); it is reported again only if it is parked.
+    let retry = delivery.as_deref().is_some_and(Delivery::is_retry);
     let ran = run_bounded(
         timeout,
-        AssertUnwindSafe(l.state.__dispatch(&ctx, message)).catch_unwind(),
+        AssertUnwindSafe(crate::panics::polled(
+            retry,
+            l.state.__dispatch(&ctx, message),
+        ))
+        .catch_unwind(),
     )
     .instrument(span)
     .await;
@@ -488,13 +526,21 @@ async fn handler_turn<A: Handlers>(
     let mut released = Released::default();
     let output = match ran {
         Err(_) => {
-            tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
+            if retry {
+                tracing::debug!(actor = A::NAME, key = %slot.key, handler, ?timeout, "retried message: handler timed out again; state reset");
+            } else {
+                tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
+            }
             roll_back(shared, slot, activation, &mut released);
             return send_gated(activation, reply, Err(Failure::Timeout(timeout)));
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
+            if retry {
+                tracing::debug!(actor = A::NAME, key = %slot.key, handler, "retried message: handler panicked again; state reset");
+            } else {
+                tracing::error!(actor = A::NAME, key = %slot.key, handler, "handler panicked; state reset");
+            }
             roll_back(shared, slot, activation, &mut released);
             let failure = Failure::Panicked {
                 actor: A::NAME,
@@ -507,6 +553,7 @@ async fn handler_turn<A: Handlers>(
 
     // The handler returned: the message counts as processed, even if the turn is rolled back.
     let refused = effects.as_mut().and_then(|e| e.error.take());
+    let handler_failed = output.failed;
     let keep = refused.is_none() && !output.failed;
     let mut writes = Vec::new();
     let mut dirty = keep && mutates;
@@ -594,6 +641,17 @@ async fn handler_turn<A: Handlers>(
             Ok(unit())
         }
         (Ok(()), Some(failure)) => Err(failure),
+        // The handler decided: its `Err` consumes a delivered message (removed in this
+        // commit, never retried), which is worth a count and a warning, as nobody gets the
+        // answer.
+        (Ok(()), None) if handler_failed && matches!(reply, Some(Replier::Done(..))) => {
+            shared
+                .metrics
+                .handler_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(actor = A::NAME, key = %slot.key, handler, "a delivered message's handler returned an error; the message is consumed");
+            Ok(value)
+        }
         (Ok(()), None) => Ok(value),
     };
     reply_after(shared, slot, activation, reply, result, released);
@@ -650,6 +708,45 @@ async fn delete_turn<A: Handlers>(
             Err(failure)
         }
     };
+    reply_after(
+        shared,
+        slot,
+        activation,
+        reply,
+        result.map(|()| unit()),
+        released,
+    );
+}
+
+/// Drops a parked timer for good: from the actor's timers (unless it was cancelled or
+/// rescheduled since it was parked) and from the store, in one batch.
+async fn discard_timer_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+    timer: DiscardTimer,
+) {
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
+    let DiscardTimer { key, name, due_ms } = timer;
+    let listed = l
+        .meta
+        .timers
+        .iter()
+        .position(|t| t.name == name && t.due_ms == due_ms);
+    if let Some(at) = listed {
+        Arc::make_mut(&mut l.meta.timers).remove(at);
+    }
+    let writes = vec![KeyWrite {
+        space: Space::Timers,
+        key,
+        value: None,
+    }];
+    let mut released = Released::default();
+    let dirty = listed.is_some();
+    let result = commit(shared, slot, activation, writes, dirty, None, &mut released).await;
     reply_after(
         shared,
         slot,
@@ -982,6 +1079,7 @@ fn complete_delivery<A: Handlers>(
             due_ms,
             every_ms,
             message,
+            ..
         } => {
             writes.push(KeyWrite {
                 space: Space::Timers,

@@ -246,6 +246,8 @@ impl Builder {
             types.insert(type_id, registered);
         }
 
+        // Retried deliveries' panics stay quiet (see `panics.rs`).
+        crate::panics::wrap_hook();
         let durability = config.durability;
         let upgrade_hook = self.upgrade_hook;
         let metrics = Arc::new(Metrics::default());
@@ -291,6 +293,7 @@ impl Builder {
             types,
             by_name: names,
             backlog,
+            dead_letters: Default::default(),
             services: OnceLock::new(),
             live: AtomicUsize::new(0),
             admission: Admission::default(),

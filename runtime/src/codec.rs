@@ -474,6 +474,18 @@ pub(crate) fn timer_due(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// The actor type, actor key and timer name a timer key names (the inverse of
+/// [`timer_key`]), for reporting a timer whose record cannot be read.
+pub(crate) fn timer_key_parts(key: &[u8]) -> Option<(&str, &str, &str)> {
+    let len = usize::from(u16::from_be_bytes(key.get(10..12)?.try_into().ok()?));
+    let state_key = key.get(12..12 + len)?;
+    let name = std::str::from_utf8(key.get(12 + len..)?).ok()?;
+    let type_len = usize::from(*state_key.get(2)?);
+    let actor = std::str::from_utf8(state_key.get(3..3 + type_len)?).ok()?;
+    let actor_key = std::str::from_utf8(state_key.get(3 + type_len..)?).ok()?;
+    Some((actor, actor_key, name))
+}
+
 /// The start of the timers of `shard` due at `due_ms` (the end of a range of due timers).
 pub(crate) fn timer_range_key(shard: u16, due_ms: u64) -> [u8; 10] {
     let mut key = [0; 10];
@@ -616,6 +628,15 @@ mod tests {
             validate_key(&"k".repeat(MAX_KEY_LEN + 1)),
             Err(KeyError::TooLong { len: 1025, .. })
         ));
+    }
+
+    #[test]
+    fn timer_keys_name_their_actor_and_timer() {
+        let key = timer_key(&state_key("alarm", "a/b"), 42, "wake up");
+        assert_eq!(timer_key_parts(&key), Some(("alarm", "a/b", "wake up")));
+        assert_eq!(timer_due(&key), Some(42));
+        assert_eq!(timer_key_parts(&key[..11]), None);
+        assert_eq!(timer_key_parts(&key[..14]), None);
     }
 
     #[test]

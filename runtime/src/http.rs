@@ -16,6 +16,9 @@
 //! | `GET /admin/{type}?after=&limit=` | `{"keys": [...], "next": <key or null>}`: up to `limit` (default 100, at most 1,000) keys with stored state, in storage order, after `after`; pass `next` as `after` for the next page |
 //! | `DELETE /admin/{type}/{key}` | deletes the actor (state, timers, subscriptions): `204` |
 //! | `GET /admin/{type}/{key}/timers` | `{"timers": [{"name", "due_ms", "every_ms"}]}`, earliest first (`due_ms`: Unix epoch milliseconds) |
+//! | `GET /admin/~dead-letters?after=&limit=` | the messages parked in this run ([`Runtime::dead_letters`](crate::Runtime::dead_letters)): `{"dead_letters": [{"id", "kind", "actor", "key", "handler", "timer", "reason", "attempts", "parked_at_ms"}], "next": <id or null>, "listed": n, "unlisted": n}`, paged as `GET /admin/{type}` is; `unlisted` counts those parked beyond the list's cap |
+//! | `POST /admin/~dead-letters/{id}/retry` | delivers the parked message again with its attempts reset ([`Runtime::retry_dead_letter`](crate::Runtime::retry_dead_letter)): `202 {"status":"retrying"}` |
+//! | `DELETE /admin/~dead-letters/{id}` | deletes the parked message durably, so no later start delivers it ([`Runtime::discard_dead_letter`](crate::Runtime::discard_dead_letter)): `204` |
 //! | `GET /metrics` | the runtime's [`Stats`](crate::Stats) and the ingress' request counts, OpenMetrics text (Prometheus scrapes it) |
 //! | `GET /health` | `200 {"status":"ok"}` |
 //!
@@ -26,7 +29,10 @@
 //! turning the feature on in one crate of a build never breaks another crate's actors.
 //!
 //! A first path segment `admin`, `metrics` or `health` is the ingress' own: an actor type of
-//! that name cannot be reached over HTTP. `GET /{type}/{key}/events` is the event stream;
+//! that name cannot be reached over HTTP. `~dead-letters` cannot be an actor type's name (a
+//! name is ASCII letters, digits, `_`, `-` and `.`), so the dead-letter routes never hide
+//! the admin routes of a type. A dead letter id that does not parse is a `400 bad_request`,
+//! one that names no parked message a `404 unknown_dead_letter`. `GET /{type}/{key}/events` is the event stream;
 //! a handler named `events` is still called with `POST`.
 //!
 //! An `Idempotency-Key` header (1 to 255 visible ASCII characters) on a call makes it
@@ -51,6 +57,7 @@
 //! | 401 | `unauthorized` | a bearer token is configured and the request lacks it (header `WWW-Authenticate: Bearer`) |
 //! | 404 | `unknown_actor_type` / `unknown_handler` | with `"valid": [...]`, the registered types or the type's handlers |
 //! | 404 | `not_found` | no such route |
+//! | 404 | `unknown_dead_letter` | no parked message has this id (never parked, or already retried or discarded) |
 //! | 405 | `method_not_allowed` | with an `Allow` header |
 //! | 408 | `body_timeout` | the body did not arrive whole within [`body_read_timeout`](crate::http::HttpConfig::body_read_timeout); the connection is closed |
 //! | 409 | `idempotency_conflict` | the idempotency key was used for a different request to this actor |
@@ -602,6 +609,15 @@ fn build(
         .route("/admin/{type}", get(list_keys))
         .route("/admin/{type}/{key}", delete(delete_actor))
         .route("/admin/{type}/{key}/timers", get(list_timers))
+        .route(DEAD_LETTERS, get(list_dead_letters))
+        .route(
+            &format!("{DEAD_LETTERS}/{{id}}"),
+            delete(discard_dead_letter),
+        )
+        .route(
+            &format!("{DEAD_LETTERS}/{{id}}/retry"),
+            axum::routing::post(retry_dead_letter),
+        )
         .route_layer(middleware::from_fn_with_state(admin_guard, require_token));
     let actors = Router::new()
         .route("/{type}/{key}", get(read_state))
@@ -725,7 +741,8 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError
             "no route for {method} {}; routes: POST /{{type}}/{{key}}/{{handler}}[/send], \
              GET /{{type}}/{{key}}[/events], GET /admin/{{type}}, \
              DELETE /admin/{{type}}/{{key}}, GET /admin/{{type}}/{{key}}/timers, \
-             GET /metrics, GET /health",
+             GET /admin/~dead-letters, POST /admin/~dead-letters/{{id}}/retry, \
+             DELETE /admin/~dead-letters/{{id}}, GET /metrics, GET /health",
             uri.path()
         ),
     )
@@ -1028,6 +1045,100 @@ async fn list_timers(
         })
         .collect();
     Ok(Json(serde_json::json!({ "timers": timers })).into_response())
+}
+
+/// Where the dead letters are administered: `~` is in no actor type's name, so this never
+/// shadows `/admin/{type}`.
+const DEAD_LETTERS: &str = "/admin/~dead-letters";
+
+/// Paging of `GET /admin/~dead-letters`.
+#[derive(Deserialize)]
+struct DeadLetterPaging {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_dead_letters(
+    State(ingress): State<Ingress>,
+    paging: Result<Query<DeadLetterPaging>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(paging) = paging.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = paging.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_PAGE}, not {limit}"
+        )));
+    }
+    let after = paging.after.as_deref().map(dead_letter_id).transpose()?;
+    let page = ingress.rt.dead_letters(after, limit);
+    let letters: Vec<serde_json::Value> = page
+        .letters
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "id": l.id.to_string(),
+                "kind": l.kind.as_str(),
+                "actor": l.actor,
+                "key": l.key,
+                "handler": l.handler,
+                "timer": l.timer,
+                "reason": l.reason,
+                "attempts": l.attempts,
+                "parked_at_ms": epoch_ms(l.parked_at),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "dead_letters": letters,
+        "next": page.next.map(|id| id.to_string()),
+        "listed": page.listed,
+        "unlisted": page.unlisted,
+    }))
+    .into_response())
+}
+
+async fn retry_dead_letter(
+    State(ingress): State<Ingress>,
+    Segments(id): Segments<String>,
+) -> Result<Response, ApiError> {
+    let id = dead_letter_id(&id)?;
+    match ingress.rt.retry_dead_letter(id).await {
+        Ok(true) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "status": "retrying" })),
+        )
+            .into_response()),
+        Ok(false) => Err(unknown_dead_letter(id)),
+        Err(e) => Err(ApiError::from_call(e)),
+    }
+}
+
+async fn discard_dead_letter(
+    State(ingress): State<Ingress>,
+    Segments(id): Segments<String>,
+) -> Result<Response, ApiError> {
+    let id = dead_letter_id(&id)?;
+    match ingress.rt.discard_dead_letter(id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(unknown_dead_letter(id)),
+        Err(e) => Err(ApiError::from_call(e)),
+    }
+}
+
+fn dead_letter_id(text: &str) -> Result<crate::DeadLetterId, ApiError> {
+    text.parse()
+        .map_err(|e: crate::InvalidDeadLetterId| ApiError::bad_request(e.to_string()))
+}
+
+fn unknown_dead_letter(id: crate::DeadLetterId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_dead_letter",
+        format!(
+            "no parked message has the id {id} (never parked in this run, or already retried \
+             or discarded); GET {DEAD_LETTERS} lists them"
+        ),
+    )
 }
 
 async fn metrics(State(ingress): State<Ingress>) -> Result<Response, ApiError> {

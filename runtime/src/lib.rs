@@ -67,6 +67,10 @@
 //!   receiver's batch; the dispatcher.
 //! - Durable timers (`timers.rs`): each shard's timers one range ordered by due time,
 //!   scanned by the host.
+//! - [Dead letters](crate::Runtime::dead_letters) (`dead_letters.rs`): one failure policy
+//!   for sends and timers (backoff, then parked), the list of parked messages; their retry
+//!   and durable discard (`runtime/parked.rs`); `panics.rs` keeps a retried delivery's
+//!   panics from printing again.
 //! - Idempotency (`kept.rs`): the outcomes of idempotent requests, kept under their own keys
 //!   for a retention time and removed by the host once expired.
 //! - Watching (`watch.rs`): [`Watch`], a bounded stream of an actor's committed events.
@@ -97,6 +101,7 @@ mod builder;
 mod codec;
 mod commit;
 mod context;
+mod dead_letters;
 mod directory;
 mod error;
 mod handle;
@@ -110,6 +115,7 @@ mod loader;
 mod mailbox;
 mod metrics;
 mod outbox;
+mod panics;
 mod placement;
 mod runtime;
 mod shard;
@@ -128,6 +134,9 @@ pub use actor::{Actor, HandlerInfo, Handlers};
 pub use builder::Builder;
 pub use codec::{MAX_IDEMPOTENCY_KEY_LEN, MAX_KEY_LEN, SHARDS};
 pub use context::{Context, MAX_TIMER_NAME_LEN, Timer, TimerInfo};
+pub use dead_letters::{
+    DeadLetter, DeadLetterId, DeadLetterKind, DeadLetterPage, InvalidDeadLetterId, MAX_LISTED,
+};
 pub use error::{CallError, DecodeError, Error, KeyError, Overload, StorageError};
 pub use gears_macros::{Actor, StateVersion, handlers};
 pub use metrics::Stats;

@@ -13,7 +13,7 @@ use crate::codec::{ActorMeta, ActorRef, Subscriber};
 use crate::context::Chain;
 use crate::error::Failure;
 use crate::handle::Reply;
-use crate::shared::{Delivery, DoneFn, Shared};
+use crate::shared::{Delivery, DiscardTimer, DoneFn, Shared};
 
 /// What an activation is asked to do.
 pub(crate) enum Body<A: Handlers> {
@@ -31,6 +31,8 @@ pub(crate) enum Body<A: Handlers> {
     Read(ReadFn<A>),
     /// Delete the actor: state, timers, subscriptions.
     Delete,
+    /// Drop one of its timers, parked as a dead letter, for good.
+    DiscardTimer(Box<DiscardTimer>),
 }
 
 /// A read of an actor's state and metadata, run in a turn of its own.

@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) sends: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
     pub(crate) timers_fired: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) kept_expired: AtomicU64,
@@ -80,10 +81,14 @@ pub struct Stats {
     pub sends: u64,
     /// Outbox messages processed by their target (their removal committed with its turn).
     pub delivered: u64,
-    /// Outbox messages parked in this run: undeliverable (unknown actor type, undecodable)
-    /// or failing every attempt. Each is logged at error level and left in the outbox, to be
-    /// tried again at the next start.
+    /// Messages (sends and timer firings) parked in this run: undeliverable (unknown actor
+    /// type or handler, undecodable, invalid key) or failing every attempt. Each is logged at
+    /// error level, listed by [`Runtime::dead_letters`](crate::Runtime::dead_letters), and
+    /// left in the store, to be tried again at the next start unless discarded.
     pub dead_letters: u64,
+    /// Delivered sends and timer firings whose handler returned `Err`: each was consumed
+    /// (its turn rolled back, the message removed, never retried) and logged at warn level.
+    pub handler_errors: u64,
     /// Outbox messages durable and not yet processed.
     pub outbox_backlog: u64,
     /// Timer firings processed.
@@ -117,6 +122,7 @@ impl Metrics {
             sends: get(&self.sends),
             delivered: get(&self.delivered),
             dead_letters: get(&self.dead_letters),
+            handler_errors: get(&self.handler_errors),
             outbox_backlog,
             timers_fired: get(&self.timers_fired),
             events: get(&self.events),

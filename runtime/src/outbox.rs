@@ -10,34 +10,28 @@
 //!
 //! Per target, entries are queued in sequence order and mailboxes are FIFO, so messages from
 //! one sender (and events of one publisher) are processed in order. A message whose turn
-//! fails (panic, timeout) is retried after a backoff, behind messages queued meanwhile; after
-//! [`MAX_ATTEMPTS`] failed turns it is *parked*. A message that cannot be delivered at all
-//! (unknown actor type, undecodable message, invalid key) is parked at once. Parking logs the
-//! message at error level and stops retrying it in this run, but leaves it in the outbox:
-//! nothing is deleted that was not processed, and the next start (perhaps with the type
-//! registered or the bug fixed) tries again. A message that could not be processed for
-//! reasons outside it (target busy, storage failing, target's record undecodable) is retried
-//! without limit.
+//! fails is retried after a backoff, behind messages queued meanwhile, and parked in the end,
+//! by the policy timers share ([`crate::dead_letters`]); a message that cannot be delivered
+//! at all (unknown actor type, undecodable message, invalid key) is parked at once. Parking
+//! stops retrying it in this run and lists it as a dead letter, but leaves it in the outbox:
+//! nothing is deleted that was not processed (or discarded by an operator), and the next
+//! start (perhaps with the type registered or the bug fixed) tries again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::codec::{ActorRef, OutboxId, OutboxRecord};
+use crate::dead_letters::{Next, Stored, after_failure, send_letter};
 use crate::error::Failure;
 use crate::shared::{DoneFn, Shared};
 
-/// Failed turns (panics, timeouts, refused effects) before a message is parked.
-pub(crate) const MAX_ATTEMPTS: u32 = 5;
 /// Deliveries queued on activations at once, in all.
 const MAX_INFLIGHT: usize = 8192;
 /// Deliveries queued on one activation at once (its mailbox bounds it too).
 const MAX_INFLIGHT_PER_TARGET: usize = 256;
-/// Wait before retrying a target that was busy (full mailbox, storage failing, stopping).
-const BUSY_BACKOFF: Duration = Duration::from_millis(20);
-/// Wait before retrying a target whose stored record cannot be decoded (until an operator or
-/// a new build fixes it).
-const STUCK_BACKOFF: Duration = Duration::from_secs(5);
+/// Wait before retrying a target that was busy (full mailbox, not served here, stopping).
+const BUSY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 struct Pending {
     record: OutboxRecord,
@@ -123,7 +117,8 @@ impl Dispatcher {
                     target.queue.pop_front();
                     continue;
                 };
-                match shared.deliver(&entry.record, seq, entry.verify, done(seq)) {
+                let retry = entry.attempts > 0;
+                match shared.deliver(&entry.record, seq, entry.verify, retry, done(seq)) {
                     Ok(()) => {
                         target.queue.pop_front();
                         target.inflight += 1;
@@ -135,8 +130,9 @@ impl Dispatcher {
                     }
                     Err(failure) => {
                         target.queue.pop_front();
-                        let entry = self.entries.remove(&seq);
-                        park(shared, seq, entry.map(|e| e.record), &failure);
+                        if let Some(entry) = self.entries.remove(&seq) {
+                            park(shared, seq, &entry.record, &failure, entry.attempts + 1);
+                        }
                     }
                 }
             }
@@ -168,27 +164,19 @@ impl Dispatcher {
                 shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(failure) => {
-                // Busy, storage failing, or the target's record undecodable: the message was
-                // not processed and dropping it would lose it; retry without counting.
-                let counted = !failure.is_busy()
-                    && !matches!(failure, Failure::Storage(_) | Failure::Decode(_));
                 entry.verify |= matches!(failure, Failure::Storage(_));
-                if counted {
-                    entry.attempts += 1;
-                }
-                if entry.attempts >= MAX_ATTEMPTS {
-                    let entry = self.entries.remove(&seq);
-                    park(shared, seq, entry.map(|e| e.record), &failure);
-                } else {
-                    let backoff = match &failure {
-                        _ if counted => Duration::from_millis(100 << entry.attempts.min(6)),
-                        Failure::Decode(_) => STUCK_BACKOFF,
-                        _ => BUSY_BACKOFF,
-                    };
-                    let at = target.queue.partition_point(|&s| s < seq);
-                    target.queue.insert(at, seq);
-                    target.retry_at = Some(Instant::now() + backoff);
-                    tracing::debug!(seq = seq.seq, attempts = entry.attempts, error = %failure, "delivery failed; will retry");
+                match after_failure(&failure, &mut entry.attempts) {
+                    Next::Park => {
+                        if let Some(entry) = self.entries.remove(&seq) {
+                            park(shared, seq, &entry.record, &failure, entry.attempts);
+                        }
+                    }
+                    Next::Retry(backoff) => {
+                        let at = target.queue.partition_point(|&s| s < seq);
+                        target.queue.insert(at, seq);
+                        target.retry_at = Some(Instant::now() + backoff);
+                        tracing::debug!(seq = seq.seq, attempts = entry.attempts, error = %failure, "delivery failed; will retry");
+                    }
                 }
             }
         }
@@ -211,22 +199,11 @@ impl Dispatcher {
     }
 }
 
-/// Stops retrying an entry in this run; it stays in the store for the next start.
-fn park(shared: &Shared, id: OutboxId, record: Option<OutboxRecord>, failure: &Failure) {
+/// Stops retrying an entry in this run and lists it as a dead letter; it stays in the store.
+fn park(shared: &Shared, id: OutboxId, record: &OutboxRecord, failure: &Failure, attempts: u32) {
     shared.backlog.release(1);
-    shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-    match record {
-        Some(r) => tracing::error!(
-            seq = id.seq,
-            shard = id.shard,
-            actor = %r.target.actor,
-            key = %r.target.key,
-            handler = r.payload.handler().unwrap_or("-"),
-            error = %failure,
-            "parked an outbox message: it stays in the outbox, retried at the next start"
-        ),
-        None => {
-            tracing::error!(seq = id.seq, shard = id.shard, error = %failure, "parked an outbox message")
-        }
-    }
+    let letter = send_letter(id, record, failure, attempts);
+    shared
+        .dead_letters
+        .park(&shared.metrics, letter, Stored::Send(id));
 }

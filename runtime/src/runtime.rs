@@ -17,6 +17,8 @@ use crate::shard::Host;
 use crate::shared::Shared;
 use crate::watch::Watch;
 
+mod parked;
+
 /// An embedded Gears runtime: a store, the activations living on it, and their services.
 ///
 /// Cheap to clone; every clone is the same runtime.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::codec::{OutboxId, OutboxRecord};
+use crate::dead_letters::DeadLetterId;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
 use crate::shared::{DoneFn, Services, Shared};
@@ -38,7 +39,12 @@ pub(crate) enum HostMsg {
     /// epoch).
     TimerScheduled { shard: u16, due_ms: u64 },
     /// A timer firing's turn is over.
-    TimerDone { key: Arc<[u8]>, ok: bool },
+    TimerDone {
+        key: Arc<[u8]>,
+        outcome: Result<(), Failure>,
+    },
+    /// A parked timer was retried or discarded.
+    UnparkTimer { id: DeadLetterId, shard: u16 },
     /// Remove a batch of expired outcomes of idempotent requests.
     ExpireKept,
 }
@@ -101,8 +107,7 @@ impl Actor for HostActor {
                     let done = move |key: Arc<[u8]>| -> DoneFn {
                         let host = host.clone();
                         Box::new(move |outcome| {
-                            let ok = outcome.is_ok();
-                            let _ = host.cast(HostMsg::TimerDone { key, ok });
+                            let _ = host.cast(HostMsg::TimerDone { key, outcome });
                         })
                     };
                     state.timers.fire(&shared, &done).await;
@@ -114,8 +119,12 @@ impl Actor for HostActor {
                 state.timers.scheduled(shard, due_ms);
                 return Ok(());
             }
-            HostMsg::TimerDone { key, ok } => {
-                state.timers.done(&key, ok);
+            HostMsg::TimerDone { key, outcome } => {
+                state.timers.done(&shared, key, outcome);
+                return Ok(());
+            }
+            HostMsg::UnparkTimer { id, shard } => {
+                state.timers.unpark(id, shard);
                 return Ok(());
             }
             HostMsg::ExpireKept => {
@@ -155,6 +164,12 @@ pub(crate) struct HostRef(ActorRef<HostMsg>);
 impl Services for HostRef {
     fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
         let _ = self.0.cast(HostMsg::Committed(entries));
+    }
+
+    fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure> {
+        self.0
+            .cast(HostMsg::UnparkTimer { id, shard })
+            .map_err(|_| Failure::ShuttingDown)
     }
 
     fn timer_scheduled(&self, shard: u16, due_ms: u64) {

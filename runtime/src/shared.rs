@@ -15,6 +15,7 @@ use crate::admission::Admission;
 use crate::backlog::Backlog;
 use crate::codec::{ActorRef, OutboxId, OutboxRecord, Payload};
 use crate::commit::Committer;
+use crate::dead_letters::{DeadLetterId, Registry as DeadLetters};
 use crate::error::{Failure, Overload, StorageError};
 use crate::loader::{Job, Loader};
 use crate::metrics::Metrics;
@@ -87,6 +88,15 @@ pub(crate) trait AnyRegistry: Send + Sync {
         delivery: Delivery,
         done: DoneFn,
     ) -> Result<(), Failure>;
+    /// Queues the discard of a parked timer on `key`'s activation; `done` hears when its
+    /// deletion is durable. On `Err` nothing was queued and `done` is never called.
+    fn discard_timer(
+        &self,
+        shared: &Arc<Shared>,
+        key: &str,
+        timer: DiscardTimer,
+        done: DoneFn,
+    ) -> Result<(), Failure>;
 }
 
 /// The host service as the turns see it: where committed outbox entries and new timers go.
@@ -95,6 +105,8 @@ pub(crate) trait Services: Send + Sync {
     fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>);
     /// A committed turn scheduled a timer of `shard` due at `due_ms`.
     fn timer_scheduled(&self, shard: u16, due_ms: u64);
+    /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
+    fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure>;
 }
 
 /// Where a durable message came from: its removal commits with the turn that processes it,
@@ -107,6 +119,8 @@ pub(crate) enum Delivery {
         /// An earlier turn on this message failed in the commit, after which its batch may
         /// still have become durable: the turn first checks that the entry still exists.
         verify: bool,
+        /// An earlier turn on it failed and was reported: this one's failure is quiet.
+        retry: bool,
     },
     /// A due timer.
     Timer {
@@ -116,7 +130,26 @@ pub(crate) enum Delivery {
         every_ms: Option<u64>,
         /// What it delivers (kept to re-arm a periodic timer).
         message: Box<Payload>,
+        /// An earlier turn on it failed and was reported: this one's failure is quiet.
+        retry: bool,
     },
+}
+
+/// A parked timer to discard: its stored key, and its name and due time in the actor's
+/// record.
+pub(crate) struct DiscardTimer {
+    pub(crate) key: Arc<[u8]>,
+    pub(crate) name: String,
+    pub(crate) due_ms: u64,
+}
+
+impl Delivery {
+    /// Whether an earlier turn on this message failed (and was reported then).
+    pub(crate) fn is_retry(&self) -> bool {
+        match self {
+            Delivery::Outbox { retry, .. } | Delivery::Timer { retry, .. } => *retry,
+        }
+    }
 }
 
 /// Told when a delivered message's turn is over: `Ok` once its processing is durable.
@@ -133,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) types: HashMap<TypeId, Registered>,
     pub(crate) by_name: HashMap<&'static str, TypeId>,
     pub(crate) backlog: Backlog,
+    /// The messages parked in this run.
+    pub(crate) dead_letters: DeadLetters,
     /// The host service, once started.
     pub(crate) services: OnceLock<Arc<dyn Services>>,
     pub(crate) live: AtomicUsize,
@@ -146,7 +181,6 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The registry of the type stored under `name`.
-    #[cfg(feature = "http")]
     pub(crate) fn by_name(&self, name: &str) -> Option<&Registered> {
         self.types.get(self.by_name.get(name)?)
     }
@@ -180,12 +214,14 @@ impl Shared {
         record: &OutboxRecord,
         id: OutboxId,
         verify: bool,
+        retry: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
         let delivery = Delivery::Outbox {
             key: id.key(),
             idempotency: record.idempotency.clone(),
             verify,
+            retry,
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
     }

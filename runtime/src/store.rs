@@ -70,6 +70,10 @@ pub(crate) trait StateStore: Send + Sync {
     /// [`StateStore::get_state`] reads).
     fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError>;
 
+    /// The outbox entry `key`, if it is still waiting for its target (read as
+    /// [`StateStore::get_state`] reads).
+    fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
     /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
     /// order (shard, then key), after the state key `after` (if given).
     fn state_keys(

@@ -6,25 +6,52 @@
 //! A firing is delivered like an outbox message: the target's turn removes the timer (or
 //! writes its next firing) in the same batch as its state change, and ignores a firing that
 //! its record no longer lists, so each firing is processed once, across crashes too.
+//!
+//! A firing whose turn fails is retried and parked by the policy sends follow
+//! ([`crate::dead_letters`]); a timer that cannot be delivered at all (its record unreadable,
+//! its type or handler unknown) is parked at once. A parked timer stays in the store, skipped
+//! by the scans of this run until it is retried or discarded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::{SHARDS, decode_timer, timer_due};
+use crate::codec::{ActorRef, SHARDS, decode_timer, timer_due};
 use crate::context::epoch_ms;
+use crate::dead_letters::{DeadLetterId, Next, Stored, after_failure, timer_letter};
+use crate::error::Failure;
 use crate::shared::Shared;
 use crate::shared::{Delivery, DoneFn};
 
 /// Timers read per scan of a shard.
 const SCAN_LIMIT: usize = 1024;
-/// Wait before looking again after a firing could not be delivered or failed.
+/// Wait before looking again after a firing could not be queued (its target busy) or the
+/// scan failed.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// A firing queued on its activation: what its dead letter would say.
+struct Firing {
+    target: ActorRef,
+    name: String,
+    handler: Option<String>,
+}
+
+/// A timer whose last firing failed: failed attempts so far, and when to try again (ms since
+/// the Unix epoch).
+struct Failing {
+    attempts: u32,
+    retry_at: u64,
+}
 
 /// The timer service's state, owned by the host service.
 pub(crate) struct TimerService {
     /// Firings queued on activations and not yet done.
-    inflight: HashSet<Arc<[u8]>>,
+    inflight: HashMap<Arc<[u8]>, Firing>,
+    /// Timers whose last firing failed, until one succeeds or they are parked.
+    failing: HashMap<Arc<[u8]>, Failing>,
+    /// Timers parked in this run (listed as dead letters or not), per shard: scans skip them.
+    /// An id is a few words, so even a store full of parked timers costs little memory here.
+    parked: HashMap<u16, HashSet<DeadLetterId>>,
     /// Per shard, when to scan it next (ms since the Unix epoch); 0 = at once (startup:
     /// fire what was missed while the runtime was down); `u64::MAX`: no timer.
     next_wake: Vec<u64>,
@@ -41,7 +68,9 @@ impl TimerService {
             next_wake[usize::from(shard)] = 0;
         }
         TimerService {
-            inflight: HashSet::new(),
+            inflight: HashMap::new(),
+            failing: HashMap::new(),
+            parked: HashMap::new(),
             next_wake,
             resume_after: HashMap::new(),
         }
@@ -60,12 +89,83 @@ impl TimerService {
         self.next_wake.iter().any(|&wake| wake <= now)
     }
 
-    /// A firing's turn is over; a failed one is retried at its shard's next scan.
-    pub(crate) fn done(&mut self, key: &[u8], ok: bool) {
-        self.inflight.remove(key);
-        if !ok {
-            self.retry_soon(crate::codec::shard_of_state_key(key));
+    /// A firing's turn is over; a failed one is retried after a backoff, or parked.
+    pub(crate) fn done(&mut self, shared: &Shared, key: Arc<[u8]>, outcome: Result<(), Failure>) {
+        let firing = self.inflight.remove(&key);
+        let failure = match outcome {
+            Ok(()) => {
+                self.failing.remove(&key);
+                return;
+            }
+            Err(failure) => failure,
+        };
+        let shard = crate::codec::shard_of_state_key(&key);
+        let failing = self.failing.entry(key.clone()).or_insert(Failing {
+            attempts: 0,
+            retry_at: 0,
+        });
+        match after_failure(&failure, &mut failing.attempts) {
+            Next::Retry(backoff) => {
+                failing.retry_at = epoch_ms(SystemTime::now() + backoff);
+                let at = failing.retry_at;
+                tracing::debug!(attempts = failing.attempts, error = %failure, "timer firing failed; will retry");
+                self.scheduled(shard, at);
+            }
+            Next::Park => {
+                let attempts = failing.attempts;
+                self.failing.remove(&key);
+                let target = firing.as_ref().map(|f| (&f.target, f.name.as_str()));
+                let handler = firing.as_ref().and_then(|f| f.handler.as_deref());
+                let letter = timer_letter(&key, target, handler, failure.to_string(), attempts);
+                self.park(shared, key, letter);
+            }
         }
+    }
+
+    /// Stops firing a timer in this run and lists it as a dead letter; it stays in the store.
+    fn park(&mut self, shared: &Shared, key: Arc<[u8]>, letter: crate::DeadLetter) {
+        let shard = crate::codec::shard_of_state_key(&key);
+        self.parked.entry(shard).or_default().insert(letter.id);
+        shared
+            .dead_letters
+            .park(&shared.metrics, letter, Stored::Timer(key));
+    }
+
+    /// A parked timer was retried (fire it again, as new) or discarded (it is gone): either
+    /// way scans stop skipping it, and its shard is looked at now.
+    pub(crate) fn unpark(&mut self, id: DeadLetterId, shard: u16) {
+        if self
+            .parked
+            .get_mut(&shard)
+            .is_some_and(|ids| ids.remove(&id))
+        {
+            self.scheduled(shard, 0);
+        }
+    }
+
+    /// After a scan that saw every due timer of `shard`: what this service remembers of its
+    /// timers that are no longer stored (cancelled, rescheduled or deleted by their actor, or
+    /// discarded) is dropped, and their dead letters with it. A parked or failing timer is
+    /// due, so it would have been seen.
+    fn forget_gone(&mut self, shared: &Shared, shard: u16, seen: &HashSet<Arc<[u8]>>, now: u64) {
+        if let Some(ids) = self.parked.get_mut(&shard) {
+            let seen: HashSet<DeadLetterId> = seen.iter().map(|k| DeadLetterId::timer(k)).collect();
+            ids.retain(|id| {
+                let stored = seen.contains(id);
+                if !stored {
+                    shared.dead_letters.forget(*id);
+                }
+                stored
+            });
+            if ids.is_empty() {
+                self.parked.remove(&shard);
+            }
+        }
+        self.failing.retain(|key, failing| {
+            crate::codec::shard_of_state_key(key) != shard
+                || failing.retry_at > now
+                || seen.contains(key)
+        });
     }
 
     fn retry_soon(&mut self, shard: u16) {
@@ -95,7 +195,7 @@ impl TimerService {
                 for (shard, after) in shards {
                     let due = store.due_timers(shard, after.as_deref(), now, SCAN_LIMIT)?;
                     let next = store.next_timer_after(shard, now)?;
-                    found.push((shard, due, next));
+                    found.push((shard, after.is_none(), due, next));
                 }
                 Ok(found)
             })
@@ -107,26 +207,48 @@ impl TimerService {
                 return;
             }
         };
-        for (shard, due, next) in scanned {
+        for (shard, from_start, due, next) in scanned {
             let full = due.len() == SCAN_LIMIT;
+            // Every due timer of the shard is in this page.
+            let complete = from_start && !full;
+            let mut seen = HashSet::new();
             if full && let Some((key, _)) = due.last() {
                 self.resume_after.insert(shard, key.clone());
             }
             let mut busy = false;
+            // The earliest retry of a failed firing skipped now.
+            let mut retry_at = u64::MAX;
             for (key, value) in due {
                 let key: Arc<[u8]> = key.into();
-                if self.inflight.contains(&key) {
+                if complete {
+                    seen.insert(key.clone());
+                }
+                if self.inflight.contains_key(&key)
+                    || self
+                        .parked
+                        .get(&shard)
+                        .is_some_and(|ids| ids.contains(&DeadLetterId::timer(&key)))
+                {
+                    continue;
+                }
+                if let Some(failing) = self.failing.get(&key)
+                    && failing.retry_at > now
+                {
+                    retry_at = retry_at.min(failing.retry_at);
                     continue;
                 }
                 busy |= !self.deliver(shared, key, &value, done);
             }
             self.next_wake[usize::from(shard)] = match next {
                 _ if full => now,
-                Some(next) => next,
-                None => u64::MAX,
+                Some(next) => next.min(retry_at),
+                None => retry_at,
             };
             if busy {
                 self.retry_soon(shard);
+            }
+            if complete {
+                self.forget_gone(shared, shard, &seen, now);
             }
         }
     }
@@ -141,40 +263,48 @@ impl TimerService {
     ) -> bool {
         let record = match decode_timer(value) {
             Ok(record) if timer_due(&key) == Some(record.due_ms) => record,
-            Ok(_) | Err(_) => {
-                // Never written by this build: leave it for an operator, do not fire it.
-                if self.inflight.insert(key.clone()) {
-                    tracing::error!(key = ?key, "undecodable timer in the store; skipped");
-                }
+            Ok(_) => {
+                let reason = "the timer's record does not match its key".to_string();
+                let letter = timer_letter(&key, None, None, reason, 1);
+                self.park(shared, key, letter);
+                return true;
+            }
+            Err(reason) => {
+                // Never written by this build: parked for an operator, never fired.
+                let reason = format!("undecodable timer: {reason}");
+                let letter = timer_letter(&key, None, None, reason, 1);
+                self.park(shared, key, letter);
                 return true;
             }
         };
-        let name = record.name.clone();
+        let attempts = self.failing.get(&key).map_or(0, |f| f.attempts);
         let delivery = Delivery::Timer {
             key: key.clone(),
-            name: record.name,
+            name: record.name.clone(),
             due_ms: record.due_ms,
             every_ms: record.every_ms,
             message: Box::new(record.message.clone()),
+            retry: attempts > 0,
         };
+        let handler = record.message.handler();
         match shared.deliver_to(&record.target, &record.message, delivery, done(key.clone())) {
             Ok(()) => {
-                self.inflight.insert(key);
+                let firing = Firing {
+                    handler: handler.map(str::to_string),
+                    target: record.target,
+                    name: record.name,
+                };
+                self.inflight.insert(key, firing);
                 true
             }
             Err(failure) if failure.is_busy() => false,
             Err(failure) => {
-                // Parked for this run (logged), left in the store for the next start.
-                if self.inflight.insert(key) {
-                    tracing::error!(
-                        actor = %record.target.actor,
-                        key = %record.target.key,
-                        timer = %name,
-                        handler = record.message.handler().unwrap_or("-"),
-                        error = %failure,
-                        "timer cannot be delivered; skipped"
-                    );
-                }
+                // Undeliverable (unknown type or handler, arguments that do not decode, an
+                // invalid key): parked at once, as a send would be.
+                self.failing.remove(&key);
+                let target = Some((&record.target, record.name.as_str()));
+                let letter = timer_letter(&key, target, handler, failure.to_string(), attempts + 1);
+                self.park(shared, key, letter);
                 true
             }
         }

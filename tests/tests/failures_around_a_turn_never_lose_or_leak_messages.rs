@@ -1,7 +1,8 @@
 //! What goes wrong around a turn neither loses nor duplicates messages, nor leaks capacity:
 //! a state that fails to encode releases none of the turn's sends; a panic outside the
 //! handler on a delivered message retries it; a send whose caller stops waiting still
-//! completes and does not hang shutdown; undeliverable timers do not hide later ones.
+//! completes and does not hang shutdown; undeliverable timers are parked at once, as dead
+//! letters, and do not hide later ones.
 
 use std::future::Future;
 use std::task::Poll;
@@ -116,8 +117,8 @@ async fn undeliverable_timers_do_not_hide_later_ones() {
     rt.get::<Orphan>("o").schedule(1100).await.unwrap();
     rt.shutdown().await.unwrap();
 
-    // Without `Orphan` registered, its 1,100 due timers cannot be delivered; they stay in
-    // the store while a later timer still fires.
+    // Without `Orphan` registered, its 1,100 due timers cannot be delivered: each is parked
+    // at once (listed as a dead letter, left in the store) while a later timer still fires.
     let rt = open(dir.path()).await;
     let alarm = rt.get::<Alarm>("a");
     alarm.arm("later".into(), 50).await.unwrap();
@@ -126,5 +127,40 @@ async fn undeliverable_timers_do_not_hide_later_ones() {
         async move { alarm.rings("later".into()).await }
     })
     .await;
+    gears_tests::wait_for_stats(&rt, "1,100 parked timers", |s| s.dead_letters == 1100).await;
+    let mut after = None;
+    let mut listed = 0;
+    loop {
+        let page = rt.dead_letters(after, 1000);
+        for letter in &page.letters {
+            assert_eq!(letter.kind, gears::DeadLetterKind::Timer, "{letter:?}");
+            assert_eq!(
+                (letter.actor.as_str(), letter.key.as_str()),
+                ("orphan", "o")
+            );
+            assert_eq!(
+                (letter.handler.as_deref(), letter.attempts),
+                (Some("ring"), 1)
+            );
+            assert!(letter.reason.contains("orphan"), "{letter:?}");
+        }
+        listed += page.letters.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, 1100);
+    rt.shutdown().await.unwrap();
+
+    // Still stored: the next start that registers `Orphan` fires them.
+    let rt = builder(dir.path())
+        .register::<Orphan>()
+        .open()
+        .await
+        .unwrap();
+    gears_tests::wait_for_stats(&rt, "the timers fired", |s| s.timers_fired == 1100).await;
+    assert!(rt.timers::<Orphan>("o").await.unwrap().is_empty());
+    assert_eq!(rt.stats().dead_letters, 0);
     rt.shutdown().await.unwrap();
 }

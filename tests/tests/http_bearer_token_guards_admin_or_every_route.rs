@@ -33,10 +33,11 @@ async fn status(s: &support::Served, method: &str, path: &str, token: Option<&st
     status
 }
 
-const ADMIN: [(&str, &str); 4] = [
+const ADMIN: [(&str, &str); 5] = [
     ("GET", "/admin/account"),
     ("GET", "/admin/account/k/timers"),
     ("DELETE", "/admin/account/gone"),
+    ("GET", "/admin/~dead-letters"),
     ("GET", "/metrics"),
 ];
 const CALLS: [(&str, &str); 3] = [

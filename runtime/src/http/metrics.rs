@@ -80,9 +80,14 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.delivered,
     );
     counter(
-        "outbox_dead_letters",
-        "Outbox messages parked in this run",
+        "dead_letters",
+        "Messages (sends and timer firings) parked in this run",
         stats.dead_letters,
+    );
+    counter(
+        "handler_errors",
+        "Delivered sends and timer firings whose handler returned an error (consumed)",
+        stats.handler_errors,
     );
     counter(
         "timers_fired",

@@ -208,6 +208,11 @@ impl StateStore for FjallStore {
         self.outbox.contains_key(key).map_err(storage)
     }
 
+    fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.settle_unsynced()?;
+        Ok(self.outbox.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
     /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
     /// order (shard, then key), after the state key `after` (if given). Batches still being
     /// synced may be listed (as with any read of the store).
