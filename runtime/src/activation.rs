@@ -295,7 +295,7 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: boo
 /// One message's turn, in steps: [`prepare`] (the state loaded under the shard's current
 /// epoch, a retried delivery checked, an idempotency key looked up), then the turn of its
 /// kind: a handler ([`handler_turn`]), a read, a deletion ([`delete_turn`]), a subscription
-/// change ([`system_turn`]), or a delivery already processed ([`stale_turn`]). Every failure
+/// change or a delivery already processed ([`delivery_turn`]). Every failure
 /// after the state may have changed goes through [`roll_back`].
 async fn turn<A: Handlers>(
     shared: &Arc<Shared>,
@@ -327,7 +327,10 @@ async fn turn<A: Handlers>(
         Body::Call(_) if is_duplicate(&l.meta, delivery.as_deref(), kept.is_some()) => {
             // Rare turns are boxed: a turn's future is allocated for every call to an idle
             // actor, so it holds only what the common one (a handler) needs.
-            Box::pin(stale_turn(shared, slot, activation, reply, delivery)).await
+            Box::pin(delivery_turn(
+                shared, slot, activation, reply, delivery, false,
+            ))
+            .await
         }
         Body::Call(message) => {
             let turn = HandlerTurn {
@@ -375,7 +378,10 @@ async fn turn<A: Handlers>(
             let subscribers = &mut l.meta.subscribers;
             subscribers.retain(|s| s.actor != subscriber.actor || s.key != subscriber.key);
             subscribers.push(*subscriber);
-            Box::pin(system_turn(shared, slot, activation, reply, delivery)).await
+            Box::pin(delivery_turn(
+                shared, slot, activation, reply, delivery, true,
+            ))
+            .await
         }
         Body::DiscardTimer(timer) => {
             Box::pin(discard_timer_turn(shared, slot, activation, reply, *timer)).await
@@ -384,7 +390,10 @@ async fn turn<A: Handlers>(
             l.meta
                 .subscribers
                 .retain(|s| s.actor != gone.actor || s.key != gone.key);
-            Box::pin(system_turn(shared, slot, activation, reply, delivery)).await
+            Box::pin(delivery_turn(
+                shared, slot, activation, reply, delivery, true,
+            ))
+            .await
         }
     }
 }
@@ -657,24 +666,36 @@ async fn handler_turn<A: Handlers>(
     reply_after(shared, slot, activation, reply, result, released);
 }
 
-/// A duplicate (its idempotency key was kept) or stale (a cancelled or rescheduled timer)
-/// delivery: completed without running anything.
-async fn stale_turn<A: Handlers>(
+/// A turn that runs no handler and only completes a delivery and commits metadata: a
+/// subscription change (`changed`: the metadata is written, the delivery counts as
+/// processed), or a duplicate (its idempotency key was kept) or stale (a cancelled or
+/// rescheduled timer) delivery, completed without running anything.
+async fn delivery_turn<A: Handlers>(
     shared: &Arc<Shared>,
     slot: &Slot<A>,
     activation: &mut Activation<A>,
     reply: Option<Replier>,
     delivery: Option<Box<Delivery>>,
+    changed: bool,
 ) {
     let Some(l) = activation.loaded.as_mut() else {
         return;
     };
     let mut writes = Vec::new();
     if let Some(d) = delivery {
-        complete_delivery(shared, slot, l, *d, false, &mut writes, &mut None);
+        complete_delivery(shared, slot, l, *d, changed, &mut writes, &mut None);
     }
     let mut released = Released::default();
-    let result = commit(shared, slot, activation, writes, false, None, &mut released).await;
+    let result = commit(
+        shared,
+        slot,
+        activation,
+        writes,
+        changed,
+        None,
+        &mut released,
+    )
+    .await;
     reply_after(
         shared,
         slot,
@@ -747,33 +768,6 @@ async fn discard_timer_turn<A: Handlers>(
     let mut released = Released::default();
     let dirty = listed.is_some();
     let result = commit(shared, slot, activation, writes, dirty, None, &mut released).await;
-    reply_after(
-        shared,
-        slot,
-        activation,
-        reply,
-        result.map(|()| unit()),
-        released,
-    );
-}
-
-/// A subscription change: commit the changed metadata (and the delivery's removal).
-async fn system_turn<A: Handlers>(
-    shared: &Arc<Shared>,
-    slot: &Slot<A>,
-    activation: &mut Activation<A>,
-    reply: Option<Replier>,
-    delivery: Option<Box<Delivery>>,
-) {
-    let Some(l) = activation.loaded.as_mut() else {
-        return;
-    };
-    let mut writes = Vec::new();
-    if let Some(d) = delivery {
-        complete_delivery(shared, slot, l, *d, true, &mut writes, &mut None);
-    }
-    let mut released = Released::default();
-    let result = commit(shared, slot, activation, writes, true, None, &mut released).await;
     reply_after(
         shared,
         slot,
