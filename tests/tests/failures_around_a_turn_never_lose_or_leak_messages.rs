@@ -93,11 +93,11 @@ struct Orphan;
 
 #[handlers]
 impl Orphan {
-    /// Schedules `n` timers, all due at once.
-    async fn schedule(&mut self, ctx: &Context, n: u32) {
+    /// Schedules `n` timers, all due at once, `after_ms` from now.
+    async fn schedule(&mut self, ctx: &Context, n: u32, after_ms: u64) {
         for i in 0..n {
-            ctx.timer::<Self>(format!("t{i}"), gears::Timer::after(Duration::ZERO))
-                .ring();
+            let due = gears::Timer::after(Duration::from_millis(after_ms));
+            ctx.timer::<Self>(format!("t{i}"), due).ring();
         }
     }
 
@@ -114,12 +114,15 @@ async fn undeliverable_timers_do_not_hide_later_ones() {
         .open()
         .await
         .unwrap();
-    rt.get::<Orphan>("o").schedule(1100).await.unwrap();
+    // Due only after this runtime is gone: timers fire even while deliveries are held, and a
+    // firing here would consume one (its type is registered here).
+    rt.get::<Orphan>("o").schedule(1100, 3_000).await.unwrap();
     rt.shutdown().await.unwrap();
 
     // Without `Orphan` registered, its 1,100 due timers cannot be delivered: each is parked
-    // at once (listed as a dead letter, left in the store) while a later timer still fires.
+    // once due (listed as a dead letter, left in the store), and a timer armed after them fires.
     let rt = open(dir.path()).await;
+    gears_tests::wait_for_stats(&rt, "1,100 parked timers", |s| s.dead_letters == 1100).await;
     let alarm = rt.get::<Alarm>("a");
     alarm.arm("later".into(), 50).await.unwrap();
     eventually(1, || {
@@ -127,7 +130,6 @@ async fn undeliverable_timers_do_not_hide_later_ones() {
         async move { alarm.rings("later".into()).await }
     })
     .await;
-    gears_tests::wait_for_stats(&rt, "1,100 parked timers", |s| s.dead_letters == 1100).await;
     let mut after = None;
     let mut listed = 0;
     loop {
