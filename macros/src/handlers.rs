@@ -551,6 +551,55 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
             }
         }
     });
+    let decode_probe =
+        |ty: &Type| quote_spanned!(ty.span()=> (&&#private::DecodeProbe::<#ty>::new()));
+    let storable_replies = handlers.iter().map(|h| {
+        let name = &h.name;
+        let types: Vec<&Type> = match &h.returns {
+            Returns::Value(t) => vec![t],
+            Returns::Result(t, e) => vec![t, e],
+        };
+        let checks = types.iter().map(|t| {
+            let (p, d) = (probe(t), decode_probe(t));
+            quote!(#p.serializable() && #d.decodable())
+        });
+        quote!(#name => #(#checks)&&*)
+    });
+    let decoded_replies = handlers.iter().map(|h| {
+        let name = &h.name;
+        match &h.returns {
+            Returns::Value(t) => {
+                let d = decode_probe(t);
+                quote! {
+                    #name => {
+                        if !(#d.decodable() && ok) {
+                            return ::core::option::Option::None;
+                        }
+                        ::core::option::Option::Some(#d.decode(bytes).map(|value: #t| boxed(value)))
+                    }
+                }
+            }
+            Returns::Result(t, e) => {
+                let (dt, de) = (decode_probe(t), decode_probe(e));
+                quote! {
+                    #name => {
+                        if !(#dt.decodable() && #de.decodable()) {
+                            return ::core::option::Option::None;
+                        }
+                        ::core::option::Option::Some(if ok {
+                            #dt.decode(bytes).map(|value: #t| {
+                                boxed(::core::result::Result::<#t, #e>::Ok(value))
+                            })
+                        } else {
+                            #de.decode(bytes).map(|error: #e| {
+                                boxed(::core::result::Result::<#t, #e>::Err(error))
+                            })
+                        })
+                    }
+                }
+            }
+        }
+    });
     let encoded_replies = handlers.iter().map(|h| {
         let name = &h.name;
         match &h.returns {
@@ -711,6 +760,41 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                 match handler {
                     #(#serializable_replies,)*
                     _ => false,
+                }
+            }
+
+            fn __storable_reply(handler: &str) -> bool {
+                #[allow(unused_imports)]
+                use #private::{
+                    DeserializeReply as _, OpaqueDecode as _, OpaqueReply as _, SerializeReply as _,
+                };
+                match handler {
+                    #(#storable_replies,)*
+                    _ => false,
+                }
+            }
+
+            fn __decode_reply(
+                handler: &str,
+                ok: bool,
+                bytes: &[u8],
+            ) -> ::core::option::Option<
+                ::core::result::Result<
+                    ::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>,
+                    ::std::string::String,
+                >,
+            > {
+                #[allow(unused_imports)]
+                use #private::{DeserializeReply as _, OpaqueDecode as _};
+                fn boxed<T: ::core::marker::Send + 'static>(
+                    value: T,
+                ) -> ::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send> {
+                    ::std::boxed::Box::new(value)
+                }
+                let _ = (ok, bytes);
+                match handler {
+                    #(#decoded_replies,)*
+                    _ => ::core::option::Option::None,
                 }
             }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use tracing::Instrument;
+use xxhash_rust::xxh3::xxh3_128;
 
 use std::time::SystemTime;
 
@@ -30,9 +31,9 @@ use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
 use crate::directory::{Activation, Idle, Loaded, PendingKept, Registry, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
-use crate::handle::Reply;
+use crate::handle::{CallIds, Reply};
 use crate::mailbox::{
-    Body, EncodeReply, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier,
+    Answer, Body, EncodeReply, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier,
 };
 use crate::placement::{Fence, local_epoch};
 use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Shared};
@@ -348,6 +349,7 @@ async fn turn<A: Handlers>(
                 key,
                 request,
                 encode,
+                answer,
             } = *call;
             if let Some(kept) = kept {
                 let outcome = if kept.request == request {
@@ -362,7 +364,7 @@ async fn turn<A: Handlers>(
             }
             let turn = HandlerTurn {
                 message,
-                keyed: Some((key, request, encode)),
+                keyed: Some((key, request, encode, answer)),
                 chain,
                 reply,
                 delivery,
@@ -479,11 +481,34 @@ fn idempotency_key<'a, A: Handlers>(
     }
 }
 
+/// What identifies a turn every time it runs (again): its idempotency key (with the actor
+/// it addresses), or the message it delivers (an outbox entry, or a timer firing: its
+/// stored key, the same at every attempt). `None` for a plain call: it is not run again
+/// by anything but its caller.
+fn turn_identity<A: Handlers>(
+    slot: &Slot<A>,
+    idempotency: Option<&str>,
+    delivery: Option<&Delivery>,
+) -> Option<u128> {
+    let (kind, id): (u8, &[u8]) = match (idempotency, delivery) {
+        (Some(key), _) => (b'k', key.as_bytes()),
+        (None, Some(Delivery::Outbox { key, .. })) => (b'o', key),
+        (None, Some(Delivery::Timer { key, .. })) => (b't', key),
+        (None, None) => return None,
+    };
+    let mut bytes = Vec::with_capacity(1 + slot.store_key.len() + 1 + id.len());
+    bytes.push(kind);
+    bytes.extend_from_slice(&slot.store_key);
+    bytes.push(0);
+    bytes.extend_from_slice(id);
+    Some(xxh3_128(&bytes))
+}
+
 /// A handler's message with what it needs besides the state.
 struct HandlerTurn<A: Handlers> {
     message: A::Message,
     /// An idempotent call: its key, the request's hash, and how to encode its result.
-    keyed: Option<(String, u64, EncodeReply)>,
+    keyed: Option<(String, u64, EncodeReply, Answer)>,
     chain: Chain,
     reply: Option<Replier>,
     delivery: Option<Box<Delivery>>,
@@ -507,29 +532,36 @@ async fn handler_turn<A: Handlers>(
         return;
     };
     let (handler, mutates) = A::__describe(&message);
-    let ctx = Context::new(
-        shared.clone(),
-        TurnType::of::<A>(),
-        slot.key.clone(),
-        chain,
-        l.meta.timers.clone(),
-    );
-    let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
     let timeout = shared.config.call_timeout;
     // A retried delivery's failure was reported at its first attempt (panic report
     // included); it is reported again only if it is parked.
     let retry = delivery.as_deref().is_some_and(Delivery::is_retry);
-    let ran = run_bounded(
-        timeout,
-        AssertUnwindSafe(crate::panics::polled(
-            retry,
-            l.state.__dispatch(&ctx, message),
-        ))
-        .catch_unwind(),
-    )
-    .instrument(span)
-    .await;
-    let mut effects = ctx.into_effects();
+    // In a block of its own, so the context and the handler's future take no room in this
+    // future's later waits.
+    let (ran, mut effects) = {
+        let key = keyed.as_ref().map(|(key, ..)| key.as_str());
+        let ids = turn_identity(slot, key, delivery.as_deref()).map(|t| Arc::new(CallIds::new(t)));
+        let ctx = Context::new(
+            shared.clone(),
+            TurnType::of::<A>(),
+            slot.key.clone(),
+            chain,
+            l.meta.timers.clone(),
+            ids,
+        );
+        let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
+        let ran = run_bounded(
+            timeout,
+            AssertUnwindSafe(crate::panics::polled(
+                retry,
+                l.state.__dispatch(&ctx, message),
+            ))
+            .catch_unwind(),
+        )
+        .instrument(span)
+        .await;
+        (ran, ctx.into_effects())
+    };
     shared.metrics.turns.fetch_add(1, Ordering::Relaxed);
 
     let mut released = Released::default();
@@ -576,20 +608,23 @@ async fn handler_turn<A: Handlers>(
     // gets) with the turn; a refused turn keeps nothing.
     let mut value = output.value;
     let mut new_kept = None;
-    if let Some((key, request, encode)) = keyed
+    if let Some((key, request, encode, answer)) = keyed
         && refused.is_none()
     {
         match encode(handler, &*value) {
             Ok((ok, body)) => {
+                let kept = body.clone();
+                if answer == Answer::Encoded {
+                    value = Box::new(KeyedOutcome::Fresh { ok, body });
+                }
                 new_kept = Some(NewKept {
                     idempotency: key,
                     result: KeptResult {
                         request,
                         ok,
-                        body: body.clone(),
+                        body: kept,
                     },
                 });
-                value = Box::new(KeyedOutcome::Fresh { ok, body });
             }
             Err(e) => {
                 roll_back(shared, slot, activation, &mut released);
@@ -631,7 +666,8 @@ async fn handler_turn<A: Handlers>(
             &mut released.timer_due,
         );
     }
-    let committed = commit(
+    // Most read-only turns have nothing to write: then no `submit` future is made at all.
+    let committed = match commit(
         shared,
         slot,
         activation,
@@ -639,8 +675,13 @@ async fn handler_turn<A: Handlers>(
         dirty,
         new_kept,
         &mut released,
-    )
-    .await;
+    ) {
+        Ok(Some(staged)) => {
+            submit(shared, activation, staged).await;
+            Ok(())
+        }
+        nothing_or_failed => nothing_or_failed.map(drop),
+    };
     let result = match (committed, refused) {
         (Err(failure), _) => Err(failure),
         // A refused turn still consumed its durable message (removed in this commit): the
@@ -685,25 +726,8 @@ async fn delivery_turn<A: Handlers>(
     if let Some(d) = delivery {
         complete_delivery(shared, slot, l, *d, changed, &mut writes, &mut None);
     }
-    let mut released = Released::default();
-    let result = commit(
-        shared,
-        slot,
-        activation,
-        writes,
-        changed,
-        None,
-        &mut released,
-    )
-    .await;
-    reply_after(
-        shared,
-        slot,
-        activation,
-        reply,
-        result.map(|()| unit()),
-        released,
-    );
+    let released = Released::default();
+    commit_and_reply(shared, slot, activation, reply, writes, changed, released).await;
 }
 
 /// Deletes the actor as `ctx.delete()` would: state, timers, subscriptions.
@@ -722,21 +746,11 @@ async fn delete_turn<A: Handlers>(
     };
     let mut writes = Vec::new();
     let mut released = Released::default();
-    let result = match apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
-        Ok(_) => commit(shared, slot, activation, writes, true, None, &mut released).await,
-        Err(failure) => {
-            roll_back(shared, slot, activation, &mut released);
-            Err(failure)
-        }
-    };
-    reply_after(
-        shared,
-        slot,
-        activation,
-        reply,
-        result.map(|()| unit()),
-        released,
-    );
+    if let Err(failure) = apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+        roll_back(shared, slot, activation, &mut released);
+        return send_gated(activation, reply, Err(failure));
+    }
+    commit_and_reply(shared, slot, activation, reply, writes, true, released).await;
 }
 
 /// Drops a parked timer for good: from the actor's timers (unless it was cancelled or
@@ -765,9 +779,112 @@ async fn discard_timer_turn<A: Handlers>(
         key,
         value: None,
     }];
-    let mut released = Released::default();
     let dirty = listed.is_some();
-    let result = commit(shared, slot, activation, writes, dirty, None, &mut released).await;
+    commit_and_reply(
+        shared,
+        slot,
+        activation,
+        reply,
+        writes,
+        dirty,
+        Released::default(),
+    )
+    .await;
+}
+
+/// Stages a turn's writes (the record if `dirty`, `writes`, a kept result) as one commit
+/// request, for [`submit`] to hand to the committer; if that fails, the turn is rolled back
+/// ([`roll_back`]). `None`: nothing to write, nothing to wait for.
+///
+/// Synchronous, so that a turn's future holds only the small [`submit`] future across its
+/// wait for room in the commit queue: a turn's future is allocated for every call to an
+/// idle actor, and every byte of it is copied when it is built.
+#[inline]
+fn commit<A: Handlers>(
+    shared: &Shared,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    writes: Vec<KeyWrite>,
+    dirty: bool,
+    kept: Option<NewKept>,
+    released: &mut Released<A::Event>,
+) -> Result<Option<Staged>, Failure> {
+    // Most read-only turns: nothing to stage.
+    if !dirty && writes.is_empty() && kept.is_none() {
+        return Ok(None);
+    }
+    let Some(l) = activation.loaded.as_mut() else {
+        return Ok(None);
+    };
+    let staged = stage(shared, slot, l, writes, dirty, kept);
+    if staged.is_err() {
+        roll_back(shared, slot, activation, released);
+    }
+    staged
+}
+
+/// A turn's writes, ready for the committer, and what the activation records once they are
+/// submitted.
+struct Staged {
+    writes: Vec<KeyWrite>,
+    fence: Fence,
+    /// The state's new record, if it is written.
+    record: Option<Arc<[u8]>>,
+    /// Results of idempotent requests written with it, answered from the activation until
+    /// the write is durable.
+    kept: Vec<NewKept>,
+    /// When they expire.
+    expires_ms: u64,
+}
+
+/// Hands a staged turn to the committer: the activation's latest write is now this one.
+async fn submit<A: Handlers>(shared: &Shared, activation: &mut Activation<A>, staged: Staged) {
+    let Staged {
+        writes,
+        fence,
+        record,
+        kept,
+        expires_ms,
+    } = staged;
+    let ticket = shared
+        .committer
+        .submit(writes, activation.last_write.take(), Some(fence))
+        .await;
+    if let Some(l) = activation.loaded.as_mut() {
+        if record.is_some() {
+            l.record = record;
+        }
+        if !kept.is_empty() {
+            l.kept.retain(|p| !p.ticket.settled());
+            l.kept.extend(kept.into_iter().map(|k| PendingKept {
+                idempotency: k.idempotency,
+                result: k.result,
+                expires_ms,
+                ticket: ticket.clone(),
+            }));
+        }
+    }
+    activation.last_write = Some(ticket);
+}
+
+/// The end of a turn that runs no handler: commits its writes and answers `()` once they
+/// (and the actor's earlier writes) are durable.
+async fn commit_and_reply<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+    writes: Vec<KeyWrite>,
+    dirty: bool,
+    mut released: Released<A::Event>,
+) {
+    let result = match commit(shared, slot, activation, writes, dirty, None, &mut released) {
+        Ok(Some(staged)) => {
+            submit(shared, activation, staged).await;
+            Ok(())
+        }
+        nothing_or_failed => nothing_or_failed.map(drop),
+    };
     reply_after(
         shared,
         slot,
@@ -776,28 +893,6 @@ async fn discard_timer_turn<A: Handlers>(
         result.map(|()| unit()),
         released,
     );
-}
-
-/// Submits a turn's writes (the record if `dirty`, `writes`, a kept result) as one commit
-/// request; if that fails, the turn is rolled back ([`roll_back`]).
-async fn commit<A: Handlers>(
-    shared: &Arc<Shared>,
-    slot: &Slot<A>,
-    activation: &mut Activation<A>,
-    writes: Vec<KeyWrite>,
-    dirty: bool,
-    kept: Option<NewKept>,
-    released: &mut Released<A::Event>,
-) -> Result<(), Failure> {
-    let Some(l) = activation.loaded.as_mut() else {
-        return Ok(());
-    };
-    let last_write = &mut activation.last_write;
-    let committed = finish_kept_turn(shared, slot, l, last_write, writes, dirty, kept).await;
-    if committed.is_err() {
-        roll_back(shared, slot, activation, released);
-    }
-    committed
 }
 
 /// The one way a turn is undone: the state goes back to its last written record (still
@@ -1188,18 +1283,18 @@ fn kept_writes<A: Handlers>(
     ])
 }
 
-/// [`finish_turn`] for a turn that keeps the result of an idempotent request (`new`), which
-/// is written in the same batch and answered from this activation until it is in the store.
-/// Results an older version kept in the record move to their own keys with its next write.
-async fn finish_kept_turn<A: Handlers>(
+/// The writes of a turn: the record if `dirty` and it changed (or its removal, for a
+/// deleted actor with nothing left), `writes`, and the result of an idempotent request
+/// (`new`), kept under its own key in the same batch. Results an older version kept in the
+/// record move to their own keys with its next write. `None`: nothing to write.
+fn stage<A: Handlers>(
     shared: &Shared,
     slot: &Slot<A>,
     l: &mut Loaded<A>,
-    last_write: &mut Option<Arc<Ticket>>,
     mut writes: Vec<KeyWrite>,
     dirty: bool,
     new: Option<NewKept>,
-) -> Result<(), Failure> {
+) -> Result<Option<Staged>, Failure> {
     let mut kept: Vec<NewKept> = new.into_iter().collect();
     if dirty {
         kept.extend(
@@ -1211,38 +1306,15 @@ async fn finish_kept_turn<A: Handlers>(
                 }),
         );
     }
-    if kept.is_empty() {
-        return finish_turn(shared, slot, l, last_write, writes, dirty).await;
+    let mut expires_ms = 0;
+    if !kept.is_empty() {
+        let retention =
+            u64::try_from(shared.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
+        expires_ms = epoch_ms(SystemTime::now()).saturating_add(retention);
+        for k in &kept {
+            writes.extend(kept_writes(slot, &k.idempotency, &k.result, expires_ms)?);
+        }
     }
-    let retention =
-        u64::try_from(shared.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
-    let expires_ms = epoch_ms(SystemTime::now()).saturating_add(retention);
-    for k in &kept {
-        writes.extend(kept_writes(slot, &k.idempotency, &k.result, expires_ms)?);
-    }
-    finish_turn(shared, slot, l, last_write, writes, dirty).await?;
-    if let Some(ticket) = last_write {
-        l.kept.retain(|p| !p.ticket.settled());
-        l.kept.extend(kept.into_iter().map(|k| PendingKept {
-            idempotency: k.idempotency,
-            result: k.result,
-            expires_ms,
-            ticket: ticket.clone(),
-        }));
-    }
-    Ok(())
-}
-
-/// Writes the record if it changed, plus `writes`, as one commit request. Nothing to write
-/// means nothing to wait for.
-async fn finish_turn<A: Handlers>(
-    shared: &Shared,
-    slot: &Slot<A>,
-    l: &mut Loaded<A>,
-    last_write: &mut Option<Arc<Ticket>>,
-    mut writes: Vec<KeyWrite>,
-    dirty: bool,
-) -> Result<(), Failure> {
     let mut record = None;
     if dirty && l.deleted && l.meta.is_empty() {
         // A deleted actor with nothing left: remove its record rather than store a default.
@@ -1278,21 +1350,18 @@ async fn finish_turn<A: Handlers>(
     // later turn's state must be written again.
     l.deleted = false;
     if writes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let fence = Fence {
-        shard: slot.shard(),
-        epoch: l.epoch,
-    };
-    let ticket = shared
-        .committer
-        .submit(writes, last_write.take(), Some(fence))
-        .await;
-    if record.is_some() {
-        l.record = record;
-    }
-    *last_write = Some(ticket);
-    Ok(())
+    Ok(Some(Staged {
+        writes,
+        fence: Fence {
+            shard: slot.shard(),
+            epoch: l.epoch,
+        },
+        record,
+        kept,
+        expires_ms,
+    }))
 }
 
 /// Gates the reply, and everything the turn releases, on the actor's latest write.

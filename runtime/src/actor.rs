@@ -92,6 +92,22 @@ pub trait Handlers: Actor {
     #[doc(hidden)]
     fn __serializable_reply(handler: &str) -> bool;
 
+    /// Whether the result of `handler` can be stored and read back (its value, and its error
+    /// for `Result<T, E>`, are `Serialize` and `Deserialize`): only then is a call to it from
+    /// a turn with a stable identity made exactly once (see [`Context::get`]).
+    #[doc(hidden)]
+    fn __storable_reply(handler: &str) -> bool;
+
+    /// Reads back a result of `handler` that [`Handlers::__encode_reply`] stored in postcard:
+    /// its value if `ok`, else its error, boxed as the handler's call answers it. `None` if
+    /// its types are not storable or no handler has that name.
+    #[doc(hidden)]
+    fn __decode_reply(
+        handler: &str,
+        ok: bool,
+        bytes: &[u8],
+    ) -> Option<Result<Box<dyn Any + Send>, String>>;
+
     /// Hands the value `handler` returned (`T`, or `Result<T, E>`) to `encoder`: as a value,
     /// as an error, or as unserializable. Fails if no handler has that name or the value is
     /// not of its type.
@@ -273,6 +289,98 @@ impl<T> OpaqueReply for ReplyProbe<T> {
 
     fn encode_error<R: ReplyEncoder>(&self, _: &T, encoder: R) -> R::Output {
         encoder.unserializable(std::any::type_name::<T>())
+    }
+}
+
+/// Chooses, in the code `#[handlers]` generates, between reading a stored result back and
+/// reporting that it cannot be, by whether its type is `Deserialize`: the same autoref
+/// specialisation as [`ReplyProbe`].
+#[doc(hidden)]
+pub struct DecodeProbe<T>(PhantomData<fn() -> T>);
+
+impl<T> DecodeProbe<T> {
+    /// The probe for `T`.
+    pub const fn new() -> Self {
+        DecodeProbe(PhantomData)
+    }
+}
+
+impl<T> Default for DecodeProbe<T> {
+    fn default() -> Self {
+        DecodeProbe::new()
+    }
+}
+
+/// The probe's choice when the result type is `Deserialize`: decode it (postcard).
+#[doc(hidden)]
+pub trait DeserializeReply {
+    /// The result type.
+    type Value;
+    /// Always `true`.
+    fn decodable(&self) -> bool;
+    /// Decodes a stored value.
+    fn decode(&self, bytes: &[u8]) -> Result<Self::Value, String>;
+}
+
+impl<T: DeserializeOwned> DeserializeReply for &DecodeProbe<T> {
+    type Value = T;
+
+    fn decodable(&self) -> bool {
+        true
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<T, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The probe's fallback when the result type is not `Deserialize`.
+#[doc(hidden)]
+pub trait OpaqueDecode {
+    /// The result type.
+    type Value;
+    /// Always `false`.
+    fn decodable(&self) -> bool;
+    /// Always fails.
+    fn decode(&self, bytes: &[u8]) -> Result<Self::Value, String>;
+}
+
+impl<T> OpaqueDecode for DecodeProbe<T> {
+    type Value = T;
+
+    fn decodable(&self) -> bool {
+        false
+    }
+
+    fn decode(&self, _: &[u8]) -> Result<T, String> {
+        Err(format!(
+            "`{}` is not Deserialize",
+            std::any::type_name::<T>()
+        ))
+    }
+}
+
+/// Encodes a handler's result in postcard, as a call between actors stores it: `(ok,
+/// bytes)`.
+pub(crate) struct PostcardReply;
+
+impl ReplyEncoder for PostcardReply {
+    type Output = Result<(bool, Vec<u8>), String>;
+
+    fn value<T: Serialize>(self, value: &T) -> Self::Output {
+        postcard::to_allocvec(value)
+            .map(|bytes| (true, bytes))
+            .map_err(|e| e.to_string())
+    }
+
+    fn error<E: Serialize>(self, error: &E) -> Self::Output {
+        postcard::to_allocvec(error)
+            .map(|bytes| (false, bytes))
+            .map_err(|e| e.to_string())
+    }
+
+    fn unserializable(self, type_name: &'static str) -> Self::Output {
+        Err(format!("`{type_name}` is not Serialize"))
     }
 }
 

@@ -323,7 +323,15 @@ fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
 ) -> (Backlog, Vec<(OutboxId, OutboxRecord)>) {
-    let mut next = 1;
+    // Sequence numbers are never used twice, even once every entry of a run is processed and
+    // gone: a delivered entry's key identifies its turn (the ids of the calls it makes, see
+    // `CallIds`), so a new entry must not take an old one's. A run starts numbering at the
+    // clock in nanoseconds: a process sends far fewer than 10^9 messages a second, so its
+    // numbers stay behind the clock, and the next run's start after them.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
+    let mut next = now.max(1);
     let mut recovered = Vec::with_capacity(entries.len());
     for (key, value) in entries {
         let Some(id) = OutboxId::of_key(&key) else {

@@ -510,12 +510,16 @@ pub(crate) fn timer_key_from_v1(key: &[u8]) -> Option<Vec<u8>> {
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Checks an idempotency key before it can reach the store.
+/// Control characters are refused: the runtime's own keys (the ids of calls between actors)
+/// start with one, so no caller can forge one.
 pub(crate) fn validate_idempotency_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
         Err(format!(
             "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, not {}",
             key.len()
         ))
+    } else if key.chars().any(char::is_control) {
+        Err("an idempotency key must not contain control characters".into())
     } else {
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
+use futures::future::{BoxFuture, Either, Ready, ready};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -220,6 +221,18 @@ enum Command {
     Stop,
 }
 
+/// Settles a write the stopped committer will never take as failed; returns its ticket.
+fn stopped(command: Command, ticket: Arc<Ticket>) -> Arc<Ticket> {
+    if let Command::Write(request) = command {
+        request
+            .ticket
+            .settle(Err(Failure::Storage(StorageError::new(
+                "the committer has stopped",
+            ))));
+    }
+    ticket
+}
+
 /// The sending side of the commit pipeline.
 #[derive(Clone)]
 pub(crate) struct Committer {
@@ -244,12 +257,16 @@ impl Committer {
 
     /// Submits a write and returns its ticket; waits (asynchronously) while the pipeline is
     /// full, which slows down only the writing actor.
-    pub(crate) async fn submit(
+    ///
+    /// Not an `async fn`: the future of a submission that found room (most) is a ready
+    /// ticket, a couple of words in the future of the turn that awaits it; only a wait for
+    /// room is boxed.
+    pub(crate) fn submit(
         &self,
         writes: Vec<KeyWrite>,
         after: Option<Arc<Ticket>>,
         fence: Option<Fence>,
-    ) -> Arc<Ticket> {
+    ) -> Either<Ready<Arc<Ticket>>, BoxFuture<'static, Arc<Ticket>>> {
         let ticket = Ticket::new();
         let after = after.filter(|t| !t.settled() || t.failed());
         let request = CommitRequest {
@@ -258,23 +275,21 @@ impl Committer {
             ticket: ticket.clone(),
             fence,
         };
-        // Waiting for room in the queue is rare: boxed, so the future of every turn that
-        // commits stays small.
-        let refused = match self.tx.try_send(Command::Write(request)) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Closed(command)) => Some(command),
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                Box::pin(self.tx.send(command)).await.err().map(|e| e.0)
+        match self.tx.try_send(Command::Write(request)) {
+            Ok(()) => Either::Left(ready(ticket)),
+            Err(mpsc::error::TrySendError::Closed(command)) => {
+                Either::Left(ready(stopped(command, ticket)))
             }
-        };
-        if let Some(Command::Write(request)) = refused {
-            request
-                .ticket
-                .settle(Err(Failure::Storage(StorageError::new(
-                    "the committer has stopped",
-                ))));
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let tx = self.tx.clone();
+                Either::Right(Box::pin(async move {
+                    match tx.send(command).await {
+                        Ok(()) => ticket,
+                        Err(e) => stopped(e.0, ticket),
+                    }
+                }))
+            }
         }
-        ticket
     }
 
     /// Asks the committer to commit everything submitted so far and stop.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::actor::{Deliver, Handlers};
 use crate::codec::{ActorRef, OutboxRecord, Payload, TimerEntry};
 use crate::error::Failure;
-use crate::handle::Caller;
+use crate::handle::{CallIds, Caller};
 use crate::shared::Shared;
 
 /// One link of a call chain: the actor whose turn made the call, and who called it.
@@ -185,6 +185,8 @@ pub struct Context {
     key: Arc<str>,
     caller: Chain,
     timers: Arc<Vec<TimerEntry>>,
+    /// A turn that may run again: the ids that make its calls exactly once.
+    calls: Option<Arc<CallIds>>,
     /// Allocated by the first effect: most turns have none.
     effects: Mutex<Option<Box<Effects>>>,
 }
@@ -196,6 +198,7 @@ impl Context {
         key: Arc<str>,
         caller: Chain,
         timers: Arc<Vec<TimerEntry>>,
+        calls: Option<Arc<CallIds>>,
     ) -> Self {
         Context {
             shared,
@@ -203,6 +206,7 @@ impl Context {
             key,
             caller,
             timers,
+            calls,
             effects: Mutex::new(None),
         }
     }
@@ -230,13 +234,29 @@ impl Context {
     /// A typed handle to another actor (or another key of the same type). Calls made through
     /// it carry this turn's call chain: calling back into an actor that is waiting on this
     /// turn fails at once with `CallError::Cycle` instead of deadlocking.
+    ///
+    /// **Calls from a turn that may run again are made exactly once.** A turn runs again when
+    /// it delivers a send or a timer firing that is retried (it failed, or the process died
+    /// before it committed), or serves an HTTP request retried with the same
+    /// `Idempotency-Key`. Each call such a turn makes to a handler that may change its
+    /// actor's state (`&mut self`) gets an id from what identifies the turn and the call's
+    /// position in it; the callee keeps the call's result under that id in the same batch as
+    /// its state change, for the runtime's idempotency retention (24 h by default), and
+    /// answers a repeat from it without running the handler. A saga step called this way
+    /// needs no bookkeeping of its own. So a turn that runs again must make the same calls in
+    /// the same order (a different handler or arguments at a position fails that call with
+    /// `CallError::Invalid`). Not covered: read-only handlers (they run again), handlers whose
+    /// result or error type is not `Serialize` and `Deserialize` (no result can be kept), and
+    /// calls from a plain call's turn (nothing runs it again but its caller).
     pub fn get<B: Handlers>(&self, key: impl AsRef<str>) -> B::Handle {
         let link = Arc::new(ChainLink {
             actor: self.turn.actor,
             key: self.key.clone(),
             parent: self.caller.clone(),
         });
-        B::__handle(Caller::new(&self.shared, key.as_ref(), Some(link)))
+        B::__handle(
+            Caller::new(&self.shared, key.as_ref(), Some(link)).with_ids(self.calls.clone()),
+        )
     }
 
     /// Sends a message to another actor (or this one), fire-and-forget and exactly once:

@@ -4,18 +4,22 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::future::BoxFuture;
 
 use tokio::sync::oneshot;
+use xxhash_rust::xxh3::xxh3_64;
 
-use crate::actor::{Deliver, Handlers};
+use crate::actor::{Deliver, Handlers, PostcardReply};
 use crate::codec::encode_envelope;
 use crate::commit::KeyWrite;
 use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
-use crate::error::{CallError, Failure};
-use crate::mailbox::{Body, Envelope, Mailbox, Replier, mailbox_of};
+use crate::error::{CallError, DecodeError, Failure};
+use crate::mailbox::{
+    Answer, Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Replier, mailbox_of,
+};
 use crate::placement::{Fence, local_epoch};
 use crate::shared::Shared;
 use crate::store::Space;
@@ -35,6 +39,8 @@ pub struct Caller<A: Handlers> {
     /// The actor's shard: every call asks the placement where it is served.
     shard: u16,
     chain: Chain,
+    /// Made by a turn that may run again: its calls are made exactly once.
+    ids: Option<Arc<CallIds>>,
 }
 
 impl<A: Handlers> Clone for Caller<A> {
@@ -44,7 +50,37 @@ impl<A: Handlers> Clone for Caller<A> {
             target: self.target.clone(),
             shard: self.shard,
             chain: self.chain.clone(),
+            ids: self.ids.clone(),
         }
+    }
+}
+
+/// Ids for the calls of a turn that runs again when it fails or its process dies before it
+/// commits (a delivered send, a timer firing, an idempotent request): derived from what
+/// identifies the turn and each call's position in it, so they are the same every time it
+/// runs. The callee keeps a call's result under its id, in the batch of the turn that
+/// produced it and for the idempotency retention; a repeated call is answered from it
+/// without running the handler again.
+pub(crate) struct CallIds {
+    /// A hash of what identifies the turn.
+    turn: u128,
+    /// The position of the turn's next call.
+    next: AtomicU32,
+}
+
+impl CallIds {
+    pub(crate) fn new(turn: u128) -> Self {
+        CallIds {
+            turn,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// The id of the turn's next call, and its position. The prefix is a control character,
+    /// which no caller-chosen idempotency key may contain.
+    fn next(&self) -> (String, u32) {
+        let position = self.next.fetch_add(1, Ordering::Relaxed);
+        (format!("\u{1}call:{:032x}:{position}", self.turn), position)
     }
 }
 
@@ -61,7 +97,14 @@ impl<A: Handlers> Caller<A> {
             target,
             shard: crate::codec::shard_of(A::NAME, key),
             chain,
+            ids: None,
         }
+    }
+
+    /// The same handle, its calls made exactly once under `ids` (a turn's).
+    pub(crate) fn with_ids(mut self, ids: Option<Arc<CallIds>>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// The key this handle addresses.
@@ -73,9 +116,75 @@ impl<A: Handlers> Caller<A> {
     }
 
     /// Sends `message` to the actor and waits for its durable reply.
+    ///
+    /// From a turn that may run again, a call to a handler that may change its actor's state
+    /// and whose result can be stored is made exactly once ([`CallIds`]); read-only handlers
+    /// run again, as do calls whose result is not `Serialize` and `Deserialize`.
     pub async fn call(&self, message: A::Message) -> Reply {
-        let (handler, _) = A::__describe(&message);
-        self.request(Body::Call(message), handler).await
+        let (handler, mutates) = A::__describe(&message);
+        match &self.ids {
+            // Boxed: only turns that may run again take this path, and the future of every
+            // other call stays small.
+            Some(ids) if mutates && A::__storable_reply(handler) => {
+                Box::pin(self.call_once(ids, message, handler)).await
+            }
+            _ => self.request(Body::Call(message), handler).await,
+        }
+    }
+
+    /// A call under the next of `ids`: run, or answered from the result the callee kept
+    /// when the calling turn ran before.
+    async fn call_once(&self, ids: &CallIds, message: A::Message, handler: &'static str) -> Reply {
+        let (id, position) = ids.next();
+        let request = match A::__encode_message(&message) {
+            Ok((name, args)) => {
+                let mut bytes = Vec::with_capacity(name.len() + 1 + args.len());
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(&args);
+                xxh3_64(&bytes)
+            }
+            Err(e) => {
+                return Err(Failure::Invalid(format!(
+                    "cannot encode a call to `{}`: {e}",
+                    A::NAME
+                )));
+            }
+        };
+        let body = Body::Keyed(Box::new(KeyedCall {
+            message,
+            key: id,
+            request,
+            encode: stored_reply::<A>,
+            answer: Answer::Value,
+        }));
+        let value = self.request(body, handler).await?;
+        let outcome = match value.downcast::<KeyedOutcome>() {
+            Ok(outcome) => *outcome,
+            // Run now: the handler's own value.
+            Err(value) => return Ok(value),
+        };
+        let (ok, body) = match outcome {
+            KeyedOutcome::Replayed { ok, body } | KeyedOutcome::Fresh { ok, body } => (ok, body),
+            KeyedOutcome::Conflict => {
+                return Err(Failure::Invalid(format!(
+                    "call {position} of this turn, to `{handler}` of {self:?}, had other \
+                     arguments or another handler when the turn ran before: a turn that runs \
+                     again must make the same calls in the same order"
+                )));
+            }
+        };
+        match A::__decode_reply(handler, ok, &body) {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(reason)) => Err(Failure::Decode(DecodeError {
+                actor: A::NAME,
+                key: self.key().to_string(),
+                reason: format!("the kept result of a call to `{handler}`: {reason}"),
+            })),
+            None => Err(Failure::Invalid(format!(
+                "the kept result of a call to `{handler}` of {self:?} cannot be read back"
+            ))),
+        }
     }
 
     /// Queues `body` on the actor and waits (bounded by the call timeout) for its gated
@@ -239,4 +348,12 @@ pub fn finish_result<T: 'static, E: 'static>(reply: Reply) -> Result<T, CallErro
         Ok(value) => downcast::<Result<T, E>>(value).map_err(CallError::Handler),
         Err(failure) => Err(CallError::from_failure(failure)),
     }
+}
+
+/// Encodes what `handler` returned for a call between actors to keep: postcard.
+fn stored_reply<A: Handlers>(
+    handler: &str,
+    value: &(dyn Any + Send),
+) -> Result<(bool, Vec<u8>), String> {
+    A::__encode_reply(handler, value, PostcardReply)?
 }

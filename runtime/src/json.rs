@@ -20,7 +20,7 @@ use crate::actor::{Deliver, Handlers, ReplyEncoder};
 use crate::context::TimerInfo;
 use crate::error::{CallError, Failure};
 use crate::handle::{Caller, OutsideSend};
-use crate::mailbox::{Body, KeyedCall, KeyedOutcome};
+use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome};
 use crate::runtime::Runtime;
 use crate::watch::Watched;
 
@@ -319,6 +319,7 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
                 key: key.clone(),
                 request,
                 encode: json_reply::<A>,
+                answer: Answer::Encoded,
             }));
             let value = caller.request(body, handler).await.map_err(call_error)?;
             match value.downcast::<KeyedOutcome>().map(|o| *o) {

@@ -159,8 +159,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{
-        Deliver, MessageArgument, OpaqueReply, Output, ReplyEncoder, ReplyProbe, SerializeReply,
-        assert_message_argument,
+        DecodeProbe, Deliver, DeserializeReply, MessageArgument, OpaqueDecode, OpaqueReply, Output,
+        ReplyEncoder, ReplyProbe, SerializeReply, assert_message_argument,
     };
     pub use crate::codec::{
         decode_arguments, decode_state_bytes, encode_arguments, shard_of, split_variant, state_key,

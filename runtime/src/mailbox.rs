@@ -25,7 +25,6 @@ pub(crate) enum Body<A: Handlers> {
     Unsubscribe(Box<ActorRef>),
     /// An idempotent call: answered from the stored result of an earlier call with the same
     /// key, else run and its result stored with the turn.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Keyed(Box<KeyedCall<A>>),
     /// Read the state without running a handler.
     Read(ReadFn<A>),
@@ -49,6 +48,18 @@ pub(crate) struct KeyedCall<A: Handlers> {
     /// A hash of the request: the same key with another request is a conflict.
     pub(crate) request: u64,
     pub(crate) encode: EncodeReply,
+    /// How a call that runs now is answered.
+    pub(crate) answer: Answer,
+}
+
+/// How a [`KeyedCall`] that runs its handler now is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// With [`KeyedOutcome::Fresh`]: the encoded result (the HTTP ingress sends it on).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Encoded,
+    /// With the handler's own value (a call between actors uses it as it is).
+    Value,
 }
 
 /// The answer to a [`KeyedCall`].

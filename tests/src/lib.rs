@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gears::prelude::*;
 
+pub mod bank;
 pub mod child;
 pub mod gate;
 pub mod latch;
@@ -127,6 +128,8 @@ pub fn builder(dir: &Path) -> gears::Builder {
         .register::<Fragile>()
         .register::<Numberer>()
         .register::<Tally>()
+        .register::<bank::Account>()
+        .register::<bank::Transfer>()
 }
 
 /// Sends messages to [`Receiver`]s, and counts what it sent (committed with the sends).
