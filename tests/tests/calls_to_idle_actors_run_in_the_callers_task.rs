@@ -200,12 +200,21 @@ async fn other_callers_turns_never_run_in_the_first_callers_task() {
     let busy = rt.get::<Busy>("b");
     // Loaded, so the next call's turn runs in its caller's task.
     busy.touch().await.unwrap();
-    let first = tokio::spawn({
+    // The first caller runs on a thread of its own: `check` spins on a worker of the
+    // runtime, and a caller task woken into that worker's LIFO slot could not be stolen by
+    // the other worker (seen once: `check` gave up after 10 s).
+    let first = std::thread::spawn({
         let busy = busy.clone();
-        async move {
-            let held = busy.hold().await;
-            FIRST_RETURNED.store(true, Ordering::SeqCst);
-            held
+        move || {
+            let executor = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            executor.block_on(async move {
+                let held = busy.hold().await;
+                FIRST_RETURNED.store(true, Ordering::SeqCst);
+                held
+            })
         }
     });
     assert!(spin_until(&HOLDING));
@@ -219,6 +228,7 @@ async fn other_callers_turns_never_run_in_the_first_callers_task() {
     assert!(polled.is_pending(), "a call ran while its actor was busy");
     let second = tokio::spawn(second);
     RELEASE.store(true, Ordering::SeqCst);
+    let first = tokio::task::spawn_blocking(move || first.join().unwrap());
     assert!(first.await.unwrap().unwrap());
     assert!(
         second.await.unwrap().unwrap(),
