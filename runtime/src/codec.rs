@@ -5,6 +5,7 @@
 //! change of layout gets a new byte and the old one stays readable (golden fixtures in
 //! `tests/fixtures` pin each version).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -313,8 +314,13 @@ pub(crate) enum Payload {
     /// Remove the subscriber `actor(key)` from the target's subscribers.
     Unsubscribe(ActorRef),
     /// A message to the target's handler named `handler`, with its arguments encoded as a
-    /// tuple ([`encode_arguments`]).
-    Message { handler: String, args: Vec<u8> },
+    /// tuple ([`encode_arguments`]). The name is borrowed from the handler's code when sent
+    /// (no allocation per message), owned when read from the store; postcard encodes both
+    /// as a string.
+    Message {
+        handler: Cow<'static, str>,
+        args: Vec<u8>,
+    },
 }
 
 impl Payload {
@@ -322,7 +328,8 @@ impl Payload {
     /// of format 1, whose handler is known only by position).
     pub(crate) fn handler(&self) -> Option<&str> {
         match self {
-            Payload::Message { handler, .. } | Payload::Event { handler, .. } => Some(handler),
+            Payload::Message { handler, .. } => Some(handler),
+            Payload::Event { handler, .. } => Some(handler),
             Payload::Positional(_) | Payload::Subscribe(_) | Payload::Unsubscribe(_) => None,
         }
     }

@@ -7,12 +7,12 @@
 //! while the committer goes on with the next batch. A reply is gated on the ticket of its
 //! actor's latest write: it leaves only when that write is durable, and fails if it failed.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
+use foldhash::{HashMap, HashMapExt};
 use futures::future::{BoxFuture, Either, Ready, ready};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;

@@ -431,7 +431,7 @@ pub const MAX_TIMER_NAME_LEN: usize = crate::codec::MAX_KEY_LEN + 256;
 pub(crate) fn encode_message<B: Handlers>(message: &B::Message) -> Result<Payload, Failure> {
     match B::__encode_message(message) {
         Ok((handler, args)) => Ok(Payload::Message {
-            handler: handler.to_string(),
+            handler: std::borrow::Cow::Borrowed(handler),
             args,
         }),
         Err(e) => Err(Failure::Invalid(format!(

@@ -17,9 +17,12 @@
 //! nothing is deleted that was not processed (or discarded by an operator), and the next
 //! start (perhaps with the type registered or the bug fixed) tries again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+use foldhash::HashMap;
 
 use crate::codec::{ActorRef, OutboxId, OutboxRecord};
 use crate::dead_letters::{Next, Stored, after_failure, send_letter};
@@ -35,6 +38,8 @@ const BUSY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 struct Pending {
     record: OutboxRecord,
+    /// `record.target`, shared with the dispatcher's maps: one allocation per entry.
+    target: Arc<ActorRef>,
     /// Failed turns so far.
     attempts: u32,
     /// A turn on it failed with a storage error: its commit may still have reached the
@@ -55,9 +60,9 @@ struct Target {
 #[derive(Default)]
 pub(crate) struct Dispatcher {
     entries: HashMap<OutboxId, Pending>,
-    targets: HashMap<ActorRef, Target>,
+    targets: HashMap<Arc<ActorRef>, Target>,
     /// Targets that may have something to deliver now.
-    ready: VecDeque<ActorRef>,
+    ready: VecDeque<Arc<ActorRef>>,
     inflight: usize,
 }
 
@@ -65,7 +70,11 @@ impl Dispatcher {
     /// Adds durable entries (from a committed batch, or read at startup).
     pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (OutboxId, OutboxRecord)>) {
         for (seq, record) in entries {
-            let target = self.targets.entry(record.target.clone()).or_default();
+            let name = match self.targets.get_key_value(&record.target) {
+                Some((name, _)) => name.clone(),
+                None => Arc::new(record.target.clone()),
+            };
+            let target = self.targets.entry(name.clone()).or_default();
             // Entries of one sender arrive in order; across senders, keep sequence order.
             match target.queue.back() {
                 Some(&last) if last > seq => {
@@ -75,12 +84,13 @@ impl Dispatcher {
                 _ => target.queue.push_back(seq),
             }
             if target.queue.len() == 1 && target.retry_at.is_none() {
-                self.ready.push_back(record.target.clone());
+                self.ready.push_back(name.clone());
             }
             self.entries.insert(
                 seq,
                 Pending {
                     record,
+                    target: name,
                     attempts: 0,
                     verify: false,
                 },
@@ -154,7 +164,7 @@ impl Dispatcher {
         let Some(entry) = self.entries.get_mut(&seq) else {
             return;
         };
-        let name = entry.record.target.clone();
+        let name = entry.target.clone();
         let target = self.targets.entry(name.clone()).or_default();
         target.inflight = target.inflight.saturating_sub(1);
         match outcome {
