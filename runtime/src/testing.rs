@@ -53,9 +53,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::actor::Handlers;
@@ -81,7 +80,7 @@ pub struct TestRuntime {
     /// The runtime was shut down: dropping has nothing to stop.
     stopped: bool,
     // Last, so the folder is removed after the runtime is gone.
-    dir: StoreDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestRuntime {
@@ -92,9 +91,16 @@ impl TestRuntime {
     where
         F: Fn(Builder) -> Builder + Send + Sync + 'static,
     {
-        let dir = StoreDir::create()?;
+        let dir = tempfile::Builder::new()
+            .prefix("gears-test-")
+            .tempdir()
+            .map_err(|e| {
+                Error::Storage(StorageError::new(format!(
+                    "cannot create a temporary store folder: {e}"
+                )))
+            })?;
         let configure: Configure = Box::new(configure);
-        let runtime = open(&configure, &dir.path).await?;
+        let runtime = open(&configure, dir.path()).await?;
         Ok(TestRuntime {
             runtime,
             configure,
@@ -110,7 +116,7 @@ impl TestRuntime {
 
     /// The folder of the temporary store.
     pub fn path(&self) -> &Path {
-        &self.dir.path
+        self.dir.path()
     }
 
     /// A context for a turn of `A(key)`, to pass to a handler of `A` called directly on a
@@ -153,7 +159,7 @@ impl TestRuntime {
     pub async fn restart(&mut self) -> Result<(), Error> {
         self.stopped = true;
         self.runtime.shutdown().await?;
-        self.runtime = open(&self.configure, &self.dir.path).await?;
+        self.runtime = open(&self.configure, self.dir.path()).await?;
         self.stopped = false;
         Ok(())
     }
@@ -192,45 +198,8 @@ impl Drop for TestRuntime {
 impl fmt::Debug for TestRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestRuntime")
-            .field("path", &self.dir.path)
+            .field("path", self.dir.path())
             .finish_non_exhaustive()
-    }
-}
-
-/// A new folder under the system's temporary folder, removed (with its contents) on drop.
-struct StoreDir {
-    path: PathBuf,
-}
-
-impl StoreDir {
-    fn create() -> Result<StoreDir, Error> {
-        static CREATED: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let mut last = None;
-        // A name is taken only by a folder left by an earlier process with the same id.
-        for _ in 0..16 {
-            let n = CREATED.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("gears-test-{}-{nanos:x}-{n}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(StoreDir { path }),
-                Err(e) => last = Some(format!("{}: {e}", path.display())),
-            }
-        }
-        Err(Error::Storage(StorageError::new(format!(
-            "cannot create a temporary store folder: {}",
-            last.unwrap_or_default()
-        ))))
-    }
-}
-
-impl Drop for StoreDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a test store");
-        }
     }
 }
 
