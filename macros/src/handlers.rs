@@ -34,6 +34,8 @@ struct Handler {
     /// `#[handler(internal)]`: callable by actors, sends, timers and in-process handles, not
     /// over HTTP.
     internal: bool,
+    /// `#[handler(commit_errors)]`: an `Err` commits the turn instead of rolling it back.
+    commit_errors: bool,
     takes_context: bool,
     args: Vec<(Ident, Type)>,
     returns: Returns,
@@ -102,6 +104,8 @@ fn parse_returns(output: &ReturnType, errors: &mut Vec<syn::Error>) -> Returns {
 struct HandlerOptions {
     internal: bool,
     name: Option<syn::LitStr>,
+    /// Where `commit_errors` was written, for the error if the handler cannot fail.
+    commit_errors: Option<proc_macro2::Span>,
 }
 
 /// Whether `name` can name a handler: 1 to 200 ASCII letters, digits, `_`, `-` or `.` (it
@@ -136,6 +140,12 @@ fn parse_options(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> HandlerOp
                 }
                 options.internal = true;
                 Ok(())
+            } else if meta.path.is_ident("commit_errors") {
+                if options.commit_errors.is_some() {
+                    return Err(meta.error("`commit_errors` is given twice"));
+                }
+                options.commit_errors = Some(meta.path.span());
+                Ok(())
             } else if meta.path.is_ident("name") {
                 if options.name.is_some() {
                     return Err(meta.error("`name` is given twice"));
@@ -152,8 +162,9 @@ fn parse_options(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> HandlerOp
             } else {
                 Err(meta.error(
                     "unknown handler option; the accepted ones are `internal` (callable by \
-                     actors, sends and timers, not over HTTP) and `name = \"...\"` (the \
-                     handler's stable name in stored messages and HTTP paths)",
+                     actors, sends and timers, not over HTTP), `name = \"...\"` (the \
+                     handler's stable name in stored messages and HTTP paths) and \
+                     `commit_errors` (an `Err` is committed, not rolled back)",
                 ))
             }
         });
@@ -254,6 +265,14 @@ fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler
         args.push((pat.ident.clone(), (*arg.ty).clone()));
     }
     let returns = parse_returns(&sig.output, errors);
+    if let (Some(span), Returns::Value(_)) = (options.commit_errors, &returns) {
+        errors.push(syn::Error::new(
+            span,
+            "`commit_errors` is for a handler returning `Result<T, E>`, whose `Err` it \
+             commits instead of rolling back; this handler does not return a `Result`, so it \
+             has no error to commit",
+        ));
+    }
     if errors.len() > before {
         return None;
     }
@@ -277,6 +296,7 @@ fn parse_handler(f: &ImplItemFn, errors: &mut Vec<syn::Error>) -> Option<Handler
             .collect(),
         mutates,
         internal: options.internal,
+        commit_errors: options.commit_errors.is_some(),
         takes_context,
         args,
         returns,
@@ -409,6 +429,7 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         let ctx = h.takes_context.then(|| quote!(__gears_ctx,));
         let wrap = match h.returns {
             Returns::Value(_) => quote!(#private::Output::value),
+            Returns::Result(..) if h.commit_errors => quote!(#private::Output::committed_result),
             Returns::Result(..) => quote!(#private::Output::result),
         };
         quote! {

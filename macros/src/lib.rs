@@ -48,6 +48,10 @@ pub fn derive_state_version(input: TokenStream) -> TokenStream {
 /// - `name = "..."`: the handler's stable name (default: the method's). Stored sends and
 ///   timers, subscriptions and HTTP paths name a handler by it, so renaming the method while
 ///   keeping the name leaves stored messages valid.
+/// - `commit_errors`, on a handler returning `Result<T, E>`: its `Err` is committed like an
+///   `Ok` (the state it changed, its sends, timers and events) and reaches the caller as
+///   `CallError::Handler(E)` once that is durable, instead of rolling the turn back: for a
+///   handler that must record a failure and still answer it.
 #[proc_macro_attribute]
 pub fn handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
     handlers::expand(attr.into(), item.into()).into()

@@ -594,8 +594,9 @@ async fn handler_turn<A: Handlers>(
 
     // The handler returned: the message counts as processed, even if the turn is rolled back.
     let refused = effects.as_mut().and_then(|e| e.error.take());
-    let handler_failed = output.failed;
-    let keep = refused.is_none() && !output.failed;
+    let handler_failed = output.error;
+    // A handler's `Err` rolls the turn back unless it is `#[handler(commit_errors)]`.
+    let keep = refused.is_none() && !output.roll_back;
     let mut writes = Vec::new();
     let mut dirty = keep && mutates;
     if !keep && mutates {
@@ -699,7 +700,7 @@ async fn handler_turn<A: Handlers>(
                 .metrics
                 .handler_errors
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(actor = A::NAME, key = %slot.key, handler, "a delivered message's handler returned an error; the message is consumed");
+            tracing::warn!(actor = A::NAME, key = %slot.key, handler, committed = keep, "a delivered message's handler returned an error; the message is consumed");
             Ok(value)
         }
         (Ok(()), None) => Ok(value),

@@ -160,8 +160,11 @@ pub trait Deliver<A: Handlers> {
 #[doc(hidden)]
 pub struct Output {
     pub(crate) value: Box<dyn Any + Send>,
-    /// The handler returned `Err`: its state changes are rolled back.
-    pub(crate) failed: bool,
+    /// The handler returned `Err`.
+    pub(crate) error: bool,
+    /// The turn is rolled back: the handler returned `Err` and is not
+    /// `#[handler(commit_errors)]`.
+    pub(crate) roll_back: bool,
 }
 
 impl Output {
@@ -169,14 +172,26 @@ impl Output {
     pub fn value<T: Send + 'static>(value: T) -> Output {
         Output {
             value: Box::new(value),
-            failed: false,
+            error: false,
+            roll_back: false,
         }
     }
 
     /// The value of a handler returning `Result`: an `Err` rolls the turn back.
     pub fn result<T: Send + 'static, E: Send + 'static>(value: Result<T, E>) -> Output {
         Output {
-            failed: value.is_err(),
+            error: value.is_err(),
+            roll_back: value.is_err(),
+            value: Box::new(value),
+        }
+    }
+
+    /// The value of a `#[handler(commit_errors)]` handler: an `Err` is committed like an
+    /// `Ok` (state and effects), and answered once that is durable.
+    pub fn committed_result<T: Send + 'static, E: Send + 'static>(value: Result<T, E>) -> Output {
+        Output {
+            error: value.is_err(),
+            roll_back: false,
             value: Box::new(value),
         }
     }

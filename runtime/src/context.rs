@@ -216,6 +216,12 @@ impl Context {
         self.effects.into_inner()
     }
 
+    /// Reads the turn's effects so far without taking them (`None` if there are none): how
+    /// the test contexts of `testing.rs` show a test what a handler asked for.
+    pub(crate) fn read_effects<R>(&self, read: impl FnOnce(Option<&Effects>) -> R) -> R {
+        read(self.effects.lock().as_deref())
+    }
+
     /// The turn's effects so far, to add one.
     fn effects(&self) -> MappedMutexGuard<'_, Effects> {
         MutexGuard::map(self.effects.lock(), |e| &mut **e.get_or_insert_default())

@@ -11,7 +11,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError<E = Infallible> {
-    /// The handler ran and returned this error; its state changes were rolled back.
+    /// The handler ran and returned this error; its state changes were rolled back (committed,
+    /// for a `#[handler(commit_errors)]` handler).
     #[error("handler failed: {0}")]
     Handler(E),
     /// The call did not complete within the call timeout; if the handler was running it was

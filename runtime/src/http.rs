@@ -63,7 +63,7 @@
 //! | 409 | `idempotency_conflict` | the idempotency key was used for a different request to this actor |
 //! | 413 | `body_too_large` | the body exceeds the limit (default 64 KiB), with `"limit"`; a `Content-Length` past it is refused before the body is read (no `100 Continue`); the connection is closed |
 //! | 414 | `uri_too_long` | the path and query exceed [`MAX_URI_LEN`](crate::http::MAX_URI_LEN) bytes |
-//! | 422 | the error's name (its enum variant, else its type) | the handler returned `Err`; its JSON is under `"detail"`; the turn was rolled back |
+//! | 422 | the error's name (its enum variant, else its type) | the handler returned `Err`; its JSON is under `"detail"`; the turn was rolled back (committed, for a `#[handler(commit_errors)]` handler) |
 //! | 422 | `invalid_turn` | the runtime refused what the handler asked (most often because of the request's input: a timer name it cannot take, a message it cannot encode); the turn was rolled back |
 //! | 429 | `overloaded` | the actor's mailbox is full (per-actor admission); `Retry-After: 1` |
 //! | 503 | `overloaded` / `shutting_down` | the runtime is at capacity (activation cap, outbox), the ingress has [`max_event_streams`](crate::http::HttpConfig::max_event_streams) event streams open already, or the runtime is stopping; with `Retry-After` |

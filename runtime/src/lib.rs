@@ -76,6 +76,9 @@
 //! - Watching (`watch.rs`): [`Watch`], a bounded stream of an actor's committed events.
 //! - Services (`shard.rs`, the only module naming ractor): the host, which sweeps idle
 //!   activations, dispatches the outbox and fires timers.
+//! - [Testing](crate::testing) (`testing.rs`): a runtime on a temporary store for a test,
+//!   and contexts for handlers called directly on a plain value, recording what the turn
+//!   asked for (sends, timers, events, subscriptions, deletion) without applying it.
 //! - Errors (`error.rs`): [`CallError`] for calls, [`Error`] for the runtime.
 //! - [Stopping on SIGTERM or SIGINT](crate::shutdown_signal) (`signal.rs`): a future for
 //!   an embedding application's `main`, then an orderly shutdown.
@@ -122,6 +125,7 @@ mod shard;
 mod shared;
 mod signal;
 mod store;
+pub mod testing;
 mod timers;
 mod version;
 mod watch;
