@@ -290,6 +290,16 @@ fn arguments_span(h: &Handler) -> proc_macro2::Span {
         .map_or_else(|| h.method.span(), |(_, ty)| ty.span())
 }
 
+/// The generated handle's own methods, which no handler method may be named: the name and
+/// what it does.
+const HANDLE_METHODS: &[(&str, &str)] = &[
+    ("key", "the key the handle addresses"),
+    (
+        "timeout",
+        "`handle.timeout(d)` bounds how long its calls wait",
+    ),
+];
+
 fn self_ident(item: &ItemImpl) -> Result<Ident, syn::Error> {
     if let Type::Path(p) = &*item.self_ty
         && let Some(last) = p.path.segments.last()
@@ -353,6 +363,25 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     "two handlers are named `{}`: a handler's name identifies it in stored \
                      messages, so each must be unique (rename one with `#[handler(name = \"...\")]`)",
                     h.name
+                ),
+            ));
+        }
+    }
+    // The generated handle has methods of its own; a handler of the same name would clash
+    // with them (as a duplicate definition, far from the user's method).
+    for h in &handlers {
+        let method = h.method.to_string();
+        let method = method.trim_start_matches("r#");
+        if let Some(what) = HANDLE_METHODS
+            .iter()
+            .find_map(|(name, what)| (*name == method).then_some(what))
+        {
+            errors.push(syn::Error::new(
+                h.method.span(),
+                format!(
+                    "a handler cannot be named `{method}`: the generated handle has a method \
+                     `{method}` ({what}); name the method otherwise, and if its messages or \
+                     HTTP path must keep the name, add `#[handler(name = \"{method}\")]`"
                 ),
             ));
         }
@@ -690,6 +719,19 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
             /// The key of the actor this handle addresses.
             pub fn key(&self) -> &str {
                 self.0.key()
+            }
+
+            /// The same handle, its calls waiting at most `timeout` for their reply instead
+            /// of the runtime's call timeout (clones keep it): `handle.timeout(d).handler(..)`
+            /// fails with `CallError::Timeout(d)` once it has waited `d`.
+            ///
+            /// Only the caller stops waiting; the call's turn stays whole. A turn that had
+            /// started runs on and commits in full or not at all (bounded, as every turn, by
+            /// the runtime's call timeout), and a call still queued when its caller gave up
+            /// does not run. A timed-out call that changes state may or may not have been
+            /// applied: read the state, or repeat an idempotent call, to know.
+            pub fn timeout(self, timeout: ::core::time::Duration) -> Self {
+                #handle(self.0.with_timeout(timeout))
             }
 
             #(#methods)*

@@ -14,8 +14,12 @@ pub enum CallError<E = Infallible> {
     /// The handler ran and returned this error; its state changes were rolled back.
     #[error("handler failed: {0}")]
     Handler(E),
-    /// The call did not complete within the call timeout; if the handler was running it was
-    /// cancelled and the actor reset to its last committed state.
+    /// The caller stopped waiting: no reply within its timeout (the handle's own, set with
+    /// `handle.timeout(d)`, else the runtime's `call_timeout`). The turn stays whole: one
+    /// that had started runs on and commits in full or not at all, one still queued does
+    /// not run, and a handler still running past the runtime's `call_timeout` is cancelled
+    /// and its actor reset to its last committed state. So a timed-out `&mut self` call may
+    /// or may not have been applied; read the state (or retry an idempotent call) to know.
     #[error("call timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// A bound was reached ([`Overload`] says which); nothing was done; retry later.
