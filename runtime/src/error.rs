@@ -121,7 +121,7 @@ impl<E> CallError<E> {
     /// #[derive(Debug, PartialEq)]
     /// struct Insufficient;
     ///
-    /// #[derive(Debug, PartialEq)]
+    /// #[derive(Debug)]
     /// enum TransferError {
     ///     Account(Insufficient),
     ///     Unavailable(CallError),
@@ -136,10 +136,10 @@ impl<E> CallError<E> {
     /// // In a saga step: `ctx.get::<Account>(from).debit(5).await
     /// //     .map_err(|e| e.propagate(TransferError::Unavailable))?;`
     /// let refused: CallError<Insufficient> = CallError::Handler(Insufficient);
-    /// assert_eq!(
+    /// assert!(matches!(
     ///     refused.propagate(TransferError::Unavailable),
     ///     TransferError::Account(Insufficient)
-    /// );
+    /// ));
     /// let busy: CallError<Insufficient> = CallError::ShuttingDown;
     /// assert!(matches!(
     ///     busy.propagate(TransferError::Unavailable),
