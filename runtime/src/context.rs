@@ -45,6 +45,8 @@ pub(crate) fn find_cycle(chain: &Chain, actor: &str, key: &str) -> Option<String
 /// down fires once when it starts again; a periodic timer then continues one period after
 /// that firing (missed periods are not replayed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a `Timer` is only a schedule: pass it to `ctx.timer::<Self>(name, timer)` and \
+              call a handler method on what that returns"]
 pub struct Timer {
     due: SystemTime,
     every: Option<Duration>,

@@ -15,8 +15,12 @@ pub enum CallError<E = Infallible> {
     /// for a `#[handler(commit_errors)]` handler).
     #[error("handler failed: {0}")]
     Handler(E),
-    /// The call did not complete within the call timeout; if the handler was running it was
-    /// cancelled and the actor reset to its last committed state.
+    /// The caller stopped waiting: no reply within its timeout (the handle's own, set with
+    /// `handle.timeout(d)`, else the runtime's `call_timeout`). The turn stays whole: one
+    /// that had started runs on and commits in full or not at all, one still queued does
+    /// not run, and a handler still running past the runtime's `call_timeout` is cancelled
+    /// and its actor reset to its last committed state. So a timed-out `&mut self` call may
+    /// or may not have been applied; read the state (or retry an idempotent call) to know.
     #[error("call timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// A bound was reached ([`Overload`] says which); nothing was done; retry later.
@@ -105,6 +109,87 @@ impl<E> CallError<E> {
         }
     }
 
+    /// Lets `?` carry a call's failure into the calling handler's own error type, which
+    /// cannot implement `From<CallError<E>>` (the orphan rule forbids it, as `E` is the
+    /// callee's): the handler's error `E` goes through `Into<U>` (a `From` you write between
+    /// two error types of your own crate), and every other failure (timeout, overload,
+    /// cycle, storage, ...: the call did not get an answer from the handler) through
+    /// `unavailable`, typically a variant of your error that holds the [`CallError`]:
+    ///
+    /// ```
+    /// use gears::CallError;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Insufficient;
+    ///
+    /// #[derive(Debug)]
+    /// enum TransferError {
+    ///     Account(Insufficient),
+    ///     Unavailable(CallError),
+    /// }
+    ///
+    /// impl From<Insufficient> for TransferError {
+    ///     fn from(e: Insufficient) -> Self {
+    ///         TransferError::Account(e)
+    ///     }
+    /// }
+    ///
+    /// // In a saga step: `ctx.get::<Account>(from).debit(5).await
+    /// //     .map_err(|e| e.propagate(TransferError::Unavailable))?;`
+    /// let refused: CallError<Insufficient> = CallError::Handler(Insufficient);
+    /// assert!(matches!(
+    ///     refused.propagate(TransferError::Unavailable),
+    ///     TransferError::Account(Insufficient)
+    /// ));
+    /// let busy: CallError<Insufficient> = CallError::ShuttingDown;
+    /// assert!(matches!(
+    ///     busy.propagate(TransferError::Unavailable),
+    ///     TransferError::Unavailable(CallError::ShuttingDown)
+    /// ));
+    /// ```
+    ///
+    /// A call to a handler that cannot fail has nothing to map: `.map_err(MyError::Unavailable)`.
+    #[must_use]
+    pub fn propagate<U>(self, unavailable: impl FnOnce(CallError) -> U) -> U
+    where
+        E: Into<U>,
+    {
+        match self.split() {
+            Ok(failure) => unavailable(failure),
+            Err(handler) => handler.into(),
+        }
+    }
+
+    /// Maps the handler's error with `f`, keeping every other failure as it is.
+    #[must_use]
+    pub fn map_handler<F>(self, f: impl FnOnce(E) -> F) -> CallError<F> {
+        match self.split() {
+            Ok(failure) => failure,
+            Err(handler) => CallError::Handler(f(handler)),
+        }
+    }
+
+    /// The handler's error as `Err`, or any other failure as `Ok`, typed with any handler
+    /// error type (it holds none).
+    fn split<F>(self) -> Result<CallError<F>, E> {
+        Ok(match self {
+            CallError::Handler(e) => return Err(e),
+            CallError::Timeout(d) => CallError::Timeout(d),
+            CallError::Overloaded(w) => CallError::Overloaded(w),
+            CallError::Panicked { actor, handler } => CallError::Panicked { actor, handler },
+            CallError::Cycle(c) => CallError::Cycle(c),
+            CallError::Storage(e) => CallError::Storage(e),
+            CallError::Decode(e) => CallError::Decode(e),
+            CallError::InvalidKey(e) => CallError::InvalidKey(e),
+            CallError::NotRegistered(n) => CallError::NotRegistered(n),
+            CallError::ShuttingDown => CallError::ShuttingDown,
+            CallError::Invalid(why) => CallError::Invalid(why),
+            CallError::NotOwner(s) => CallError::NotOwner(s),
+            CallError::Fenced(s) => CallError::Fenced(s),
+            CallError::Unavailable(s) => CallError::Unavailable(s),
+        })
+    }
+
     /// Turns a runtime failure (never a handler error) into a `CallError` of any `E`.
     pub(crate) fn from_failure(failure: Failure) -> Self {
         match failure {
@@ -129,21 +214,9 @@ impl CallError<Infallible> {
     /// Widens an infallible call's error to any handler error type, so `?` works across
     /// handlers with different error types.
     pub fn widen<E>(self) -> CallError<E> {
-        match self {
-            CallError::Handler(never) => match never {},
-            CallError::Timeout(d) => CallError::Timeout(d),
-            CallError::Overloaded(w) => CallError::Overloaded(w),
-            CallError::Panicked { actor, handler } => CallError::Panicked { actor, handler },
-            CallError::Cycle(c) => CallError::Cycle(c),
-            CallError::Storage(e) => CallError::Storage(e),
-            CallError::Decode(e) => CallError::Decode(e),
-            CallError::InvalidKey(e) => CallError::InvalidKey(e),
-            CallError::NotRegistered(n) => CallError::NotRegistered(n),
-            CallError::ShuttingDown => CallError::ShuttingDown,
-            CallError::Invalid(why) => CallError::Invalid(why),
-            CallError::NotOwner(s) => CallError::NotOwner(s),
-            CallError::Fenced(s) => CallError::Fenced(s),
-            CallError::Unavailable(s) => CallError::Unavailable(s),
+        match self.split() {
+            Ok(failure) => failure,
+            Err(never) => match never {},
         }
     }
 }

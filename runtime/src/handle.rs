@@ -5,6 +5,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -41,6 +42,8 @@ pub struct Caller<A: Handlers> {
     chain: Chain,
     /// Made by a turn that may run again: its calls are made exactly once.
     ids: Option<Arc<CallIds>>,
+    /// How long a call waits for its reply, if not the runtime's call timeout.
+    timeout: Option<Duration>,
 }
 
 impl<A: Handlers> Clone for Caller<A> {
@@ -51,6 +54,7 @@ impl<A: Handlers> Clone for Caller<A> {
             shard: self.shard,
             chain: self.chain.clone(),
             ids: self.ids.clone(),
+            timeout: self.timeout,
         }
     }
 }
@@ -98,7 +102,15 @@ impl<A: Handlers> Caller<A> {
             shard: crate::codec::shard_of(A::NAME, key),
             chain,
             ids: None,
+            timeout: None,
         }
+    }
+
+    /// The same handle, its calls waiting at most `timeout` for their reply (the generated
+    /// handle's `timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The same handle, its calls made exactly once under `ids` (a turn's).
@@ -187,8 +199,12 @@ impl<A: Handlers> Caller<A> {
         }
     }
 
-    /// Queues `body` on the actor and waits (bounded by the call timeout) for its gated
-    /// reply. `handler` names the turn in errors.
+    /// Queues `body` on the actor and waits (bounded by this handle's timeout, else the
+    /// runtime's call timeout) for its gated reply. `handler` names the turn in errors.
+    ///
+    /// Giving up stops only the wait: the turn is never cut short by it. One that has
+    /// started runs on and commits in full or rolls back in full, as it would have; one still
+    /// queued finds its caller gone and does not run (`activation::turn`).
     pub(crate) async fn request(&self, body: Body<A>, handler: &'static str) -> Reply {
         let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
@@ -214,7 +230,7 @@ impl<A: Handlers> Caller<A> {
         let replied = match futures::poll!(&mut rx) {
             std::task::Poll::Ready(replied) => replied,
             std::task::Poll::Pending => {
-                let timeout = self.shared.config.call_timeout;
+                let timeout = self.timeout.unwrap_or(self.shared.config.call_timeout);
                 // The runtime's timer: the caller may run on another executor.
                 let bounded = {
                     let _runtime = self.shared.tokio.enter();

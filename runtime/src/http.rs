@@ -212,6 +212,8 @@ pub enum TokenScope {
 
 /// Settings of the ingress. Start from `HttpConfig::default()` and change what you need.
 #[derive(Clone)]
+#[must_use = "`HttpConfig`'s setters return the changed settings (they do not change it in \
+              place): pass them on to `serve` or `router`"]
 pub struct HttpConfig {
     addr: SocketAddr,
     body_limit: usize,

@@ -5,11 +5,16 @@
 //! [`ReplyEncoder`]; this module drives both with serde_json. A handler whose result is not
 //! `Serialize` compiles all the same and is answered here as [`JsonError::NotExposed`]
 //! without running. State, events, timers, keys and deletion need only the `Actor` bounds.
+//! Every value leaves through [`AnyKeys`], so maps keyed by numbers, tuples or structs are
+//! JSON too.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use std::marker::PhantomData;
+
+mod any_keys;
+use any_keys::AnyKeys;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -69,7 +74,10 @@ impl ReplyEncoder for JsonReplyEncoder {
     type Output = Result<(bool, Vec<u8>), String>;
 
     fn value<T: serde::Serialize>(self, value: &T) -> Self::Output {
-        Ok((true, serde_json::to_vec(value).map_err(|e| e.to_string())?))
+        Ok((
+            true,
+            serde_json::to_vec(&AnyKeys(value)).map_err(|e| e.to_string())?,
+        ))
     }
 
     /// The enum variant's name (else the type's) and the error's JSON.
@@ -79,7 +87,7 @@ impl ReplyEncoder for JsonReplyEncoder {
             let base = full.split('<').next().unwrap_or(full);
             base.rsplit("::").next().unwrap_or(base)
         });
-        let detail = serde_json::to_value(error).map_err(|e| e.to_string())?;
+        let detail = serde_json::to_value(AnyKeys(error)).map_err(|e| e.to_string())?;
         let body = serde_json::json!({ "error": name, "detail": detail });
         Ok((false, serde_json::to_vec(&body).map_err(|e| e.to_string())?))
     }
@@ -271,7 +279,7 @@ fn request_hash(handler: &str, body: &[u8]) -> u64 {
 }
 
 fn json_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, JsonError> {
-    serde_json::to_vec(value)
+    serde_json::to_vec(&AnyKeys(value))
         .map_err(|e| JsonError::Call(CallError::Invalid(format!("cannot encode as JSON: {e}"))))
 }
 
@@ -359,7 +367,7 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
         let key = key.to_string();
         Box::pin(async move {
             let encoded = rt
-                .read::<A, _>(key, |state| serde_json::to_vec(state))
+                .read::<A, _>(key, |state| serde_json::to_vec(&AnyKeys(state)))
                 .await
                 .map_err(JsonError::Call)?;
             encoded.map_err(|e| {

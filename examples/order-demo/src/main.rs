@@ -194,10 +194,13 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Without RUST_LOG: Gears' own notices (where the ingress listens, messages recovered
+    // from the last run) at info, everything else at warn, so fjall's and lsm-tree's
+    // recovery chatter stays out of the way. RUST_LOG replaces this entirely.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,gears=info")),
         )
         .with_writer(std::io::stderr)
         .init();
