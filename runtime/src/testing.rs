@@ -198,7 +198,7 @@ impl Drop for TestRuntime {
 impl fmt::Debug for TestRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestRuntime")
-            .field("path", self.dir.path())
+            .field("path", &self.dir.path())
             .finish_non_exhaustive()
     }
 }
@@ -360,7 +360,7 @@ impl RecordedMessage {
     fn of(payload: &Payload) -> Self {
         match payload {
             Payload::Message { handler, args } => RecordedMessage {
-                handler: handler.clone(),
+                handler: handler.to_string(),
                 arguments: args.clone(),
             },
             // A context records only messages; the other payloads are made when a turn
