@@ -12,7 +12,8 @@ mod handlers;
 
 /// Marks a struct as the durable state of a virtual actor type.
 ///
-/// The struct must be `Default + Serialize + DeserializeOwned`. Options, in
+/// The struct must be `Default + Serialize + DeserializeOwned`. Declares `<Type>Handle`,
+/// `<Type>Mail` and `<Type>Message`, which the type's `#[handlers]` block fills in. Options, in
 /// `#[actor(...)]`:
 /// - `name = "inventory_item"`: the stable storage name (default: the type's name);
 /// - `events = EventType`: what its handlers publish;
@@ -38,8 +39,10 @@ pub fn derive_state_version(input: TokenStream) -> TokenStream {
 ///
 /// `&self` handlers are read-only; `&mut self` handlers are exclusive and their new state is
 /// committed before the reply (rolled back if they return `Err`). An optional
-/// `ctx: &Context` parameter may follow the receiver. Generates `<Type>Handle` (one async
-/// method per handler) and `<Type>Message` (one serializable variant per handler).
+/// `ctx: &Context` parameter may follow the receiver. Gives `<Type>Handle` one async method
+/// per handler and `<Type>Message` one serializable variant per handler (both declared by
+/// `#[derive(Actor)]`). A type has one `#[handlers]` block: a second is a compile error
+/// (conflicting implementations of `Handlers`) at the second.
 ///
 /// Options of a handler, in `#[handler(...)]` on its method:
 /// - `internal`: a step for other actors, sends and timers (a saga's commit or

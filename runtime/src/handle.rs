@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::actor::{Deliver, Handlers, PostcardReply};
+use crate::actor::{Actor, Deliver, Handlers, PostcardReply};
 use crate::codec::encode_envelope;
 use crate::commit::KeyWrite;
 use crate::context::message_record;
@@ -34,7 +34,7 @@ type Target<A> = (Arc<dyn Mailbox<A>>, Arc<str>);
 
 /// A cheap, cloneable reference to one actor, wrapped by the generated `<Type>Handle`.
 #[doc(hidden)]
-pub struct Caller<A: Handlers> {
+pub struct Caller<A: Actor> {
     shared: Arc<Shared>,
     target: Result<Target<A>, Failure>,
     /// The actor's shard: every call asks the placement where it is served.
@@ -46,7 +46,7 @@ pub struct Caller<A: Handlers> {
     timeout: Option<Duration>,
 }
 
-impl<A: Handlers> Clone for Caller<A> {
+impl<A: Actor> Clone for Caller<A> {
     fn clone(&self) -> Self {
         Caller {
             shared: self.shared.clone(),
@@ -88,6 +88,25 @@ impl CallIds {
     }
 }
 
+/// What a handle is without handlers: `#[derive(Actor)]` declares the handle, `#[handlers]`
+/// gives it its calls.
+impl<A: Actor> Caller<A> {
+    /// The same handle, its calls waiting at most `timeout` for their reply (the generated
+    /// handle's `timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The key this handle addresses.
+    pub fn key(&self) -> &str {
+        match &self.target {
+            Ok((_, key)) => key,
+            Err(_) => "",
+        }
+    }
+}
+
 impl<A: Handlers> Caller<A> {
     pub(crate) fn new(shared: &Arc<Shared>, key: &str, chain: Chain) -> Self {
         let target = match crate::codec::validate_key(key) {
@@ -106,25 +125,10 @@ impl<A: Handlers> Caller<A> {
         }
     }
 
-    /// The same handle, its calls waiting at most `timeout` for their reply (the generated
-    /// handle's `timeout`).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
     /// The same handle, its calls made exactly once under `ids` (a turn's).
     pub(crate) fn with_ids(mut self, ids: Option<Arc<CallIds>>) -> Self {
         self.ids = ids;
         self
-    }
-
-    /// The key this handle addresses.
-    pub fn key(&self) -> &str {
-        match &self.target {
-            Ok((_, key)) => key,
-            Err(_) => "",
-        }
     }
 
     /// Sends `message` to the actor and waits for its durable reply.
@@ -250,7 +254,7 @@ impl<A: Handlers> Caller<A> {
     }
 }
 
-impl<A: Handlers> std::fmt::Debug for Caller<A> {
+impl<A: Actor> std::fmt::Debug for Caller<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}({:?})", A::NAME, self.key())
     }

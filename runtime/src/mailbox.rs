@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::actor::Handlers;
+use crate::actor::{Actor, Handlers};
 use crate::codec::{ActorMeta, ActorRef, Subscriber};
 use crate::context::Chain;
 use crate::error::Failure;
@@ -141,7 +141,10 @@ pub(crate) type Refused<A> = (Failure, Box<Envelope<A>>);
 
 /// Where a typed handle's messages go: the activations of one actor type. The directory
 /// implements it; the contract names only this trait, so it does not depend on how turns run.
-pub(crate) trait Mailbox<A: Handlers>: Send + Sync {
+///
+/// Bounded by `Actor` only, so that a handle can be declared for a type before (or without)
+/// its handlers; only a type with handlers can post.
+pub(crate) trait Mailbox<A: Actor>: Send + Sync {
     /// Queues `envelope` on the activation of `key` (activating it if needed), and if that
     /// activation was idle, runs its turns, starting in the calling task. On `Err` the
     /// envelope comes back, unqueued.
@@ -150,7 +153,9 @@ pub(crate) trait Mailbox<A: Handlers>: Send + Sync {
         shared: &Arc<Shared>,
         key: &Arc<str>,
         envelope: Envelope<A>,
-    ) -> Result<(), Refused<A>>;
+    ) -> Result<(), Refused<A>>
+    where
+        A: Handlers;
 }
 
 /// The mailbox of type `A`, if it is registered.
