@@ -56,6 +56,31 @@ fn pascal_case(ident: &Ident) -> Ident {
     Ident::new(&out, ident.span())
 }
 
+/// The text of `#[doc = "..."]` attributes, lines joined (the leading space of `///` dropped).
+fn doc_text(docs: &[Attribute]) -> String {
+    let lines: Vec<String> = docs
+        .iter()
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .map(|line| line.strip_prefix(' ').unwrap_or(&line).to_owned())
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
+/// `Option<..>` (by its last path segment): an argument the JSON body may leave out.
+fn is_option(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "Option"))
+}
+
 fn is_context(ty: &Type) -> Option<bool> {
     let Type::Reference(r) = ty else {
         return None;
@@ -681,6 +706,42 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
         }
     });
 
+    // The OpenAPI document's schemas: each type's own where it implements `JsonSchema`
+    // (`SchemaProbe`'s autoref specialisation, as for replies), "any value" where not.
+    let schema_of =
+        |ty: &TokenStream| quote!((&&#private::SchemaProbe::<#ty>::NEW).schema(__gears_sink));
+    let state_schema = schema_of(&quote!(Self));
+    let handler_schemas = handlers.iter().filter(|h| !h.internal).map(|h| {
+        let name = &h.name;
+        let doc = doc_text(&h.docs);
+        let args = h.args.iter().map(|(n, ty)| {
+            let arg = n.to_string();
+            let required = !is_option(ty);
+            let schema = schema_of(&quote!(#ty));
+            quote! {
+                let __gears_schema = #schema;
+                __gears_sink.argument(#arg, #required, __gears_schema);
+            }
+        });
+        let (result, error) = match &h.returns {
+            Returns::Value(t) => (schema_of(&quote!(#t)), None),
+            Returns::Result(t, e) => (schema_of(&quote!(#t)), Some(schema_of(&quote!(#e)))),
+        };
+        let error = error.map(|e| {
+            quote! {
+                let __gears_schema = #e;
+                __gears_sink.error(__gears_schema);
+            }
+        });
+        quote! {
+            __gears_sink.handler(#name, #doc);
+            #(#args)*
+            let __gears_schema = #result;
+            __gears_sink.result(__gears_schema);
+            #error
+        }
+    });
+
     let argument_checks = handlers
         .iter()
         .flat_map(|h| &h.args)
@@ -763,7 +824,16 @@ fn generate(actor: &Ident, handlers: &[Handler]) -> TokenStream {
                     }
                 }
 
-                fn __handler_infos() -> &'static [::gears::HandlerInfo] {
+                #[allow(clippy::let_unit_value)]
+            fn __schemas(__gears_sink: &mut #private::SchemaSink) {
+                #[allow(unused_imports)]
+                use #private::{JsonSchemaProbe as _, OpaqueSchemaProbe as _};
+                let __gears_schema = #state_schema;
+                __gears_sink.state(__gears_schema);
+                #(#handler_schemas)*
+            }
+
+            fn __handler_infos() -> &'static [::gears::HandlerInfo] {
                     &[#(#infos),*]
                 }
 

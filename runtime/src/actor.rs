@@ -76,6 +76,13 @@ pub trait Handlers: Actor {
     #[doc(hidden)]
     fn __handler_infos() -> &'static [HandlerInfo];
 
+    /// The JSON Schemas of the state and of every handler callable over HTTP (arguments,
+    /// result, error) with its doc comment, for the ingress' OpenAPI document.
+    #[doc(hidden)]
+    fn __schemas(sink: &mut crate::schema::SchemaSink) {
+        let _ = sink;
+    }
+
     /// Builds the message of `handler` from its arguments read as one record with a field
     /// per argument (unknown fields refused): how the HTTP ingress turns a JSON object into
     /// a message. Generic over the format, so nothing here names JSON and nothing is

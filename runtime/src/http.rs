@@ -21,6 +21,7 @@
 //! | `DELETE /admin/~dead-letters/{id}` | deletes the parked message durably, so no later start delivers it ([`Runtime::discard_dead_letter`](crate::Runtime::discard_dead_letter)): `204` |
 //! | `GET /metrics` | the runtime's [`Stats`](crate::Stats) and the ingress' request counts, OpenMetrics text (Prometheus scrapes it) |
 //! | `GET /health` | `200 {"status":"ok"}` |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of these routes for the registered types, generated from their handlers (see below) |
 //!
 //! The feature is additive: `#[handlers]` generates the same code with it on or off, and
 //! asks nothing more of a handler's types than Rust calls do (arguments `Serialize +
@@ -28,7 +29,14 @@
 //! compiles everywhere and is answered over HTTP with `501 not_exposed` (see Errors), so
 //! turning the feature on in one crate of a build never breaks another crate's actors.
 //!
-//! A first path segment `admin`, `metrics` or `health` is the ingress' own: an actor type of
+//! `GET /openapi.json` describes every route above for the registered types: per handler
+//! its body (an object with a field per argument, `Option` ones optional, unknown fields
+//! refused), its result, its error as the `422`'s `detail`, and its doc comment. A type's
+//! JSON Schema is its [`schemars::JsonSchema`] where it implements it
+//! (`#[derive(schemars::JsonSchema)]` beside `Serialize`), and "any JSON value" where not:
+//! like `Serialize` for results, nothing more is asked of a handler's types.
+//!
+//! A first path segment `admin`, `metrics`, `health` or `openapi.json` is the ingress' own: an actor type of
 //! that name cannot be reached over HTTP. `~dead-letters` cannot be an actor type's name (a
 //! name is ASCII letters, digits, `_`, `-` and `.`), so the dead-letter routes never hide
 //! the admin routes of a type. A dead letter id that does not parse is a `400 bad_request`,
@@ -174,6 +182,7 @@ mod admission;
 mod connections;
 mod error;
 mod metrics;
+mod openapi;
 
 use error::ApiError;
 
@@ -550,6 +559,8 @@ struct Ingress {
     /// One permit per open event stream.
     streams: Arc<Semaphore>,
     max_event_streams: usize,
+    /// `GET /openapi.json`, made once: the registered types do not change.
+    openapi: Bytes,
 }
 
 /// The ingress' own counters, for `/metrics`.
@@ -581,6 +592,16 @@ fn build(
             config.max_event_streams.min(Semaphore::MAX_PERMITS),
         )),
         max_event_streams: config.max_event_streams,
+        openapi: Bytes::new(),
+    };
+    let security = openapi::Security {
+        admin: config.token.is_some(),
+        actors: config.token.is_some() && matches!(config.effective_token_scope(), TokenScope::All),
+    };
+    let document = openapi::document(&ingress.rt, &security, config.body_limit);
+    let ingress = Ingress {
+        openapi: Bytes::from(serde_json::to_vec(&document).unwrap_or_default()),
+        ..ingress
     };
     let admin_guard = Guard {
         token: config.token.clone(),
@@ -624,6 +645,7 @@ fn build(
     let actors = Router::new()
         .route("/{type}/{key}", get(read_state))
         .route("/{type}/{key}/{handler}", get(watch_events).post(call))
+        .route("/openapi.json", get(openapi_document))
         .route("/{type}/{key}/{handler}/send", axum::routing::post(send))
         .route_layer(middleware::from_fn_with_state(actor_guard, require_token));
     let ingress_routes = Router::new()
@@ -1166,6 +1188,17 @@ async fn metrics(State(ingress): State<Ingress>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
+}
+
+async fn openapi_document(State(ingress): State<Ingress>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        ingress.openapi,
+    )
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {

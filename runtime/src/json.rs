@@ -150,6 +150,8 @@ pub(crate) trait JsonActor: Send + Sync {
     fn name(&self) -> &'static str;
     /// Its handlers callable over JSON (not `#[handler(internal)]`), in declaration order.
     fn handlers(&self) -> Vec<&'static HandlerInfo>;
+    /// Adds the JSON Schemas of its state and its public handlers to `sink`.
+    fn schemas(&self, sink: &mut crate::schema::SchemaSink);
     /// Runs `handler` of `key` with the JSON object `body` (empty body = no arguments). With
     /// an idempotency key, the first result (success or handler error) is stored with the
     /// turn; a retry with the same key and request is answered from it without running the
@@ -290,6 +292,10 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
 
     fn handlers(&self) -> Vec<&'static HandlerInfo> {
         public_handlers::<A>().collect()
+    }
+
+    fn schemas(&self, sink: &mut crate::schema::SchemaSink) {
+        A::__schemas(sink);
     }
 
     fn call(

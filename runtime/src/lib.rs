@@ -121,6 +121,7 @@ mod outbox;
 mod panics;
 mod placement;
 mod runtime;
+mod schema;
 mod shard;
 mod shared;
 mod signal;
@@ -174,6 +175,7 @@ pub mod __private {
     pub use crate::error::Failure;
     pub use crate::handle::OutsideSend;
     pub use crate::handle::{Caller, Reply, finish, finish_result};
+    pub use crate::schema::{JsonSchemaProbe, OpaqueSchemaProbe, Schema, SchemaProbe, SchemaSink};
     pub use crate::store::UpgradeHook;
     pub use crate::version::{decode_or_migrate, decode_version};
     pub use futures::future::BoxFuture;

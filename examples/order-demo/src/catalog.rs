@@ -11,6 +11,7 @@
 //! or pages through the keys actually stored (the audit, the drain), never `0..count`.
 
 use gears::prelude::*;
+use schemars::JsonSchema;
 
 /// The key of the one catalog actor.
 pub const CATALOG: &str = "demo";
@@ -40,7 +41,7 @@ pub fn customer_id(n: u32) -> String {
 /// What [`Catalog::contents`] returns: how many of each key the simulation numbered.
 ///
 /// Counts, not lists: read them as claims about the store, and never allocate by them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Contents {
     /// Items `sku_id(0..skus)`.
     pub skus: u32,
@@ -51,7 +52,7 @@ pub struct Contents {
 }
 
 /// Why [`Catalog`] refused a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum CatalogError {
     /// A count is outside the range the demo accepts.
     OutOfRange(String),
@@ -68,7 +69,7 @@ impl std::fmt::Display for CatalogError {
 impl std::error::Error for CatalogError {}
 
 /// The simulation's index of its keys (one actor, key [`CATALOG`]).
-#[derive(Actor, Default, Debug, Serialize, Deserialize)]
+#[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
 #[actor(name = "catalog")]
 pub struct Catalog {
     contents: Contents,

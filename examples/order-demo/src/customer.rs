@@ -6,12 +6,13 @@
 use std::collections::VecDeque;
 
 use gears::prelude::*;
+use schemars::JsonSchema;
 
 /// Notices kept in a customer's inbox (older ones are dropped, still counted).
 pub const INBOX_SIZE: usize = 20;
 
 /// A notification to a customer about one of their orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Notice {
     /// The order is shipping.
     Shipped {
@@ -55,7 +56,7 @@ impl std::fmt::Display for Notice {
 }
 
 /// Notices received, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NoticeCounts {
     /// [`Notice::Shipped`] received.
     pub shipped: u64,
@@ -77,7 +78,7 @@ impl std::ops::AddAssign for NoticeCounts {
 }
 
 /// What [`Customer::inbox`] returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Inbox {
     /// The latest notices, oldest first (at most [`INBOX_SIZE`]).
     pub recent: Vec<Notice>,
@@ -86,7 +87,7 @@ pub struct Inbox {
 }
 
 /// A customer, keyed by customer id.
-#[derive(Actor, Default, Debug, Serialize, Deserialize)]
+#[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
 #[actor(name = "customer")]
 pub struct Customer {
     recent: VecDeque<Notice>,

@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use gears::prelude::*;
+use schemars::JsonSchema;
 
 use crate::order::Order;
 
 /// The event of an [`InventoryItem`]: stock arrived (a restock), or came back to an item that
 /// had none (a released hold). Backordered orders subscribe to it for the SKU they miss.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BackInStock {
     /// The item's SKU.
     pub sku: String,
@@ -31,7 +32,7 @@ pub struct BackInStock {
 }
 
 /// Why [`InventoryItem::reserve`] refused: fewer units are available than requested.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutOfStock {
     /// The item's SKU.
     pub sku: String,
@@ -54,7 +55,7 @@ impl std::fmt::Display for OutOfStock {
 impl std::error::Error for OutOfStock {}
 
 /// Stock held for one order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Hold {
     /// Units held.
     pub qty: u32,
@@ -63,7 +64,7 @@ pub struct Hold {
 }
 
 /// One hold as [`InventoryItem::level`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HeldFor {
     /// The order holding the stock.
     pub order: String,
@@ -74,7 +75,7 @@ pub struct HeldFor {
 }
 
 /// What [`InventoryItem::level`] returns: every counter of the item and its holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Level {
     /// The item's SKU.
     pub sku: String,
@@ -99,7 +100,7 @@ pub struct Level {
 ///
 /// Counters are signed on purpose: an oversold item shows up as negative stock that the
 /// audit reports, instead of a wrap-around or a panic inside a handler.
-#[derive(Actor, Default, Debug, Serialize, Deserialize)]
+#[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
 #[actor(name = "inventory_item", events = BackInStock)]
 pub struct InventoryItem {
     seeded: bool,
@@ -120,7 +121,7 @@ pub(crate) fn hold_timer(order: &str) -> String {
 pub const MAX_RESTOCK: u32 = 1_000_000;
 
 /// Why [`InventoryItem::restock`] refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RestockError {
     /// The quantity is 0 or above [`MAX_RESTOCK`]; nothing changed.
     Invalid(String),

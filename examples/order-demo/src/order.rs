@@ -15,12 +15,13 @@
 //! never call an order (they send), so no call cycle can form.
 
 use gears::prelude::*;
+use schemars::JsonSchema;
 
 use crate::customer::{Customer, Notice};
 use crate::inventory::{BackInStock, InventoryItem};
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Line {
     /// The item's SKU.
     pub sku: String,
@@ -37,7 +38,7 @@ pub const MAX_QTY: u32 = 10_000;
 pub const MAX_POLICY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Timing of an order's saga, chosen when it is placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Policy {
     /// How long an item holds stock for the order before asking whether it still needs it.
     pub hold_ms: u64,
@@ -69,7 +70,7 @@ impl Policy {
 }
 
 /// Where an order's saga stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Status {
     /// Every line is held and committed: the items ship it.
     Shipping,
@@ -103,7 +104,7 @@ impl std::str::FromStr for Status {
 }
 
 /// Why [`Order::place`] refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PlaceError {
     /// The order is unacceptable, and nothing was held for it: no line or too many, a
     /// quantity of 0 or too large, a SKU twice, a key (customer, SKU, the order's id) that
@@ -130,7 +131,7 @@ impl std::fmt::Display for PlaceError {
 impl std::error::Error for PlaceError {}
 
 /// What [`Order::details`] returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderView {
     /// `None` if the order was never placed (or its placing never committed).
     pub status: Option<Status>,
@@ -145,7 +146,7 @@ pub struct OrderView {
 }
 
 /// An order, keyed by order id.
-#[derive(Actor, Default, Debug, Serialize, Deserialize)]
+#[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
 #[actor(name = "order")]
 pub struct Order {
     customer: String,
