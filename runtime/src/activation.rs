@@ -19,8 +19,6 @@ use futures::FutureExt;
 use tracing::Instrument;
 use xxhash_rust::xxh3::xxh3_128;
 
-use std::time::SystemTime;
-
 use crate::actor::Handlers;
 use crate::codec::{
     ActorMeta, ActorRef, KeptResult, OutboxId, OutboxRecord, Payload, Subscriber, TimerEntry,
@@ -28,7 +26,7 @@ use crate::codec::{
     timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
-use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType, epoch_ms};
+use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType};
 use crate::directory::{Activation, Idle, Loaded, PendingKept, Registry, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::{CallIds, Reply};
@@ -1197,7 +1195,7 @@ fn complete_delivery<A: Handlers>(
                 Some(every) => {
                     // Missed periods are not replayed: the next firing is one period after
                     // the later of the due time and now.
-                    let now = epoch_ms(SystemTime::now());
+                    let now = shared.clock.epoch_ms();
                     let next = match due_ms.saturating_add(every) {
                         next if next > now => next,
                         _ => now.saturating_add(every),
@@ -1226,7 +1224,7 @@ async fn kept_result<A: Handlers>(
     l: &mut Loaded<A>,
     idempotency: &str,
 ) -> Result<Option<KeptResult>, Failure> {
-    let now = epoch_ms(SystemTime::now());
+    let now = shared.clock.epoch_ms();
     // A settled write is in the store (or failed, and then so did this actor's later ones).
     l.kept.retain(|p| !p.ticket.settled());
     if let Some(p) = l
@@ -1311,7 +1309,7 @@ fn stage<A: Handlers>(
     if !kept.is_empty() {
         let retention =
             u64::try_from(shared.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
-        expires_ms = epoch_ms(SystemTime::now()).saturating_add(retention);
+        expires_ms = shared.clock.epoch_ms().saturating_add(retention);
         for k in &kept {
             writes.extend(kept_writes(slot, &k.idempotency, &k.result, expires_ms)?);
         }

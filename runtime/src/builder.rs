@@ -173,6 +173,12 @@ impl Builder {
         self
     }
 
+    /// Runs on `time` instead of the system's time (a test runtime's virtual time).
+    pub(crate) fn virtual_time(mut self, time: Arc<crate::clock::VirtualTime>) -> Self {
+        self.config.virtual_time = Some(time);
+        self
+    }
+
     /// Which node serves each shard (default [`LocalPlacement`]: every shard here). Calls to
     /// a shard placed elsewhere fail with [`CallError::NotOwner`], to a shard placed nowhere
     /// with [`CallError::Unavailable`]; a turn whose shard was lost while it ran commits
@@ -284,6 +290,12 @@ impl Builder {
             .fold(config.idle_timeout, Duration::min);
         let sweep_every =
             (shortest_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let clock = match &config.virtual_time {
+            Some(time) => crate::clock::Clock::Virtual(time.clone()),
+            None => crate::clock::Clock::System {
+                opened: Instant::now(),
+            },
+        };
         let shared = Arc::new(Shared {
             config,
             store: parking_lot::RwLock::new(Some(store)),
@@ -297,7 +309,7 @@ impl Builder {
             services: OnceLock::new(),
             live: AtomicUsize::new(0),
             admission: Admission::default(),
-            opened: Instant::now(),
+            clock,
             tokio,
             placement: self.placement,
         });

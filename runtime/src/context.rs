@@ -48,15 +48,23 @@ pub(crate) fn find_cycle(chain: &Chain, actor: &str, key: &str) -> Option<String
 #[must_use = "a `Timer` is only a schedule: pass it to `ctx.timer::<Self>(name, timer)` and \
               call a handler method on what that returns"]
 pub struct Timer {
-    due: SystemTime,
+    due: Due,
     every: Option<Duration>,
+}
+
+/// When a timer first fires: "from now" is read from the runtime's clock when the timer is
+/// set (a test runtime's clock is virtual).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    After(Duration),
+    At(SystemTime),
 }
 
 impl Timer {
     /// Fires once, `delay` from now.
     pub fn after(delay: Duration) -> Timer {
         Timer {
-            due: SystemTime::now() + delay,
+            due: Due::After(delay),
             every: None,
         }
     }
@@ -64,7 +72,7 @@ impl Timer {
     /// Fires once, at `time` (at once if that has passed).
     pub fn at(time: SystemTime) -> Timer {
         Timer {
-            due: time,
+            due: Due::At(time),
             every: None,
         }
     }
@@ -73,8 +81,16 @@ impl Timer {
     pub fn every(period: Duration) -> Timer {
         let period = period.max(Duration::from_millis(1));
         Timer {
-            due: SystemTime::now() + period,
+            due: Due::After(period),
             every: Some(period),
+        }
+    }
+
+    /// When it first fires, if set now.
+    fn due_at(&self, now: SystemTime) -> SystemTime {
+        match self.due {
+            Due::After(delay) => now + delay,
+            Due::At(time) => time,
         }
     }
 }
@@ -302,6 +318,14 @@ impl Context {
         self.effects().timers.push(TimerOp::Cancel(name.into()));
     }
 
+    /// The runtime's time now: the system's, or a test runtime's virtual time (which
+    /// [`TestRuntime::advance`](crate::testing::TestRuntime::advance) moves). Use it, not
+    /// `SystemTime::now()`, for times a handler compares with its timers' (a deadline it
+    /// stores, say).
+    pub fn now(&self) -> SystemTime {
+        self.shared.clock.now()
+    }
+
     /// This actor's pending timers as of the start of the turn, earliest first.
     pub fn timers(&self) -> Vec<TimerInfo> {
         timer_infos(&self.timers)
@@ -418,7 +442,7 @@ impl<A: Handlers> Deliver<A> for TimerSet<'_, A> {
         } else {
             encode_message::<A>(&message).map(|message| TimerOp::Set {
                 name: self.name,
-                due_ms: epoch_ms(self.when.due),
+                due_ms: epoch_ms(self.when.due_at(self.ctx.shared.clock.now())),
                 every_ms: self.when.every.map(duration_ms),
                 message,
             })

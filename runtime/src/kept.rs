@@ -10,11 +10,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::codec::kept_key_of_expiry;
 use crate::commit::KeyWrite;
-use crate::context::epoch_ms;
 use crate::error::Failure;
 use crate::shared::Shared;
 use crate::store::Space;
@@ -31,7 +30,7 @@ pub(crate) fn check_every(retention: Duration) -> Duration {
 /// Removes up to one batch of expired outcomes (and their index entries) in one commit, and
 /// waits until it is durable. Returns whether a full batch was removed (there may be more).
 pub(crate) async fn remove_expired(shared: &Arc<Shared>) -> Result<bool, Failure> {
-    let now = epoch_ms(SystemTime::now());
+    let now = shared.clock.epoch_ms();
     let expired = shared
         .with_store("expiry scan", move |store| {
             store.expired_results(crate::shared::ALL_SHARDS, now, BATCH)

@@ -101,6 +101,7 @@ mod actor;
 mod admission;
 mod backlog;
 mod builder;
+mod clock;
 mod codec;
 mod commit;
 mod context;

@@ -67,6 +67,11 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// No entry waits or is in delivery (parked ones are not the dispatcher's).
+    pub(crate) fn idle(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Adds durable entries (from a committed batch, or read at startup).
     pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (OutboxId, OutboxRecord)>) {
         for (seq, record) in entries {

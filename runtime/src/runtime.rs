@@ -9,7 +9,7 @@ use crate::actor::Handlers;
 use crate::codec::ActorMeta;
 use crate::context::{TimerInfo, timer_infos};
 use crate::directory::Registry;
-use crate::error::{CallError, Error};
+use crate::error::{CallError, Error, Failure};
 use crate::handle::{Caller, OutsideSend};
 use crate::mailbox::Body;
 use crate::metrics::Stats;
@@ -162,6 +162,45 @@ impl Runtime {
     /// instead of at the next periodic sweep. Returns how many were passivated.
     pub fn passivate_idle(&self) -> usize {
         self.shared.sweep()
+    }
+
+    /// Lets the services deliver and fire what is due now; says whether nothing is left
+    /// (no outbox entry pending anywhere, no timer due or firing) and when a timer is due
+    /// next. For a test runtime's `advance`.
+    pub(crate) async fn settle(&self) -> Result<crate::shared::Settled, Failure> {
+        let services = self
+            .shared
+            .services
+            .get()
+            .ok_or(Failure::ShuttingDown)?
+            .clone();
+        let mut settled = services.settle().await?;
+        // Sends staged by turns that have not committed yet are not the dispatcher's yet.
+        settled.quiet &= self.shared.backlog.backlog() == 0;
+        Ok(settled)
+    }
+
+    /// Stops the runtime as a crash would, for a test runtime's `crash_and_reopen`: calls
+    /// are refused at once and nothing accepted is waited for (their callers get
+    /// `ShuttingDown`), the outbox is not drained and the store gets no final sync. What was
+    /// acknowledged is durable, as after a SIGKILL; the store is closed, so its path can be
+    /// opened again when this returns.
+    pub(crate) async fn crash(&self) {
+        let shared = &self.shared;
+        shared.admission.close_outside();
+        shared.admission.close();
+        shared.committer.stop().await;
+        let thread = self.lifecycle.committer_thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let host = self.lifecycle.host.lock().take();
+        if let Some(host) = host {
+            host.stop().await;
+        }
+        if let Some(store) = shared.take_store() {
+            let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+        }
     }
 
     /// Stops accepting calls, lets accepted ones finish, commits and syncs everything, and

@@ -9,13 +9,14 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::codec::{OutboxId, OutboxRecord};
 use crate::dead_letters::DeadLetterId;
 use crate::error::Failure;
 use crate::outbox::Dispatcher;
-use crate::shared::{DoneFn, Services, Shared};
+use crate::shared::{DoneFn, Services, Settled, Shared};
 use crate::timers::TimerService;
 
 /// How often the host retries busy deliveries and checks for due timers: the timers'
@@ -47,6 +48,8 @@ pub(crate) enum HostMsg {
     UnparkTimer { id: DeadLetterId, shard: u16 },
     /// Remove a batch of expired outcomes of idempotent requests.
     ExpireKept,
+    /// Do a tick's work now, then answer whether nothing is left to do.
+    Settle(RpcReplyPort<Settled>),
 }
 
 struct HostActor;
@@ -100,18 +103,17 @@ impl Actor for HostActor {
                 }
                 return Ok(());
             }
-            HostMsg::Tick => {
-                state.dispatcher.tick();
-                if state.timers.due() {
-                    let host = myself.clone();
-                    let done = move |key: Arc<[u8]>| -> DoneFn {
-                        let host = host.clone();
-                        Box::new(move |outcome| {
-                            let _ = host.cast(HostMsg::TimerDone { key, outcome });
-                        })
-                    };
-                    state.timers.fire(&shared, &done).await;
-                }
+            HostMsg::Tick => tick(&myself, &shared, state).await,
+            HostMsg::Settle(reply) => {
+                tick(&myself, &shared, state).await;
+                // Deliver what the tick made ready before answering.
+                deliver(&myself, &shared, state);
+                let (timers_quiet, next_due_ms) = state.timers.settled(shared.clock.epoch_ms());
+                let _ = reply.send(Settled {
+                    quiet: timers_quiet && state.dispatcher.idle(),
+                    next_due_ms,
+                });
+                return Ok(());
             }
             HostMsg::Committed(entries) => state.dispatcher.add(entries),
             HostMsg::Delivered { seq, outcome } => state.dispatcher.done(&shared, seq, outcome),
@@ -142,24 +144,44 @@ impl Actor for HostActor {
                 return Ok(());
             }
         }
-        if shared.config.hold_deliveries {
-            return Ok(());
-        }
-        let host = myself.clone();
-        let done = move |seq: OutboxId| -> DoneFn {
-            let host = host.clone();
-            Box::new(move |outcome| {
-                let _ = host.cast(HostMsg::Delivered { seq, outcome });
-            })
-        };
-        state.dispatcher.dispatch(&shared, &done);
+        deliver(&myself, &shared, state);
         Ok(())
     }
+}
+
+/// Queues what the dispatcher can deliver now (nothing under the `hold_deliveries` seam).
+fn deliver(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut HostState) {
+    if shared.config.hold_deliveries {
+        return;
+    }
+    let host = myself.clone();
+    let done = move |seq: OutboxId| -> DoneFn {
+        let host = host.clone();
+        Box::new(move |outcome| {
+            let _ = host.cast(HostMsg::Delivered { seq, outcome });
+        })
+    };
+    state.dispatcher.dispatch(shared, &done);
 }
 
 /// Where the rest of the runtime reaches the host.
 #[derive(Clone)]
 pub(crate) struct HostRef(ActorRef<HostMsg>);
+
+/// A tick's work: retry what waited for a backoff, fire due timers.
+async fn tick(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut HostState) {
+    state.dispatcher.tick();
+    if state.timers.due(shared.clock.epoch_ms()) {
+        let host = myself.clone();
+        let done = move |key: Arc<[u8]>| -> DoneFn {
+            let host = host.clone();
+            Box::new(move |outcome| {
+                let _ = host.cast(HostMsg::TimerDone { key, outcome });
+            })
+        };
+        state.timers.fire(shared, &done).await;
+    }
+}
 
 impl Services for HostRef {
     fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>) {
@@ -174,6 +196,16 @@ impl Services for HostRef {
 
     fn timer_scheduled(&self, shard: u16, due_ms: u64) {
         let _ = self.0.cast(HostMsg::TimerScheduled { shard, due_ms });
+    }
+
+    fn settle(&self) -> BoxFuture<'static, Result<Settled, Failure>> {
+        let host = self.0.clone();
+        Box::pin(async move {
+            match host.call(HostMsg::Settle, None).await {
+                Ok(ractor::rpc::CallResult::Success(settled)) => Ok(settled),
+                _ => Err(Failure::ShuttingDown),
+            }
+        })
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) idempotency_retention: Duration,
     /// Test seam: outbox entries are kept, never delivered.
     pub(crate) hold_deliveries: bool,
+    /// A test runtime's virtual time, instead of the system's.
+    pub(crate) virtual_time: Option<Arc<crate::clock::VirtualTime>>,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             watch_capacity: 1024,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             hold_deliveries: false,
+            virtual_time: None,
         }
     }
 }
@@ -107,6 +110,18 @@ pub(crate) trait Services: Send + Sync {
     fn timer_scheduled(&self, shard: u16, due_ms: u64);
     /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
     fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure>;
+    /// Delivers what can be delivered and fires what is due now, then says whether that
+    /// left the services with nothing to do (a test runtime's `advance`).
+    fn settle(&self) -> futures::future::BoxFuture<'static, Result<Settled, Failure>>;
+}
+
+/// What [`Services::settle`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settled {
+    /// No outbox entry waits or is in delivery, and no timer is due or firing.
+    pub(crate) quiet: bool,
+    /// When the next timer scan is due (ms since the Unix epoch, `u64::MAX`: no timer).
+    pub(crate) next_due_ms: u64,
 }
 
 /// Where a durable message came from: its removal commits with the turn that processes it,
@@ -173,7 +188,8 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     /// Which calls are accepted, and how many are in flight.
     pub(crate) admission: Admission,
-    pub(crate) opened: Instant,
+    /// The time: the system's, or a test runtime's virtual time.
+    pub(crate) clock: crate::clock::Clock,
     pub(crate) tokio: tokio::runtime::Handle,
     /// Which node serves each shard.
     pub(crate) placement: Arc<dyn Placement>,
@@ -343,8 +359,9 @@ impl Shared {
         }
     }
 
+    /// Monotonic milliseconds, by the runtime's clock (activations' idleness).
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.clock.monotonic_ms()
     }
 
     /// Takes a place under the live-activation cap, passivating an idle activation if needed.

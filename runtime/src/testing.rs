@@ -44,11 +44,57 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This module is the seed of a larger test kit (virtual time, crash and reopen): it owns
-//! the temporary store and the configuration, so a runtime can be opened on it again
-//! ([`TestRuntime::restart`]). It imports the runtime and the context; nothing imports it,
-//! and the production path does not know it exists (the context lends it a read of the
-//! effects it already keeps).
+//! # Virtual time
+//!
+//! A test runtime's clock is virtual: it stands still until the test moves it with
+//! [`TestRuntime::advance`], which fires the timers that come due, in due order (moving
+//! the clock to each one's time), delivers the sends they make, passivates the actors idle
+//! for longer than their timeout, and returns once all of it has committed. A test of an
+//! hour-long expiry takes milliseconds, and its outcome does not depend on the machine's
+//! speed. [`TestRuntime::crash_and_reopen`] stops the runtime as a crash would and opens it
+//! again on the same store, with the clock where it was. [`TestRuntime::state`] and
+//! [`TestRuntime::timers`] read any actor without a handler.
+//!
+//! ```
+//! use std::time::Duration;
+//! use gears::prelude::*;
+//! use gears::testing::TestRuntime;
+//!
+//! #[derive(Actor, Default, Serialize, Deserialize)]
+//! pub struct Lease {
+//!     holder: Option<String>,
+//! }
+//!
+//! #[handlers]
+//! impl Lease {
+//!     pub async fn take(&mut self, ctx: &Context, who: String, ttl_s: u64) {
+//!         self.holder = Some(who);
+//!         ctx.timer::<Self>("expire", Timer::after(Duration::from_secs(ttl_s))).expire();
+//!     }
+//!
+//!     pub async fn expire(&mut self) {
+//!         self.holder = None;
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut t = TestRuntime::new(|b| b.register::<Lease>()).await?;
+//! t.runtime().get::<Lease>("l").take("ann".into(), 3600).await?;
+//! t.advance(Duration::from_secs(3599)).await?;
+//! assert_eq!(t.state::<Lease>("l").await?.holder.as_deref(), Some("ann"));
+//! assert_eq!(t.timers::<Lease>("l").await?.len(), 1);
+//! t.crash_and_reopen().await?; // what was acknowledged is still there, the timer too
+//! t.advance(Duration::from_secs(1)).await?;
+//! assert_eq!(t.state::<Lease>("l").await?.holder, None);
+//! t.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The test runtime owns the temporary store, the configuration and the virtual clock, so a
+//! runtime can be opened on it again ([`TestRuntime::restart`],
+//! [`TestRuntime::crash_and_reopen`]). It imports the runtime and the context; nothing
+//! imports it, and the production path does not know it exists beyond the clock it reads
+//! (the context lends it a read of the effects it already keeps).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -59,6 +105,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::actor::Handlers;
 use crate::builder::Builder;
+use crate::clock::VirtualTime;
 use crate::codec::{Payload, TimerEntry};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType};
 use crate::error::{CallError, Error, StorageError};
@@ -77,6 +124,8 @@ type Configure = Box<dyn Fn(Builder) -> Builder + Send + Sync>;
 pub struct TestRuntime {
     runtime: Runtime,
     configure: Configure,
+    /// The virtual clock of every runtime opened on this store.
+    time: Arc<VirtualTime>,
     /// The runtime was shut down: dropping has nothing to stop.
     stopped: bool,
     // Last, so the folder is removed after the runtime is gone.
@@ -100,10 +149,12 @@ impl TestRuntime {
                 )))
             })?;
         let configure: Configure = Box::new(configure);
-        let runtime = open(&configure, dir.path()).await?;
+        let time = Arc::new(VirtualTime::new());
+        let runtime = open(&configure, dir.path(), &time).await?;
         Ok(TestRuntime {
             runtime,
             configure,
+            time,
             stopped: false,
             dir,
         })
@@ -159,9 +210,99 @@ impl TestRuntime {
     pub async fn restart(&mut self) -> Result<(), Error> {
         self.stopped = true;
         self.runtime.shutdown().await?;
-        self.runtime = open(&self.configure, self.dir.path()).await?;
+        self.runtime = open(&self.configure, self.dir.path(), &self.time).await?;
         self.stopped = false;
         Ok(())
+    }
+
+    /// Stops the runtime as a crash (a SIGKILL) would and opens it again on the same store,
+    /// with the same configuration and the virtual clock where it was: what survives is
+    /// what was durable. Calls not answered yet are abandoned (their callers get
+    /// `ShuttingDown`), nothing is drained and the store gets no final sync; the new runtime
+    /// redelivers the outbox and fires the timers that came due, as a real restart does.
+    /// Handles and clones of the old [`runtime`](Self::runtime) answer `ShuttingDown`.
+    pub async fn crash_and_reopen(&mut self) -> Result<(), Error> {
+        self.stopped = true;
+        self.runtime.crash().await;
+        self.runtime = open(&self.configure, self.dir.path(), &self.time).await?;
+        self.stopped = false;
+        Ok(())
+    }
+
+    /// The test runtime's time now: virtual, it moves only with [`advance`](Self::advance)
+    /// (handlers read it with [`Context::now`]; timers are due by it).
+    pub fn now(&self) -> SystemTime {
+        self.time.now()
+    }
+
+    /// Moves the virtual clock forward by `by` and lets everything due by then happen:
+    /// timers fire in due order (the clock is moved to each one's due time in turn, so a
+    /// periodic timer fires once per period), sends made by their turns are delivered, and
+    /// activations idle for longer than their timeout are passivated. Returns when nothing
+    /// is left to do at the new time: every resulting turn has committed.
+    /// `advance(Duration::ZERO)` just lets what is due now happen (sends in flight, say).
+    ///
+    /// Timeouts that bound waiting (the call timeout, delivery backoffs after a failure)
+    /// run on real time; so does this wait, which fails with `Error::Config` if the
+    /// runtime is still busy after a minute of real time.
+    pub async fn advance(&self, by: Duration) -> Result<(), Error> {
+        let target = self.time.elapsed_ms().saturating_add(duration_ms(by));
+        let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+        loop {
+            let settled = self.settle(deadline).await?;
+            self.runtime.passivate_idle();
+            let now = self.time.elapsed_ms();
+            if now >= target {
+                return Ok(());
+            }
+            // Quiet means nothing is due now: the next due time is later (or never).
+            let next = self.time.elapsed_at(settled.next_due_ms);
+            self.time.set_elapsed_ms(next.clamp(now + 1, target));
+        }
+    }
+
+    /// Settles the runtime at the current virtual time (see [`advance`](Self::advance)).
+    async fn settle(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<crate::shared::Settled, Error> {
+        loop {
+            let settled = self
+                .runtime
+                .settle()
+                .await
+                .map_err(|f| Error::Config(format!("the test runtime cannot settle: {f}")))?;
+            if settled.quiet {
+                return Ok(settled);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Config(format!(
+                    "the test runtime was still busy after {SETTLE_LIMIT:?} of real time \
+                     (stats: {:?})",
+                    self.runtime.stats()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The stored state of `A(key)`, read without a handler (a read-only turn: once its
+    /// writes are durable); a key never written reads as `Default`.
+    pub async fn state<A: Handlers>(&self, key: impl AsRef<str>) -> Result<A, CallError> {
+        let bytes = self
+            .runtime
+            .read::<A, _>(key, |state| postcard::to_stdvec(state))
+            .await?
+            .map_err(|e| copy_failed(&e))?;
+        postcard::from_bytes(&bytes).map_err(|e| copy_failed(&e))
+    }
+
+    /// The pending timers of `A(key)`, earliest first (due times by the virtual clock).
+    pub async fn timers<A: Handlers>(
+        &self,
+        key: impl AsRef<str>,
+    ) -> Result<Vec<crate::TimerInfo>, CallError> {
+        self.runtime.timers::<A>(key).await
     }
 
     /// Shuts the runtime down cleanly and removes its store.
@@ -171,8 +312,31 @@ impl TestRuntime {
     }
 }
 
-async fn open(configure: &Configure, path: &Path) -> Result<Runtime, Error> {
-    configure(Runtime::builder()).path(path).open().await
+/// A state that does not go through its own serde round trip (a serde attribute that is not
+/// symmetric, say).
+fn copy_failed(e: &postcard::Error) -> CallError {
+    CallError::Storage(StorageError::new(format!(
+        "cannot copy the state through postcard: {e}"
+    )))
+}
+
+/// How long (real time) `advance` waits for the runtime to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn open(
+    configure: &Configure,
+    path: &Path,
+    time: &Arc<VirtualTime>,
+) -> Result<Runtime, Error> {
+    configure(Runtime::builder())
+        .path(path)
+        .virtual_time(time.clone())
+        .open()
+        .await
 }
 
 impl Drop for TestRuntime {

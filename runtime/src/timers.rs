@@ -14,14 +14,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::codec::{ActorRef, SHARDS, decode_timer, timer_due};
-use crate::context::epoch_ms;
 use crate::dead_letters::{DeadLetterId, Next, Stored, after_failure, timer_letter};
 use crate::error::Failure;
 use crate::shared::Shared;
 use crate::shared::{Delivery, DoneFn};
+
+/// Whole milliseconds of `d`.
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Timers read per scan of a shard.
 const SCAN_LIMIT: usize = 1024;
@@ -83,10 +87,16 @@ impl TimerService {
         }
     }
 
-    /// Whether a scan is due.
-    pub(crate) fn due(&self) -> bool {
-        let now = epoch_ms(SystemTime::now());
+    /// Whether a scan is due at `now` (ms since the Unix epoch).
+    pub(crate) fn due(&self, now: u64) -> bool {
         self.next_wake.iter().any(|&wake| wake <= now)
+    }
+
+    /// Nothing in flight and nothing due at `now`; and when the next scan is due (ms since
+    /// the Unix epoch, `u64::MAX` if no timer is stored).
+    pub(crate) fn settled(&self, now: u64) -> (bool, u64) {
+        let next = self.next_wake.iter().copied().min().unwrap_or(u64::MAX);
+        (self.inflight.is_empty() && next > now, next)
     }
 
     /// A firing's turn is over; a failed one is retried after a backoff, or parked.
@@ -106,7 +116,7 @@ impl TimerService {
         });
         match after_failure(&failure, &mut failing.attempts) {
             Next::Retry(backoff) => {
-                failing.retry_at = epoch_ms(SystemTime::now() + backoff);
+                failing.retry_at = shared.clock.epoch_ms().saturating_add(duration_ms(backoff));
                 let at = failing.retry_at;
                 tracing::debug!(attempts = failing.attempts, error = %failure, "timer firing failed; will retry");
                 self.scheduled(shard, at);
@@ -168,8 +178,8 @@ impl TimerService {
         });
     }
 
-    fn retry_soon(&mut self, shard: u16) {
-        let at = epoch_ms(SystemTime::now() + RETRY);
+    fn retry_soon(&mut self, shared: &Shared, shard: u16) {
+        let at = shared.clock.epoch_ms().saturating_add(duration_ms(RETRY));
         self.scheduled(shard, at);
     }
 
@@ -180,7 +190,7 @@ impl TimerService {
         shared: &Arc<Shared>,
         done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
     ) {
-        let now = epoch_ms(SystemTime::now());
+        let now = shared.clock.epoch_ms();
         let shards: Vec<(u16, Option<Vec<u8>>)> = (0..SHARDS)
             .filter(|&shard| self.next_wake[usize::from(shard)] <= now)
             .map(|shard| (shard, self.resume_after.remove(&shard)))
@@ -245,7 +255,7 @@ impl TimerService {
                 None => retry_at,
             };
             if busy {
-                self.retry_soon(shard);
+                self.retry_soon(shared, shard);
             }
             if complete {
                 self.forget_gone(shared, shard, &seen, now);

@@ -74,5 +74,6 @@ pub use simulation::{
     place_orders, seed,
 };
 pub use store::{
-    FAN_OUT, PAGE, Pages, StoreOptions, default_dir, is_store, open, read_all, settle, wipe,
+    FAN_OUT, PAGE, Pages, StoreOptions, default_dir, is_store, open, read_all, register, settle,
+    wipe,
 };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use gears::{Durability, Handlers, Runtime};
+use gears::{Builder, Durability, Handlers, Runtime};
 
 use crate::catalog::Catalog;
 use crate::customer::Customer;
@@ -46,17 +46,22 @@ pub fn default_dir() -> PathBuf {
 
 /// Opens (or creates) the store at `dir` with the demo's actors registered.
 pub async fn open(dir: &Path, options: StoreOptions) -> Result<Runtime, DemoError> {
-    let rt = Runtime::builder()
-        .path(dir)
+    let rt = register(Runtime::builder().path(dir), &options)
+        .open()
+        .await?;
+    Ok(rt)
+}
+
+/// Registers the demo's actors on `builder`, configured by `options` (what [`open`] does;
+/// tests pass it to `gears::testing::TestRuntime::new`).
+pub fn register(builder: Builder, options: &StoreOptions) -> Builder {
+    builder
         .durability(options.durability)
         .idle_timeout_for::<Order>(options.order_idle)
         .register::<InventoryItem>()
         .register::<Order>()
         .register::<Customer>()
         .register::<Catalog>()
-        .open()
-        .await?;
-    Ok(rt)
 }
 
 /// Whether `dir` holds a store (a fjall database), as opposed to missing or other files.
