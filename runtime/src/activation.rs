@@ -36,6 +36,7 @@ use crate::mailbox::{
 use crate::placement::{Fence, local_epoch};
 use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Shared};
 use crate::store::Space;
+use crate::trace::Cause;
 
 /// A result an idempotent request keeps, decided by its turn.
 struct NewKept {
@@ -128,6 +129,7 @@ fn enqueue_durable<A: Handlers>(
         chain: None,
         reply: Some(Replier::done(done)),
         delivery: delivery.map(Box::new),
+        span: None,
     };
     registry
         .enqueue(shared, &Arc::from(key), envelope)
@@ -307,6 +309,7 @@ async fn turn<A: Handlers>(
         chain,
         reply,
         delivery,
+        span,
     } = envelope;
     // The caller gave up (timeout): do not run a handler nobody waits for.
     if reply.as_ref().is_some_and(Replier::is_closed) {
@@ -338,6 +341,7 @@ async fn turn<A: Handlers>(
                 chain,
                 reply,
                 delivery,
+                span,
             };
             handler_turn(shared, slot, activation, turn).await
         }
@@ -366,6 +370,7 @@ async fn turn<A: Handlers>(
                 chain,
                 reply,
                 delivery,
+                span,
             };
             handler_turn(shared, slot, activation, turn).await
         }
@@ -502,6 +507,35 @@ fn turn_identity<A: Handlers>(
     Some(xxh3_128(&bytes))
 }
 
+/// The span of a handler's turn: a child of the caller's span (also when it runs in another
+/// task); a delivered send's joins the trace of the turn that sent it; a timer firing's is
+/// a root.
+fn turn_span<A: Handlers>(
+    key: &str,
+    handler: &'static str,
+    caller: Option<&tracing::Span>,
+    delivery: Option<&Delivery>,
+) -> tracing::Span {
+    let cause = match delivery {
+        None => "call",
+        Some(Delivery::Outbox { .. }) => "send",
+        Some(Delivery::Timer { .. }) => "timer",
+    };
+    let span = match caller {
+        Some(caller) => tracing::debug_span!(
+            parent: caller, "turn", actor = A::NAME, key, handler, cause
+        ),
+        None if delivery.is_some() => {
+            tracing::debug_span!(parent: None, "turn", actor = A::NAME, key, handler, cause)
+        }
+        None => tracing::debug_span!("turn", actor = A::NAME, key, handler, cause),
+    };
+    if let Some(Delivery::Outbox { cause, .. }) = delivery {
+        cause.adopt(&span);
+    }
+    span
+}
+
 /// A handler's message with what it needs besides the state.
 struct HandlerTurn<A: Handlers> {
     message: A::Message,
@@ -510,6 +544,8 @@ struct HandlerTurn<A: Handlers> {
     chain: Chain,
     reply: Option<Replier>,
     delivery: Option<Box<Delivery>>,
+    /// The caller's span.
+    span: Option<Box<tracing::Span>>,
 }
 
 /// Runs a handler, applies what it asked of its context, commits, and gates the reply.
@@ -525,6 +561,7 @@ async fn handler_turn<A: Handlers>(
         chain,
         reply,
         delivery,
+        span: caller,
     } = turn;
     let Some(l) = activation.loaded.as_mut() else {
         return;
@@ -534,6 +571,9 @@ async fn handler_turn<A: Handlers>(
     // A retried delivery's failure was reported at its first attempt (panic report
     // included); it is reported again only if it is parked.
     let retry = delivery.as_deref().is_some_and(Delivery::is_retry);
+    // The turn's span, and what its sends keep of it.
+    let span: tracing::Span;
+    let cause: Cause;
     // In a block of its own, so the context and the handler's future take no room in this
     // future's later waits.
     let (ran, mut effects) = {
@@ -547,7 +587,8 @@ async fn handler_turn<A: Handlers>(
             l.meta.timers.clone(),
             ids,
         );
-        let span = tracing::debug_span!("turn", actor = A::NAME, key = %slot.key, handler);
+        span = turn_span::<A>(&slot.key, handler, caller.as_deref(), delivery.as_deref());
+        cause = span.in_scope(Cause::current);
         let ran = run_bounded(
             timeout,
             AssertUnwindSafe(crate::panics::polled(
@@ -556,7 +597,7 @@ async fn handler_turn<A: Handlers>(
             ))
             .catch_unwind(),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await;
         (ran, ctx.into_effects())
     };
@@ -634,7 +675,15 @@ async fn handler_turn<A: Handlers>(
         }
     }
     if keep && let Some(effects) = effects {
-        match apply_effects(shared, slot, l, *effects, &mut writes, &mut released) {
+        match apply_effects(
+            shared,
+            slot,
+            l,
+            *effects,
+            &cause,
+            &mut writes,
+            &mut released,
+        ) {
             Ok(changed) => dirty |= changed,
             Err(failure) => {
                 // Transient (the outbox is full): the message is not consumed.
@@ -665,6 +714,8 @@ async fn handler_turn<A: Handlers>(
             &mut released.timer_due,
         );
     }
+    // Ends once the turn's write is durable.
+    let mut commit_span = tracing::Span::none();
     // Most read-only turns have nothing to write: then no `submit` future is made at all.
     let committed = match commit(
         shared,
@@ -676,6 +727,8 @@ async fn handler_turn<A: Handlers>(
         &mut released,
     ) {
         Ok(Some(staged)) => {
+            commit_span =
+                tracing::debug_span!(parent: &span, "commit", actor = A::NAME, key = %slot.key);
             submit(shared, activation, staged).await;
             Ok(())
         }
@@ -703,7 +756,15 @@ async fn handler_turn<A: Handlers>(
         }
         (Ok(()), None) => Ok(value),
     };
-    reply_after(shared, slot, activation, reply, result, released);
+    reply_after(
+        shared,
+        slot,
+        activation,
+        reply,
+        result,
+        released,
+        commit_span,
+    );
 }
 
 /// A turn that runs no handler and only completes a delivery and commits metadata: a
@@ -745,7 +806,15 @@ async fn delete_turn<A: Handlers>(
     };
     let mut writes = Vec::new();
     let mut released = Released::default();
-    if let Err(failure) = apply_effects(shared, slot, l, effects, &mut writes, &mut released) {
+    if let Err(failure) = apply_effects(
+        shared,
+        slot,
+        l,
+        effects,
+        &Cause::default(),
+        &mut writes,
+        &mut released,
+    ) {
         roll_back(shared, slot, activation, &mut released);
         return send_gated(activation, reply, Err(failure));
     }
@@ -891,6 +960,7 @@ async fn commit_and_reply<A: Handlers>(
         reply,
         result.map(|()| unit()),
         released,
+        tracing::Span::none(),
     );
 }
 
@@ -956,6 +1026,7 @@ fn apply_effects<A: Handlers>(
     slot: &Slot<A>,
     l: &mut Loaded<A>,
     effects: Effects,
+    cause: &Cause,
     writes: &mut Vec<KeyWrite>,
     released: &mut Released<A::Event>,
 ) -> Result<bool, Failure> {
@@ -990,6 +1061,7 @@ fn apply_effects<A: Handlers>(
                         event: bytes.clone(),
                     },
                     idempotency: None,
+                    cause: cause.clone(),
                 });
             }
         }
@@ -1004,6 +1076,7 @@ fn apply_effects<A: Handlers>(
                 target: publisher,
                 payload: Payload::Unsubscribe(me()),
                 idempotency: None,
+                cause: cause.clone(),
             });
         }
         l.meta = ActorMeta::default();
@@ -1053,6 +1126,7 @@ fn apply_effects<A: Handlers>(
                             handler,
                         }),
                         idempotency: None,
+                        cause: cause.clone(),
                     });
                 }
                 SubscriptionOp::Unsubscribe(publisher) => {
@@ -1061,6 +1135,7 @@ fn apply_effects<A: Handlers>(
                         target: publisher,
                         payload: Payload::Unsubscribe(me()),
                         idempotency: None,
+                        cause: cause.clone(),
                     });
                 }
             }
@@ -1371,6 +1446,7 @@ fn reply_after<A: Handlers>(
     reply: Option<Replier>,
     result: Reply,
     released: Released<A::Event>,
+    commit_span: tracing::Span,
 ) {
     let Released {
         outbox,
@@ -1379,6 +1455,7 @@ fn reply_after<A: Handlers>(
     } = released;
     let nothing_released = outbox.is_empty() && events.is_empty() && timer_due.is_none();
     if reply.is_none() && nothing_released {
+        drop(commit_span);
         return;
     }
     let release = (!nothing_released).then(|| {
@@ -1393,6 +1470,7 @@ fn reply_after<A: Handlers>(
         if let Some(reply) = reply {
             reply.send(durable.and(result));
         }
+        drop(commit_span);
     });
 }
 

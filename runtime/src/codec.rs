@@ -342,6 +342,9 @@ pub(crate) struct OutboxRecord {
     pub(crate) payload: Payload,
     /// A caller-chosen key: a second send with the same key to the same actor is dropped.
     pub(crate) idempotency: Option<String>,
+    /// The span it was sent under (in memory only: not stored, not compared).
+    #[serde(skip)]
+    pub(crate) cause: crate::trace::Cause,
 }
 
 /// One timer in the `timers` keyspace.
@@ -697,6 +700,7 @@ mod tests {
                 args: vec![1, 2],
             },
             idempotency: None,
+            cause: Default::default(),
         };
         let bytes = encode_envelope(&record).unwrap();
         assert_eq!(decode_envelope::<OutboxRecord>(&bytes).unwrap(), record);
@@ -759,6 +763,7 @@ mod tests {
             },
             payload: Payload::Positional(vec![0, 1, b'a', 3]),
             idempotency: Some("payment-7".into()),
+            cause: Default::default(),
         };
         // Format 1 wrote timers with their message by handler position.
         let timer_v1 = TimerRecordV1 {

@@ -489,6 +489,7 @@ pub(crate) fn message_record<B: Handlers>(
         },
         payload: encode_message::<B>(message)?,
         idempotency,
+        cause: crate::trace::Cause::current(),
     })
 }
 

@@ -441,6 +441,7 @@ mod tests {
                 args: Vec::new(),
             },
             idempotency: None,
+            cause: Default::default(),
         };
         for seq in 0..(MAX_LISTED as u64 + 3) {
             let id = OutboxId { seq, shard: 0 };

@@ -217,12 +217,15 @@ impl<A: Handlers> Caller<A> {
         // Served here? (The turn checks the epoch it runs under again.)
         local_epoch(&*self.shared.placement, self.shard)?;
         self.shared.admission.admit(self.chain.is_some())?;
+        // Lives until the reply: the call's span, parent of the turn's wherever it runs.
+        let span = tracing::debug_span!("call", actor = A::NAME, key = &**key, handler);
         let (tx, mut rx) = oneshot::channel();
         let envelope = Envelope {
             body,
             chain: self.chain.clone(),
             reply: Some(Replier::Call(tx)),
             delivery: None,
+            span: (!span.is_disabled()).then(|| Box::new(span.clone())),
         };
         if let Err((failure, _)) = mailbox.post(&self.shared, key, envelope) {
             self.shared.admission.turn_finished();

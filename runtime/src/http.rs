@@ -172,6 +172,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument as _;
 
 use crate::codec::MAX_KEY_LEN;
 use crate::context::epoch_ms;
@@ -904,9 +905,55 @@ fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// The span of an HTTP call or send: a child of the caller's span named by `traceparent`
+/// (feature `otel`), and the parent of the call's.
+fn request_span(
+    headers: &HeaderMap,
+    route: &'static str,
+    type_name: &str,
+    handler: &str,
+) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "http",
+        otel.kind = "server",
+        route,
+        actor = type_name,
+        handler
+    );
+    #[cfg(feature = "otel")]
+    crate::trace::w3c::accept(&span, headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = headers;
+    span
+}
+
+/// Returns the request's span to its caller as `traceparent` (feature `otel`).
+fn answer_span(span: &tracing::Span, response: &mut Response) {
+    #[cfg(feature = "otel")]
+    crate::trace::w3c::answer(span, response.headers_mut());
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, response);
+}
+
 async fn call(
     State(ingress): State<Ingress>,
     Segments((type_name, key, handler)): Segments<(String, String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let span = request_span(&headers, "call", &type_name, &handler);
+    let mut response = call_in(ingress, type_name, key, handler, headers, body)
+        .instrument(span.clone())
+        .await?;
+    answer_span(&span, &mut response);
+    Ok(response)
+}
+
+async fn call_in(
+    ingress: Ingress,
+    type_name: String,
+    key: String,
+    handler: String,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -934,16 +981,23 @@ async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (actor, idempotency, body) = ingress.request(&type_name, &key, &handler, &headers, body)?;
-    actor
-        .send(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
-        .await
-        .map_err(ApiError::from_json)?;
-    Ok((
+    let span = request_span(&headers, "send", &type_name, &handler);
+    let sent = async {
+        let (actor, idempotency, body) =
+            ingress.request(&type_name, &key, &handler, &headers, body)?;
+        actor
+            .send(&ingress.rt, &key, &handler, &body, idempotency.as_deref())
+            .await
+            .map_err(ApiError::from_json)
+    };
+    sent.instrument(span.clone()).await?;
+    let mut response = (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "queued" })),
     )
-        .into_response())
+        .into_response();
+    answer_span(&span, &mut response);
+    Ok(response)
 }
 
 async fn read_state(

@@ -129,6 +129,7 @@ mod signal;
 mod store;
 pub mod testing;
 mod timers;
+mod trace;
 mod version;
 mod watch;
 

@@ -134,6 +134,9 @@ pub(crate) struct Envelope<A: Handlers> {
     pub(crate) reply: Option<Replier>,
     /// Boxed: rare, and an envelope's size is paid by every queue slot.
     pub(crate) delivery: Option<Box<Delivery>>,
+    /// The caller's span, parent of the turn's (only while spans are enabled; boxed, as
+    /// `delivery`).
+    pub(crate) span: Option<Box<tracing::Span>>,
 }
 
 /// An envelope that was not queued, and why.

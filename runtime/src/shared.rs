@@ -136,6 +136,8 @@ pub(crate) enum Delivery {
         verify: bool,
         /// An earlier turn on it failed and was reported: this one's failure is quiet.
         retry: bool,
+        /// The span it was sent under.
+        cause: crate::trace::Cause,
     },
     /// A due timer.
     Timer {
@@ -238,6 +240,7 @@ impl Shared {
             idempotency: record.idempotency.clone(),
             verify,
             retry,
+            cause: record.cause.clone(),
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
     }

@@ -51,6 +51,8 @@ mod report;
 pub mod serve;
 mod simulation;
 mod store;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use acks::{ACK_LOG, AckLog, AckReader, ack_log_path, format_ack, parse_ack};
 pub use audit::{Audit, OrderCounts, StockTotals, audit, audit_logged};
