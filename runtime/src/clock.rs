@@ -1,5 +1,6 @@
 //! The runtime's time: the system's, or the virtual time of a test runtime, which stands
-//! still until the test moves it ([`TestRuntime::advance`](crate::testing::TestRuntime::advance)).
+//! still until the test moves it (`TestRuntime::advance`). It names no other module: every
+//! part of the runtime reads it.
 //!
 //! Everything that decides by the time what an actor sees goes through it: when a timer is
 //! due (set, scanned, re-armed, retried), when an activation is idle, when a kept
@@ -9,6 +10,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Time that moves only when told: a start and the milliseconds since.
 #[derive(Debug)]
@@ -20,17 +27,17 @@ pub(crate) struct VirtualTime {
 impl VirtualTime {
     /// Virtual time starting at the system's now (in whole milliseconds, as timers count).
     pub(crate) fn new() -> Self {
-        let now = crate::context::epoch_ms(SystemTime::now());
+        let now = epoch_ms(SystemTime::now());
         VirtualTime {
             start: UNIX_EPOCH + Duration::from_millis(now),
             elapsed_ms: AtomicU64::new(0),
         }
     }
 
-    /// The elapsed milliseconds at which the time is `epoch_ms` (0 if that is before the
-    /// start).
-    pub(crate) fn elapsed_at(&self, epoch_ms: u64) -> u64 {
-        epoch_ms.saturating_sub(crate::context::epoch_ms(self.start))
+    /// The elapsed milliseconds at which the time is `at_ms` since the Unix epoch (0 if that
+    /// is before the start).
+    pub(crate) fn elapsed_at(&self, at_ms: u64) -> u64 {
+        at_ms.saturating_sub(epoch_ms(self.start))
     }
 
     /// Milliseconds since the start.
@@ -70,7 +77,7 @@ impl Clock {
 
     /// The time now, in milliseconds since the Unix epoch.
     pub(crate) fn epoch_ms(&self) -> u64 {
-        crate::context::epoch_ms(self.now())
+        epoch_ms(self.now())
     }
 
     /// Monotonic milliseconds (since the runtime opened, or since virtual time started).

@@ -122,10 +122,7 @@ pub(crate) fn timer_infos(timers: &[TimerEntry]) -> Vec<TimerInfo> {
 }
 
 /// Milliseconds since the Unix epoch (the timers' clock).
-pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::clock::epoch_ms;
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -319,7 +316,7 @@ impl Context {
     }
 
     /// The runtime's time now: the system's, or a test runtime's virtual time (which
-    /// [`TestRuntime::advance`](crate::testing::TestRuntime::advance) moves). Use it, not
+    /// `gears::testing::TestRuntime::advance` moves). Use it, not
     /// `SystemTime::now()`, for times a handler compares with its timers' (a deadline it
     /// stores, say).
     pub fn now(&self) -> SystemTime {

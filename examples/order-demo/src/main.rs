@@ -20,6 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -197,13 +200,39 @@ async fn main() -> ExitCode {
     // Without RUST_LOG: Gears' own notices (where the ingress listens, messages recovered
     // from the last run) at info, everything else at warn, so fjall's and lsm-tree's
     // recovery chatter stays out of the way. RUST_LOG replaces this entirely.
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,gears=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+        );
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, Gears' spans are exported there by OTLP.
+    #[cfg(feature = "otel")]
+    let traces = match order_demo::telemetry::otlp_provider("order-demo") {
+        Ok(provider) => provider,
+        Err(e) => {
+            eprintln!("order-demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let registry = tracing_subscriber::registry().with(logs);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(traces.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        order_demo::telemetry::layer(provider.tracer("gears"))
+    }));
+    registry.init();
+    let code = run_command().await;
+    #[cfg(feature = "otel")]
+    if let Some(provider) = traces
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("order-demo: exporting the last traces failed: {e}");
+    }
+    code
+}
+
+async fn run_command() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Audit(args)) => audit(args).await,

@@ -1,4 +1,4 @@
-#![cfg(feature = "otel")]
+#![cfg(all(feature = "otel", feature = "http"))]
 //! Traces across actors (feature `otel`): an order placed over HTTP with a W3C
 //! `traceparent` yields one trace, exported through `tracing-opentelemetry` to the SDK's
 //! in-memory exporter: the HTTP request under the caller's span, the order's `place` turn,
