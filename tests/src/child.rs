@@ -68,3 +68,56 @@ fn text(line: &[u8]) -> String {
         .trim_end_matches('\n')
         .to_string()
 }
+
+/// A child process whose standard output announced something: see [`spawn_until_line`].
+#[derive(Debug)]
+pub struct Announced {
+    /// The child (killed when dropped).
+    pub child: tokio::process::Child,
+    /// The rest of the line that started with the prefix.
+    pub rest: String,
+}
+
+impl Announced {
+    /// Sends SIGTERM and waits (at most `bound`) for the child to exit; its status.
+    pub async fn terminate(mut self, bound: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the child is still running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(bound, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the child did not exit within {bound:?} of SIGTERM"))
+            .expect("wait for the child")
+    }
+}
+
+/// Starts `command` with its standard output piped, waits (at most 60 s) for a line that
+/// starts with `prefix` and returns the child with the rest of that line; the output after
+/// it is read and dropped, so the child never blocks on a full pipe.
+pub async fn spawn_until_line(mut command: Command, prefix: &str) -> Announced {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the child");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read the child's output")
+                .unwrap_or_else(|| panic!("the child exited before printing {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break rest.to_string();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the child printed no {prefix:?} within 60 s"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Announced { child, rest }
+}

@@ -76,6 +76,19 @@ pub struct ServeOptions {
     pub acks: Option<Arc<AckLog>>,
 }
 
+impl ServeOptions {
+    /// On a free loopback port, without the simulation, sampling every 50 ms: the ingress
+    /// and the live page only, as tests and embedders start it.
+    pub fn loopback() -> Self {
+        ServeOptions {
+            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
+            simulation: None,
+            tick: Duration::from_millis(50),
+            ..ServeOptions::default()
+        }
+    }
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {

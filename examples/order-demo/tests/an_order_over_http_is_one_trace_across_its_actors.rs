@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use gears::http::HttpConfig;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use order_demo::serve::ServeOptions;
@@ -57,17 +56,9 @@ async fn an_order_placed_over_http_is_one_trace_across_its_actors() {
     for sku in ["sku-1", "sku-2"] {
         rt.get::<InventoryItem>(sku).seed(5).await.unwrap();
     }
-    let live = order_demo::serve::start(
-        &rt,
-        ServeOptions {
-            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-            simulation: None,
-            tick: Duration::from_millis(50),
-            ..ServeOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+        .await
+        .unwrap();
     let base = format!("http://{}", live.local_addr());
 
     let response = reqwest::Client::new()

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use gears::http::HttpConfig;
 use order_demo::serve::ServeOptions;
 use order_demo::{InventoryItem, StoreOptions};
 use serde_json::json;
@@ -25,17 +24,9 @@ async fn long_ids_place_and_too_long_input_is_refused() {
         .await
         .unwrap();
     rt.get::<InventoryItem>("sku-1").seed(100).await.unwrap();
-    let live = order_demo::serve::start(
-        &rt,
-        ServeOptions {
-            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-            simulation: None,
-            tick: Duration::from_millis(50),
-            ..ServeOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+        .await
+        .unwrap();
     let base = format!("http://{}", live.local_addr());
     let client = reqwest::Client::new();
 

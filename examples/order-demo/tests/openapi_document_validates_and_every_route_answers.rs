@@ -3,9 +3,6 @@
 //! (no `404 not_found`, no `405`, no 5xx); the README's `Order::place` example is valid
 //! against the documented body and its answer against the documented result.
 
-use std::time::Duration;
-
-use gears::http::HttpConfig;
 use order_demo::serve::ServeOptions;
 use order_demo::{InventoryItem, StoreOptions};
 use serde_json::{Value, json};
@@ -49,17 +46,9 @@ async fn the_document_is_valid_openapi_and_every_route_it_lists_answers() {
         .await
         .unwrap();
     rt.get::<InventoryItem>("sku-0003").seed(5).await.unwrap();
-    let live = order_demo::serve::start(
-        &rt,
-        ServeOptions {
-            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-            simulation: None,
-            tick: Duration::from_millis(50),
-            ..ServeOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+        .await
+        .unwrap();
     let base = format!("http://{}", live.local_addr());
     let client = reqwest::Client::new();
 

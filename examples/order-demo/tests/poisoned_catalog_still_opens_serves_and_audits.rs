@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use gears::http::HttpConfig;
 use gears::prelude::*;
 use order_demo::serve::ServeOptions;
 use order_demo::{CATALOG, Catalog, StoreOptions, Workload};
@@ -87,17 +86,9 @@ async fn a_poisoned_catalog_opens_serves_and_audits() {
     assert_eq!(contents.orders, 1_000_000_000_000);
 
     // Serving: the sampler publishes snapshots, with a bounded number of SKUs.
-    let live = order_demo::serve::start(
-        &rt,
-        ServeOptions {
-            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-            simulation: None,
-            tick: Duration::from_millis(50),
-            ..ServeOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+        .await
+        .unwrap();
     let url = format!("http://{}/demo/snapshot", live.local_addr());
     let deadline = Instant::now() + Duration::from_secs(30);
     let snapshot = loop {

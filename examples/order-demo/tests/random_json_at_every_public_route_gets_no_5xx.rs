@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use gears::http::HttpConfig;
 use order_demo::serve::ServeOptions;
 use order_demo::{StoreOptions, Workload};
 use proptest::prelude::*;
@@ -237,17 +236,9 @@ fn random_requests_get_no_5xx_and_the_store_audits_after() {
             ..Workload::default()
         };
         order_demo::seed(&rt, &shop).await.unwrap();
-        let live = order_demo::serve::start(
-            &rt,
-            ServeOptions {
-                http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-                simulation: None,
-                tick: Duration::from_millis(50),
-                ..ServeOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+            .await
+            .unwrap();
         (rt, live)
     });
     let base = format!("http://{}", live.local_addr());

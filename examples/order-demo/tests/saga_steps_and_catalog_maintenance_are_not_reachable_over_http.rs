@@ -5,9 +5,6 @@
 //! handlers, and change nothing; what stays public refuses out-of-range arguments with a
 //! 4xx naming the range.
 
-use std::time::Duration;
-
-use gears::http::HttpConfig;
 use order_demo::serve::ServeOptions;
 use order_demo::{CATALOG, Catalog, InventoryItem, StoreOptions};
 use serde_json::json;
@@ -19,17 +16,9 @@ async fn internal_steps_answer_404_and_public_ones_check_ranges() {
         .await
         .unwrap();
     rt.get::<InventoryItem>("x").seed(5).await.unwrap();
-    let live = order_demo::serve::start(
-        &rt,
-        ServeOptions {
-            http: HttpConfig::default().bind(([127, 0, 0, 1], 0).into()),
-            simulation: None,
-            tick: Duration::from_millis(50),
-            ..ServeOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let live = order_demo::serve::start(&rt, ServeOptions::loopback())
+        .await
+        .unwrap();
     let base = format!("http://{}", live.local_addr());
     let client = reqwest::Client::new();
 

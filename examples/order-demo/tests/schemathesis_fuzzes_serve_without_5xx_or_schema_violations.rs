@@ -10,10 +10,10 @@
 //! runs N random cases per operation instead of 20 (RELIABILITY.md has a longer run).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use gears_tests::child::spawn_until_line;
 
 const DEMO: &str = env!("CARGO_BIN_EXE_order-demo");
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
@@ -57,31 +57,13 @@ fn schemathesis() -> PathBuf {
 async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
     let schemathesis = tokio::task::spawn_blocking(schemathesis).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(DEMO)
+    let mut serve = tokio::process::Command::new(DEMO);
+    serve
         .args(["serve", "--addr", "127.0.0.1:0", "--rate", "20", "--fresh"])
         .arg("--data")
-        .arg(dir.path().join("store"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("serve prints its address");
-            if let Some(url) = line.strip_prefix("live page: ") {
-                break url.trim_end_matches('/').to_string();
-            }
-        }
-    })
-    .await
-    .expect("serve started");
-    // The rest of its output is not read: drain it so the server never blocks on a pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .arg(dir.path().join("store"));
+    let serve = spawn_until_line(serve, "live page: ").await;
+    let base = serve.rest.trim_end_matches('/').to_string();
 
     let examples = std::env::var("GEARS_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "20".into());
     let work = tempfile::tempdir().unwrap();
@@ -138,17 +120,6 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
         .await
         .unwrap();
     assert_eq!(placed.status(), 200, "{:?}", placed.text().await);
-    let pid = child.id().expect("still running");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
+    let exit = serve.terminate(Duration::from_secs(60)).await;
     assert!(exit.success(), "{exit:?}");
 }

@@ -5,15 +5,14 @@
 //! turn, the items' turns), with the service name `order-demo`. Sent in batches; the last
 //! ones when it stops on SIGTERM.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use gears_tests::child::spawn_until_line;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_order-demo");
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -43,7 +42,8 @@ async fn serve_exports_an_orders_spans_to_the_otlp_endpoint() {
     tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(DEMO)
+    let mut serve = tokio::process::Command::new(DEMO);
+    serve
         .args([
             "serve",
             "--addr",
@@ -53,27 +53,9 @@ async fn serve_exports_an_orders_spans_to_the_otlp_endpoint() {
         ])
         .arg("--data")
         .arg(dir.path().join("store"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("serve prints its address");
-            if let Some(url) = line.strip_prefix("live page: ") {
-                break url.trim_end_matches('/').to_string();
-            }
-        }
-    })
-    .await
-    .expect("serve started");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+    let serve = spawn_until_line(serve, "live page: ").await;
+    let base = serve.rest.trim_end_matches('/').to_string();
 
     let client = reqwest::Client::new();
     let restocked = client
@@ -96,18 +78,7 @@ async fn serve_exports_an_orders_spans_to_the_otlp_endpoint() {
         .unwrap();
     assert_eq!(placed.status(), 200);
 
-    let pid = child.id().expect("running");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
+    let exit = serve.terminate(Duration::from_secs(60)).await;
     assert!(exit.success(), "{exit:?}");
 
     let received = received.lock().unwrap().clone();
