@@ -14,6 +14,7 @@
 //! release that fails is covered by the hold's expiry (see [`crate::inventory`]). Items
 //! never call an order (they send), so no call cycle can form.
 
+use futures::future::join_all;
 use gears::prelude::*;
 use schemars::JsonSchema;
 
@@ -281,40 +282,45 @@ impl Order {
 }
 
 impl Order {
-    /// Reserves every line under a fresh attempt id. All held: ships. Otherwise releases
-    /// what this attempt held and says why.
+    /// Reserves every line under a fresh attempt id, all at once (the items are different
+    /// actors: their turns run in parallel). All held: ships. Otherwise releases what this
+    /// attempt held and says why (the first line, in order, that could not be held).
+    ///
+    /// Calls awaited together from a turn stay exactly-once: each gets its id when it is
+    /// first polled, and `join_all` polls them in order.
     async fn try_lines(&mut self, ctx: &Context) -> Attempt {
         let attempt: u64 = rand::random();
         self.attempts += 1;
         let order = ctx.key().to_string();
-        let mut held = Vec::with_capacity(self.lines.len());
+        let items: Vec<_> = self
+            .lines
+            .iter()
+            .map(|line| ctx.get::<InventoryItem>(&line.sku))
+            .collect();
+        let reserved = join_all(items.iter().zip(&self.lines).map(|(item, line)| {
+            item.reserve(order.clone(), attempt, line.qty, self.policy.hold_ms)
+        }))
+        .await;
+        let mut held = Vec::with_capacity(items.len());
         let mut failed = None;
-        for line in &self.lines {
-            let reserved = ctx
-                .get::<InventoryItem>(&line.sku)
-                .reserve(order.clone(), attempt, line.qty, self.policy.hold_ms)
-                .await;
+        for ((item, line), reserved) in items.iter().zip(&self.lines).zip(reserved) {
             match reserved {
-                Ok(()) => held.push(line.sku.as_str()),
+                Ok(()) => held.push(item),
                 Err(CallError::Handler(short)) => {
-                    failed = Some(Attempt::Short(short.sku));
-                    break;
+                    failed.get_or_insert(Attempt::Short(short.sku));
                 }
                 Err(e) => {
-                    failed = Some(Attempt::Unreachable(format!("{}: {e}", line.sku)));
-                    break;
+                    failed
+                        .get_or_insert_with(|| Attempt::Unreachable(format!("{}: {e}", line.sku)));
                 }
             }
         }
         if let Some(failed) = failed {
-            for sku in held {
-                let released = ctx
-                    .get::<InventoryItem>(sku)
-                    .release(order.clone(), attempt)
-                    .await;
+            let released = join_all(held.iter().map(|item| item.release(order.clone(), attempt)));
+            for (item, released) in held.iter().zip(released.await) {
                 if let Err(e) = released {
                     // Its expiry timer will ask this order, which then releases it.
-                    tracing::warn!(order, sku, %e, "release failed; the hold will expire");
+                    tracing::warn!(order, sku = item.key(), %e, "release failed; the hold will expire");
                 }
             }
             return failed;
