@@ -132,6 +132,27 @@ impl Transfer {
         Ok(())
     }
 
+    /// The saga with both steps awaited together (`tokio::join!`): each call still gets its
+    /// id in order, at its first poll.
+    pub async fn run_together(
+        &mut self,
+        ctx: &Context,
+        from: String,
+        to: String,
+        amount: i64,
+    ) -> Result<(), String> {
+        let (source, target) = (ctx.get::<Account>(&from), ctx.get::<Account>(&to));
+        let (left, now) = tokio::join!(source.debit(amount), target.credit(amount));
+        let left = left.map_err(|e| e.to_string())?;
+        let now = now.map_err(|e| e.to_string())?;
+        if take_panic(ctx.key()) {
+            panic!("injected: after both steps, before the transfer commits");
+        }
+        self.answers = vec![left, now];
+        self.done = true;
+        Ok(())
+    }
+
     /// Runs the transfer from a timer, `ms` from now.
     pub async fn run_later(
         &mut self,

@@ -3,7 +3,8 @@
 //! actors once: the callee answers the repeat from the result it kept, and
 //! the accounts, which keep no bookkeeping of applied steps, are debited and credited once.
 //! A plain call's turn has nothing that identifies it, and its calls run again (the
-//! documented boundary, and proof that the checks here can fail).
+//! documented boundary, and proof that the checks here can fail). Calls awaited together
+//! (`tokio::join!`) are made once too: each takes its id at its first poll, in order.
 
 use std::time::Duration;
 
@@ -44,6 +45,25 @@ async fn a_send_retried_after_a_panic_debits_and_credits_once() {
         .unwrap();
     let answers = done(&rt, "t-send").await;
     assert_eq!(panics_left("t-send"), 0, "the turn ran three times");
+    assert_eq!(answers, vec![70, 30], "the repeats got the first answers");
+    let (a, b) = (account(&rt, "a").await, account(&rt, "b").await);
+    assert_eq!((a.balance, a.debits), (70, 1), "{a:?}");
+    assert_eq!((b.balance, b.credits), (30, 1), "{b:?}");
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_awaited_together_are_made_once_when_their_turn_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = open(dir.path()).await;
+    rt.get::<Account>("a").credit(100).await.unwrap();
+    panic_after_calls("t-join", 2);
+    rt.send::<Transfer>("t-join")
+        .run_together("a".into(), "b".into(), 30)
+        .await
+        .unwrap();
+    let answers = done(&rt, "t-join").await;
+    assert_eq!(panics_left("t-join"), 0, "the turn ran three times");
     assert_eq!(answers, vec![70, 30], "the repeats got the first answers");
     let (a, b) = (account(&rt, "a").await, account(&rt, "b").await);
     assert_eq!((a.balance, a.debits), (70, 1), "{a:?}");
