@@ -17,6 +17,11 @@ pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Whole milliseconds of `d` (saturating).
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Time that moves only when told: a start and the milliseconds since.
 #[derive(Debug)]
 pub(crate) struct VirtualTime {

@@ -189,31 +189,17 @@ impl Runtime {
         let shared = &self.shared;
         shared.admission.close_outside();
         shared.admission.close();
-        shared.committer.stop().await;
-        let thread = self.lifecycle.committer_thread.lock().take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        let host = self.lifecycle.host.lock().take();
-        if let Some(host) = host {
-            host.stop().await;
-        }
+        // A committer thread that panicked is what a crash leaves behind anyway.
+        let _ = self.stop_services().await;
         if let Some(store) = shared.take_store() {
             let _ = tokio::task::spawn_blocking(move || drop(store)).await;
         }
     }
 
-    /// Stops accepting calls, lets accepted ones finish, commits and syncs everything, and
-    /// stops the runtime's services. Calls made after this fail with `ShuttingDown`.
-    pub async fn shutdown(&self) -> Result<(), Error> {
-        let shared = &self.shared;
-        // First outside calls stop and what was accepted drains (handlers may still call
-        // other actors); then every call stops and the last of those drain.
-        shared.admission.close_outside();
-        shared.admission.drained().await;
-        shared.admission.close();
-        shared.admission.drained().await;
-        shared.committer.stop().await;
+    /// Stops the committer (it commits what is queued, then its thread ends) and the host;
+    /// `Err` if the committer thread panicked. Shutdown and crash alike.
+    async fn stop_services(&self) -> Result<(), Error> {
+        self.shared.committer.stop().await;
         let thread = self.lifecycle.committer_thread.lock().take();
         let mut committer_result = Ok(());
         if let Some(thread) = thread {
@@ -226,6 +212,20 @@ impl Runtime {
         if let Some(host) = host {
             host.stop().await;
         }
+        committer_result
+    }
+
+    /// Stops accepting calls, lets accepted ones finish, commits and syncs everything, and
+    /// stops the runtime's services. Calls made after this fail with `ShuttingDown`.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        // First outside calls stop and what was accepted drains (handlers may still call
+        // other actors); then every call stops and the last of those drain.
+        shared.admission.close_outside();
+        shared.admission.drained().await;
+        shared.admission.close();
+        shared.admission.drained().await;
+        let committer_result = self.stop_services().await;
         // Sync, then close the store (dropping fjall joins its workers, so off the workers
         // here too); the path can be opened again as soon as this returns.
         let store = shared.take_store();

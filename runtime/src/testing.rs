@@ -105,7 +105,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::actor::Handlers;
 use crate::builder::Builder;
-use crate::clock::VirtualTime;
+use crate::clock::{VirtualTime, duration_ms};
 use crate::codec::{Payload, TimerEntry};
 use crate::context::{Context, Effects, SubscriptionOp, TimerOp, TurnType};
 use crate::error::{CallError, Error, StorageError};
@@ -322,10 +322,6 @@ fn copy_failed(e: &postcard::Error) -> CallError {
 
 /// How long (real time) `advance` waits for the runtime to settle.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 async fn open(
     configure: &Configure,

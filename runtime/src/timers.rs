@@ -16,16 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::duration_ms;
 use crate::codec::{ActorRef, SHARDS, decode_timer, timer_due};
 use crate::dead_letters::{DeadLetterId, Next, Stored, after_failure, timer_letter};
 use crate::error::Failure;
 use crate::shared::Shared;
 use crate::shared::{Delivery, DoneFn};
-
-/// Whole milliseconds of `d`.
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// Timers read per scan of a shard.
 const SCAN_LIMIT: usize = 1024;

@@ -93,6 +93,18 @@ impl Account {
     }
 }
 
+impl Transfer {
+    /// Both steps answered: panics here if a panic was injected for `key` (after the
+    /// calls, before the turn commits), else records the answers.
+    fn finish(&mut self, key: &str, left: i64, now: i64) {
+        if take_panic(key) {
+            panic!("injected: after both steps, before the transfer commits");
+        }
+        self.answers = vec![left, now];
+        self.done = true;
+    }
+}
+
 /// A transfer: debits `from`, credits `to`, each a call to an [`Account`]. Run by a send or
 /// a timer, so a failed or killed turn runs again; its calls are made once by the runtime.
 #[derive(Actor, Default, Serialize, Deserialize, Debug)]
@@ -124,11 +136,7 @@ impl Transfer {
             .credit(amount)
             .await
             .map_err(|e| e.to_string())?;
-        if take_panic(ctx.key()) {
-            panic!("injected: after both steps, before the transfer commits");
-        }
-        self.answers = vec![left, now];
-        self.done = true;
+        self.finish(ctx.key(), left, now);
         Ok(())
     }
 
@@ -145,11 +153,7 @@ impl Transfer {
         let (left, now) = tokio::join!(source.debit(amount), target.credit(amount));
         let left = left.map_err(|e| e.to_string())?;
         let now = now.map_err(|e| e.to_string())?;
-        if take_panic(ctx.key()) {
-            panic!("injected: after both steps, before the transfer commits");
-        }
-        self.answers = vec![left, now];
-        self.done = true;
+        self.finish(ctx.key(), left, now);
         Ok(())
     }
 

@@ -33,6 +33,15 @@ async fn account(rt: &Runtime, key: &str) -> Account {
     rt.get::<Account>(key).show().await.unwrap()
 }
 
+/// 30 moved from `a` (which had 100) to `b` by one debit and one credit, and the transfer's
+/// `answers` are the first ones, whatever ran again.
+async fn assert_moved_once(rt: &Runtime, answers: &[i64]) {
+    assert_eq!(answers, [70, 30], "the repeats got the first answers");
+    let (a, b) = (account(rt, "a").await, account(rt, "b").await);
+    assert_eq!((a.balance, a.debits), (70, 1), "{a:?}");
+    assert_eq!((b.balance, b.credits), (30, 1), "{b:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_retried_after_a_panic_debits_and_credits_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,10 +54,7 @@ async fn a_send_retried_after_a_panic_debits_and_credits_once() {
         .unwrap();
     let answers = done(&rt, "t-send").await;
     assert_eq!(panics_left("t-send"), 0, "the turn ran three times");
-    assert_eq!(answers, vec![70, 30], "the repeats got the first answers");
-    let (a, b) = (account(&rt, "a").await, account(&rt, "b").await);
-    assert_eq!((a.balance, a.debits), (70, 1), "{a:?}");
-    assert_eq!((b.balance, b.credits), (30, 1), "{b:?}");
+    assert_moved_once(&rt, &answers).await;
     rt.shutdown().await.unwrap();
 }
 
@@ -64,10 +70,7 @@ async fn calls_awaited_together_are_made_once_when_their_turn_runs_again() {
         .unwrap();
     let answers = done(&rt, "t-join").await;
     assert_eq!(panics_left("t-join"), 0, "the turn ran three times");
-    assert_eq!(answers, vec![70, 30], "the repeats got the first answers");
-    let (a, b) = (account(&rt, "a").await, account(&rt, "b").await);
-    assert_eq!((a.balance, a.debits), (70, 1), "{a:?}");
-    assert_eq!((b.balance, b.credits), (30, 1), "{b:?}");
+    assert_moved_once(&rt, &answers).await;
     rt.shutdown().await.unwrap();
 }
 
