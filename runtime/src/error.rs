@@ -338,6 +338,9 @@ pub enum Error {
     /// The builder was given an invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The cluster (feature `cluster`) could not be joined or its configuration disagrees.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// Opening or shutting down needs a Tokio runtime.
     #[error("Gears must run inside a Tokio runtime (multi-threaded): {0}")]
     NoTokio(String),

@@ -102,6 +102,12 @@ mod admission;
 mod backlog;
 mod builder;
 mod clock;
+/// Scale-out over NATS JetStream (feature `cluster`): membership and shard ownership by
+/// leases. Work in progress: state does not replicate between nodes yet, so a runtime does
+/// not take a cluster yet.
+#[cfg(feature = "cluster")]
+#[doc(hidden)]
+pub mod cluster;
 mod codec;
 mod commit;
 mod context;

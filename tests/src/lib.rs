@@ -9,6 +9,8 @@ pub mod bank;
 pub mod child;
 pub mod gate;
 pub mod latch;
+/// Real nats-server processes (one, or a three-server JetStream cluster) for the scale-out tests.
+pub mod nats;
 
 /// A counter that also records how many times it was activated in this process.
 #[derive(Actor, Default, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -1,0 +1,292 @@
+//! Scale-out (feature `cluster`): nodes that share the [`SHARDS`](crate::SHARDS) shards through
+//! NATS JetStream. This module and its files are the only ones that name `async-nats`.
+//!
+//! What it owns, per cluster (`name`), all in JetStream on the given NATS servers:
+//! - **configuration**: the KV bucket `gears_<name>_meta` keeps the cluster's name and shard
+//!   count; a node whose build disagrees refuses to start ([`check_config`]).
+//! - **membership** (`cluster/members.rs`): every node puts a heartbeat under its id in
+//!   `gears_<name>_members`, whose entries expire after half a lease; the bucket's keys are the
+//!   live members.
+//! - **ownership** (`cluster/leases.rs`): each shard's owner is chosen by rendezvous hashing
+//!   over the live members; a node serves a shard only under a lease, a key of
+//!   `gears_<name>_leases` it created (create-if-absent) and renews by compare-and-set on the
+//!   key's revision. The bucket's entries expire after the lease time, so a dead node's
+//!   shards are free one lease after its last renewal.
+//! - **placement** (`cluster/placement.rs`): [`ClusterPlacement`] answers the runtime's
+//!   [`Placement`](crate::Placement) from the leases held: a shard is `Local` under the
+//!   lease's revision as its epoch, until a deadline a quarter of a lease before the lease can
+//!   lapse (measured on the monotonic clock from when the renewal was *sent*).
+//!
+//! Why no shard is served by two nodes at once: a lease key is created by one node only, and
+//! another can create it only after it was deleted (a graceful release, after which its old
+//! holder no longer serves) or expired, at least a lease time after the last renewal the old
+//! holder sent; the old holder stopped serving a quarter of a lease before that. A paused
+//! node resumes past its deadline, so it answers nothing as owner after a pause; what it had
+//! in flight is fenced by the commit pipeline, which writes only under an epoch the placement
+//! still holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+
+mod leases;
+mod members;
+mod placement;
+
+pub use self::leases::Node;
+pub use self::placement::ClusterPlacement;
+
+/// How long a lease lives unless renewed, by default: above the longest write stall measured
+/// for a JetStream leader change here (10.3 s, NATS-NOTES.md), with margin.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(20);
+
+/// Longest node id and cluster name, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Where a node finds its cluster, and who it is in it.
+///
+/// ```
+/// # #[cfg(feature = "cluster")] {
+/// use gears::cluster::ClusterConfig;
+/// let config = ClusterConfig::new(["nats://127.0.0.1:4222"], "node-a").name("orders");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub(crate) urls: Vec<String>,
+    pub(crate) node: Arc<str>,
+    pub(crate) name: String,
+    pub(crate) replicas: usize,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) max_moves: usize,
+}
+
+impl ClusterConfig {
+    /// A node `node` (unique in the cluster) that reaches NATS at `urls` (any of them; the
+    /// client reconnects to another when one goes away), in the cluster named `gears`, with
+    /// buckets of 3 replicas and 20 s leases.
+    pub fn new(urls: impl IntoIterator<Item = impl Into<String>>, node: impl AsRef<str>) -> Self {
+        ClusterConfig {
+            urls: urls.into_iter().map(Into::into).collect(),
+            node: Arc::from(node.as_ref()),
+            name: "gears".into(),
+            replicas: 3,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            max_moves: 64,
+        }
+    }
+
+    /// The cluster's name: nodes of one cluster share it, and the NATS resources carry it, so
+    /// several clusters can share NATS servers. Letters, digits, `-` and `_`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Replicas of every bucket and stream (default 3; 1 for a single NATS server).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// How long a shard lease lives unless renewed (default [`DEFAULT_LEASE_TTL`]). A node
+    /// renews every eighth of it and stops serving a quarter of it before it could lapse, so a
+    /// dead node's shards move after about this long; it must outlast NATS' stalls (a stream
+    /// leader change stalled writes up to 10 s here), or every lease could lapse at once.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Most shards this node hands to others per round of rebalancing (default 64), so that
+    /// a joining node takes its share in steps instead of all shards pausing at once.
+    pub fn max_moves_per_round(mut self, moves: usize) -> Self {
+        self.max_moves = moves;
+        self
+    }
+
+    /// Refuses names NATS would refuse (or read as subject separators) and times that
+    /// cannot work.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_name("node id", &self.node)?;
+        check_name("cluster name", &self.name)?;
+        if self.urls.is_empty() {
+            return Err(cluster_config("no NATS server URL given"));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(cluster_config(format!(
+                "replicas must be between 1 and 5, not {}",
+                self.replicas
+            )));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(cluster_config(format!(
+                "the lease time must be at least 1 s, not {:?}",
+                self.lease_ttl
+            )));
+        }
+        if self.max_moves == 0 {
+            return Err(cluster_config("max_moves_per_round must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Heartbeats and renewals happen this often.
+    pub(crate) fn renew_every(&self) -> Duration {
+        self.lease_ttl / 8
+    }
+
+    /// A node stops serving a shard this long before its lease could lapse.
+    pub(crate) fn margin(&self) -> Duration {
+        self.lease_ttl / 4
+    }
+
+    /// A member's heartbeat lives this long.
+    pub(crate) fn member_ttl(&self) -> Duration {
+        self.lease_ttl / 2
+    }
+
+    /// Free shards this node should own are tried this often (a hand-off completes within it).
+    pub(crate) fn acquire_every(&self) -> Duration {
+        (self.lease_ttl / 40).clamp(Duration::from_millis(50), Duration::from_millis(500))
+    }
+
+    pub(crate) fn bucket(&self, what: &str) -> String {
+        format!("gears_{}_{what}", self.name)
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(cluster_config(format!(
+            "the {what} `{name}` must be 1 to {MAX_NAME_LEN} letters, digits, `-` or `_`"
+        )))
+    }
+}
+
+fn cluster_config(message: impl Into<String>) -> Error {
+    Error::Cluster(message.into())
+}
+
+/// What the meta bucket records about a cluster: the first node to start writes it, every
+/// later one compares. Versioned, as every stored value is.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ClusterRecord {
+    name: String,
+    shards: u16,
+}
+
+/// The format of [`ClusterRecord`], its first byte.
+const CLUSTER_RECORD_V1: u8 = 1;
+
+impl ClusterRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CLUSTER_RECORD_V1];
+        bytes.extend(postcard::to_stdvec(self).unwrap_or_default());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<ClusterRecord, String> {
+        match bytes.split_first() {
+            Some((&CLUSTER_RECORD_V1, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| format!("undecodable: {e}"))
+            }
+            Some((version, _)) => Err(format!("format {version}, newer than this build")),
+            None => Err("empty".into()),
+        }
+    }
+}
+
+/// Records the cluster's configuration, or checks it against the one recorded.
+pub(crate) async fn check_config(
+    meta: &async_nats::jetstream::kv::Store,
+    config: &ClusterConfig,
+) -> Result<(), Error> {
+    use async_nats::jetstream::kv::CreateErrorKind;
+    let ours = ClusterRecord {
+        name: config.name.clone(),
+        shards: crate::SHARDS,
+    };
+    match meta.create("config", ours.encode().into()).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(nats_error("record the cluster's configuration", e)),
+    }
+    let stored = meta
+        .get("config")
+        .await
+        .map_err(|e| nats_error("read the cluster's configuration", e))?
+        .ok_or_else(|| cluster_config("the cluster's configuration vanished while read"))?;
+    let stored = ClusterRecord::decode(&stored)
+        .map_err(|e| cluster_config(format!("the cluster's recorded configuration is {e}")))?;
+    if stored != ours {
+        return Err(cluster_config(format!(
+            "the cluster `{}` was created with {} shards; this build has {}",
+            stored.name, stored.shards, ours.shards
+        )));
+    }
+    Ok(())
+}
+
+/// A NATS failure while doing `what`, as the runtime reports it.
+pub(crate) fn nats_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Cluster(format!("cannot {what}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_nats_would_refuse_are_refused() {
+        for bad in ["", "a.b", "a b", "a*", "a>", &"n".repeat(65)] {
+            assert!(
+                ClusterConfig::new(["nats://x"], bad).validate().is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                ClusterConfig::new(["nats://x"], "a")
+                    .name(bad)
+                    .validate()
+                    .is_err()
+            );
+        }
+        assert!(
+            ClusterConfig::new(["nats://x"], "node-1_a")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            ClusterConfig::new(Vec::<String>::new(), "a")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ClusterConfig::new(["nats://x"], "a")
+                .replicas(0)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_cluster_record_round_trips_and_refuses_newer_formats() {
+        let record = ClusterRecord {
+            name: "orders".into(),
+            shards: 256,
+        };
+        assert_eq!(ClusterRecord::decode(&record.encode()).unwrap(), record);
+        let mut newer = record.encode();
+        newer[0] = 2;
+        assert!(ClusterRecord::decode(&newer).is_err());
+        assert!(ClusterRecord::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! Shard ownership: a [`Node`]'s control task heartbeats, renews the leases it holds, hands
+//! shards whose rendezvous owner is another live member over to it (a few per round,
+//! draining each first), and takes the free shards whose owner it is.
+//!
+//! A lease is the key `sNNN` of the leases bucket, holding its node's id and incarnation. It
+//! is taken by create-if-absent, renewed by compare-and-set on its revision, and given back by
+//! a delete that expects that revision; the bucket's entries expire a lease time after their
+//! last write, which frees a dead node's shards. Error 10071 on a renewal means another node
+//! holds the shard now; any other failure (a timeout, 10164, a leader change) is retried at
+//! the next round while the deadline still allows serving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::codec::SHARDS;
+use crate::error::Error;
+
+use super::placement::ClusterPlacement;
+use super::{ClusterConfig, check_config, members, nats_error};
+
+/// A lease value's format, its first byte; then the incarnation (u64, big-endian) and the
+/// node id.
+const LEASE_V1: u8 = 1;
+
+/// NATS operations of one round run at most this many at once.
+const CONCURRENT_OPS: usize = 32;
+
+/// Waits until the writes of turns that ran in a shard being handed over are committed (the
+/// runtime's commit pipeline; nothing when the node runs without one).
+pub(crate) type Drain = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A member of a cluster: its heartbeat, its leases, and the placement they give.
+///
+/// Dropping a node stops its control task without giving anything back (its leases lapse a
+/// lease time later, as if it had crashed); [`Node::leave`] hands everything over first.
+pub struct Node {
+    config: ClusterConfig,
+    placement: Arc<ClusterPlacement>,
+    members: kv::Store,
+    control: Mutex<Option<(oneshot::Sender<()>, JoinHandle<Control>)>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.config.node)
+            .field("cluster", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Joins the cluster with a placement of its own and no commit pipeline to drain.
+    pub async fn join(config: ClusterConfig) -> Result<Node, Error> {
+        let noop: Drain = Arc::new(|| Box::pin(async {}));
+        Node::start(config, Arc::new(ClusterPlacement::new()), noop).await
+    }
+
+    /// Connects, checks (or records) the cluster's configuration, and starts the control
+    /// task; returns after its first round, so the shards this node should own and nobody
+    /// holds are served when it returns.
+    pub(crate) async fn start(
+        config: ClusterConfig,
+        placement: Arc<ClusterPlacement>,
+        drain: Drain,
+    ) -> Result<Node, Error> {
+        config.validate()?;
+        let addrs = config
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Cluster(format!("a NATS server URL is invalid: {e}")))?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("gears-{}-{}", config.name, config.node))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs)
+            .await
+            .map_err(|e| nats_error("connect to NATS", e))?;
+        let js = jetstream::new(client);
+        let bucket = |what: &str, max_age: Duration| kv::Config {
+            bucket: config.bucket(what),
+            history: 1,
+            max_age,
+            num_replicas: config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let meta = open_bucket(&js, bucket("meta", Duration::ZERO)).await?;
+        check_config(&meta, &config).await?;
+        let members = open_bucket(&js, bucket("members", config.member_ttl())).await?;
+        let leases = open_bucket(&js, bucket("leases", config.lease_ttl)).await?;
+
+        let mut control = Control {
+            config: config.clone(),
+            incarnation: incarnation(),
+            members: members.clone(),
+            leases: Arc::new(leases),
+            placement: placement.clone(),
+            drain,
+            live: vec![config.node.clone()],
+            held: HashMap::new(),
+        };
+        control.renew_round().await;
+        control.acquire_round().await;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(control.run(stopped));
+        Ok(Node {
+            config,
+            placement,
+            members,
+            control: Mutex::new(Some((stop, task))),
+        })
+    }
+
+    /// The placement this node's leases give: what the runtime asks on every call.
+    pub fn placement(&self) -> Arc<ClusterPlacement> {
+        self.placement.clone()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.config.node
+    }
+
+    /// Leaves the cluster: stops the control task, drains and gives back every shard (so
+    /// their new owners take them at once instead of a lease time later), and removes the
+    /// heartbeat. Idempotent.
+    pub async fn leave(&self) -> Result<(), Error> {
+        let control = self.control.lock().take();
+        let Some((stop, task)) = control else {
+            return Ok(());
+        };
+        let _ = stop.send(());
+        let mut control = task
+            .await
+            .map_err(|e| Error::Cluster(format!("the cluster control task failed: {e}")))?;
+        let held: Vec<u16> = control.held.keys().copied().collect();
+        control.release(&held).await;
+        let _ = members::leave(&self.members, &self.config.node).await;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.control.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Opens a bucket, creating it when missing (every node runs this at start; creating one
+/// that exists with the same configuration succeeds).
+async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
+    let name = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(created) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| nats_error(&format!("create the bucket {name}"), created)),
+    }
+}
+
+/// Distinguishes this run of a node from its earlier ones.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(48)
+}
+
+fn lease_key(shard: u16) -> String {
+    format!("s{shard:03}")
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The revision it was created at: the shard's epoch here.
+    epoch: u64,
+    /// Its latest revision, which the next renewal expects.
+    revision: u64,
+}
+
+/// The control task's state.
+struct Control {
+    config: ClusterConfig,
+    incarnation: u64,
+    members: kv::Store,
+    leases: Arc<kv::Store>,
+    placement: Arc<ClusterPlacement>,
+    drain: Drain,
+    /// The live members as last listed (this node always among them).
+    live: Vec<Arc<str>>,
+    held: HashMap<u16, Held>,
+}
+
+impl Control {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Control {
+        let mut renew = tokio::time::interval(self.config.renew_every());
+        let mut acquire = tokio::time::interval(self.config.acquire_every());
+        for timer in [&mut renew, &mut acquire] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = &mut stop => return self,
+                _ = renew.tick() => self.renew_round().await,
+                _ = acquire.tick() => self.acquire_round().await,
+            }
+        }
+    }
+
+    fn lease_value(&self) -> bytes::Bytes {
+        let mut value = vec![LEASE_V1];
+        value.extend(self.incarnation.to_be_bytes());
+        value.extend(self.config.node.as_bytes());
+        value.into()
+    }
+
+    /// Until when a lease written (created or renewed) at `sent` may be served.
+    fn deadline(&self, sent: Instant) -> Instant {
+        sent + (self.config.lease_ttl - self.config.margin())
+    }
+
+    /// The member that should own `shard` now.
+    fn owner(&self, shard: u16) -> Option<&Arc<str>> {
+        members::owner(shard, &self.live)
+    }
+
+    fn mine(&self, shard: u16) -> bool {
+        self.owner(shard) == Some(&self.config.node)
+    }
+
+    /// Heartbeat, list the members, renew every lease, point other shards at their owners,
+    /// and hand over (a bounded number of) shards that another member should own.
+    async fn renew_round(&mut self) {
+        let node = self.config.node.clone();
+        if let Err(e) = members::heartbeat(&self.members, &node, self.incarnation).await {
+            tracing::warn!(error = %e, "cluster heartbeat failed");
+        }
+        match members::live(&self.members).await {
+            Ok(mut live) => {
+                if !live.contains(&node) {
+                    live.push(node.clone());
+                    live.sort();
+                }
+                if live != self.live {
+                    tracing::info!(members = ?live, "cluster members changed");
+                }
+                self.live = live;
+            }
+            Err(e) => tracing::warn!(error = %e, "listing the cluster's members failed"),
+        }
+        self.renew().await;
+        for shard in 0..SHARDS {
+            let owner = self.owner(shard).filter(|o| **o != node).cloned();
+            self.placement.point_to(shard, owner);
+        }
+        let mut leaving: Vec<u16> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|&s| !self.mine(s))
+            .collect();
+        leaving.sort_unstable();
+        leaving.truncate(self.config.max_moves);
+        if !leaving.is_empty() {
+            tracing::info!(
+                shards = leaving.len(),
+                "handing shards over to their owners"
+            );
+            self.release(&leaving).await;
+        }
+    }
+
+    /// Renews every held lease; a lease another node took is dropped at once, one that could
+    /// not be renewed is dropped once its deadline has passed.
+    async fn renew(&mut self) {
+        let value = self.lease_value();
+        let held: Vec<(u16, Held)> = self.held.iter().map(|(s, h)| (*s, *h)).collect();
+        let renewals = futures::stream::iter(held.into_iter().map(|(shard, held)| {
+            let (value, leases) = (value.clone(), self.leases.clone());
+            async move {
+                let sent = Instant::now();
+                let outcome = leases.update(lease_key(shard), value, held.revision).await;
+                (shard, held, sent, outcome)
+            }
+        }))
+        .buffer_unordered(CONCURRENT_OPS)
+        .collect::<Vec<_>>()
+        .await;
+        for (shard, held, sent, outcome) in renewals {
+            match outcome {
+                Ok(revision) => {
+                    self.placement
+                        .extend(shard, held.epoch, self.deadline(sent));
+                    if let Some(h) = self.held.get_mut(&shard) {
+                        h.revision = revision;
+                    }
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(shard, "shard lease lost to another node");
+                    self.placement.revoke(shard);
+                    self.held.remove(&shard);
+                }
+                Err(e) => {
+                    if self.placement.serving_for(shard).is_none() {
+                        tracing::warn!(shard, error = %e, "shard lease not renewed in time; stopped serving it");
+                        self.placement.revoke(shard);
+                        self.held.remove(&shard);
+                    } else {
+                        tracing::debug!(shard, error = %e, "shard lease renewal failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes every free shard this node should own.
+    async fn acquire_round(&mut self) {
+        let wanted: Vec<u16> = (0..SHARDS)
+            .filter(|s| !self.held.contains_key(s) && self.mine(*s))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let value = self.lease_value();
+        let taken = futures::stream::iter(wanted.into_iter().map(|shard| {
+            let (value, leases) = (value.clone(), self.leases.clone());
+            async move {
+                let sent = Instant::now();
+                let outcome = leases.create(lease_key(shard), value).await;
+                (shard, sent, outcome)
+            }
+        }))
+        .buffer_unordered(CONCURRENT_OPS)
+        .collect::<Vec<_>>()
+        .await;
+        let mut count = 0;
+        for (shard, sent, outcome) in taken {
+            match outcome {
+                Ok(revision) => {
+                    count += 1;
+                    self.placement.grant(shard, revision, self.deadline(sent));
+                    self.held.insert(
+                        shard,
+                        Held {
+                            epoch: revision,
+                            revision,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => tracing::debug!(shard, error = %e, "taking a shard lease failed"),
+            }
+        }
+        if count > 0 {
+            tracing::info!(shards = count, held = self.held.len(), "took shard leases");
+        }
+    }
+
+    /// Hands `shards` over: refuses their new calls, waits (bounded) for the writes of turns
+    /// already run, stops serving them, and deletes their leases so the owner takes them now.
+    async fn release(&mut self, shards: &[u16]) {
+        for &shard in shards {
+            self.placement.drain(shard);
+        }
+        // Turns in flight get a moment to hand their writes to the committer, then the
+        // committer gets until a forced release to make them durable.
+        tokio::time::sleep(self.config.acquire_every()).await;
+        if tokio::time::timeout(self.config.margin(), (self.drain)())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shards = shards.len(),
+                "draining shards took too long; releasing them anyway"
+            );
+        }
+        for &shard in shards {
+            self.placement.revoke(shard);
+        }
+        let held: Vec<(u16, Held)> = shards
+            .iter()
+            .filter_map(|s| self.held.remove(s).map(|h| (*s, h)))
+            .collect();
+        futures::stream::iter(held.into_iter().map(|(shard, held)| {
+            let leases = self.leases.clone();
+            async move {
+                if let Err(e) = leases
+                    .delete_expect_revision(lease_key(shard), Some(held.revision))
+                    .await
+                {
+                    // It lapses by itself a lease time after its last renewal.
+                    tracing::debug!(shard, error = %e, "giving a shard lease back failed");
+                }
+            }
+        }))
+        .buffer_unordered(CONCURRENT_OPS)
+        .collect::<Vec<()>>()
+        .await;
+    }
+}

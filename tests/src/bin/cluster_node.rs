@@ -1,0 +1,67 @@
+//! Child process of the cluster ownership tests: one cluster member that reports, every few
+//! milliseconds, which shards it would serve a call for right now.
+//!
+//! Usage: `cluster_node <nats urls, comma-separated> <node id> <lease ms> <replicas>`.
+//! Prints `joined <node id>` once it is a member, then `serves <unix ms> <bitmap>` per sample
+//! (the 256 shards as 64 hex digits, shard 0 in the first digit's high bit), taken right after
+//! asking the placement. On SIGTERM it leaves the cluster (handing its shards over) and
+//! prints `left <shards it held>` before exiting 0.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gears::cluster::{ClusterConfig, Node};
+use gears::{Place, Placement, SHARDS};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often the placement is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let usage = "usage: cluster_node <urls> <node id> <lease ms> <replicas>";
+    let mut args = std::env::args().skip(1);
+    let urls: Vec<String> = args
+        .next()
+        .ok_or(usage)?
+        .split(',')
+        .map(String::from)
+        .collect();
+    let node = args.next().ok_or(usage)?;
+    let lease = Duration::from_millis(args.next().ok_or(usage)?.parse()?);
+    let replicas: usize = args.next().ok_or(usage)?.parse()?;
+    let config = ClusterConfig::new(urls, &node)
+        .name("ownership")
+        .lease_ttl(lease)
+        .replicas(replicas);
+    let member = Node::join(config).await?;
+    let placement = member.placement();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "joined {node}")?;
+    out.flush()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = sample.tick() => {
+                let mut bits = [0u8; SHARDS as usize / 8];
+                for shard in 0..SHARDS {
+                    if matches!(placement.place(shard), Place::Local { .. }) {
+                        bits[usize::from(shard / 8)] |= 0x80 >> (shard % 8);
+                    }
+                }
+                let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+                let hex: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(out, "serves {at} {hex}")?;
+                out.flush()?;
+            }
+        }
+    }
+    let held = placement.served().len();
+    member.leave().await?;
+    writeln!(out, "left {held}")?;
+    out.flush()?;
+    Ok(())
+}
