@@ -49,6 +49,14 @@ impl Backlog {
         }
     }
 
+    /// Counts `n` more entries not yet processed, numbered up to `last_seq` (a shard this
+    /// node took from another): new entries are numbered after them.
+    pub(crate) fn adopt(&self, n: usize, last_seq: u64) {
+        self.backlog.fetch_add(n, Ordering::AcqRel);
+        self.next
+            .fetch_max(last_seq.saturating_add(1), Ordering::AcqRel);
+    }
+
     /// Entries durable (or being written) and not yet processed.
     pub(crate) fn backlog(&self) -> usize {
         self.backlog.load(Ordering::Acquire)

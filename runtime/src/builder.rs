@@ -38,6 +38,8 @@ impl Runtime {
             fault: None,
             upgrade_hook: None,
             placement: Arc::new(LocalPlacement),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }
@@ -64,6 +66,8 @@ pub struct Builder {
     fault: Option<FaultHook>,
     upgrade_hook: Option<UpgradeHook>,
     placement: Arc<dyn Placement>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Builder {
@@ -188,6 +192,21 @@ impl Builder {
         self
     }
 
+    /// Runs this runtime as a node of a cluster (feature `cluster`): it serves the shards it
+    /// holds a lease on, its commits are replicated through NATS JetStream before they are
+    /// acknowledged (so the local store is written without fsync: the replicated log is the
+    /// durable copy), and shards move to other nodes when they join, leave or die.
+    /// Replaces any [`placement`](Self::placement).
+    ///
+    /// Work in progress: calls and messages to actors of shards another node holds fail
+    /// with [`CallError::NotOwner`] (they are not routed between nodes yet).
+    #[cfg(feature = "cluster")]
+    #[doc(hidden)]
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Test seam: called after each batch an upgrade of an older store writes.
     #[doc(hidden)]
     pub fn __upgrade_hook(mut self, hook: UpgradeHook) -> Self {
@@ -254,6 +273,13 @@ impl Builder {
 
         // Retried deliveries' panics stay quiet (see `panics.rs`).
         crate::panics::wrap_hook();
+        #[cfg(feature = "cluster")]
+        let mut config = config;
+        #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            // The replicated log is the durable copy; the store is its local view.
+            config.durability = Durability::Buffered;
+        }
         let durability = config.durability;
         let upgrade_hook = self.upgrade_hook;
         let metrics = Arc::new(Metrics::default());
@@ -270,13 +296,38 @@ impl Builder {
         })
         .await
         .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
+        #[allow(unused_mut)]
+        let mut placement = self.placement;
+        #[allow(unused_mut)]
+        let mut replicator = None;
+        #[allow(unused_mut)]
+        let mut served_at_start = ALL_SHARDS;
+        #[cfg(feature = "cluster")]
+        let membership = match &self.cluster {
+            Some(cluster) => {
+                let membership =
+                    crate::cluster::Membership::prepare(cluster, store.clone()).await?;
+                placement = membership.placement();
+                replicator = Some(membership.replicator());
+                // A node takes its shards (and their outboxes and timers) as it gets them.
+                served_at_start = 0..0;
+                Some(membership)
+            }
+            None => None,
+        };
+        let recovered = if served_at_start.is_empty() {
+            Vec::new()
+        } else {
+            recovered
+        };
         let (backlog, recovered) = recover_outbox(recovered, config.outbox_capacity);
         let (committer, committer_thread) = Committer::start(
             store.clone(),
-            self.placement.clone(),
+            placement.clone(),
             metrics.clone(),
             config.commit_queue,
             self.fault,
+            replicator,
         )
         .map_err(|e| Error::Config(format!("cannot start the committer thread: {e}")))?;
         let loader = Loader::start(LOADER_THREADS, LOADER_QUEUE)
@@ -311,26 +362,74 @@ impl Builder {
             admission: Admission::default(),
             clock,
             tokio,
-            placement: self.placement,
+            placement,
         });
         let periods = Periods {
             sweep: sweep_every,
             expire: crate::kept::check_every(shared.config.idempotency_retention),
         };
-        let (host, host_ref) = Host::start(Arc::downgrade(&shared), periods, recovered)
-            .await
-            .map_err(|e| Error::Config(format!("cannot start the host service: {e}")))?;
+        let (host, host_ref) =
+            Host::start(Arc::downgrade(&shared), periods, recovered, served_at_start)
+                .await
+                .map_err(|e| Error::Config(format!("cannot start the host service: {e}")))?;
         let _ = shared.services.set(Arc::new(host_ref));
         let lifecycle = Arc::new(Lifecycle {
             committer_thread: Mutex::new(Some(committer_thread)),
             host: Mutex::new(Some(host)),
+            #[cfg(feature = "cluster")]
+            node: Mutex::new(None),
         });
-        Ok(Runtime { shared, lifecycle })
+        let runtime = Runtime { shared, lifecycle };
+        #[cfg(feature = "cluster")]
+        if let Some(membership) = membership {
+            let node = join_cluster(&runtime, membership).await;
+            let node = match node {
+                Ok(node) => node,
+                Err(e) => {
+                    let _ = runtime.shutdown().await;
+                    return Err(e);
+                }
+            };
+            *runtime.lifecycle.node.lock() = Some(Arc::new(node));
+        }
+        Ok(runtime)
     }
 }
 
-/// Decodes the outbox entries left at startup. An undecodable entry stays in the store
-/// (logged) rather than being dropped: nothing is lost, and an operator can look at it.
+/// Starts a runtime's cluster membership: its hand-overs drain the commit pipeline, and its
+/// services hear of every shard taken or given up.
+#[cfg(feature = "cluster")]
+async fn join_cluster(
+    runtime: &Runtime,
+    membership: crate::cluster::Membership,
+) -> Result<crate::cluster::Node, Error> {
+    let committer = runtime.shared.committer.clone();
+    let drain: Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync> =
+        Arc::new(move || {
+            let committer = committer.clone();
+            Box::pin(async move {
+                // Commits are in order: once this empty one is settled, every write submitted
+                // before it is too.
+                let barrier = committer.submit(Vec::new(), None, None).await;
+                let _ = barrier.wait().await;
+            })
+        });
+    let shared = Arc::downgrade(&runtime.shared);
+    let shard_events = Arc::new(move |shard: u16, taken: bool| {
+        if let Some(shared) = shared.upgrade()
+            && let Some(services) = shared.services.get()
+        {
+            if taken {
+                services.shard_taken(shard);
+            } else {
+                services.shard_dropped(shard);
+            }
+        }
+    });
+    membership.start(drain, shard_events).await
+}
+
+/// Decodes the outbox entries left at startup, and numbers new ones after them.
 fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
@@ -343,23 +442,8 @@ fn recover_outbox(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
-    let mut next = now.max(1);
-    let mut recovered = Vec::with_capacity(entries.len());
-    for (key, value) in entries {
-        let Some(id) = OutboxId::of_key(&key) else {
-            tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
-            continue;
-        };
-        next = next.max(id.seq + 1);
-        match crate::codec::decode_envelope::<OutboxRecord>(&value) {
-            Ok(record) => recovered.push((id, record)),
-            Err(reason) => {
-                tracing::error!(seq = id.seq, shard = id.shard, %reason, "undecodable outbox entry; left in place");
-            }
-        }
-    }
-    // Sending order, whatever the shard.
-    recovered.sort_unstable_by_key(|(id, _)| *id);
+    let (recovered, last) = crate::outbox::decode_entries(entries);
+    let next = now.max(1).max(last.saturating_add(1));
     if !recovered.is_empty() {
         tracing::info!(
             pending = recovered.len(),

@@ -31,11 +31,20 @@ use std::time::Duration;
 use crate::error::Error;
 
 mod leases;
+mod log;
 mod members;
 mod placement;
+mod replicate;
 
 pub use self::leases::Node;
+pub use self::log::{AppendError, LogEntry, LogWrite, ShardLog};
 pub use self::placement::ClusterPlacement;
+
+use async_nats::jetstream::{self, kv};
+
+use self::leases::{Attached, Drain};
+use self::replicate::Replication;
+use crate::store::Store;
 
 /// How long a lease lives unless renewed, by default: above the longest write stall measured
 /// for a JetStream leader change here (10.3 s, NATS-NOTES.md), with margin.
@@ -234,6 +243,136 @@ pub(crate) async fn check_config(
         )));
     }
     Ok(())
+}
+
+/// A node's connection to its cluster: the JetStream context and the buckets, opened (and
+/// created by the first node) and checked.
+pub(crate) struct Connection {
+    pub(crate) config: ClusterConfig,
+    /// Distinguishes this run of the node from its earlier ones (in lease values and in the
+    /// ids of its log appends).
+    pub(crate) incarnation: u64,
+    pub(crate) js: jetstream::Context,
+    pub(crate) members: kv::Store,
+    pub(crate) leases: kv::Store,
+}
+
+impl Connection {
+    /// Connects to NATS (any of the URLs), opens the cluster's buckets and checks (or
+    /// records) its configuration.
+    pub(crate) async fn open(config: &ClusterConfig) -> Result<Connection, Error> {
+        config.validate()?;
+        let addrs = config
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Cluster(format!("a NATS server URL is invalid: {e}")))?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("gears-{}-{}", config.name, config.node))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs)
+            .await
+            .map_err(|e| nats_error("connect to NATS", e))?;
+        let js = jetstream::new(client);
+        let bucket = |what: &str, max_age: Duration| kv::Config {
+            bucket: config.bucket(what),
+            history: 1,
+            max_age,
+            num_replicas: config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let meta = open_bucket(&js, bucket("meta", Duration::ZERO)).await?;
+        check_config(&meta, config).await?;
+        let members = open_bucket(&js, bucket("members", config.member_ttl())).await?;
+        let leases = open_bucket(&js, bucket("leases", config.lease_ttl)).await?;
+        Ok(Connection {
+            config: config.clone(),
+            incarnation: incarnation(),
+            js,
+            members,
+            leases,
+        })
+    }
+}
+
+/// Opens a bucket, creating it when missing (every node runs this at start; creating one
+/// that exists with the same configuration succeeds).
+async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
+    let name = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(created) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| nats_error(&format!("create the bucket {name}"), created)),
+    }
+}
+
+/// Distinguishes this run of a node from its earlier ones.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(48)
+}
+
+/// A runtime's cluster membership, prepared before its commit pipeline starts (which
+/// replicates through it) and started once its services run.
+pub(crate) struct Membership {
+    connection: Connection,
+    placement: Arc<ClusterPlacement>,
+    replication: Arc<Replication>,
+}
+
+impl Membership {
+    /// Connects, and opens the replicated log the runtime's commits go through.
+    pub(crate) async fn prepare(config: &ClusterConfig, store: Store) -> Result<Self, Error> {
+        let connection = Connection::open(config).await?;
+        let log = ShardLog::open(&connection.js, config).await?;
+        let placement = Arc::new(ClusterPlacement::new());
+        let replication = Arc::new(Replication::new(
+            log,
+            store,
+            placement.clone(),
+            config.node.clone(),
+            connection.incarnation,
+            config.margin(),
+        ));
+        Ok(Membership {
+            connection,
+            placement,
+            replication,
+        })
+    }
+
+    /// The placement the runtime asks on every call.
+    pub(crate) fn placement(&self) -> Arc<ClusterPlacement> {
+        self.placement.clone()
+    }
+
+    /// What the commit pipeline appends through.
+    pub(crate) fn replicator(&self) -> Arc<dyn crate::commit::Replicator> {
+        self.replication.clone()
+    }
+
+    /// Joins: takes this node's share of the shards (each caught up with its log first).
+    /// `drain` waits for the commits submitted so far; `shard_events` tells the runtime's
+    /// services a shard was taken (`true`) or given up (`false`).
+    pub(crate) async fn start(
+        self,
+        drain: Drain,
+        shard_events: Arc<dyn Fn(u16, bool) + Send + Sync>,
+    ) -> Result<Node, Error> {
+        let attached = Attached {
+            replication: self.replication,
+            drain,
+            shard_events,
+        };
+        Node::start(self.connection, self.placement, Some(attached)).await
+    }
 }
 
 /// A NATS failure while doing `what`, as the runtime reports it.

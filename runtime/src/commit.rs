@@ -50,6 +50,19 @@ pub enum CommitStage {
 #[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(CommitStage) -> Result<(), String> + Send + Sync>;
 
+/// Makes a batch's writes durable somewhere else before the store applies them: a cluster
+/// node's replicated log (feature `cluster`). On one node there is none.
+///
+/// Contract: called by the committer thread (it may block), with the batch's coalesced
+/// writes grouped by shard (every stored key starts with its shard), at most one call at a
+/// time. It answers, per shard and in the same order, the sequence under which that shard's
+/// writes are durable (the store records it as the shard's applied sequence in the same
+/// batch) or why they are not: those writes are not applied, and every write of the batch
+/// that touched that shard fails with it.
+pub(crate) trait Replicator: Send + Sync {
+    fn replicate(&self, shards: &[(u16, Vec<Write<'_>>)]) -> Vec<Result<u64, Failure>>;
+}
+
 /// A reply waiting for durability: called once with the outcome of the write it waits on.
 pub(crate) type GatedReply = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
@@ -247,11 +260,21 @@ impl Committer {
         metrics: Arc<Metrics>,
         capacity: usize,
         fault: Option<FaultHook>,
+        replicator: Option<Arc<dyn Replicator>>,
     ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(capacity);
         let thread = std::thread::Builder::new()
             .name("gears-committer".into())
-            .spawn(move || run_committer(rx, store, &*placement, metrics, fault))?;
+            .spawn(move || {
+                let pipeline = Pipeline {
+                    store,
+                    placement,
+                    metrics,
+                    fault,
+                    replicator,
+                };
+                run_committer(rx, &pipeline)
+            })?;
         Ok((Committer { tx }, thread))
     }
 
@@ -315,13 +338,17 @@ fn run_settler(settlements: std::sync::mpsc::Receiver<Settlement>) {
     }
 }
 
-fn run_committer(
-    mut rx: mpsc::Receiver<Command>,
+/// What the committer writes through.
+struct Pipeline {
     store: Store,
-    placement: &dyn Placement,
+    placement: Arc<dyn Placement>,
     metrics: Arc<Metrics>,
     fault: Option<FaultHook>,
-) {
+    replicator: Option<Arc<dyn Replicator>>,
+}
+
+fn run_committer(mut rx: mpsc::Receiver<Command>, pipeline: &Pipeline) {
+    let metrics = &pipeline.metrics;
     let (settle_tx, settle_rx) = std::sync::mpsc::sync_channel::<Settlement>(SETTLE_QUEUE);
     let (settle_tx, settler) = match std::thread::Builder::new()
         .name("gears-settler".into())
@@ -365,14 +392,7 @@ fn run_committer(
         }
         let mut settlement = Vec::with_capacity(batch.len());
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit_batch(
-                &store,
-                placement,
-                &metrics,
-                fault.as_ref(),
-                &mut batch,
-                &mut settlement,
-            );
+            commit_batch(pipeline, &mut batch, &mut settlement);
         }));
         if committed.is_err() {
             // A bug (ours or the store's): fail the batch rather than leave callers hanging.
@@ -412,14 +432,9 @@ fn run_committer(
 
 /// Commits `batch` and adds each of its tickets, with its outcome, to `settlement`. A
 /// failed ticket is marked doomed here at once.
-fn commit_batch(
-    store: &Store,
-    placement: &dyn Placement,
-    metrics: &Metrics,
-    fault: Option<&FaultHook>,
-    batch: &mut Vec<CommitRequest>,
-    settlement: &mut Settlement,
-) {
+fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement: &mut Settlement) {
+    let (placement, metrics) = (&*pipeline.placement, &*pipeline.metrics);
+    let fault = pipeline.fault.as_ref();
     // A write computed from a failed write fails with it, and never reaches the store.
     // Doomed in order, so a chain of such writes within one batch fails as a whole.
     batch.retain(|r| {
@@ -464,23 +479,109 @@ fn commit_batch(
             last.insert((w.space, &w.key), (i, j));
         }
     }
-    let writes = batch.iter().enumerate().flat_map(|(i, r)| {
-        let last = &last;
-        r.writes
-            .iter()
-            .enumerate()
-            .filter(move |(j, w)| last.get(&(w.space, &*w.key)) == Some(&(i, *j)))
-            .map(|(_, w)| Write {
-                space: w.space,
-                key: &w.key,
-                value: w.value.as_deref(),
-            })
-    });
+    let coalesced_writes = || {
+        batch.iter().enumerate().flat_map(|(i, r)| {
+            let last = &last;
+            r.writes
+                .iter()
+                .enumerate()
+                .filter(move |(j, w)| last.get(&(w.space, &*w.key)) == Some(&(i, *j)))
+                .map(|(_, w)| Write {
+                    space: w.space,
+                    key: &w.key,
+                    value: w.value.as_deref(),
+                })
+        })
+    };
     let coalesced = submitted - last.len();
 
-    let mut writes = writes;
-    let outcome = store
-        .write_batch(&mut writes, last.len())
+    // Shards whose replication failed: their writes are not applied, and every write of the
+    // batch that touched one of them fails with it.
+    let mut unreplicated: HashMap<u16, Failure> = HashMap::new();
+    let (outcome, written) = match &pipeline.replicator {
+        None => {
+            let mut writes = coalesced_writes();
+            (write_durably(pipeline, &mut writes, last.len()), last.len())
+        }
+        Some(replicator) => {
+            let mut by_shard: std::collections::BTreeMap<u16, Vec<Write<'_>>> = Default::default();
+            for w in coalesced_writes() {
+                by_shard.entry(shard_of_key(w.key)).or_default().push(w);
+            }
+            let slices: Vec<(u16, Vec<Write<'_>>)> = by_shard.into_iter().collect();
+            let mut outcomes = replicator.replicate(&slices).into_iter();
+            let mut applied = Vec::with_capacity(slices.len());
+            for (shard, _) in &slices {
+                match outcomes.next().unwrap_or_else(|| {
+                    Err(Failure::Storage(StorageError::new(
+                        "the replicator gave no outcome for this shard",
+                    )))
+                }) {
+                    Ok(seq) => applied.push((shard.to_be_bytes(), seq.to_be_bytes())),
+                    Err(failure) => {
+                        unreplicated.insert(*shard, failure);
+                    }
+                }
+            }
+            let replicated = || {
+                slices
+                    .iter()
+                    .filter(|(shard, _)| !unreplicated.contains_key(shard))
+                    .flat_map(|(_, writes)| writes.iter().copied())
+            };
+            let count = replicated().count() + applied.len();
+            let mut writes = replicated().chain(applied.iter().map(|(shard, seq)| Write {
+                space: Space::Applied,
+                key: shard,
+                value: Some(seq),
+            }));
+            (write_durably(pipeline, &mut writes, count), count)
+        }
+    };
+    metrics.writes.fetch_add(written as u64, Ordering::Relaxed);
+    metrics
+        .coalesced
+        .fetch_add(coalesced as u64, Ordering::Relaxed);
+    drop(last);
+    match outcome {
+        Ok(()) => {
+            count_batch(metrics, batch, started);
+            for r in batch.iter() {
+                let failed = (!unreplicated.is_empty())
+                    .then(|| {
+                        r.writes
+                            .iter()
+                            .find_map(|w| unreplicated.get(&shard_of_key(&w.key)))
+                    })
+                    .flatten();
+                match failed {
+                    Some(failure) => hand_over(settlement, &r.ticket, Err(failure.clone())),
+                    None => hand_over(settlement, &r.ticket, Ok(())),
+                }
+            }
+        }
+        Err(e) => fail_batch(metrics, batch, settlement, started, Failure::Storage(e)),
+    }
+}
+
+/// The shard a stored key belongs to: every key starts with it.
+fn shard_of_key(key: &[u8]) -> u16 {
+    match key {
+        [high, low, ..] => u16::from_be_bytes([*high, *low]),
+        _ => 0,
+    }
+}
+
+/// Writes a batch to the store and makes it durable (one journal sync), passing the fault
+/// seam's stages.
+fn write_durably(
+    pipeline: &Pipeline,
+    writes: &mut dyn Iterator<Item = Write<'_>>,
+    count: usize,
+) -> Result<(), StorageError> {
+    let (store, metrics, fault) = (&pipeline.store, &pipeline.metrics, pipeline.fault.as_ref());
+    store
+        .write_batch(writes, count)
         .and_then(|()| {
             // Written to the memtables: from here a failure leaves writes that reads would
             // see but that are not durable.
@@ -502,23 +603,7 @@ fn commit_batch(
             }
             synced
         })
-        .and_then(|()| inject(fault, CommitStage::AfterSync));
-    metrics
-        .writes
-        .fetch_add(last.len() as u64, Ordering::Relaxed);
-    metrics
-        .coalesced
-        .fetch_add(coalesced as u64, Ordering::Relaxed);
-    drop(last);
-    match outcome {
-        Ok(()) => {
-            count_batch(metrics, batch, started);
-            for r in batch.iter() {
-                hand_over(settlement, &r.ticket, Ok(()));
-            }
-        }
-        Err(e) => fail_batch(metrics, batch, settlement, started, Failure::Storage(e)),
-    }
+        .and_then(|()| inject(fault, CommitStage::AfterSync))
 }
 
 /// Counts a batch that reached the committer's write (or failed on its way there).

@@ -31,9 +31,29 @@ pub(crate) fn check_every(retention: Duration) -> Duration {
 /// waits until it is durable. Returns whether a full batch was removed (there may be more).
 pub(crate) async fn remove_expired(shared: &Arc<Shared>) -> Result<bool, Failure> {
     let now = shared.clock.epoch_ms();
+    // Only the shards served here: a cluster node writes nothing to another node's shards.
+    let served: Vec<u16> = crate::shared::ALL_SHARDS
+        .filter(|&s| {
+            matches!(
+                shared.placement.place(s),
+                crate::placement::Place::Local { .. }
+            )
+        })
+        .collect();
     let expired = shared
         .with_store("expiry scan", move |store| {
-            store.expired_results(crate::shared::ALL_SHARDS, now, BATCH)
+            if served.len() == crate::shared::ALL_SHARDS.len() {
+                return store.expired_results(crate::shared::ALL_SHARDS, now, BATCH);
+            }
+            let mut expired = Vec::new();
+            for shard in served {
+                let left = BATCH - expired.len();
+                if left == 0 {
+                    break;
+                }
+                expired.extend(store.expired_results(shard..shard + 1, now, left)?);
+            }
+            Ok(expired)
         })
         .await?;
     if expired.is_empty() {

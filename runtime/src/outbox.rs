@@ -45,6 +45,9 @@ struct Pending {
     /// A turn on it failed with a storage error: its commit may still have reached the
     /// store, so the next turn checks that the entry still exists before running.
     verify: bool,
+    /// Its shard was given up while it was in delivery: its outcome is dropped (the shard's
+    /// new owner delivers it; a turn here cannot remove it any more).
+    dropped: bool,
 }
 
 #[derive(Default)]
@@ -98,6 +101,7 @@ impl Dispatcher {
                     target: name,
                     attempts: 0,
                     verify: false,
+                    dropped: false,
                 },
             );
         }
@@ -172,6 +176,13 @@ impl Dispatcher {
         let name = entry.target.clone();
         let target = self.targets.entry(name.clone()).or_default();
         target.inflight = target.inflight.saturating_sub(1);
+        if entry.dropped {
+            self.entries.remove(&seq);
+            if target.queue.is_empty() && target.inflight == 0 {
+                self.targets.remove(&name);
+            }
+            return;
+        }
         match outcome {
             Ok(()) => {
                 self.entries.remove(&seq);
@@ -202,6 +213,29 @@ impl Dispatcher {
         }
     }
 
+    /// Stops delivering the entries of `shard` (a cluster node gave it up; its new owner
+    /// delivers them): queued ones are forgotten, the outcomes of those in delivery dropped.
+    /// Returns how many entries that was, for the backlog.
+    pub(crate) fn drop_shard(&mut self, shard: u16) -> usize {
+        let mut dropped = 0;
+        self.entries.retain(|id, entry| {
+            if id.shard != shard {
+                return true;
+            }
+            dropped += 1;
+            entry.dropped = true;
+            // In delivery: kept until its outcome arrives, so the counts stay right.
+            self.targets
+                .get(&entry.target)
+                .is_some_and(|t| !t.queue.contains(id))
+        });
+        self.targets.retain(|_, target| {
+            target.queue.retain(|id| id.shard != shard);
+            !(target.queue.is_empty() && target.inflight == 0)
+        });
+        dropped
+    }
+
     /// Makes targets whose backoff has passed ready again.
     pub(crate) fn tick(&mut self) {
         let now = Instant::now();
@@ -212,6 +246,32 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Decodes outbox entries read from the store, in sending order, with the highest sequence
+/// number among them (0 if none). An undecodable entry stays in the store (logged) rather
+/// than being dropped: nothing is lost, and an operator can look at it.
+pub(crate) fn decode_entries(
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+) -> (Vec<(OutboxId, OutboxRecord)>, u64) {
+    let mut last = 0;
+    let mut decoded = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let Some(id) = OutboxId::of_key(&key) else {
+            tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
+            continue;
+        };
+        last = last.max(id.seq);
+        match crate::codec::decode_envelope::<OutboxRecord>(&value) {
+            Ok(record) => decoded.push((id, record)),
+            Err(reason) => {
+                tracing::error!(seq = id.seq, shard = id.shard, %reason, "undecodable outbox entry; left in place");
+            }
+        }
+    }
+    // Sending order, whatever the shard.
+    decoded.sort_unstable_by_key(|(id, _)| *id);
+    (decoded, last)
 }
 
 /// Stops retrying an entry in this run and lists it as a dead letter; it stays in the store.

@@ -32,6 +32,10 @@ pub struct Runtime {
 pub(crate) struct Lifecycle {
     pub(crate) committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) host: Mutex<Option<Host>>,
+    /// This node's cluster membership (feature `cluster`): left at shutdown, dropped (its
+    /// leases lapse) at a crash.
+    #[cfg(feature = "cluster")]
+    pub(crate) node: Mutex<Option<Arc<crate::cluster::Node>>>,
 }
 
 impl Runtime {
@@ -189,6 +193,8 @@ impl Runtime {
         let shared = &self.shared;
         shared.admission.close_outside();
         shared.admission.close();
+        #[cfg(feature = "cluster")]
+        drop(self.lifecycle.node.lock().take());
         // A committer thread that panicked is what a crash leaves behind anyway.
         let _ = self.stop_services().await;
         if let Some(store) = shared.take_store() {
@@ -225,6 +231,17 @@ impl Runtime {
         shared.admission.drained().await;
         shared.admission.close();
         shared.admission.drained().await;
+        // A cluster node hands its shards over while its committer still runs (each is
+        // drained first), so their new owners take them at once.
+        #[cfg(feature = "cluster")]
+        {
+            let node = self.lifecycle.node.lock().take();
+            if let Some(node) = node
+                && let Err(e) = node.leave().await
+            {
+                tracing::warn!(error = %e, "leaving the cluster failed; its leases lapse by themselves");
+            }
+        }
         let committer_result = self.stop_services().await;
         // Sync, then close the store (dropping fjall joins its workers, so off the workers
         // here too); the path can be opened again as soon as this returns.

@@ -50,6 +50,12 @@ pub(crate) enum HostMsg {
     ExpireKept,
     /// Do a tick's work now, then answer whether nothing is left to do.
     Settle(RpcReplyPort<Settled>),
+    /// This node took a shard (a cluster node): deliver its outbox entries, scan its timers.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    ShardTaken(u16),
+    /// This node gave a shard up: stop delivering its entries and firing its timers.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    ShardDropped(u16),
 }
 
 struct HostActor;
@@ -63,12 +69,20 @@ struct HostState {
 impl Actor for HostActor {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = (Weak<Shared>, Periods, Vec<(OutboxId, OutboxRecord)>);
+    /// The runtime, the periods of the host's work, the outbox entries left by the last run,
+    /// and the shards whose timers are scanned from the start (all of them on one node; none
+    /// on a cluster node, which takes shards as it acquires them).
+    type Arguments = (
+        Weak<Shared>,
+        Periods,
+        Vec<(OutboxId, OutboxRecord)>,
+        std::ops::Range<u16>,
+    );
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (shared, periods, recovered): Self::Arguments,
+        (shared, periods, recovered, shards): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(periods.sweep, || HostMsg::Sweep);
         myself.send_interval(TICK, || HostMsg::Tick);
@@ -80,7 +94,7 @@ impl Actor for HostActor {
         Ok(HostState {
             shared,
             dispatcher,
-            timers: TimerService::new(crate::shared::ALL_SHARDS),
+            timers: TimerService::new(shards),
         })
     }
 
@@ -116,6 +130,13 @@ impl Actor for HostActor {
                 return Ok(());
             }
             HostMsg::Committed(entries) => state.dispatcher.add(entries),
+            HostMsg::ShardTaken(shard) => take_shard(&shared, state, shard).await,
+            HostMsg::ShardDropped(shard) => {
+                let dropped = state.dispatcher.drop_shard(shard);
+                shared.backlog.release(dropped);
+                state.timers.drop_shard(shard);
+                return Ok(());
+            }
             HostMsg::Delivered { seq, outcome } => state.dispatcher.done(&shared, seq, outcome),
             HostMsg::TimerScheduled { shard, due_ms } => {
                 state.timers.scheduled(shard, due_ms);
@@ -147,6 +168,27 @@ impl Actor for HostActor {
         deliver(&myself, &shared, state);
         Ok(())
     }
+}
+
+/// Starts serving `shard`'s durable work: its outbox entries (read from the store, which the
+/// cluster brought up to date before the shard was granted) and its timers.
+async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
+    let Ok(store) = shared.store() else {
+        return;
+    };
+    let range = shard..shard.saturating_add(1);
+    match tokio::task::spawn_blocking(move || store.outbox_entries(range)).await {
+        Ok(Ok(entries)) => {
+            let (entries, last) = crate::outbox::decode_entries(entries);
+            shared.backlog.adopt(entries.len(), last);
+            state.dispatcher.add(entries);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(shard, error = %e, "cannot read a taken shard's outbox; its messages wait for the next start")
+        }
+        Err(e) => tracing::error!(shard, error = %e, "reading a taken shard's outbox failed"),
+    }
+    state.timers.take(shard);
 }
 
 /// Queues what the dispatcher can deliver now (nothing under the `hold_deliveries` seam).
@@ -198,6 +240,14 @@ impl Services for HostRef {
         let _ = self.0.cast(HostMsg::TimerScheduled { shard, due_ms });
     }
 
+    fn shard_taken(&self, shard: u16) {
+        let _ = self.0.cast(HostMsg::ShardTaken(shard));
+    }
+
+    fn shard_dropped(&self, shard: u16) {
+        let _ = self.0.cast(HostMsg::ShardDropped(shard));
+    }
+
     fn settle(&self) -> BoxFuture<'static, Result<Settled, Failure>> {
         let host = self.0.clone();
         Box::pin(async move {
@@ -228,8 +278,9 @@ impl Host {
         shared: Weak<Shared>,
         periods: Periods,
         recovered: Vec<(OutboxId, OutboxRecord)>,
+        shards: std::ops::Range<u16>,
     ) -> Result<(Host, HostRef), String> {
-        let (actor, handle) = Actor::spawn(None, HostActor, (shared, periods, recovered))
+        let (actor, handle) = Actor::spawn(None, HostActor, (shared, periods, recovered, shards))
             .await
             .map_err(|e| e.to_string())?;
         let host_ref = HostRef(actor.clone());

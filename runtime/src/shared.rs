@@ -108,6 +108,12 @@ pub(crate) trait Services: Send + Sync {
     fn committed(&self, entries: Vec<(OutboxId, OutboxRecord)>);
     /// A committed turn scheduled a timer of `shard` due at `due_ms`.
     fn timer_scheduled(&self, shard: u16, due_ms: u64);
+    /// This node took `shard` (a cluster node): deliver its outbox entries, fire its timers.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn shard_taken(&self, shard: u16);
+    /// This node gave `shard` up: stop delivering its entries and firing its timers.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn shard_dropped(&self, shard: u16);
     /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
     fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure>;
     /// Delivers what can be delivered and fires what is due now, then says whether that

@@ -40,9 +40,13 @@ pub(crate) enum Space {
     Kept,
     /// The expiry index of `Kept`: `shard · expires · kept key` → nothing.
     Expiry,
+    /// On a cluster node: `shard` → the sequence of the shard's replicated log that the
+    /// other spaces reflect (u64, big-endian), written in the batch that applies it.
+    Applied,
 }
 
 /// One write of a commit batch: a value, or `None` to delete the key.
+#[derive(Clone, Copy)]
 pub(crate) struct Write<'a> {
     pub(crate) space: Space,
     pub(crate) key: &'a [u8],
@@ -112,6 +116,10 @@ pub(crate) trait StateStore: Send + Sync {
 
     /// The due time of the earliest timer of `shard` due after `now_ms`.
     fn next_timer_after(&self, shard: u16, now_ms: u64) -> Result<Option<u64>, StorageError>;
+
+    /// The sequence of `shard`'s replicated log the store reflects (0: none applied).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn applied(&self, shard: u16) -> Result<u64, StorageError>;
 
     /// Writes one atomic batch (across keyspaces) without syncing it:
     /// [`StateStore::sync_batch`] makes it durable. Keys must have been validated (non-empty,

@@ -76,6 +76,23 @@ impl TimerService {
         }
     }
 
+    /// Starts scanning `shard` (a cluster node took it): at once, for what is due.
+    pub(crate) fn take(&mut self, shard: u16) {
+        self.scheduled(shard, 0);
+    }
+
+    /// Stops scanning `shard` (a cluster node gave it up; its new owner fires its timers).
+    /// Firings in flight finish; their turns cannot commit here any more.
+    pub(crate) fn drop_shard(&mut self, shard: u16) {
+        if let Some(wake) = self.next_wake.get_mut(usize::from(shard)) {
+            *wake = u64::MAX;
+        }
+        self.resume_after.remove(&shard);
+        self.parked.remove(&shard);
+        self.failing
+            .retain(|key, _| crate::codec::shard_of_state_key(key) != shard);
+    }
+
     /// A committed turn scheduled a timer of `shard` due at `due_ms`.
     pub(crate) fn scheduled(&mut self, shard: u16, due_ms: u64) {
         if let Some(wake) = self.next_wake.get_mut(usize::from(shard)) {

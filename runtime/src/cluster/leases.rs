@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -24,7 +24,8 @@ use crate::codec::SHARDS;
 use crate::error::Error;
 
 use super::placement::ClusterPlacement;
-use super::{ClusterConfig, check_config, members, nats_error};
+use super::replicate::Replication;
+use super::{ClusterConfig, Connection, members};
 
 /// A lease value's format, its first byte; then the incarnation (u64, big-endian) and the
 /// node id.
@@ -33,9 +34,21 @@ const LEASE_V1: u8 = 1;
 /// NATS operations of one round run at most this many at once.
 const CONCURRENT_OPS: usize = 32;
 
+/// Taken shards whose stores catch up with their logs at once.
+const CONCURRENT_CATCH_UPS: usize = 8;
+
 /// Waits until the writes of turns that ran in a shard being handed over are committed (the
-/// runtime's commit pipeline; nothing when the node runs without one).
+/// runtime's commit pipeline).
 pub(crate) type Drain = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A runtime a node serves shards for: its replicated commits, its commit pipeline to drain,
+/// and its services, told when a shard is taken (`true`) or given up (`false`).
+#[derive(Clone)]
+pub(crate) struct Attached {
+    pub(crate) replication: Arc<Replication>,
+    pub(crate) drain: Drain,
+    pub(crate) shard_events: Arc<dyn Fn(u16, bool) + Send + Sync>,
+}
 
 /// A member of a cluster: its heartbeat, its leases, and the placement they give.
 ///
@@ -58,54 +71,28 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Joins the cluster with a placement of its own and no commit pipeline to drain.
+    /// Joins the cluster for ownership alone: leases and a placement of its own, no runtime
+    /// (its shards' state is not replicated; the runtime's builder attaches one).
     pub async fn join(config: ClusterConfig) -> Result<Node, Error> {
-        let noop: Drain = Arc::new(|| Box::pin(async {}));
-        Node::start(config, Arc::new(ClusterPlacement::new()), noop).await
+        let connection = Connection::open(&config).await?;
+        Node::start(connection, Arc::new(ClusterPlacement::new()), None).await
     }
 
-    /// Connects, checks (or records) the cluster's configuration, and starts the control
-    /// task; returns after its first round, so the shards this node should own and nobody
-    /// holds are served when it returns.
+    /// Starts the control task; returns after its first round, so the shards this node
+    /// should own and nobody holds are served when it returns.
     pub(crate) async fn start(
-        config: ClusterConfig,
+        connection: Connection,
         placement: Arc<ClusterPlacement>,
-        drain: Drain,
+        attached: Option<Attached>,
     ) -> Result<Node, Error> {
-        config.validate()?;
-        let addrs = config
-            .urls
-            .iter()
-            .map(|u| u.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Cluster(format!("a NATS server URL is invalid: {e}")))?;
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("gears-{}-{}", config.name, config.node))
-            .connection_timeout(Duration::from_secs(5))
-            .connect(addrs)
-            .await
-            .map_err(|e| nats_error("connect to NATS", e))?;
-        let js = jetstream::new(client);
-        let bucket = |what: &str, max_age: Duration| kv::Config {
-            bucket: config.bucket(what),
-            history: 1,
-            max_age,
-            num_replicas: config.replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let meta = open_bucket(&js, bucket("meta", Duration::ZERO)).await?;
-        check_config(&meta, &config).await?;
-        let members = open_bucket(&js, bucket("members", config.member_ttl())).await?;
-        let leases = open_bucket(&js, bucket("leases", config.lease_ttl)).await?;
-
+        let config = connection.config.clone();
         let mut control = Control {
             config: config.clone(),
-            incarnation: incarnation(),
-            members: members.clone(),
-            leases: Arc::new(leases),
+            incarnation: connection.incarnation,
+            members: connection.members.clone(),
+            leases: Arc::new(connection.leases.clone()),
             placement: placement.clone(),
-            drain,
+            attached,
             live: vec![config.node.clone()],
             held: HashMap::new(),
         };
@@ -116,7 +103,7 @@ impl Node {
         Ok(Node {
             config,
             placement,
-            members,
+            members: connection.members,
             control: Mutex::new(Some((stop, task))),
         })
     }
@@ -158,28 +145,6 @@ impl Drop for Node {
     }
 }
 
-/// Opens a bucket, creating it when missing (every node runs this at start; creating one
-/// that exists with the same configuration succeeds).
-async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
-    let name = config.bucket.clone();
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(created) => js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| nats_error(&format!("create the bucket {name}"), created)),
-    }
-}
-
-/// Distinguishes this run of a node from its earlier ones.
-fn incarnation() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(48)
-}
-
 fn lease_key(shard: u16) -> String {
     format!("s{shard:03}")
 }
@@ -200,7 +165,7 @@ struct Control {
     members: kv::Store,
     leases: Arc<kv::Store>,
     placement: Arc<ClusterPlacement>,
-    drain: Drain,
+    attached: Option<Attached>,
     /// The live members as last listed (this node always among them).
     live: Vec<Arc<str>>,
     held: HashMap<u16, Held>,
@@ -276,6 +241,17 @@ impl Control {
             .collect();
         leaving.sort_unstable();
         leaving.truncate(self.config.max_moves);
+        // A shard whose log this node may no longer append to (fenced, or an append's
+        // outcome unknown) is given back, and taken again with a catch-up if still ours.
+        if let Some(attached) = &self.attached {
+            let lost: Vec<u16> = self
+                .held
+                .keys()
+                .copied()
+                .filter(|&s| attached.replication.lost(s) && !leaving.contains(&s))
+                .collect();
+            leaving.extend(lost);
+        }
         if !leaving.is_empty() {
             tracing::info!(
                 shards = leaving.len(),
@@ -312,14 +288,12 @@ impl Control {
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(shard, "shard lease lost to another node");
-                    self.placement.revoke(shard);
-                    self.held.remove(&shard);
+                    self.stop_serving(shard);
                 }
                 Err(e) => {
                     if self.placement.serving_for(shard).is_none() {
                         tracing::warn!(shard, error = %e, "shard lease not renewed in time; stopped serving it");
-                        self.placement.revoke(shard);
-                        self.held.remove(&shard);
+                        self.stop_serving(shard);
                     } else {
                         tracing::debug!(shard, error = %e, "shard lease renewal failed; retrying");
                     }
@@ -348,26 +322,67 @@ impl Control {
         .buffer_unordered(CONCURRENT_OPS)
         .collect::<Vec<_>>()
         .await;
-        let mut count = 0;
+        let mut created = Vec::new();
         for (shard, sent, outcome) in taken {
             match outcome {
-                Ok(revision) => {
-                    count += 1;
-                    self.placement.grant(shard, revision, self.deadline(sent));
-                    self.held.insert(
-                        shard,
-                        Held {
-                            epoch: revision,
-                            revision,
-                        },
-                    );
-                }
+                Ok(revision) => created.push((shard, sent, revision)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                 Err(e) => tracing::debug!(shard, error = %e, "taking a shard lease failed"),
             }
         }
+        // Each taken shard's store catches up with its log (and fences earlier owners)
+        // before it is served.
+        let attached = self.attached.clone();
+        let caught_up =
+            futures::stream::iter(created.into_iter().map(|(shard, sent, revision)| {
+                let attached = attached.clone();
+                async move {
+                    let epoch = match &attached {
+                        Some(a) => a.replication.catch_up(shard).await,
+                        None => Ok(revision),
+                    };
+                    (shard, sent, revision, epoch)
+                }
+            }))
+            .buffer_unordered(CONCURRENT_CATCH_UPS)
+            .collect::<Vec<_>>()
+            .await;
+        let mut count = 0;
+        for (shard, sent, revision, epoch) in caught_up {
+            match epoch {
+                Ok(epoch) => {
+                    count += 1;
+                    self.placement.grant(shard, epoch, self.deadline(sent));
+                    self.held.insert(shard, Held { epoch, revision });
+                    if let Some(a) = &self.attached {
+                        (a.shard_events)(shard, true);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "cannot catch up with a taken shard's log; giving it back");
+                    if let Err(e) = self
+                        .leases
+                        .delete_expect_revision(lease_key(shard), Some(revision))
+                        .await
+                    {
+                        tracing::debug!(shard, error = %e, "giving a shard lease back failed");
+                    }
+                }
+            }
+        }
         if count > 0 {
             tracing::info!(shards = count, held = self.held.len(), "took shard leases");
+        }
+    }
+
+    /// Stops serving `shard` at once: nothing of it commits any more, and the runtime's
+    /// services stop its deliveries and timers.
+    fn stop_serving(&mut self, shard: u16) {
+        self.placement.revoke(shard);
+        self.held.remove(&shard);
+        if let Some(a) = &self.attached {
+            a.replication.forget(shard);
+            (a.shard_events)(shard, false);
         }
     }
 
@@ -379,23 +394,25 @@ impl Control {
         }
         // Turns in flight get a moment to hand their writes to the committer, then the
         // committer gets until a forced release to make them durable.
-        tokio::time::sleep(self.config.acquire_every()).await;
-        if tokio::time::timeout(self.config.margin(), (self.drain)())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                shards = shards.len(),
-                "draining shards took too long; releasing them anyway"
-            );
-        }
-        for &shard in shards {
-            self.placement.revoke(shard);
+        if let Some(attached) = &self.attached {
+            tokio::time::sleep(self.config.acquire_every()).await;
+            if tokio::time::timeout(self.config.margin(), (attached.drain)())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    shards = shards.len(),
+                    "draining shards took too long; releasing them anyway"
+                );
+            }
         }
         let held: Vec<(u16, Held)> = shards
             .iter()
-            .filter_map(|s| self.held.remove(s).map(|h| (*s, h)))
+            .filter_map(|s| self.held.get(s).map(|h| (*s, *h)))
             .collect();
+        for &shard in shards {
+            self.stop_serving(shard);
+        }
         futures::stream::iter(held.into_iter().map(|(shard, held)| {
             let leases = self.leases.clone();
             async move {

@@ -21,6 +21,7 @@ pub(crate) struct FjallStore {
     timers: Keyspace,
     kept: Keyspace,
     expiry: Keyspace,
+    applied: Keyspace,
     durability: Durability,
     /// Set when a batch reached the memtables but its commit failed before its sync: reads
     /// would see writes that are not durable, so the next load syncs first (see
@@ -105,6 +106,10 @@ impl FjallStore {
         let expiry = db
             .keyspace("reply_expiry", KeyspaceCreateOptions::default)
             .map_err(at)?;
+        // Created when first opened by a build that has it: older stores need no upgrade.
+        let applied = db
+            .keyspace("applied", KeyspaceCreateOptions::default)
+            .map_err(at)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(at)?;
@@ -143,6 +148,7 @@ impl FjallStore {
             timers,
             kept,
             expiry,
+            applied,
             durability,
             unsynced: Arc::new(Unsynced::default()),
             persists,
@@ -173,6 +179,7 @@ impl FjallStore {
             Space::Timers => &self.timers,
             Space::Kept => &self.kept,
             Space::Expiry => &self.expiry,
+            Space::Applied => &self.applied,
         }
     }
 
@@ -330,6 +337,14 @@ impl StateStore for FjallStore {
             .first()
             .filter(|(key, _)| key.starts_with(&shard.to_be_bytes()))
             .and_then(|(key, _)| crate::codec::timer_due(key)))
+    }
+
+    fn applied(&self, shard: u16) -> Result<u64, StorageError> {
+        self.settle_unsynced()?;
+        let found = self.applied.get(shard.to_be_bytes()).map_err(storage)?;
+        Ok(found
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// Writes one atomic batch (across keyspaces) to the journal and the memtables, without
