@@ -7,6 +7,32 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
+/// Prints one line on standard output and flushes it (what a child tells its test).
+pub fn say(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// A cluster member's configuration from a child's arguments
+/// `<nats urls, comma-separated> <node id> <lease ms> <replicas>`, in the cluster `name`.
+pub fn cluster_config(
+    args: &mut impl Iterator<Item = String>,
+    name: &str,
+) -> Result<gears::cluster::ClusterConfig, String> {
+    let usage = "arguments: <nats urls, comma-separated> <node id> <lease ms> <replicas>";
+    let mut next = || args.next().ok_or_else(|| usage.to_string());
+    let urls: Vec<String> = next()?.split(',').map(String::from).collect();
+    let node = next()?;
+    let lease: u64 = next()?.parse().map_err(|e| format!("lease ms: {e}"))?;
+    let replicas: usize = next()?.parse().map_err(|e| format!("replicas: {e}"))?;
+    Ok(gears::cluster::ClusterConfig::new(urls, node)
+        .name(name)
+        .lease_ttl(Duration::from_millis(lease))
+        .replicas(replicas))
+}
+
 /// Runs `program args…` until it has printed `lines` complete lines (or `bound` passed),
 /// SIGKILLs it, and returns every complete line it printed before dying (those still in
 /// the pipe included; a last line cut by the kill is dropped). Panics if the child exits on

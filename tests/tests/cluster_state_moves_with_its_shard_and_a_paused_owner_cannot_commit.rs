@@ -7,13 +7,12 @@
 //! node that holds the key's shard, with the value every other node would read.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gears_tests::child::spawn_until_line;
 use gears_tests::nats::NatsCluster;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -25,37 +24,18 @@ struct Node {
 }
 
 async fn start_node(nats: &NatsCluster, dir: &std::path::Path, id: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cluster_http_node"))
-        .args([
-            dir.to_str().expect("utf-8 dir").to_string(),
-            nats.urls().join(","),
-            id.to_string(),
-            LEASE.as_millis().to_string(),
-            "1".into(),
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start a node");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("read the node")
-                .expect("the node exited before listening");
-            if let Some(addr) = line.strip_prefix("listening ") {
-                break addr.to_string();
-            }
-        }
-    })
-    .await
-    .expect("the node listens within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster_http_node"));
+    command.args([
+        dir.to_str().expect("utf-8 dir").to_string(),
+        nats.urls().join(","),
+        id.to_string(),
+        LEASE.as_millis().to_string(),
+        "1".into(),
+    ]);
+    let announced = spawn_until_line(command, "listening ").await;
     Node {
-        child,
-        url: format!("http://{addr}"),
+        url: format!("http://{}", announced.rest),
+        child: announced.child,
     }
 }
 

@@ -10,8 +10,9 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gears::cluster::{ClusterConfig, Node};
+use gears::cluster::Node;
 use gears::{Place, Placement, SHARDS};
+use gears_tests::child::cluster_config;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,25 +21,12 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let usage = "usage: cluster_node <urls> <node id> <lease ms> <replicas>";
     let mut args = std::env::args().skip(1);
-    let urls: Vec<String> = args
-        .next()
-        .ok_or(usage)?
-        .split(',')
-        .map(String::from)
-        .collect();
-    let node = args.next().ok_or(usage)?;
-    let lease = Duration::from_millis(args.next().ok_or(usage)?.parse()?);
-    let replicas: usize = args.next().ok_or(usage)?.parse()?;
-    let config = ClusterConfig::new(urls, &node)
-        .name("ownership")
-        .lease_ttl(lease)
-        .replicas(replicas);
+    let config = cluster_config(&mut args, "ownership")?;
     let member = Node::join(config).await?;
     let placement = member.placement();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "joined {node}")?;
+    writeln!(out, "joined {}", member.id())?;
     out.flush()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sample = tokio::time::interval(SAMPLE_EVERY);

@@ -6,18 +6,12 @@
 //! `signal <name>` when a signal arrives, `stopped` once the server and the runtime are
 //! shut down; then exits 0.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use gears::http::HttpConfig;
+use gears_tests::child::say;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn say(line: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()
-}
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
