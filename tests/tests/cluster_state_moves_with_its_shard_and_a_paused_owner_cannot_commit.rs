@@ -1,10 +1,11 @@
 //! Gears nodes (child processes with an HTTP ingress) on a real NATS server replicate every
 //! commit through the shard's log, so a shard that moves takes its state along: counters
 //! written on one node read the same on the node that takes their shard when a second node
-//! joins, when a node is killed (SIGKILL), and when a node is paused (SIGSTOP) past its lease
-//! under load and resumed. Every acknowledged add is counted exactly once; an add whose
-//! outcome was unknown to its caller is counted at most once; a call is answered only by the
-//! node that holds the key's shard, with the value every other node would read.
+//! joins, when a node is killed (SIGKILL: its keys are served by the survivor within its lease
+//! time + 5 s), and when a node is paused (SIGSTOP) past its lease under load and resumed.
+//! Every acknowledged add is counted exactly once; an add whose outcome was unknown to its
+//! caller is counted at most once; a call is answered only by the node that holds the key's
+//! shard, with the value every other node would read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,7 +231,14 @@ async fn state_moves_with_its_shard_and_a_paused_owner_cannot_commit() {
     let mut b = b;
     b.child.start_kill().expect("SIGKILL b");
     let _ = b.child.wait().await;
-    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let killed = Instant::now();
+    read_all(&http, std::slice::from_ref(&a.url)).await;
+    let moved = killed.elapsed();
+    eprintln!("the killed node's keys were served by the survivor after {moved:?}");
+    assert!(
+        moved < LEASE + Duration::from_secs(5),
+        "the killed node's shards took {moved:?} to move (its lease is {LEASE:?})"
+    );
     running.store(false, Ordering::Relaxed);
     for writer in writers {
         writer.await.expect("writer");

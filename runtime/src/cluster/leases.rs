@@ -34,9 +34,6 @@ const LEASE_V1: u8 = 1;
 /// NATS operations of one round run at most this many at once.
 const CONCURRENT_OPS: usize = 32;
 
-/// Taken shards whose stores catch up with their logs at once.
-const CONCURRENT_CATCH_UPS: usize = 8;
-
 /// Waits until the writes of turns that ran in a shard being handed over are committed (the
 /// runtime's commit pipeline).
 pub(crate) type Drain = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -95,9 +92,14 @@ impl Node {
             attached,
             live: vec![config.node.clone()],
             held: HashMap::new(),
+            caught_up: tokio::sync::mpsc::unbounded_channel(),
+            catching_up: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS)),
         };
         control.renew_round().await;
         control.acquire_round().await;
+        // The first shards are served when the node starts (bounded: a catch-up that takes
+        // longer ends in the background).
+        let _ = tokio::time::timeout(control.config.margin(), control.finish_catch_ups()).await;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(control.run(stopped));
         Ok(Node {
@@ -152,11 +154,23 @@ fn lease_key(shard: u16) -> String {
 /// A lease this node holds.
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    /// The revision it was created at: the shard's epoch here.
-    epoch: u64,
+    /// The shard's epoch here once it is served; `None` while its store catches up with its
+    /// log (the lease is renewed meanwhile).
+    epoch: Option<u64>,
     /// Its latest revision, which the next renewal expects.
     revision: u64,
+    /// The revision it was created at: names this acquisition (a catch-up reports for it).
+    created: u64,
+    /// When its latest write (creation or renewal) was sent: its deadline counts from there.
+    written: Instant,
 }
+
+/// A catch-up that ended: the shard, the acquisition (its lease's creation revision), and
+/// the shard's epoch or why it failed.
+type CaughtUp = (u16, u64, Result<u64, Error>);
+
+/// Catch-ups that replay and append at once (the rest wait their turn).
+const CONCURRENT_CATCH_UPS: usize = 8;
 
 /// The control task's state.
 struct Control {
@@ -169,6 +183,13 @@ struct Control {
     /// The live members as last listed (this node always among them).
     live: Vec<Arc<str>>,
     held: HashMap<u16, Held>,
+    /// Where catch-ups, which run as tasks of their own so renewals never wait for a long
+    /// replay, report (at most one per shard at a time, so bounded by the shard count).
+    caught_up: (
+        tokio::sync::mpsc::UnboundedSender<CaughtUp>,
+        tokio::sync::mpsc::UnboundedReceiver<CaughtUp>,
+    ),
+    catching_up: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -183,6 +204,19 @@ impl Control {
                 _ = &mut stop => return self,
                 _ = renew.tick() => self.renew_round().await,
                 _ = acquire.tick() => self.acquire_round().await,
+                Some((shard, created, epoch)) = self.caught_up.1.recv() => {
+                    self.caught_up(shard, created, epoch).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every catch-up started has ended.
+    async fn finish_catch_ups(&mut self) {
+        while self.held.values().any(|h| h.epoch.is_none()) {
+            match self.caught_up.1.recv().await {
+                Some((shard, created, epoch)) => self.caught_up(shard, created, epoch).await,
+                None => return,
             }
         }
     }
@@ -280,10 +314,12 @@ impl Control {
         for (shard, held, sent, outcome) in renewals {
             match outcome {
                 Ok(revision) => {
-                    self.placement
-                        .extend(shard, held.epoch, self.deadline(sent));
+                    if let Some(epoch) = held.epoch {
+                        self.placement.extend(shard, epoch, self.deadline(sent));
+                    }
                     if let Some(h) = self.held.get_mut(&shard) {
                         h.revision = revision;
+                        h.written = sent;
                     }
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
@@ -331,47 +367,77 @@ impl Control {
             }
         }
         // Each taken shard's store catches up with its log (and fences earlier owners)
-        // before it is served.
-        let attached = self.attached.clone();
-        let caught_up =
-            futures::stream::iter(created.into_iter().map(|(shard, sent, revision)| {
-                let attached = attached.clone();
-                async move {
-                    let epoch = match &attached {
-                        Some(a) => a.replication.catch_up(shard).await,
-                        None => Ok(revision),
-                    };
-                    (shard, sent, revision, epoch)
+        // before it is served, in a task of its own.
+        let count = created.len();
+        for (shard, written, revision) in created {
+            self.held.insert(
+                shard,
+                Held {
+                    epoch: None,
+                    revision,
+                    created: revision,
+                    written,
+                },
+            );
+            let report = self.caught_up.0.clone();
+            match &self.attached {
+                Some(a) => {
+                    let (replication, turn) = (a.replication.clone(), self.catching_up.clone());
+                    tokio::spawn(async move {
+                        let _turn = turn.acquire_owned().await;
+                        let epoch = replication.catch_up(shard).await;
+                        let _ = report.send((shard, revision, epoch));
+                    });
                 }
-            }))
-            .buffer_unordered(CONCURRENT_CATCH_UPS)
-            .collect::<Vec<_>>()
-            .await;
-        let mut count = 0;
-        for (shard, sent, revision, epoch) in caught_up {
-            match epoch {
-                Ok(epoch) => {
-                    count += 1;
-                    self.placement.grant(shard, epoch, self.deadline(sent));
-                    self.held.insert(shard, Held { epoch, revision });
-                    if let Some(a) = &self.attached {
-                        (a.shard_events)(shard, true);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(shard, error = %e, "cannot catch up with a taken shard's log; giving it back");
-                    if let Err(e) = self
-                        .leases
-                        .delete_expect_revision(lease_key(shard), Some(revision))
-                        .await
-                    {
-                        tracing::debug!(shard, error = %e, "giving a shard lease back failed");
-                    }
+                None => {
+                    let _ = report.send((shard, revision, Ok(revision)));
                 }
             }
         }
         if count > 0 {
             tracing::info!(shards = count, held = self.held.len(), "took shard leases");
+        }
+    }
+
+    /// A catch-up ended: the shard is served from now on (if its lease is still held), or
+    /// its lease is given back.
+    async fn caught_up(&mut self, shard: u16, created: u64, epoch: Result<u64, Error>) {
+        let Some(held) = self.held.get_mut(&shard) else {
+            // Given up while it caught up: nothing may append under its epoch.
+            if let Some(a) = &self.attached {
+                a.replication.forget(shard);
+            }
+            return;
+        };
+        if held.created != created || held.epoch.is_some() {
+            // An earlier acquisition's catch-up, ended after a newer one began: the newer
+            // one's epoch entry fences it, and its own report decides.
+            return;
+        }
+        match epoch {
+            Ok(epoch) => {
+                held.epoch = Some(epoch);
+                let written = held.written;
+                self.placement.grant(shard, epoch, self.deadline(written));
+                if let Some(a) = &self.attached {
+                    (a.shard_events)(shard, true);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot catch up with a taken shard's log; giving it back");
+                let revision = held.revision;
+                self.held.remove(&shard);
+                if let Some(a) = &self.attached {
+                    a.replication.forget(shard);
+                }
+                if let Err(e) = self
+                    .leases
+                    .delete_expect_revision(lease_key(shard), Some(revision))
+                    .await
+                {
+                    tracing::debug!(shard, error = %e, "giving a shard lease back failed");
+                }
+            }
         }
     }
 

@@ -23,7 +23,7 @@
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, StorageType};
@@ -288,6 +288,8 @@ impl ShardLog {
             num_replicas: config.replicas,
             duplicate_window: DUPLICATE_WINDOW,
             allow_direct: false,
+            // Catch-ups create (and delete) a consumer each.
+            max_consumers: -1,
             ..Default::default()
         };
         let what = format!("create the stream {}", stream_config.name);
@@ -472,26 +474,55 @@ impl ShardLog {
             return Ok(());
         }
         let what = format!("replay the log of shard {shard}");
+        // A plain pull consumer of its own, deleted when done: ordered consumers linger 30 s
+        // after use, and many catch-ups at once then hit the server's consumer limit (10026).
+        let name = format!(
+            "gears-replay-{shard}-{from}-{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default()
+        );
         let consumer = self
             .stream
-            .create_consumer(pull::OrderedConfig {
+            .create_consumer(pull::Config {
+                name: Some(name.clone()),
                 filter_subject: self.subject(shard),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: from,
                 },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: REPLAY_STALL,
+                memory_storage: true,
+                num_replicas: 1,
                 ..Default::default()
             })
             .await
             // Consumers are created through the meta leader: none while one is elected.
             .map_err(|e| nats_error(&format!("{what} (create its consumer)"), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| nats_error(&what, e))?;
+        let replayed = read_range(&consumer, &what, from, to, &mut apply).await;
+        if let Err(e) = self.stream.delete_consumer(&name).await {
+            // It goes by itself once inactive.
+            tracing::debug!(shard, error = %e, "deleting a replay consumer failed");
+        }
+        replayed
+    }
+}
+
+/// Applies every message of `consumer` (which starts at `from`) up to `to`, in order.
+async fn read_range(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    what: &str,
+    from: u64,
+    to: u64,
+    apply: &mut impl FnMut(u64, LogEntry) -> Result<(), Error>,
+) -> Result<(), Error> {
+    {
+        let mut messages = consumer.messages().await.map_err(|e| nats_error(what, e))?;
         let mut last = from - 1;
         loop {
             let message = match tokio::time::timeout(REPLAY_STALL, messages.next()).await {
-                Ok(Some(message)) => message.map_err(|e| nats_error(&what, e))?,
+                Ok(Some(message)) => message.map_err(|e| nats_error(what, e))?,
                 Ok(None) => {
                     return Err(Error::Cluster(format!(
                         "cannot {what}: the consumer ended after sequence {last}, before {to}"
@@ -506,11 +537,10 @@ impl ShardLog {
             };
             let sequence = message
                 .info()
-                .map_err(|e| nats_error(&what, e))?
+                .map_err(|e| nats_error(what, e))?
                 .stream_sequence;
-            // async-nats 0.51 recreates an ordered consumer whose first pull found no
-            // responders (seen on R3: the new consumer not ready yet) with `DeliverPolicy::All`
-            // instead of `from`: what comes before the range, or again, is skipped.
+            // Never applied twice or out of range, whatever the consumer delivers (async-nats
+            // 0.51 recreated an *ordered* consumer with `DeliverPolicy::All` once).
             if sequence <= last {
                 continue;
             }

@@ -28,7 +28,7 @@ use super::placement::ClusterPlacement;
 const NOT_HELD: u64 = u64::MAX;
 
 /// Entries applied to the store per batch while catching up.
-const REPLAY_CHUNK: u64 = 512;
+const REPLAY_CHUNK: usize = 512;
 
 /// A cluster node's replication of its commits.
 pub(crate) struct Replication {
@@ -111,18 +111,27 @@ impl Replication {
                      at {last}: the log was lost or this store belongs to another cluster"
                 )));
             }
-            while applied < last {
-                let to = last.min(applied + REPLAY_CHUNK);
+            if applied < last {
+                // The tail is held in memory while it is applied (snapshots, to come, bound it).
                 let mut entries = Vec::new();
                 self.log
-                    .replay(shard, applied + 1, to, |seq, entry| {
+                    .replay(shard, applied + 1, last, |seq, entry| {
                         entries.push((seq, entry));
                         Ok(())
                     })
                     .await?;
-                let store = self.store.clone();
-                blocking(move || apply(&store, shard, entries, to)).await?;
-                applied = to;
+                let mut entries = entries.into_iter().peekable();
+                while entries.peek().is_some() {
+                    let chunk: Vec<(u64, LogEntry)> = entries.by_ref().take(REPLAY_CHUNK).collect();
+                    let to = if entries.peek().is_some() {
+                        chunk.last().map_or(applied, |(seq, _)| *seq)
+                    } else {
+                        last
+                    };
+                    let store = self.store.clone();
+                    blocking(move || apply(&store, shard, chunk, to)).await?;
+                }
+                applied = last;
             }
             let deadline = Instant::now() + self.patience;
             let id = self.msg_id(shard, last, "e");
