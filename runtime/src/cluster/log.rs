@@ -520,9 +520,25 @@ async fn read_range(
     {
         let mut messages = consumer.messages().await.map_err(|e| nats_error(what, e))?;
         let mut last = from - 1;
+        let mut progress = Instant::now();
         loop {
             let message = match tokio::time::timeout(REPLAY_STALL, messages.next()).await {
-                Ok(Some(message)) => message.map_err(|e| nats_error(what, e))?,
+                Ok(Some(Ok(message))) => message,
+                // A new consumer of a replicated stream may not answer its first pulls yet
+                // (no responders), and a pull can lose its heartbeat in a leader change: pull
+                // again (the consumer keeps its place), until nothing came for too long.
+                Ok(Some(Err(e)))
+                    if matches!(
+                        e.kind(),
+                        pull::MessagesErrorKind::NoResponders
+                            | pull::MessagesErrorKind::MissingHeartbeat
+                    ) && progress.elapsed() < REPLAY_STALL =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    messages = consumer.messages().await.map_err(|e| nats_error(what, e))?;
+                    continue;
+                }
+                Ok(Some(Err(e))) => return Err(nats_error(what, e)),
                 Ok(None) => {
                     return Err(Error::Cluster(format!(
                         "cannot {what}: the consumer ended after sequence {last}, before {to}"
@@ -557,6 +573,7 @@ async fn read_range(
                 return Ok(());
             }
             last = sequence;
+            progress = Instant::now();
         }
     }
 }
