@@ -457,9 +457,10 @@ pub(crate) fn outbox_seq_v1(key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
 }
 
-/// The shard an actor's state key starts with.
-pub(crate) fn shard_of_state_key(state_key: &[u8]) -> u16 {
-    match state_key {
+/// The shard a stored key starts with: every key that belongs to an actor (state, outbox,
+/// timer, kept result, expiry, applied sequence) starts with it.
+pub(crate) fn shard_of_key(key: &[u8]) -> u16 {
+    match key {
         [a, b, ..] => u16::from_be_bytes([*a, *b]),
         _ => 0,
     }
@@ -469,7 +470,7 @@ pub(crate) fn shard_of_state_key(state_key: &[u8]) -> u16 {
 /// key · name`, so each shard's timers are one range ordered by due time.
 pub(crate) fn timer_key(state_key: &[u8], due_ms: u64, name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + state_key.len() + name.len());
-    out.extend_from_slice(&shard_of_state_key(state_key).to_be_bytes());
+    out.extend_from_slice(&shard_of_key(state_key).to_be_bytes());
     out.extend_from_slice(&due_ms.to_be_bytes());
     out.extend_from_slice(&(state_key.len() as u16).to_be_bytes());
     out.extend_from_slice(state_key);

@@ -17,6 +17,7 @@ use futures::future::{BoxFuture, Either, Ready, ready};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::codec::shard_of_key;
 use crate::error::{Failure, StorageError};
 use crate::metrics::Metrics;
 use crate::placement::{Fence, Placement};
@@ -561,14 +562,6 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
             }
         }
         Err(e) => fail_batch(metrics, batch, settlement, started, Failure::Storage(e)),
-    }
-}
-
-/// The shard a stored key belongs to: every key starts with it.
-fn shard_of_key(key: &[u8]) -> u16 {
-    match key {
-        [high, low, ..] => u16::from_be_bytes([*high, *low]),
-        _ => 0,
     }
 }
 

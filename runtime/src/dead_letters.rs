@@ -121,7 +121,7 @@ impl DeadLetterId {
     /// The id of the timer stored under `key`.
     pub(crate) fn timer(key: &[u8]) -> DeadLetterId {
         DeadLetterId(Id::Timer {
-            shard: crate::codec::shard_of_state_key(key),
+            shard: crate::codec::shard_of_key(key),
             due_ms: crate::codec::timer_due(key).unwrap_or(0),
             tag: xxh3_64(key),
         })

@@ -41,7 +41,7 @@ pub(crate) struct Slot<A: Handlers> {
 impl<A: Handlers> Slot<A> {
     /// The actor's shard.
     pub(crate) fn shard(&self) -> u16 {
-        crate::codec::shard_of_state_key(&self.store_key)
+        crate::codec::shard_of_key(&self.store_key)
     }
 }
 

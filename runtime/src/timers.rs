@@ -90,7 +90,7 @@ impl TimerService {
         self.resume_after.remove(&shard);
         self.parked.remove(&shard);
         self.failing
-            .retain(|key, _| crate::codec::shard_of_state_key(key) != shard);
+            .retain(|key, _| crate::codec::shard_of_key(key) != shard);
     }
 
     /// A committed turn scheduled a timer of `shard` due at `due_ms`.
@@ -122,7 +122,7 @@ impl TimerService {
             }
             Err(failure) => failure,
         };
-        let shard = crate::codec::shard_of_state_key(&key);
+        let shard = crate::codec::shard_of_key(&key);
         let failing = self.failing.entry(key.clone()).or_insert(Failing {
             attempts: 0,
             retry_at: 0,
@@ -147,7 +147,7 @@ impl TimerService {
 
     /// Stops firing a timer in this run and lists it as a dead letter; it stays in the store.
     fn park(&mut self, shared: &Shared, key: Arc<[u8]>, letter: crate::DeadLetter) {
-        let shard = crate::codec::shard_of_state_key(&key);
+        let shard = crate::codec::shard_of_key(&key);
         self.parked.entry(shard).or_default().insert(letter.id);
         shared
             .dead_letters
@@ -185,9 +185,7 @@ impl TimerService {
             }
         }
         self.failing.retain(|key, failing| {
-            crate::codec::shard_of_state_key(key) != shard
-                || failing.retry_at > now
-                || seen.contains(key)
+            crate::codec::shard_of_key(key) != shard || failing.retry_at > now || seen.contains(key)
         });
     }
 

@@ -15,6 +15,16 @@ pub fn say(line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, …) to process `pid` with `kill`; panics if
+/// it cannot (there is no libc in the tests and unsafe code is forbidden).
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
 /// A cluster member's configuration from a child's arguments
 /// `<nats urls, comma-separated> <node id> <lease ms> <replicas>`, in the cluster `name`.
 pub fn cluster_config(
@@ -107,12 +117,10 @@ pub struct Announced {
 impl Announced {
     /// Sends SIGTERM and waits (at most `bound`) for the child to exit; its status.
     pub async fn terminate(mut self, bound: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("the child is still running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
+        signal(
+            self.child.id().expect("the child is still running"),
+            "-TERM",
+        );
         tokio::time::timeout(bound, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the child did not exit within {bound:?} of SIGTERM"))

@@ -165,6 +165,19 @@ fn remove_dead_stagings(dir: &Path, prefix: &str) {
     }
 }
 
+/// Calls `probe` every [`POLL`] until it gives a value; after `within`, the last reason it
+/// gave why not.
+fn poll_until<T, E>(within: Duration, mut probe: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(why) if Instant::now() >= deadline => return Err(why),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
 fn process_alive(pid: u32) -> bool {
     Command::new("kill")
         .args(["-0", &pid.to_string()])
@@ -368,7 +381,7 @@ impl NatsCluster {
     pub fn stop(&self, i: usize) {
         let mut procs = self.procs();
         assert!(procs[i].child.is_some(), "server {i} is not running");
-        signal("-STOP", procs[i].pid);
+        crate::child::signal(procs[i].pid, "-STOP");
         procs[i].stopped = true;
     }
 
@@ -376,7 +389,7 @@ impl NatsCluster {
     pub fn cont(&self, i: usize) {
         let mut procs = self.procs();
         assert!(procs[i].child.is_some(), "server {i} is not running");
-        signal("-CONT", procs[i].pid);
+        crate::child::signal(procs[i].pid, "-CONT");
         procs[i].stopped = false;
     }
 
@@ -422,17 +435,12 @@ impl NatsCluster {
     /// Waits until [`Self::healthz`] of server `i` is `Ok`; panics with the last answer and
     /// the server's log after `within`.
     pub fn wait_healthy(&self, i: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let Err(why) = self.healthz(i) else { return };
-            if Instant::now() >= deadline {
-                panic!(
-                    "{} is not healthy after {within:?}: {why}\n{}",
-                    self.servers[i].name,
-                    self.log_tail(i)
-                );
-            }
-            std::thread::sleep(POLL);
+        if let Err(why) = poll_until(within, || self.healthz(i)) {
+            panic!(
+                "{} is not healthy after {within:?}: {why}\n{}",
+                self.servers[i].name,
+                self.log_tail(i)
+            );
         }
     }
 
@@ -469,44 +477,31 @@ impl NatsCluster {
 
     /// Waits until [`Self::stream_leader`] names a server; panics after `within`.
     pub fn wait_stream_leader(&self, stream: &str, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(leader) = self.stream_leader(stream) {
-                return leader;
-            }
-            assert!(
-                Instant::now() < deadline,
+        poll_until(within, || self.stream_leader(stream).ok_or(())).unwrap_or_else(|()| {
+            panic!(
                 "stream {stream} has no single leader after {within:?}; logs in {}",
                 self.dir.display()
-            );
-            std::thread::sleep(POLL);
-        }
+            )
+        })
     }
 
     /// Waits until [`Self::meta_leader`] names a server; panics after `within`. Right after
     /// the meta leader dies the others still name it (and their `/healthz` still answers
     /// 200) until they elect another: this waits for that election.
     pub fn wait_meta_leader(&self, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(leader) = self.meta_leader() {
-                return leader;
-            }
-            assert!(
-                Instant::now() < deadline,
+        poll_until(within, || self.meta_leader().ok_or(())).unwrap_or_else(|()| {
+            panic!(
                 "no agreed JetStream meta leader after {within:?}; logs in {}",
                 self.dir.display()
-            );
-            std::thread::sleep(POLL);
-        }
+            )
+        })
     }
 
     /// Waits until each server routes to every other one: a meta leader needs only two of
     /// three, so the third route may still be connecting when one is elected.
     fn wait_full_mesh(&self, within: Duration) {
-        let deadline = Instant::now() + within;
         for i in 0..self.size() {
-            loop {
+            let meshed = poll_until(within, || {
                 let routez = self.jsz(i, "/routez").unwrap_or_default();
                 let routes = routez["routes"].as_array().map(Vec::as_slice);
                 let missing: Vec<&str> = (0..self.size())
@@ -520,15 +515,17 @@ impl NatsCluster {
                     })
                     .collect();
                 if missing.is_empty() {
-                    break;
+                    Ok(())
+                } else {
+                    Err(missing)
                 }
-                assert!(
-                    Instant::now() < deadline,
+            });
+            if let Err(missing) = meshed {
+                panic!(
                     "{} has no route to {missing:?} after {within:?}; logs in {}",
                     self.servers[i].name,
                     self.dir.display()
                 );
-                std::thread::sleep(POLL);
             }
         }
     }
@@ -672,14 +669,6 @@ fn spawn(binary: &Path, server: &Server) -> Proc {
         child: Some(child),
         stopped: false,
     }
-}
-
-fn signal(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 /// Whether `jsz` (of `/jsz?streams=true&stream-leader-only=true` from server `server`)

@@ -89,11 +89,7 @@ impl Member {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal}");
+        gears_tests::child::signal(self.child.id(), signal);
     }
 }
 

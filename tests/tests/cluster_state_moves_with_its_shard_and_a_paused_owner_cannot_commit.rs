@@ -41,12 +41,7 @@ async fn start_node(nats: &NatsCluster, dir: &std::path::Path, id: &str) -> Node
 }
 
 fn signal(node: &Node, signal: &str) {
-    let pid = node.child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    gears_tests::child::signal(node.child.id().expect("running"), signal);
 }
 
 /// What a call came to.

@@ -97,13 +97,7 @@ mod signals {
         })
         .await;
 
-        let pid = child.id().unwrap().to_string();
-        let killed = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
+        gears_tests::child::signal(child.id().unwrap(), signal);
 
         let answer = call.await.unwrap();
         let said = [next_line().await, next_line().await];

@@ -115,7 +115,7 @@ async fn discard_timer(
     letter: &DeadLetter,
     key: Arc<[u8]>,
 ) -> Result<(), Failure> {
-    let shard = crate::codec::shard_of_state_key(&key);
+    let shard = crate::codec::shard_of_key(&key);
     let due_ms = crate::codec::timer_due(&key).unwrap_or(0);
     let registry = shared
         .by_name(&letter.actor)
