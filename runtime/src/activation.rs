@@ -31,7 +31,7 @@ use crate::directory::{Activation, Idle, Loaded, PendingKept, Registry, Slot};
 use crate::error::{DecodeError, Failure, StorageError};
 use crate::handle::{CallIds, Reply};
 use crate::mailbox::{
-    Answer, Body, EncodeReply, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier,
+    Answer, Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier, ReplyFormat,
 };
 use crate::placement::{Fence, local_epoch};
 use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Shared};
@@ -350,7 +350,7 @@ async fn turn<A: Handlers>(
                 message,
                 key,
                 request,
-                encode,
+                format,
                 answer,
             } = *call;
             if let Some(kept) = kept {
@@ -366,7 +366,7 @@ async fn turn<A: Handlers>(
             }
             let turn = HandlerTurn {
                 message,
-                keyed: Some((key, request, encode, answer)),
+                keyed: Some((key, request, format, answer)),
                 chain,
                 reply,
                 delivery,
@@ -540,7 +540,7 @@ fn turn_span<A: Handlers>(
 struct HandlerTurn<A: Handlers> {
     message: A::Message,
     /// An idempotent call: its key, the request's hash, and how to encode its result.
-    keyed: Option<(String, u64, EncodeReply, Answer)>,
+    keyed: Option<(String, u64, ReplyFormat, Answer)>,
     chain: Chain,
     reply: Option<Replier>,
     delivery: Option<Box<Delivery>>,
@@ -648,10 +648,10 @@ async fn handler_turn<A: Handlers>(
     // gets) with the turn; a refused turn keeps nothing.
     let mut value = output.value;
     let mut new_kept = None;
-    if let Some((key, request, encode, answer)) = keyed
+    if let Some((key, request, format, answer)) = keyed
         && refused.is_none()
     {
-        match encode(handler, &*value) {
+        match format.encode::<A>(handler, &*value) {
             Ok((ok, body)) => {
                 let kept = body.clone();
                 if answer == Answer::Encoded {

@@ -97,6 +97,8 @@ impl Builder {
                 json: Some(Arc::new(json)),
                 #[cfg(not(feature = "http"))]
                 json: None,
+                #[cfg(feature = "cluster")]
+                routed: Arc::new(crate::remote::RoutedFace::<A>::new()),
             };
             (TypeId::of::<A>(), A::NAME, registered)
         });
@@ -198,8 +200,9 @@ impl Builder {
     /// durable copy), and shards move to other nodes when they join, leave or die.
     /// Replaces any [`placement`](Self::placement).
     ///
-    /// Work in progress: calls and messages to actors of shards another node holds fail
-    /// with [`CallError::NotOwner`] (they are not routed between nodes yet).
+    /// Calls to actors of shards another node holds go to that node (NATS request/reply) and
+    /// are answered as local ones are. Work in progress: durable messages (sends, events to
+    /// subscribers) to such actors wait until their shard is served here.
     #[cfg(feature = "cluster")]
     #[doc(hidden)]
     pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
@@ -370,6 +373,8 @@ impl Builder {
             clock,
             tokio,
             placement,
+            #[cfg(feature = "cluster")]
+            forward: OnceLock::new(),
         });
         let periods = Periods {
             sweep: sweep_every,
@@ -421,14 +426,30 @@ async fn join_cluster(
                 let _ = barrier.wait().await;
             })
         });
+    let weak = Arc::downgrade(&runtime.shared);
+    let serve: crate::cluster::Serve = Arc::new(move |payload| {
+        let shared = weak.upgrade();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => crate::remote::serve(&shared, &payload).await,
+                None => crate::remote::stopped(),
+            }
+        })
+    });
+    let router = membership.router(serve);
+    // Calls to shards served elsewhere go there from now on.
+    let _ = runtime.shared.forward.set(router.clone());
     let shared = Arc::downgrade(&runtime.shared);
     let shard_events = Arc::new(move |shard: u16, taken: bool| {
         if let Some(shared) = shared.upgrade()
             && let Some(services) = shared.services.get()
         {
+            // Taken: its outbox and timers, then its calls; given up: the other way round.
             if taken {
                 services.shard_taken(shard);
+                router.shard_event(shard, true);
             } else {
+                router.shard_event(shard, false);
                 services.shard_dropped(shard);
             }
         }

@@ -35,10 +35,12 @@ mod log;
 mod members;
 mod placement;
 mod replicate;
+mod route;
 
 pub use self::leases::Node;
 pub use self::log::{AppendError, LogEntry, LogWrite, ShardLog};
 pub use self::placement::ClusterPlacement;
+pub(crate) use self::route::{Router, Serve};
 
 use async_nats::jetstream::{self, kv};
 
@@ -351,6 +353,16 @@ impl Membership {
     /// The placement the runtime asks on every call.
     pub(crate) fn placement(&self) -> Arc<ClusterPlacement> {
         self.placement.clone()
+    }
+
+    /// Routes calls to the shards other nodes serve, and (once told which shards this node
+    /// serves) the calls sent to this node's shards to `serve`.
+    pub(crate) fn router(&self, serve: Serve) -> Arc<Router> {
+        Arc::new(Router::new(
+            self.connection.js.client(),
+            &self.connection.config,
+            serve,
+        ))
     }
 
     /// What the commit pipeline appends through.

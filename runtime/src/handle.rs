@@ -12,14 +12,14 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::actor::{Actor, Deliver, Handlers, PostcardReply};
+use crate::actor::{Actor, Deliver, Handlers};
 use crate::codec::encode_envelope;
 use crate::commit::KeyWrite;
 use crate::context::message_record;
 use crate::context::{Chain, find_cycle};
 use crate::error::{CallError, DecodeError, Failure};
 use crate::mailbox::{
-    Answer, Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Replier, mailbox_of,
+    Answer, Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Replier, ReplyFormat, mailbox_of,
 };
 use crate::placement::{Fence, local_epoch};
 use crate::shared::Shared;
@@ -44,6 +44,8 @@ pub struct Caller<A: Actor> {
     ids: Option<Arc<CallIds>>,
     /// How long a call waits for its reply, if not the runtime's call timeout.
     timeout: Option<Duration>,
+    /// Made for a call another node routed here: it runs here or fails, never goes on.
+    routed: bool,
 }
 
 impl<A: Actor> Clone for Caller<A> {
@@ -55,6 +57,7 @@ impl<A: Actor> Clone for Caller<A> {
             chain: self.chain.clone(),
             ids: self.ids.clone(),
             timeout: self.timeout,
+            routed: self.routed,
         }
     }
 }
@@ -122,7 +125,39 @@ impl<A: Handlers> Caller<A> {
             chain,
             ids: None,
             timeout: None,
+            routed: false,
         }
+    }
+
+    /// The same handle, for a call another node routed here: where this node does not serve
+    /// the shard, it fails (`NotOwner`, `Unavailable`) for the caller to retry.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn routed(mut self) -> Self {
+        self.routed = true;
+        self
+    }
+
+    /// The runtime state this handle calls through.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The shard of the actor this handle addresses.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// The call chain this handle's calls carry.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// How long a call waits for its reply.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.shared.config.call_timeout)
     }
 
     /// The same handle, its calls made exactly once under `ids` (a turn's).
@@ -171,7 +206,7 @@ impl<A: Handlers> Caller<A> {
             message,
             key: id,
             request,
-            encode: stored_reply::<A>,
+            format: ReplyFormat::Postcard,
             answer: Answer::Value,
         }));
         let value = self.request(body, handler).await?;
@@ -210,12 +245,28 @@ impl<A: Handlers> Caller<A> {
     /// started runs on and commits in full or rolls back in full, as it would have; one still
     /// queued finds its caller gone and does not run (`activation::turn`).
     pub(crate) async fn request(&self, body: Body<A>, handler: &'static str) -> Reply {
-        let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
+        let (_, key) = self.target.as_ref().map_err(Clone::clone)?;
         if let Some(cycle) = find_cycle(&self.chain, A::NAME, key) {
             return Err(Failure::Cycle(cycle));
         }
-        // Served here? (The turn checks the epoch it runs under again.)
-        local_epoch(&*self.shared.placement, self.shard)?;
+        // Served here? (The turn checks the epoch it runs under again.) Else, in a cluster,
+        // the call goes to the node that serves it.
+        let served = local_epoch(&*self.shared.placement, self.shard);
+        #[cfg(feature = "cluster")]
+        if served.is_err()
+            && !self.routed
+            && let Some(forward) = self.shared.forward.get()
+        {
+            // Boxed: the future of every local call stays small.
+            return Box::pin(crate::remote::route(self, forward.clone(), body, handler)).await;
+        }
+        served?;
+        self.request_here(body, handler).await
+    }
+
+    /// [`request`](Self::request) on this node, which serves the actor's shard.
+    pub(crate) async fn request_here(&self, body: Body<A>, handler: &'static str) -> Reply {
+        let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
         self.shared.admission.admit(self.chain.is_some())?;
         // Lives until the reply: the call's span, parent of the turn's wherever it runs.
         let span = tracing::debug_span!("call", actor = A::NAME, key = &**key, handler);
@@ -237,7 +288,7 @@ impl<A: Handlers> Caller<A> {
         let replied = match futures::poll!(&mut rx) {
             std::task::Poll::Ready(replied) => replied,
             std::task::Poll::Pending => {
-                let timeout = self.timeout.unwrap_or(self.shared.config.call_timeout);
+                let timeout = self.call_timeout();
                 // The runtime's timer: the caller may run on another executor.
                 let bounded = {
                     let _runtime = self.shared.tokio.enter();
@@ -371,12 +422,4 @@ pub fn finish_result<T: 'static, E: 'static>(reply: Reply) -> Result<T, CallErro
         Ok(value) => downcast::<Result<T, E>>(value).map_err(CallError::Handler),
         Err(failure) => Err(CallError::from_failure(failure)),
     }
-}
-
-/// Encodes what `handler` returned for a call between actors to keep: postcard.
-fn stored_reply<A: Handlers>(
-    handler: &str,
-    value: &(dyn Any + Send),
-) -> Result<(bool, Vec<u8>), String> {
-    A::__encode_reply(handler, value, PostcardReply)?
 }

@@ -25,7 +25,7 @@ use crate::actor::{Deliver, Handlers, ReplyEncoder};
 use crate::context::TimerInfo;
 use crate::error::{CallError, Failure};
 use crate::handle::{Caller, OutsideSend};
-use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome};
+use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome, ReplyFormat};
 use crate::runtime::Runtime;
 use crate::watch::Watched;
 
@@ -332,7 +332,7 @@ impl<A: Handlers> JsonActor for JsonFace<A> {
                 message,
                 key: key.clone(),
                 request,
-                encode: json_reply::<A>,
+                format: ReplyFormat::Json,
                 answer: Answer::Encoded,
             }));
             let value = caller.request(body, handler).await.map_err(call_error)?;

@@ -127,6 +127,8 @@ mod metrics;
 mod outbox;
 mod panics;
 mod placement;
+#[cfg(feature = "cluster")]
+mod remote;
 mod runtime;
 mod schema;
 mod shard;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::actor::{Actor, Handlers};
+use crate::actor::{Actor, Handlers, PostcardReply};
 use crate::codec::{ActorMeta, ActorRef, Subscriber};
 use crate::context::Chain;
 use crate::error::Failure;
@@ -37,9 +37,30 @@ pub(crate) enum Body<A: Handlers> {
 /// A read of an actor's state and metadata, run in a turn of its own.
 pub(crate) type ReadFn<A> = Box<dyn FnOnce(&A, &ActorMeta) -> Box<dyn Any + Send> + Send>;
 
-/// Encodes a handler's result for storage: the handler's name, its value (`T`, or
-/// `Result<T, E>`) → whether it is a success, and the bytes to store and to answer with.
-pub(crate) type EncodeReply = fn(&str, &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
+/// How the result of a [`KeyedCall`] is encoded, to keep and to answer with: postcard for
+/// calls between actors (read back as the handler's own types), JSON for the HTTP ingress
+/// (sent on as it is). A value, not a function, so that a call can name it to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyFormat {
+    Postcard,
+    #[cfg(feature = "http")]
+    Json,
+}
+
+impl ReplyFormat {
+    /// `handler`'s value (`T`, or `Result<T, E>`) → whether it is a success, and its bytes.
+    pub(crate) fn encode<A: Handlers>(
+        self,
+        handler: &str,
+        value: &(dyn Any + Send),
+    ) -> Result<(bool, Vec<u8>), String> {
+        match self {
+            ReplyFormat::Postcard => A::__encode_reply(handler, value, PostcardReply)?,
+            #[cfg(feature = "http")]
+            ReplyFormat::Json => crate::json::json_reply::<A>(handler, value),
+        }
+    }
+}
 
 /// A call with a caller-chosen idempotency key.
 pub(crate) struct KeyedCall<A: Handlers> {
@@ -47,7 +68,7 @@ pub(crate) struct KeyedCall<A: Handlers> {
     pub(crate) key: String,
     /// A hash of the request: the same key with another request is a conflict.
     pub(crate) request: u64,
-    pub(crate) encode: EncodeReply,
+    pub(crate) format: ReplyFormat,
     /// How a call that runs now is answered.
     pub(crate) answer: Answer,
 }

@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub(crate) timers_fired: AtomicU64,
     pub(crate) events: AtomicU64,
     pub(crate) kept_expired: AtomicU64,
+    pub(crate) routed_requests: AtomicU64,
+    pub(crate) routed_served: AtomicU64,
     /// Shared with the store, which counts its journal persists itself.
     pub(crate) journal: Arc<JournalPersists>,
 }
@@ -98,10 +100,16 @@ pub struct Stats {
     /// Outcomes of idempotent requests removed after their retention
     /// ([`Builder::idempotency_retention`](crate::Builder::idempotency_retention)).
     pub idempotency_expired: u64,
+    /// Shards this node serves now: all of them on a single node; its share in a cluster.
+    pub shards_served: u64,
+    /// Calls sent to the node that serves their actor (in a cluster), retries included.
+    pub routed_requests: u64,
+    /// Calls other nodes routed here that ran here (in a cluster).
+    pub routed_served: u64,
 }
 
 impl Metrics {
-    pub(crate) fn snapshot(&self, live: u64, outbox_backlog: u64) -> Stats {
+    pub(crate) fn snapshot(&self, live: u64, outbox_backlog: u64, shards_served: u64) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             live_activations: live,
@@ -127,6 +135,9 @@ impl Metrics {
             timers_fired: get(&self.timers_fired),
             events: get(&self.events),
             idempotency_expired: get(&self.kept_expired),
+            shards_served,
+            routed_requests: get(&self.routed_requests),
+            routed_served: get(&self.routed_served),
         }
     }
 }

@@ -19,8 +19,8 @@ pub enum Place {
         /// Changes every time this node (re)gains the shard.
         epoch: u64,
     },
-    /// On another node (calls fail with [`CallError::NotOwner`](crate::CallError::NotOwner)
-    /// until Gears routes them across nodes).
+    /// On another node: a cluster node routes calls there; with no cluster they fail with
+    /// [`CallError::NotOwner`](crate::CallError::NotOwner).
     Remote(Arc<str>),
     /// Nowhere right now: the shard is moving
     /// ([`CallError::Unavailable`](crate::CallError::Unavailable)).

@@ -156,9 +156,14 @@ impl Runtime {
 
     /// A snapshot of the runtime's counters.
     pub fn stats(&self) -> Stats {
+        let placement = &self.shared.placement;
+        let served = (0..crate::SHARDS)
+            .filter(|&s| matches!(placement.place(s), crate::Place::Local { .. }))
+            .count();
         self.shared.metrics.snapshot(
             self.shared.live() as u64,
             self.shared.backlog.backlog() as u64,
+            served as u64,
         )
     }
 

@@ -70,6 +70,9 @@ pub(crate) struct Registered {
     /// The type's JSON face for the HTTP ingress (an `Arc<dyn JsonActor>`).
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) json: Option<Arc<dyn Any + Send + Sync>>,
+    /// How calls other nodes route here reach the type.
+    #[cfg(feature = "cluster")]
+    pub(crate) routed: Arc<dyn crate::remote::ServeRouted>,
 }
 
 /// The type-erased face of a registered type's directory, for runtime-wide housekeeping and
@@ -201,6 +204,9 @@ pub(crate) struct Shared {
     pub(crate) tokio: tokio::runtime::Handle,
     /// Which node serves each shard.
     pub(crate) placement: Arc<dyn Placement>,
+    /// How calls reach the shards other nodes serve (set once the node joined its cluster).
+    #[cfg(feature = "cluster")]
+    pub(crate) forward: OnceLock<Arc<dyn crate::remote::Forward>>,
 }
 
 impl Shared {

@@ -8,6 +8,7 @@ use gears::prelude::*;
 pub mod bank;
 pub mod child;
 pub mod gate;
+pub mod http_nodes;
 pub mod latch;
 /// Real nats-server processes (one, or a three-server JetStream cluster) for the scale-out tests.
 pub mod nats;

@@ -105,6 +105,16 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.idempotency_expired,
     );
     counter(
+        "routed_requests",
+        "Calls sent to the node that serves their actor (cluster), retries included",
+        stats.routed_requests,
+    );
+    counter(
+        "routed_served",
+        "Calls other nodes routed here that ran here (cluster)",
+        stats.routed_served,
+    );
+    counter(
         "http_requests",
         "HTTP requests answered by the ingress",
         ingress.requests,
@@ -138,6 +148,11 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         "live_activations",
         "Activations currently in memory",
         stats.live_activations,
+    );
+    gauge(
+        "shards_served",
+        "Shards this node serves now (all of them on a single node)",
+        stats.shards_served,
     );
     gauge(
         "outbox_backlog",

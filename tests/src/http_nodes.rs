@@ -1,0 +1,87 @@
+//! Gears cluster nodes as child processes with an HTTP ingress (`cluster_http_node`), for the
+//! tests that call them over HTTP, and what those tests read of them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::child::spawn_until_line;
+use crate::nats::NatsCluster;
+
+/// A running node.
+pub struct HttpNode {
+    /// The process (killed when dropped).
+    pub child: Child,
+    /// Its ingress, `http://addr`.
+    pub url: String,
+}
+
+impl HttpNode {
+    /// Starts node `id` on `dir` against `nats` (leases of `lease`, streams and buckets of
+    /// one replica per NATS server, at most 3), once it serves HTTP. `program` is the
+    /// test's `env!("CARGO_BIN_EXE_cluster_http_node")`.
+    pub async fn start(
+        program: &str,
+        nats: &NatsCluster,
+        dir: &Path,
+        id: &str,
+        lease: Duration,
+    ) -> HttpNode {
+        let mut command = Command::new(program);
+        command.args([
+            dir.to_str().expect("utf-8 dir").to_string(),
+            nats.urls().join(","),
+            id.to_string(),
+            lease.as_millis().to_string(),
+            nats.urls().len().min(3).to_string(),
+        ]);
+        let announced = spawn_until_line(command, "listening ").await;
+        HttpNode {
+            url: format!("http://{}", announced.rest),
+            child: announced.child,
+        }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to the node.
+    pub fn signal(&self, signal: &str) {
+        crate::child::signal(self.child.id().expect("running"), signal);
+    }
+
+    /// The value of the metric `gears_<name>` on the node's `/metrics`, if it answers.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Option<u64> {
+        let text = http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let prefix = format!("gears_{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    }
+}
+
+/// Waits (at most `bound`) until every node serves some shards and together they serve all
+/// of them once; panics otherwise.
+pub async fn wait_until_shared(http: &reqwest::Client, nodes: &[&HttpNode], bound: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut served = Vec::new();
+        for node in nodes {
+            served.push(node.metric(http, "shards_served").await.unwrap_or(0));
+        }
+        if served.iter().all(|&s| s > 0) && served.iter().sum::<u64>() == u64::from(gears::SHARDS) {
+            return;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "the nodes did not share the shards within {bound:?}: {served:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
