@@ -1228,6 +1228,8 @@ fn complete_delivery<A: Handlers>(
     timer_due: &mut Option<u64>,
 ) -> bool {
     match delivery {
+        // Its sender deletes an entry of another shard once this turn is durable.
+        Delivery::Outbox { apart: true, .. } => false,
         Delivery::Outbox { key, .. } => {
             writes.push(KeyWrite {
                 space: Space::Outbox,

@@ -201,10 +201,11 @@ impl Builder {
     /// Replaces any [`placement`](Self::placement).
     ///
     /// Calls to actors of shards another node holds go to that node (NATS request/reply) and
-    /// are answered as local ones are. Work in progress: durable messages (sends, events to
-    /// subscribers) to such actors wait until their shard is served here.
+    /// are answered as local ones are; durable messages (sends, events to subscribers) are
+    /// delivered there exactly once and in order; timers fire on the node that serves their
+    /// actor; [`Runtime::keys`] lists every node's shards. Not yet across nodes:
+    /// [`Runtime::watch`] sees only the turns that run on its own node.
     #[cfg(feature = "cluster")]
-    #[doc(hidden)]
     pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
         self.cluster = Some(config);
         self

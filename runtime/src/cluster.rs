@@ -37,8 +37,12 @@ mod placement;
 mod replicate;
 mod route;
 
+// The parts below the runtime, for the cluster's own tests and tools.
+#[doc(hidden)]
 pub use self::leases::Node;
+#[doc(hidden)]
 pub use self::log::{AppendError, LogEntry, LogWrite, ShardLog};
+#[doc(hidden)]
 pub use self::placement::ClusterPlacement;
 pub(crate) use self::route::{Router, Serve};
 

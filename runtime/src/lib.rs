@@ -102,11 +102,10 @@ mod admission;
 mod backlog;
 mod builder;
 mod clock;
-/// Scale-out over NATS JetStream (feature `cluster`): membership and shard ownership by
-/// leases. Work in progress: state does not replicate between nodes yet, so a runtime does
-/// not take a cluster yet.
+/// Scale-out over NATS JetStream (feature `cluster`): nodes share the shards by leases,
+/// replicate every commit through a per-shard log, and route calls and messages to the node
+/// that serves their actor ([`Builder::cluster`]).
 #[cfg(feature = "cluster")]
-#[doc(hidden)]
 pub mod cluster;
 mod codec;
 mod commit;

@@ -128,7 +128,9 @@ impl Dispatcher {
                 continue;
             }
             target.retry_at = None;
-            while target.inflight < MAX_INFLIGHT_PER_TARGET && self.inflight < MAX_INFLIGHT {
+            // Whether the target could take more (only the global limit stopped it).
+            let mut room = true;
+            while self.inflight < MAX_INFLIGHT {
                 let Some(&seq) = target.queue.front() else {
                     break;
                 };
@@ -136,6 +138,10 @@ impl Dispatcher {
                     target.queue.pop_front();
                     continue;
                 };
+                if target.inflight >= in_flight_limit(shared, &entry.record) {
+                    room = false;
+                    break;
+                }
                 let retry = entry.attempts > 0;
                 match shared.deliver(&entry.record, seq, entry.verify, retry, done(seq)) {
                     Ok(()) => {
@@ -157,10 +163,7 @@ impl Dispatcher {
             }
             if target.queue.is_empty() && target.inflight == 0 {
                 self.targets.remove(&name);
-            } else if !target.queue.is_empty()
-                && target.retry_at.is_none()
-                && target.inflight < MAX_INFLIGHT_PER_TARGET
-            {
+            } else if !target.queue.is_empty() && target.retry_at.is_none() && room {
                 // Stopped by the global limit: try again on the next round.
                 self.ready.push_back(name);
             }
@@ -246,6 +249,22 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// How many deliveries to one target may be under way at once: many to an activation here
+/// (its mailbox keeps their order), one at a time to one another node serves (requests
+/// across the network could overtake each other).
+fn in_flight_limit(shared: &Shared, record: &OutboxRecord) -> usize {
+    #[cfg(feature = "cluster")]
+    if shared.forward.get().is_some() {
+        let shard = crate::codec::shard_of(&record.target.actor, &record.target.key);
+        if crate::placement::local_epoch(&*shared.placement, shard).is_err() {
+            return 1;
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = (shared, record);
+    MAX_INFLIGHT_PER_TARGET
 }
 
 /// Decodes outbox entries read from the store, in sending order, with the highest sequence

@@ -23,13 +23,15 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::actor::Handlers;
-use crate::codec::ActorMeta;
+use crate::codec::{ActorMeta, ActorRef, OutboxId, OutboxRecord, Payload};
+use crate::commit::KeyWrite;
 use crate::context::{Chain, ChainLink};
 use crate::error::{DecodeError, Failure, Overload, StorageError};
 use crate::handle::{Caller, Reply};
 use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome, ReplyFormat};
-use crate::placement::local_epoch;
-use crate::shared::Shared;
+use crate::placement::{Fence, local_epoch};
+use crate::shared::{Delivery, DoneFn, Shared};
+use crate::store::Space;
 
 /// How a call reaches the node that serves a shard, and what can go wrong on the way.
 pub(crate) trait Forward: Send + Sync {
@@ -95,6 +97,20 @@ enum Op {
     Read,
     /// Delete the actor.
     Delete,
+    /// Deliver a durable message (an outbox entry of another shard, stored key `entry`):
+    /// the target's turn keeps `idempotency`, so a repeat is not processed again.
+    Deliver {
+        payload: Payload,
+        idempotency: String,
+        entry: Vec<u8>,
+        retry: bool,
+    },
+    /// Up to `limit` keys of the actor type with stored state in `shard`, after `after`.
+    Keys {
+        shard: u16,
+        after: Option<String>,
+        limit: u32,
+    },
 }
 
 /// The answer to a [`RoutedCall`].
@@ -117,6 +133,10 @@ pub(crate) enum Done {
     State(Vec<u8>),
     /// Deleted.
     Deleted,
+    /// The message was processed (or had been).
+    Delivered,
+    /// Keys with stored state.
+    Keys(Vec<String>),
 }
 
 /// A [`Failure`] as it crosses nodes.
@@ -175,6 +195,16 @@ impl WireFailure {
 
     /// The failure as a call to `A` reports it here.
     fn into_failure<A: Handlers>(self) -> Failure {
+        self.into_failure_of(A::NAME, handler_name::<A>)
+    }
+
+    /// The failure as a call to the type named `actor` reports it here; `handler` names a
+    /// handler by its name as sent.
+    fn into_failure_of(
+        self,
+        actor: &'static str,
+        handler: impl FnOnce(&str) -> &'static str,
+    ) -> Failure {
         match self {
             WireFailure::Timeout { ms } => Failure::Timeout(Duration::from_millis(ms)),
             WireFailure::Overloaded(o) => Failure::Overloaded(match o {
@@ -182,19 +212,17 @@ impl WireFailure {
                 WireOverload::LiveActivations => Overload::LiveActivations,
                 WireOverload::Outbox => Overload::Outbox,
             }),
-            WireFailure::Panicked { handler } => Failure::Panicked {
-                actor: A::NAME,
-                handler: handler_name::<A>(&handler),
+            WireFailure::Panicked { handler: name } => Failure::Panicked {
+                actor,
+                handler: handler(&name),
             },
             WireFailure::Cycle(c) => Failure::Cycle(c),
             WireFailure::Storage(e) => Failure::Storage(StorageError::new(e)),
-            WireFailure::Decode { key, reason } => Failure::Decode(DecodeError {
-                actor: A::NAME,
-                key,
-                reason,
-            }),
+            WireFailure::Decode { key, reason } => {
+                Failure::Decode(DecodeError { actor, key, reason })
+            }
             WireFailure::Invalid(why) => Failure::Invalid(why),
-            WireFailure::NotRegistered => Failure::NotRegistered(A::NAME),
+            WireFailure::NotRegistered => Failure::NotRegistered(actor),
             WireFailure::ShuttingDown => Failure::ShuttingDown,
             WireFailure::NotOwner(s) => Failure::NotOwner(s),
             WireFailure::Fenced(s) => Failure::Fenced(s),
@@ -499,6 +527,7 @@ fn finish<A: Handlers>(
             Ok(read(&state, &meta))
         }
         (Done::Deleted, _) => Ok(Box::new(())),
+        (Done::Delivered | Done::Keys(_), _) => Err(mismatched::<A>()),
     }
 }
 
@@ -536,6 +565,134 @@ fn mismatched<A: Handlers>() -> Failure {
     ))
 }
 
+/// A [`DoneFn`] and the outcome it will hear (a turn that unwound without answering is
+/// reported as a failure by the `Done` it was wrapped in).
+fn done_channel() -> (DoneFn, impl Future<Output = Result<(), Failure>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done: DoneFn = Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    });
+    let outcome = async move { rx.await.unwrap_or(Err(Failure::ShuttingDown)) };
+    (done, outcome)
+}
+
+/// The idempotency key of outbox entry `id` delivered apart: a control character starts
+/// it, as every key the runtime makes up (no caller-chosen key can take it).
+fn outbox_key(id: OutboxId) -> String {
+    format!("\u{1}outbox:{}:{}", id.shard, id.seq)
+}
+
+/// Delivers outbox entry `id` (of the sender's shard, served here) to its target in another
+/// shard, here or on the node that serves it: the target's turn keeps the message's
+/// idempotency key (the caller's, else one made of the entry's shard and sequence) in its own
+/// shard instead of deleting the entry, which would be a write to another shard's log; once
+/// the turn is durable, the entry is deleted here. If this node dies or loses the shard
+/// before, the shard's next owner delivers it again and the target drops the repeat (for the
+/// idempotency retention). `done` hears the outcome once the entry is deleted.
+pub(crate) fn deliver_apart(
+    shared: &Arc<Shared>,
+    record: &OutboxRecord,
+    id: OutboxId,
+    retry: bool,
+    done: DoneFn,
+) -> Result<(), Failure> {
+    let idempotency = record.idempotency.clone().unwrap_or_else(|| outbox_key(id));
+    let target_shard = crate::codec::shard_of(&record.target.actor, &record.target.key);
+    let delivered: BoxFuture<'static, Result<(), Failure>> =
+        if local_epoch(&*shared.placement, target_shard).is_ok() {
+            let delivery = Delivery::Outbox {
+                key: id.key(),
+                idempotency: Some(idempotency),
+                verify: false,
+                retry,
+                cause: record.cause.clone(),
+                apart: true,
+            };
+            let (turn_done, outcome) = done_channel();
+            shared.deliver_to(&record.target, &record.payload, delivery, turn_done)?;
+            Box::pin(outcome)
+        } else {
+            let Some(forward) = shared.forward.get().cloned() else {
+                return Err(Failure::NotOwner(target_shard));
+            };
+            // The names in failures are static: the registered type's (a type not
+            // registered here is parked by the node that serves it, as here).
+            let actor = shared
+                .by_name
+                .get_key_value(record.target.actor.as_str())
+                .map_or("(unregistered)", |(name, _)| *name);
+            let timeout = shared.config.call_timeout;
+            let call = RoutedCall {
+                actor: record.target.actor.clone(),
+                key: record.target.key.clone(),
+                op: Op::Deliver {
+                    payload: record.payload.clone(),
+                    idempotency,
+                    entry: id.key().to_vec(),
+                    retry,
+                },
+                chain: Vec::new(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            shared
+                .metrics
+                .routed_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let request = forward.request(target_shard, encode(&call), timeout);
+            Box::pin(async move {
+                match request.await {
+                    Ok(bytes) => match decode::<RoutedReply>(&bytes) {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(failure)) => {
+                            Err(failure.into_failure_of(actor, |_| "(delivered message)"))
+                        }
+                        Err(e) => Err(Failure::Invalid(e)),
+                    },
+                    // The dispatcher tries again later without counting an attempt: the
+                    // target's shard is moving, or its node died with the message (a
+                    // repeat is dropped there).
+                    Err(Hop::NoResponders | Hop::TimedOut | Hop::Failed(_)) => {
+                        Err(Failure::Unavailable(target_shard))
+                    }
+                    Err(Hop::Refused(why)) => Err(Failure::Invalid(why)),
+                }
+            })
+        };
+    let shared = shared.clone();
+    shared.tokio.clone().spawn(async move {
+        let outcome = delivered.await;
+        if outcome.is_ok() {
+            delete_entry(&shared, id).await;
+        }
+        done(outcome);
+    });
+    Ok(())
+}
+
+/// Deletes outbox entry `id`, delivered apart, while its shard is still served here.
+async fn delete_entry(shared: &Shared, id: OutboxId) {
+    let Ok(epoch) = local_epoch(&*shared.placement, id.shard) else {
+        return;
+    };
+    let write = KeyWrite {
+        space: Space::Outbox,
+        key: id.key(),
+        value: None,
+    };
+    let fence = Fence {
+        shard: id.shard,
+        epoch,
+    };
+    let ticket = shared
+        .committer
+        .submit(vec![write], None, Some(fence))
+        .await;
+    if let Err(e) = ticket.wait().await {
+        // Still stored: delivered again later, and dropped by its target as a repeat.
+        tracing::debug!(shard = id.shard, seq = id.seq, error = %e, "cannot delete a delivered outbox entry");
+    }
+}
+
 /// The face of one registered type for calls routed to this node.
 pub(crate) trait ServeRouted: Send + Sync {
     fn serve(&self, shared: &Arc<Shared>, call: RoutedCall) -> BoxFuture<'static, RoutedReply>;
@@ -552,6 +709,14 @@ impl<A> RoutedFace<A> {
 
 impl<A: Handlers> ServeRouted for RoutedFace<A> {
     fn serve(&self, shared: &Arc<Shared>, call: RoutedCall) -> BoxFuture<'static, RoutedReply> {
+        if let Op::Keys {
+            shard,
+            after,
+            limit,
+        } = call.op
+        {
+            return Box::pin(keys_here::<A>(shared.clone(), shard, after, limit));
+        }
         let chain = chain_of(shared, call.chain);
         let caller = Caller::<A>::new(shared, &call.key, chain)
             .routed()
@@ -636,9 +801,141 @@ impl<A: Handlers> ServeRouted for RoutedFace<A> {
                         .map_err(failed)?;
                     Ok(Done::Deleted)
                 }
+                Op::Keys { .. } => Err(WireFailure::Invalid("keys are listed apart".into())),
+                Op::Deliver {
+                    payload,
+                    idempotency,
+                    entry,
+                    retry,
+                } => {
+                    let delivery = Delivery::Outbox {
+                        key: entry.into(),
+                        idempotency: Some(idempotency),
+                        verify: false,
+                        retry,
+                        cause: Default::default(),
+                        apart: true,
+                    };
+                    let target = ActorRef {
+                        actor: A::NAME.to_string(),
+                        key: caller.key().to_string(),
+                    };
+                    let (done, outcome) = done_channel();
+                    let shared = caller.shared().clone();
+                    shared
+                        .deliver_to(&target, &payload, delivery, done)
+                        .map_err(failed)?;
+                    outcome.await.map_err(failed)?;
+                    Ok(Done::Delivered)
+                }
             }
         })
     }
+}
+
+/// Up to `limit` keys of `A` with stored state in `shard`, which this node serves, after the
+/// key `after`.
+async fn keys_here<A: Handlers>(
+    shared: Arc<Shared>,
+    shard: u16,
+    after: Option<String>,
+    limit: u32,
+) -> RoutedReply {
+    local_epoch(&*shared.placement, shard).map_err(WireFailure::of)?;
+    let after = match after {
+        Some(key) => {
+            crate::codec::validate_key(&key).map_err(|e| WireFailure::Invalid(e.to_string()))?;
+            Some(crate::codec::state_key(A::NAME, &key))
+        }
+        None => None,
+    };
+    let limit = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .min(MAX_KEYS_PER_REQUEST);
+    let found = shared
+        .with_store("key scan", move |store| {
+            store.state_keys(A::NAME, shard..shard + 1, after.as_deref(), limit)
+        })
+        .await
+        .map_err(WireFailure::of)?;
+    Ok(Done::Keys(
+        found
+            .iter()
+            .filter_map(|k| crate::codec::key_of_state_key(k, A::NAME))
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+/// Most keys one routed listing answers (keys are up to 1 KiB: the answer stays under
+/// NATS' default 1 MiB payload).
+const MAX_KEYS_PER_REQUEST: usize = 512;
+
+/// Up to `limit` keys of `A` with stored state in `shard`, which another node serves, after
+/// the key `after`: asked of that node, retried while the shard moves (bounded by the call
+/// timeout). Fewer than `limit` if the shard has no more.
+pub(crate) async fn keys_elsewhere<A: Handlers>(
+    shared: &Arc<Shared>,
+    forward: Arc<dyn Forward>,
+    shard: u16,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, Failure> {
+    let timeout = shared.config.call_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut keys: Vec<String> = Vec::new();
+    let mut after = after.map(str::to_string);
+    let mut backoff = Duration::from_millis(2);
+    while keys.len() < limit {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(Failure::Timeout(timeout));
+        }
+        let want = (limit - keys.len()).min(MAX_KEYS_PER_REQUEST);
+        let call = RoutedCall {
+            actor: A::NAME.to_string(),
+            key: String::new(),
+            op: Op::Keys {
+                shard,
+                after: after.clone(),
+                limit: u32::try_from(want).unwrap_or(u32::MAX),
+            },
+            chain: Vec::new(),
+            timeout_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+        };
+        shared
+            .metrics
+            .routed_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let attempt = remaining.min(forward.attempt_timeout());
+        let failure = match forward.request(shard, encode(&call), attempt).await {
+            Ok(bytes) => match decode::<RoutedReply>(&bytes) {
+                Ok(Ok(Done::Keys(page))) => {
+                    let full = page.len() >= want;
+                    after = page.last().cloned().or(after);
+                    keys.extend(page);
+                    if !full {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Ok(_)) => return Err(mismatched::<A>()),
+                Ok(Err(failure)) if failure.not_run() => failure.into_failure::<A>(),
+                Ok(Err(failure)) => return Err(failure.into_failure::<A>()),
+                Err(e) => return Err(Failure::Invalid(e)),
+            },
+            Err(Hop::Refused(why)) => return Err(Failure::Invalid(why)),
+            Err(_) => Failure::Unavailable(shard),
+        };
+        tracing::debug!(shard, error = %failure, "listing a shard's keys elsewhere; retrying");
+        let pause = {
+            let _runtime = shared.tokio.enter();
+            tokio::time::sleep(backoff.min(remaining))
+        };
+        pause.await;
+        backoff = (backoff * 2).min(Duration::from_millis(250));
+    }
+    Ok(keys)
 }
 
 /// The format a routed idempotent call keeps its result in.

@@ -114,7 +114,8 @@ impl Runtime {
     /// Up to `limit` keys of type `A` with stored state, after the key `after` (exclusive),
     /// in storage order: by shard, then by key. Pass the last key of a page as `after` to
     /// get the next. Lists what is stored: an actor never written (or deleted) has no
-    /// stored state and is not listed; a write still being synced may be.
+    /// stored state and is not listed; a write still being synced may be. On a node of a
+    /// cluster, each shard's keys come from the node that serves it.
     pub async fn keys<A: Handlers>(
         &self,
         after: Option<&str>,
@@ -128,17 +129,55 @@ impl Runtime {
             }
             None => None,
         };
-        let keys = self
-            .shared
-            .with_store("key scan", move |store| {
-                store.state_keys(A::NAME, after.as_deref(), limit)
-            })
-            .await
-            .map_err(CallError::from_failure)?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| crate::codec::key_of_state_key(k, A::NAME).map(str::to_string))
-            .collect())
+        // Shard by shard from `after`'s: runs of shards served here from the store, each
+        // shard served elsewhere (in a cluster) from the node that serves it.
+        let mut shard = after.as_deref().map_or(0, crate::codec::shard_of_key);
+        let mut keys = Vec::new();
+        while shard < crate::SHARDS && keys.len() < limit {
+            let here =
+                |s: u16| matches!(self.shared.placement.place(s), crate::Place::Local { .. });
+            if here(shard) {
+                let end = (shard + 1..crate::SHARDS)
+                    .find(|&s| !here(s))
+                    .unwrap_or(crate::SHARDS);
+                let (after, left) = (after.clone(), limit - keys.len());
+                let found = self
+                    .shared
+                    .with_store("key scan", move |store| {
+                        store.state_keys(A::NAME, shard..end, after.as_deref(), left)
+                    })
+                    .await
+                    .map_err(CallError::from_failure)?;
+                keys.extend(
+                    found
+                        .iter()
+                        .filter_map(|k| crate::codec::key_of_state_key(k, A::NAME))
+                        .map(str::to_string),
+                );
+                shard = end;
+                continue;
+            }
+            #[cfg(feature = "cluster")]
+            if let Some(forward) = self.shared.forward.get() {
+                let after = after
+                    .as_deref()
+                    .filter(|k| crate::codec::shard_of_key(k) == shard)
+                    .and_then(|k| crate::codec::key_of_state_key(k, A::NAME));
+                let found = crate::remote::keys_elsewhere::<A>(
+                    &self.shared,
+                    forward.clone(),
+                    shard,
+                    after,
+                    limit - keys.len(),
+                )
+                .await
+                .map_err(CallError::from_failure)?;
+                keys.extend(found);
+            }
+            // Without a cluster, the keys of a shard another node serves are not listed.
+            shard += 1;
+        }
+        Ok(keys)
     }
 
     /// Runs a turn of `A(key)` without a handler and types its reply.

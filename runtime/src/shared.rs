@@ -147,6 +147,10 @@ pub(crate) enum Delivery {
         retry: bool,
         /// The span it was sent under.
         cause: crate::trace::Cause,
+        /// The entry is in another shard than its target (a cluster node): the target's turn
+        /// keeps the message's idempotency key instead of deleting the entry, and the
+        /// sender deletes the entry once the turn is durable.
+        apart: bool,
     },
     /// A due timer.
     Timer {
@@ -247,12 +251,19 @@ impl Shared {
         retry: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
+        #[cfg(feature = "cluster")]
+        if self.forward.get().is_some()
+            && crate::codec::shard_of(&record.target.actor, &record.target.key) != id.shard
+        {
+            return crate::remote::deliver_apart(self, record, id, retry, done);
+        }
         let delivery = Delivery::Outbox {
             key: id.key(),
             idempotency: record.idempotency.clone(),
             verify,
             retry,
             cause: record.cause.clone(),
+            apart: false,
         };
         self.deliver_to(&record.target, &record.payload, delivery, done)
     }

@@ -78,11 +78,12 @@ pub(crate) trait StateStore: Send + Sync {
     /// [`StateStore::get_state`] reads).
     fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
-    /// order (shard, then key), after the state key `after` (if given).
+    /// Up to `limit` state keys of actors of type `actor` with a stored record in `shards`,
+    /// in storage order (shard, then key), after the state key `after` (if given).
     fn state_keys(
         &self,
         actor: &str,
+        shards: Range<u16>,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError>;

@@ -3,6 +3,7 @@
 //! shard's subject), and the answer comes back as if the actor were local:
 //! - calls, state reads and idempotent calls (`Idempotency-Key`, retried through another
 //!   node) answer the same whichever node is asked, and each node ran calls routed to it;
+//! - every node lists every node's keys (`/admin/<type>`), whole or page by page;
 //! - calls between actors cross nodes (a relay through three keys), and a cycle across nodes
 //!   is refused as one on a node is;
 //! - while one node is SIGKILLed under load (calls and bank transfers made through the other
@@ -77,6 +78,31 @@ async fn calls_reach_the_node_that_serves_their_shard() {
             );
         }
     }
+    // Each node lists every node's keys, whole or page by page.
+    let mut all: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    all.sort();
+    for url in &urls {
+        let page = get(&http, format!("{url}/admin/counter?limit=1000")).await;
+        let mut keys: Vec<String> = serde_json::from_value(page["keys"].clone()).expect("keys");
+        keys.sort();
+        assert_eq!(keys, all, "the keys listed by {url}");
+    }
+    let mut paged = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let after = next
+            .as_ref()
+            .map_or(String::new(), |k| format!("&after={k}"));
+        let page = get(&http, format!("{}/admin/counter?limit=7{after}", urls[2])).await;
+        paged.extend(serde_json::from_value::<Vec<String>>(page["keys"].clone()).expect("keys"));
+        match page["next"].as_str() {
+            Some(k) => next = Some(k.to_string()),
+            None => break,
+        }
+    }
+    let mut sorted = paged.clone();
+    sorted.sort();
+    assert_eq!(sorted, all, "paged through {}: {paged:?}", urls[2]);
     for node in &nodes {
         let served = node.metric(&http, "routed_served_total").await.unwrap_or(0);
         assert!(served > 0, "{} ran no routed call", node.url);

@@ -75,6 +75,8 @@ pub use simulation::{
     Drained, MAX_CONCURRENCY, Observer, Placement, Silent, Workload, drain, drain_store,
     place_orders, seed,
 };
+#[cfg(feature = "cluster")]
+pub use store::open_node;
 pub use store::{
     FAN_OUT, PAGE, Pages, StoreOptions, default_dir, is_store, open, read_all, register, settle,
     wipe,

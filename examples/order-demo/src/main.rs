@@ -193,6 +193,21 @@ struct ServeArgs {
     /// Durability of acknowledged writes.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     durability: DurabilityArg,
+    /// Run as a node of a cluster on these NATS JetStream servers (comma-separated URLs):
+    /// the nodes share the shards, and a call on any node reaches the one that serves its
+    /// actor. Writes are durable once the cluster's replicated log has them (`--durability`
+    /// does not apply). See "Cluster" in the README.
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's id in the cluster: unique, letters, digits, `-` and `_`.
+    #[cfg(feature = "cluster")]
+    #[arg(long, requires = "cluster", default_value = "node-1")]
+    node: String,
+    /// Replicas of the cluster's log and buckets: 3 for three NATS servers, 1 for one.
+    #[cfg(feature = "cluster")]
+    #[arg(long, requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=5), default_value_t = 3)]
+    replicas: u8,
 }
 
 #[tokio::main]
@@ -369,6 +384,21 @@ async fn serve(args: ServeArgs) -> Result<(), DemoError> {
         durability: args.durability.into(),
         ..StoreOptions::default()
     };
+    #[cfg(feature = "cluster")]
+    let rt = if args.cluster.is_empty() {
+        order_demo::open(&dir, options).await?
+    } else {
+        let cluster = gears::cluster::ClusterConfig::new(args.cluster.clone(), &args.node)
+            .name("order_demo")
+            .replicas(usize::from(args.replicas));
+        println!(
+            "joining the cluster as {} on {}",
+            args.node,
+            args.cluster.join(",")
+        );
+        order_demo::open_node(&dir, options, cluster).await?
+    };
+    #[cfg(not(feature = "cluster"))]
     let rt = order_demo::open(&dir, options).await?;
     let result = serve_on(&rt, &dir, args, stop).await;
     let shutdown = rt.shutdown().await;

@@ -52,6 +52,22 @@ pub async fn open(dir: &Path, options: StoreOptions) -> Result<Runtime, DemoErro
     Ok(rt)
 }
 
+/// Opens (or creates) the store at `dir` as a node of the cluster `cluster` (NATS
+/// JetStream): the store is this node's copy of the shards it serves, and calls to the others
+/// go to the nodes that serve them.
+#[cfg(feature = "cluster")]
+pub async fn open_node(
+    dir: &Path,
+    options: StoreOptions,
+    cluster: gears::cluster::ClusterConfig,
+) -> Result<Runtime, DemoError> {
+    let rt = register(Runtime::builder().path(dir), &options)
+        .cluster(cluster)
+        .open()
+        .await?;
+    Ok(rt)
+}
+
 /// Registers the demo's actors on `builder`, configured by `options` (what [`open`] does;
 /// tests pass it to `gears::testing::TestRuntime::new`).
 pub fn register(builder: Builder, options: &StoreOptions) -> Builder {

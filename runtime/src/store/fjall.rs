@@ -228,6 +228,7 @@ impl StateStore for FjallStore {
     fn state_keys(
         &self,
         actor: &str,
+        shards: Range<u16>,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
@@ -240,7 +241,7 @@ impl StateStore for FjallStore {
             .and_then(|k| k.get(..2))
             .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
         let mut keys = Vec::new();
-        for shard in first_shard..crate::codec::SHARDS {
+        for shard in first_shard.max(shards.start)..shards.end.min(crate::codec::SHARDS) {
             let prefix = crate::codec::state_key_prefix(shard, actor);
             let start = match after {
                 Some(k) if k.starts_with(&prefix) => Bound::Excluded(k.to_vec()),

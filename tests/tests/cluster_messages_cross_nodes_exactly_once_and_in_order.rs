@@ -1,0 +1,242 @@
+//! Three Gears nodes (child processes with an HTTP ingress) on a real NATS server: durable
+//! messages whose sender and target are in different shards (so mostly on different nodes)
+//! arrive exactly once and in order, through a node's death:
+//! - numbered sends (`Numberer` → `Tally`): each tally holds 1, 2, … n of each sender, n being
+//!   what the sender committed;
+//! - events of durable subscriptions (`Stock` → `Listener`): each listener saw every event of
+//!   its stock, in order;
+//! - timers fire on whichever node serves their actor's shard: every armed timer fired once,
+//!   in order.
+//!
+//! One node is SIGKILLed while the sends, events and timers are under way through the other
+//! two; its shards, their outbox entries and timers move to the survivors.
+
+use std::time::{Duration, Instant};
+
+use gears_tests::http_nodes::{HttpNode, wait_until_shared};
+use gears_tests::nats::NatsCluster;
+use serde_json::{Value, json};
+
+const LEASE: Duration = Duration::from_secs(3);
+const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const SENDERS: usize = 8;
+const TALLIES: usize = 4;
+const STOCKS: usize = 3;
+const LISTENERS: usize = 6;
+
+async fn call(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
+    let response = http
+        .post(format!("{url}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
+async fn state(http: &reqwest::Client, url: &str, path: &str) -> Value {
+    let response = http
+        .get(format!("{url}/{path}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    response.json().await.expect("json")
+}
+
+/// One round of work through `url`: a send from every sender, an event of every stock, a
+/// timer of every other sender.
+async fn round(http: &reqwest::Client, urls: &[String], round: usize) {
+    for s in 0..SENDERS {
+        let url = &urls[(s + round) % urls.len()];
+        let tally = format!("t{}", (s + round) % TALLIES);
+        call(
+            http,
+            url,
+            &format!("numberer/n{s}/send_next"),
+            json!({ "target": tally }),
+        )
+        .await;
+        if s % 2 == 0 {
+            call(
+                http,
+                url,
+                &format!("numberer/n{s}/arm_next"),
+                json!({ "ms": 300 }),
+            )
+            .await;
+        }
+    }
+    for s in 0..STOCKS {
+        let url = &urls[(s + round) % urls.len()];
+        call(http, url, &format!("stock/s{s}/add"), json!({ "n": 1 })).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_nodes_exactly_once_and_in_order() {
+    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
+        .await
+        .expect("start nats");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(HttpNode::start(NODE, &nats, dir.path(), &format!("node-{i}"), LEASE).await);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("client");
+    wait_until_shared(
+        &http,
+        &nodes.iter().collect::<Vec<_>>(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+
+    // Subscriptions are durable messages too.
+    for l in 0..LISTENERS {
+        call(
+            &http,
+            &urls[l % 3],
+            &format!("listener/l{l}/follow"),
+            json!({ "stock": format!("s{}", l % STOCKS) }),
+        )
+        .await;
+    }
+    // Before the first event: a subscription is a message to the stock, and events are
+    // published to the subscribers the stock has when it publishes.
+    let started = Instant::now();
+    'subscribed: loop {
+        for s in 0..STOCKS {
+            call(
+                &http,
+                &urls[0],
+                &format!("stock/s{s}/add"),
+                json!({ "n": 0 }),
+            )
+            .await;
+        }
+        for l in 0..LISTENERS {
+            let seen = call(&http, &urls[1], &format!("listener/l{l}/seen"), json!({})).await;
+            if seen.as_array().is_none_or(Vec::is_empty) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "l{l} saw nothing"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'subscribed;
+            }
+        }
+        break;
+    }
+
+    for r in 0..20 {
+        round(&http, &urls, r).await;
+    }
+    let mut killed = nodes.pop().expect("three nodes");
+    killed.child.start_kill().expect("SIGKILL");
+    let _ = killed.child.wait().await;
+    eprintln!("node-2 killed");
+    let survivors = &urls[..2];
+    for r in 20..60 {
+        round(&http, survivors, r).await;
+    }
+
+    // Everything arrives, once and in order (the killed node's shards, their outbox entries
+    // and timers included).
+    let started = Instant::now();
+    loop {
+        let mut missing = Vec::new();
+        for s in 0..SENDERS {
+            let numbers = call(
+                &http,
+                &survivors[s % 2],
+                &format!("numberer/n{s}/numbers"),
+                json!({}),
+            )
+            .await;
+            let (sent, armed) = (numbers[0].as_u64().unwrap(), numbers[1].as_u64().unwrap());
+            let fired: Vec<u64> = serde_json::from_value(numbers[2].clone()).unwrap();
+            let expected: Vec<u64> = (1..=armed).collect();
+            assert!(
+                expected.starts_with(&fired),
+                "n{s}'s timers fired as {fired:?}"
+            );
+            if fired != expected {
+                missing.push(format!("n{s} fired {} of {armed}", fired.len()));
+            }
+            let mut received = Vec::new();
+            for t in 0..TALLIES {
+                let got: Vec<u64> = serde_json::from_value(
+                    call(
+                        &http,
+                        &survivors[t % 2],
+                        &format!("tally/t{t}/received"),
+                        json!({ "from": format!("n{s}") }),
+                    )
+                    .await,
+                )
+                .unwrap();
+                // In order at each tally.
+                assert!(
+                    got.windows(2).all(|w| w[0] < w[1]),
+                    "t{t} from n{s}: {got:?}"
+                );
+                received.extend(got);
+            }
+            received.sort_unstable();
+            let expected: Vec<u64> = (1..=sent).collect();
+            assert!(
+                expected.len() >= received.len()
+                    && received.iter().all(|n| expected.binary_search(n).is_ok())
+                    && received.windows(2).all(|w| w[0] < w[1]),
+                "n{s} sent 1..={sent}, the tallies got {received:?}"
+            );
+            if received != expected {
+                missing.push(format!("n{s} delivered {} of {sent}", received.len()));
+            }
+        }
+        for l in 0..LISTENERS {
+            let stock = state(&http, &survivors[l % 2], &format!("stock/s{}", l % STOCKS)).await;
+            let changes = stock["changes"].as_u64().expect("changes");
+            let seen: Vec<u64> = serde_json::from_value(
+                call(
+                    &http,
+                    &survivors[l % 2],
+                    &format!("listener/l{l}/seen"),
+                    json!({}),
+                )
+                .await,
+            )
+            .unwrap();
+            let first = seen.first().copied().unwrap_or(1);
+            let contiguous: Vec<u64> = (first..first + seen.len() as u64).collect();
+            assert_eq!(seen, contiguous, "l{l} saw events out of order or twice");
+            if seen.last().copied() != Some(changes) {
+                missing.push(format!("l{l} saw up to {:?} of {changes}", seen.last()));
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not everything arrived within 60 s: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for node in nodes {
+        node.signal("-TERM");
+        let mut node = node;
+        let status = tokio::time::timeout(Duration::from_secs(30), node.child.wait())
+            .await
+            .expect("a node stops within 30 s")
+            .expect("wait");
+        assert!(status.success(), "a node exited with {status}");
+    }
+}
