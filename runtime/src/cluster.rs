@@ -230,15 +230,19 @@ pub(crate) async fn check_config(
         name: config.name.clone(),
         shards: crate::SHARDS,
     };
-    match meta.create("config", ours.encode().into()).await {
-        Ok(_) => return Ok(()),
-        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-        Err(e) => return Err(nats_error("record the cluster's configuration", e)),
+    let created = until_ready("record the cluster's configuration", || async {
+        match meta.create("config", ours.encode().into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    if created {
+        return Ok(());
     }
-    let stored = meta
-        .get("config")
-        .await
-        .map_err(|e| nats_error("read the cluster's configuration", e))?
+    let stored = until_ready("read the cluster's configuration", || meta.get("config"))
+        .await?
         .ok_or_else(|| cluster_config("the cluster's configuration vanished while read"))?;
     let stored = ClusterRecord::decode(&stored)
         .map_err(|e| cluster_config(format!("the cluster's recorded configuration is {e}")))?;
@@ -307,12 +311,42 @@ impl Connection {
 /// that exists with the same configuration succeeds).
 async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
     let name = config.bucket.clone();
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(created) => js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| nats_error(&format!("create the bucket {name}"), created)),
+    until_ready(&format!("create the bucket {name}"), || async {
+        match js.create_key_value(config.clone()).await {
+            Ok(store) => Ok(store),
+            Err(created) => js.get_key_value(&name).await.map_err(|_| created),
+        }
+    })
+    .await
+}
+
+/// How long a starting node retries what NATS refuses while it is not ready: a stream just
+/// created by another node starting at the same moment is still electing its leader ("no
+/// responders", 503), as is a cluster of servers that just started.
+const STARTUP_RETRIES: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or [`STARTUP_RETRIES`] have passed; then its last error,
+/// as the failure to do `what`.
+pub(crate) async fn until_ready<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, Error> {
+    let deadline = tokio::time::Instant::now() + STARTUP_RETRIES;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, "cannot {what} yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(nats_error(what, e)),
+        }
     }
 }
 

@@ -293,10 +293,7 @@ impl ShardLog {
             ..Default::default()
         };
         let what = format!("create the stream {}", stream_config.name);
-        let stream = js
-            .create_stream(stream_config)
-            .await
-            .map_err(|e| nats_error(&what, e))?;
+        let stream = super::until_ready(&what, || js.create_stream(stream_config.clone())).await?;
         Ok(ShardLog {
             js: js.clone(),
             stream,
