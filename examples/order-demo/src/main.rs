@@ -154,6 +154,11 @@ struct AuditArgs {
     /// `ack <order> <status>`, as a client that placed orders over HTTP may write them).
     #[arg(long)]
     acks: Vec<PathBuf>,
+    /// Audit a whole cluster as a node of it (`--data` is then this node's store, empty at
+    /// first): run it once the other nodes stopped, so that it serves every shard.
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[cfg(feature = "http")]
@@ -193,21 +198,55 @@ struct ServeArgs {
     /// Durability of acknowledged writes.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     durability: DurabilityArg,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// How `serve` and `audit` join a cluster.
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
     /// Run as a node of a cluster on these NATS JetStream servers (comma-separated URLs):
     /// the nodes share the shards, and a call on any node reaches the one that serves its
     /// actor. Writes are durable once the cluster's replicated log has them (`--durability`
     /// does not apply). See "Cluster" in the README.
-    #[cfg(feature = "cluster")]
     #[arg(long, value_delimiter = ',')]
     cluster: Vec<String>,
     /// This node's id in the cluster: unique, letters, digits, `-` and `_`.
-    #[cfg(feature = "cluster")]
     #[arg(long, requires = "cluster", default_value = "node-1")]
     node: String,
     /// Replicas of the cluster's log and buckets: 3 for three NATS servers, 1 for one.
-    #[cfg(feature = "cluster")]
     #[arg(long, requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=5), default_value_t = 3)]
     replicas: u8,
+    /// Seconds a node's shard leases live unless renewed: a dead node's shards move after
+    /// about this long.
+    #[arg(long, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..=600), default_value_t = 20)]
+    lease_secs: u64,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterArgs {
+    /// Opens the store at `dir`: as a node of the cluster if `--cluster` was given.
+    async fn open(
+        &self,
+        dir: &std::path::Path,
+        options: StoreOptions,
+    ) -> Result<gears::Runtime, DemoError> {
+        if self.cluster.is_empty() {
+            return order_demo::open(dir, options).await;
+        }
+        let cluster = gears::cluster::ClusterConfig::new(self.cluster.clone(), &self.node)
+            .name("order_demo")
+            .replicas(usize::from(self.replicas))
+            .lease_ttl(Duration::from_secs(self.lease_secs));
+        println!(
+            "joining the cluster as {} on {}",
+            self.node,
+            self.cluster.join(",")
+        );
+        order_demo::open_node(dir, options, cluster).await
+    }
 }
 
 #[tokio::main]
@@ -385,19 +424,7 @@ async fn serve(args: ServeArgs) -> Result<(), DemoError> {
         ..StoreOptions::default()
     };
     #[cfg(feature = "cluster")]
-    let rt = if args.cluster.is_empty() {
-        order_demo::open(&dir, options).await?
-    } else {
-        let cluster = gears::cluster::ClusterConfig::new(args.cluster.clone(), &args.node)
-            .name("order_demo")
-            .replicas(usize::from(args.replicas));
-        println!(
-            "joining the cluster as {} on {}",
-            args.node,
-            args.cluster.join(",")
-        );
-        order_demo::open_node(&dir, options, cluster).await?
-    };
+    let rt = args.cluster.open(&dir, options).await?;
     #[cfg(not(feature = "cluster"))]
     let rt = order_demo::open(&dir, options).await?;
     let result = serve_on(&rt, &dir, args, stop).await;
@@ -459,7 +486,11 @@ async fn serve_on(
 
 async fn audit(args: AuditArgs) -> Result<Audit, DemoError> {
     let dir = args.data.unwrap_or_else(order_demo::default_dir);
-    if !order_demo::is_store(&dir) {
+    #[cfg(feature = "cluster")]
+    let clustered = !args.cluster.cluster.is_empty();
+    #[cfg(not(feature = "cluster"))]
+    let clustered = false;
+    if !clustered && !order_demo::is_store(&dir) {
         return Err(DemoError::Refused(format!(
             "no store at {}: run the demo first",
             dir.display()
@@ -478,6 +509,9 @@ async fn audit(args: AuditArgs) -> Result<Audit, DemoError> {
     if own.is_file() {
         logs.insert(0, own);
     }
+    #[cfg(feature = "cluster")]
+    let rt = args.cluster.open(&dir, StoreOptions::default()).await?;
+    #[cfg(not(feature = "cluster"))]
     let rt = order_demo::open(&dir, StoreOptions::default()).await?;
     let result = audit_on(&rt, Duration::from_secs(args.drain_secs), &logs).await;
     let shutdown = rt.shutdown().await;
