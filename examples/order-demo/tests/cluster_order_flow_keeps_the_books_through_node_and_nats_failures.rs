@@ -3,8 +3,9 @@
 //! under order load while, one after another:
 //! - a node is SIGKILLed, and restarted on its store once its shards moved;
 //! - the JetStream leader of the replicated log is SIGKILLed, and restarted;
-//! - a fourth node joins, and the first leaves (SIGTERM: it hands its shards over);
-//! then the nodes stop, and `order-demo audit` runs as the cluster's only node (every shard
+//! - a fourth node joins, and the first leaves (SIGTERM: it hands its shards over).
+//!
+//! Then the nodes stop, and `order-demo audit` runs as the cluster's only node (every shard
 //! replayed from the log): every order any node acknowledged is there with its status, every
 //! unit of stock is accounted for (available + reserved + shipped = initial + restocked), no
 //! order holds what it does not own.
