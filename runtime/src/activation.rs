@@ -651,7 +651,7 @@ async fn handler_turn<A: Handlers>(
     if let Some((key, request, format, answer)) = keyed
         && refused.is_none()
     {
-        match format.encode::<A>(handler, &*value) {
+        match format.encode::<A>(shared, handler, &*value) {
             Ok((ok, body)) => {
                 let kept = body.clone();
                 if answer == Answer::Encoded {

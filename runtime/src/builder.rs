@@ -97,8 +97,14 @@ impl Builder {
                 json: Some(Arc::new(json)),
                 #[cfg(not(feature = "http"))]
                 json: None,
+                #[cfg(feature = "http")]
+                json_reply: Some(crate::json::json_reply::<A>),
                 #[cfg(feature = "cluster")]
-                routed: Arc::new(crate::remote::RoutedFace::<A>::new()),
+                routed: {
+                    let face: Arc<dyn crate::remote::ServeRouted> =
+                        Arc::new(crate::remote::RoutedFace::<A>::new());
+                    Arc::new(face)
+                },
             };
             (TypeId::of::<A>(), A::NAME, registered)
         });
@@ -428,12 +434,12 @@ async fn join_cluster(
             })
         });
     let weak = Arc::downgrade(&runtime.shared);
-    let serve: crate::cluster::Serve = Arc::new(move |payload| {
+    let serve: crate::cluster::Serve = Arc::new(move |payload, max| {
         let shared = weak.upgrade();
         Box::pin(async move {
             match shared {
-                Some(shared) => crate::remote::serve(&shared, &payload).await,
-                None => crate::remote::stopped(),
+                Some(shared) => crate::remote::serve(&shared, &payload, max).await,
+                None => crate::wire::stopped(),
             }
         })
     });

@@ -25,6 +25,11 @@ use crate::placement::{Fence, local_epoch};
 use crate::shared::Shared;
 use crate::store::Space;
 
+#[cfg(feature = "cluster")]
+mod route;
+#[cfg(feature = "cluster")]
+pub(crate) use route::{failure_of, mismatched};
+
 /// What travels back from a turn to its caller.
 #[doc(hidden)]
 pub type Reply = Result<Box<dyn Any + Send>, Failure>;
@@ -258,7 +263,7 @@ impl<A: Handlers> Caller<A> {
             && let Some(forward) = self.shared.forward.get()
         {
             // Boxed: the future of every local call stays small.
-            return Box::pin(crate::remote::route(self, forward.clone(), body, handler)).await;
+            return Box::pin(route::route(self, forward.clone(), body, handler)).await;
         }
         served?;
         self.request_here(body, handler).await

@@ -139,6 +139,8 @@ mod timers;
 mod trace;
 mod version;
 mod watch;
+#[cfg(feature = "cluster")]
+mod wire;
 
 // Decoders of stored and received bytes against truncated, flipped and random input.
 #[cfg(test)]

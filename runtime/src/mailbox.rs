@@ -49,15 +49,22 @@ pub(crate) enum ReplyFormat {
 
 impl ReplyFormat {
     /// `handler`'s value (`T`, or `Result<T, E>`) → whether it is a success, and its bytes.
+    /// (The JSON encoder of `A` is its registration's, which the ingress made.)
     pub(crate) fn encode<A: Handlers>(
         self,
+        shared: &Shared,
         handler: &str,
         value: &(dyn Any + Send),
     ) -> Result<(bool, Vec<u8>), String> {
+        #[cfg(not(feature = "http"))]
+        let _ = shared;
         match self {
             ReplyFormat::Postcard => A::__encode_reply(handler, value, PostcardReply)?,
             #[cfg(feature = "http")]
-            ReplyFormat::Json => crate::json::json_reply::<A>(handler, value),
+            ReplyFormat::Json => match shared.by_name(A::NAME).and_then(|r| r.json_reply) {
+                Some(encode) => encode(handler, value),
+                None => Err(format!("`{}` has no JSON face", A::NAME)),
+            },
         }
     }
 }

@@ -143,7 +143,7 @@ impl Dispatcher {
                     break;
                 }
                 let retry = entry.attempts > 0;
-                match shared.deliver(&entry.record, seq, entry.verify, retry, done(seq)) {
+                match deliver(shared, &entry.record, seq, entry.verify, retry, done(seq)) {
                     Ok(()) => {
                         target.queue.pop_front();
                         target.inflight += 1;
@@ -249,6 +249,26 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Queues outbox entry `seq` on its target: in a cluster, one whose target is in another
+/// shard is delivered apart (`remote.rs`: the target keeps its key, the entry is deleted
+/// after), as its target's turn cannot delete an entry of another shard's log.
+fn deliver(
+    shared: &std::sync::Arc<Shared>,
+    record: &OutboxRecord,
+    seq: OutboxId,
+    verify: bool,
+    retry: bool,
+    done: DoneFn,
+) -> Result<(), Failure> {
+    #[cfg(feature = "cluster")]
+    if shared.forward.get().is_some()
+        && crate::codec::shard_of(&record.target.actor, &record.target.key) != seq.shard
+    {
+        return crate::remote::deliver_apart(shared, record, seq, retry, done);
+    }
+    shared.deliver(record, seq, verify, retry, done)
 }
 
 /// How many deliveries to one target may be under way at once: many to an activation here

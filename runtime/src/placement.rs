@@ -81,3 +81,35 @@ pub(crate) fn local_epoch(
         Place::Unavailable => Err(crate::error::Failure::Unavailable(shard)),
     }
 }
+
+/// How a call reaches the node that serves a shard another node serves (a cluster's
+/// transport: NATS request/reply), and what can go wrong on the way.
+#[cfg(feature = "cluster")]
+pub(crate) trait Forward: Send + Sync {
+    /// Sends `payload` (an encoded routed call, `wire.rs`) to whoever serves `shard` and
+    /// waits at most `timeout` for its encoded answer.
+    fn request(
+        &self,
+        shard: u16,
+        payload: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, Hop>>;
+
+    /// How long one attempt of a call that is safe to retry waits before it is tried again
+    /// (the node it reached may have died with it).
+    fn attempt_timeout(&self) -> std::time::Duration;
+}
+
+/// Why a routed call got no answer.
+#[cfg(feature = "cluster")]
+#[derive(Debug)]
+pub(crate) enum Hop {
+    /// Nobody serves the shard right now (it is moving): the call was not delivered.
+    NoResponders,
+    /// No answer in time: the call may or may not have run.
+    TimedOut,
+    /// The transport failed (the connection is down, ...).
+    Failed(String),
+    /// The transport refuses the call for good (too large): it was not sent.
+    Refused(String),
+}

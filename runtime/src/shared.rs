@@ -70,10 +70,19 @@ pub(crate) struct Registered {
     /// The type's JSON face for the HTTP ingress (an `Arc<dyn JsonActor>`).
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) json: Option<Arc<dyn Any + Send + Sync>>,
-    /// How calls other nodes route here reach the type.
+    /// The type's results as JSON, as an idempotent HTTP call keeps them.
+    #[cfg(feature = "http")]
+    pub(crate) json_reply: Option<EncodeReply>,
+    /// How calls other nodes route here reach the type (an `Arc<dyn ServeRouted>`, see
+    /// `remote.rs`).
     #[cfg(feature = "cluster")]
-    pub(crate) routed: Arc<dyn crate::remote::ServeRouted>,
+    pub(crate) routed: Arc<dyn Any + Send + Sync>,
 }
+
+/// Encodes the value a handler returned: its name, its value (`T`, or `Result<T, E>`) →
+/// whether it is a success, and the bytes.
+#[cfg(feature = "http")]
+pub(crate) type EncodeReply = fn(&str, &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
 
 /// The type-erased face of a registered type's directory, for runtime-wide housekeeping and
 /// durable deliveries.
@@ -210,7 +219,7 @@ pub(crate) struct Shared {
     pub(crate) placement: Arc<dyn Placement>,
     /// How calls reach the shards other nodes serve (set once the node joined its cluster).
     #[cfg(feature = "cluster")]
-    pub(crate) forward: OnceLock<Arc<dyn crate::remote::Forward>>,
+    pub(crate) forward: OnceLock<Arc<dyn crate::placement::Forward>>,
 }
 
 impl Shared {
@@ -251,12 +260,6 @@ impl Shared {
         retry: bool,
         done: DoneFn,
     ) -> Result<(), Failure> {
-        #[cfg(feature = "cluster")]
-        if self.forward.get().is_some()
-            && crate::codec::shard_of(&record.target.actor, &record.target.key) != id.shard
-        {
-            return crate::remote::deliver_apart(self, record, id, retry, done);
-        }
         let delivery = Delivery::Outbox {
             key: id.key(),
             idempotency: record.idempotency.clone(),

@@ -12,13 +12,15 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use async_nats::{Client, RequestErrorKind, Subject};
+use async_nats::{Client, RequestErrorKind};
 
 use super::ClusterConfig;
-use crate::remote::{Forward, Hop};
+use crate::placement::{Forward, Hop};
 
-/// Runs an encoded routed call on this node and answers its encoded reply.
-pub(crate) type Serve = Arc<dyn Fn(bytes::Bytes) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
+/// Runs an encoded routed call on this node and answers its encoded reply, at most the given
+/// number of bytes (the most NATS carries: a larger answer is a refusal the caller can read).
+pub(crate) type Serve =
+    Arc<dyn Fn(bytes::Bytes, usize) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
 
 /// The queue group every node listens in: one listener gets each call (there is one, but for
 /// the moment a shard moves, when its old holder may still listen and answers `NotOwner`).
@@ -98,25 +100,11 @@ async fn listen(client: Client, subject: String, serve: Serve) {
         // Each call runs in a task of its own, as a local one runs in its caller's: the
         // runtime's admission bounds how many are in flight.
         tokio::spawn(async move {
-            let answer = serve(call.payload).await;
-            answer_call(&client, reply, answer).await;
+            let answer = serve(call.payload, client.server_info().max_payload).await;
+            if let Err(e) = client.publish(reply, answer.into()).await {
+                tracing::debug!(error = %e, "cannot answer a routed call");
+            }
         });
-    }
-}
-
-/// Sends a routed call's answer, or a refusal the caller can read if it is too large.
-async fn answer_call(client: &Client, reply: Subject, answer: Vec<u8>) {
-    let max = client.server_info().max_payload;
-    let answer = if answer.len() > max {
-        crate::remote::refusal(format!(
-            "the answer is {} bytes, more than NATS carries ({max} bytes)",
-            answer.len()
-        ))
-    } else {
-        answer
-    };
-    if let Err(e) = client.publish(reply, answer.into()).await {
-        tracing::debug!(error = %e, "cannot answer a routed call");
     }
 }
 
