@@ -19,6 +19,7 @@
 //! - Output: `report.rs` (text and `--json`), `durability.rs` (`--durability` for every
 //!   contender).
 
+mod cluster;
 mod cold_activation;
 mod counter;
 mod durability;
@@ -78,6 +79,9 @@ enum Workload {
     /// Orders of 3 lines on the order demo's actors (or lean stand-ins) vs the same flow on
     /// SQLite.
     OrderWorkflow(order_workflow::OrderWorkflowArgs),
+    /// The order flow on one node, on one node replicating through NATS JetStream and on
+    /// three nodes; and a call across nodes against a local one.
+    Cluster(cluster::ClusterArgs),
     /// RSS per live activation, and with many passivated actors.
     Memory(memory::MemoryArgs),
     /// Every workload with its defaults.
@@ -146,6 +150,7 @@ fn run_one(
         Workload::ReadCall(args) => read_call::run(tokio, mode, args),
         Workload::ColdActivation(args) => cold_activation::run(tokio, mode, args),
         Workload::OrderWorkflow(args) => order_workflow::run(tokio, mode, args),
+        Workload::Cluster(args) => cluster::run(tokio, args),
         Workload::Memory(args) => memory::run(mode, args),
         Workload::All | Workload::Smoke | Workload::MemoryProbe(_) => {
             Err("not a single workload".into())
@@ -173,6 +178,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
             Workload::ReadCall(defaults()),
             Workload::ColdActivation(defaults()),
             Workload::OrderWorkflow(defaults()),
+            Workload::Cluster(defaults()),
             Workload::Memory(defaults()),
         ],
         Sizes::Tiny => vec![
@@ -183,6 +189,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
             Workload::ReadCall(read_call::ReadCallArgs::tiny()),
             Workload::ColdActivation(cold_activation::ColdActivationArgs::tiny()),
             Workload::OrderWorkflow(order_workflow::OrderWorkflowArgs::tiny()),
+            Workload::Cluster(cluster::ClusterArgs::tiny()),
             Workload::Memory(memory::MemoryArgs::tiny()),
         ],
     }

@@ -36,7 +36,7 @@ use crate::sqlite_orders;
 use crate::stats::GearsStats;
 
 /// Stock of every item: never runs out during a run.
-const STOCK: u32 = 1_000_000_000;
+pub(crate) const STOCK: u32 = 1_000_000_000;
 
 /// Longest wait for the outbox to drain after a window: far beyond what a window leaves
 /// behind, so reaching it means the runtime is stuck, not slow.
@@ -96,13 +96,13 @@ impl OrderWorkflowArgs {
 
 /// The sizes every order is drawn from.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
-    skus: u64,
-    lines: usize,
-    customers: u32,
+pub(crate) struct Shape {
+    pub(crate) skus: u64,
+    pub(crate) lines: usize,
+    pub(crate) customers: u32,
 }
 
-fn sku(i: u64) -> String {
+pub(crate) fn sku(i: u64) -> String {
     format!("sku-{i}")
 }
 
@@ -324,6 +324,12 @@ async fn open_gears(dir: &Path, mode: Mode, flow: Flow, skus: u64) -> BenchResul
                 .await?
         }
     };
+    stock_items(&rt, flow, skus).await?;
+    Ok(rt)
+}
+
+/// Stocks items `0..skus` of `flow` with [`STOCK`] each.
+pub(crate) async fn stock_items(rt: &gears::Runtime, flow: Flow, skus: u64) -> BenchResult<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..skus {
         let rt = rt.clone();
@@ -346,12 +352,17 @@ async fn open_gears(dir: &Path, mode: Mode, flow: Flow, skus: u64) -> BenchResul
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| format!("a stocking task failed: {e}"))??;
     }
-    Ok(rt)
+    Ok(())
 }
 
 /// Places order number `n` on Gears. In the demo flow, an order that does not ship is an
 /// error: stock never runs out, so it means the flow broke.
-async fn place_on_gears(rt: &gears::Runtime, flow: Flow, n: u64, shape: Shape) -> BenchResult<()> {
+pub(crate) async fn place_on_gears(
+    rt: &gears::Runtime,
+    flow: Flow,
+    n: u64,
+    shape: Shape,
+) -> BenchResult<()> {
     let id = format!("o-{n}");
     let lines = order_lines(n, shape.skus, shape.lines);
     match flow {
@@ -381,7 +392,7 @@ async fn place_on_gears(rt: &gears::Runtime, flow: Flow, n: u64, shape: Shape) -
 
 /// Waits until every outbox message is processed, polling every millisecond, at most
 /// [`DRAIN_BOUND`].
-async fn drain_outbox(rt: &gears::Runtime) -> BenchResult<()> {
+pub(crate) async fn drain_outbox(rt: &gears::Runtime) -> BenchResult<()> {
     let deadline = Instant::now() + DRAIN_BOUND;
     loop {
         let backlog = rt.stats().outbox_backlog;

@@ -10,7 +10,17 @@ const PAGE_SIZE: u64 = 4096;
 /// CPU time (user + system) used so far by every thread of this process; zero where `/proc`
 /// is unavailable.
 pub(crate) fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_time_at("/proc/self/stat")
+}
+
+/// CPU time (user + system) used so far by process `pid` (another process: a NATS server);
+/// zero where `/proc` is unavailable.
+pub(crate) fn cpu_time_of(pid: u32) -> Duration {
+    cpu_time_at(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_time_at(path: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
     // The command name (field 2) may contain spaces; fields after it are plain numbers.

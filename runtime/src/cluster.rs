@@ -12,6 +12,13 @@
 //!   `gears_<name>_leases` it created (create-if-absent) and renews by compare-and-set on the
 //!   key's revision. The bucket's entries expire after the lease time, so a dead node's
 //!   shards are free one lease after its last renewal.
+//! - **the log** (`cluster/log.rs`, `cluster/replicate.rs`): every commit is appended, one
+//!   message per touched shard, to the stream `GEARS_<name>_LOG` before it is acknowledged;
+//!   a node taking a shard replays what its store has not applied.
+//! - **routing** (`cluster/route.rs`): a node listens on `gears.<name>.call.<shard>` for every
+//!   shard it serves; calls and durable messages to actors of other nodes' shards are sent
+//!   there (what they carry and how they run: the runtime's `wire.rs`, `handle/route.rs`,
+//!   `remote.rs`).
 //! - **placement** (`cluster/placement.rs`): [`ClusterPlacement`] answers the runtime's
 //!   [`Placement`](crate::Placement) from the leases held: a shard is `Local` under the
 //!   lease's revision as its epoch, until a deadline a quarter of a lease before the lease can
