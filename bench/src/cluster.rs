@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gears::cluster::ClusterConfig;
 use gears::Runtime;
+use gears::cluster::ClusterConfig;
 use gears_tests::nats::NatsCluster;
 use order_demo::StoreOptions;
 use serde::Serialize;

@@ -191,6 +191,10 @@ fn release<A: Handlers>(
             .metrics
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        #[cfg(feature = "cluster")]
+        if let Some(forward) = shared.forward.get() {
+            crate::remote::publish_events::<A>(&**forward, key, &events);
+        }
         if let Some(registry) = Registry::<A>::of(shared) {
             registry.publish(key, events);
         }

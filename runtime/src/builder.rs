@@ -209,8 +209,8 @@ impl Builder {
     /// Calls to actors of shards another node holds go to that node (NATS request/reply) and
     /// are answered as local ones are; durable messages (sends, events to subscribers) are
     /// delivered there exactly once and in order; timers fire on the node that serves their
-    /// actor; [`Runtime::keys`] lists every node's shards. Not yet across nodes:
-    /// [`Runtime::watch`] sees only the turns that run on its own node.
+    /// actor; [`Runtime::keys`] lists every node's shards; [`Runtime::watch`] sees the
+    /// events of an actor's turns whichever node runs them (published on NATS after commit).
     #[cfg(feature = "cluster")]
     pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
         self.cluster = Some(config);
@@ -382,6 +382,8 @@ impl Builder {
             placement,
             #[cfg(feature = "cluster")]
             forward: OnceLock::new(),
+            #[cfg(feature = "cluster")]
+            followed: Default::default(),
         });
         let periods = Periods {
             sweep: sweep_every,

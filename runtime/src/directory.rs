@@ -111,6 +111,15 @@ impl<A: Handlers> Registry<A> {
         rx
     }
 
+    /// Whether anyone watches `key` here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn is_watched(&self, key: &str) -> bool {
+        self.watchers
+            .lock()
+            .get(key)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Hands committed events to `key`'s watchers; never blocks (a slow watcher lags).
     pub(crate) fn publish(&self, key: &str, events: Vec<A::Event>) {
         if self.watched.load(Ordering::Acquire) == 0 {

@@ -98,6 +98,23 @@ pub(crate) trait Forward: Send + Sync {
     /// How long one attempt of a call that is safe to retry waits before it is tried again
     /// (the node it reached may have died with it).
     fn attempt_timeout(&self) -> std::time::Duration;
+
+    /// This node's id in the cluster.
+    fn node(&self) -> &str;
+
+    /// Publishes the encoded events of a committed turn of an actor of type `actor` in
+    /// `shard`, for watchers on other nodes (fire and forget: nobody may listen).
+    fn publish_events(&self, shard: u16, actor: &str, payload: Vec<u8>);
+
+    /// The encoded events published from now on for actors of type `actor` in `shard`.
+    fn events(
+        &self,
+        shard: u16,
+        actor: &str,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<futures::stream::BoxStream<'static, Vec<u8>>, String>,
+    >;
 }
 
 /// Why a routed call got no answer.

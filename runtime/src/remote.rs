@@ -10,19 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::actor::Handlers;
 use crate::codec::{ActorMeta, ActorRef, OutboxId, OutboxRecord};
 use crate::commit::KeyWrite;
 use crate::context::{Chain, ChainLink};
+use crate::directory::Registry;
 use crate::error::Failure;
 use crate::handle::{Caller, failure_of, mismatched};
 use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome, ReplyFormat};
 use crate::placement::{Fence, Forward, Hop, local_epoch};
 use crate::shared::{Delivery, DoneFn, Shared};
 use crate::store::Space;
-use crate::wire::{Done, Op, RoutedCall, RoutedReply, WireFailure, decode, encode};
+use crate::wire::{Done, Op, Published, RoutedCall, RoutedReply, WireFailure, decode, encode};
 
 /// A chain from its travelling form (links of types not registered here are left out: they
 /// cannot be called from here, so they cannot close a cycle here).
@@ -456,4 +458,84 @@ pub(crate) async fn serve(shared: &Arc<Shared>, payload: &[u8], max: usize) -> V
         ));
     }
     answer
+}
+
+/// Publishes the events of a committed turn of `A(key)` for watchers on other nodes.
+pub(crate) fn publish_events<A: Handlers>(forward: &dyn Forward, key: &str, events: &[A::Event]) {
+    let events = match postcard::to_stdvec(events) {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::debug!(actor = A::NAME, key, error = %e, "cannot encode events for other nodes");
+            return;
+        }
+    };
+    let published = Published {
+        node: forward.node().to_string(),
+        key: key.to_string(),
+        events,
+    };
+    let shard = crate::codec::shard_of(A::NAME, key);
+    forward.publish_events(shard, A::NAME, encode(&published));
+}
+
+/// Hands the events of `A(key)` published on other nodes to its watchers here, until it has
+/// none (checked at least every second): one listener per watched actor.
+pub(crate) fn follow_events<A: Handlers>(
+    shared: &Arc<Shared>,
+    forward: Arc<dyn Forward>,
+    key: &str,
+) {
+    let followed = (A::NAME, key.to_string());
+    if !shared.followed.lock().insert(followed.clone()) {
+        return;
+    }
+    let shard = crate::codec::shard_of(A::NAME, key);
+    let weak = Arc::downgrade(shared);
+    let key = key.to_string();
+    shared.tokio.spawn(async move {
+        let mut events = match forward.events(shard, A::NAME).await {
+            Ok(events) => Some(events),
+            Err(e) => {
+                tracing::warn!(actor = A::NAME, key, error = %e, "cannot follow events published on other nodes");
+                None
+            }
+        };
+        let node = forward.node().to_string();
+        while let Some(stream) = events.as_mut() {
+            let next = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let Some(registry) = Registry::<A>::of(&shared) else {
+                break;
+            };
+            if !registry.is_watched(&key) {
+                // Nobody watches any more: stop, unless a watcher came meanwhile.
+                shared.followed.lock().remove(&followed);
+                if registry.is_watched(&key) && shared.followed.lock().insert(followed.clone()) {
+                    continue;
+                }
+                return;
+            }
+            match next {
+                Ok(Some(bytes)) => {
+                    let Ok(published) = decode::<Published>(&bytes) else {
+                        continue;
+                    };
+                    if published.node == node || published.key != key {
+                        continue;
+                    }
+                    match postcard::from_bytes::<Vec<A::Event>>(&published.events) {
+                        Ok(events) => registry.publish(&key, events),
+                        Err(e) => tracing::debug!(actor = A::NAME, key, error = %e, "undecodable events from another node"),
+                    }
+                }
+                Ok(None) => events = None,
+                Err(_elapsed) => {}
+            }
+        }
+        if let Some(shared) = weak.upgrade() {
+            shared.followed.lock().remove(&followed);
+        }
+    });
 }

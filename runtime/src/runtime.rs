@@ -73,9 +73,13 @@ impl Runtime {
         let key = key.as_ref();
         crate::codec::validate_key(key).map_err(CallError::InvalidKey)?;
         let registry = Registry::<A>::of(&self.shared).ok_or(CallError::NotRegistered(A::NAME))?;
-        Ok(Watch::new(
-            registry.watch(key, self.shared.config.watch_capacity),
-        ))
+        let watch = Watch::new(registry.watch(key, self.shared.config.watch_capacity));
+        // In a cluster, the turns of the actor may run on another node: their events too.
+        #[cfg(feature = "cluster")]
+        if let Some(forward) = self.shared.forward.get() {
+            crate::remote::follow_events::<A>(&self.shared, forward.clone(), key);
+        }
+        Ok(watch)
     }
 
     /// Reads `A(key)`'s state without running a handler: `read` runs in a turn of the actor

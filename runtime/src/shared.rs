@@ -220,6 +220,10 @@ pub(crate) struct Shared {
     /// How calls reach the shards other nodes serve (set once the node joined its cluster).
     #[cfg(feature = "cluster")]
     pub(crate) forward: OnceLock<Arc<dyn crate::placement::Forward>>,
+    /// The actors (type, key) whose events published on other nodes are handed to their
+    /// watchers here.
+    #[cfg(feature = "cluster")]
+    pub(crate) followed: parking_lot::Mutex<std::collections::HashSet<(&'static str, String)>>,
 }
 
 impl Shared {

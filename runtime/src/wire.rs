@@ -64,6 +64,16 @@ pub(crate) enum Op {
     },
 }
 
+/// The events of one committed turn, as a node publishes them for watchers elsewhere.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Published {
+    /// The node whose turn published them (it hands them to its own watchers directly).
+    pub(crate) node: String,
+    pub(crate) key: String,
+    /// The events, postcard-encoded as a sequence of the actor's event type.
+    pub(crate) events: Vec<u8>,
+}
+
 /// The answer to a [`RoutedCall`].
 pub(crate) type RoutedReply = Result<Done, WireFailure>;
 

@@ -6,7 +6,9 @@
 //! - events of durable subscriptions (`Stock` → `Listener`): each listener saw every event of
 //!   its stock, in order;
 //! - timers fire on whichever node serves their actor's shard: every armed timer fired once,
-//!   in order.
+//!   in order;
+//! - the stocks' events reach watchers (server-sent events) on every node, in order, whichever
+//!   node runs the stock's turns.
 //!
 //! One node is SIGKILLed while the sends, events and timers are under way through the other
 //! two; its shards, their outbox entries and timers move to the survivors.
@@ -45,6 +47,40 @@ async fn state(http: &reqwest::Client, url: &str, path: &str) -> Value {
         .expect("send");
     assert_eq!(response.status().as_u16(), 200, "{path}");
     response.json().await.expect("json")
+}
+
+/// Watches `path` (server-sent events of a stock) and collects the `seq` of every event.
+async fn watch(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+    use futures::StreamExt;
+    let response = http
+        .get(format!("{url}/{path}"))
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = seen.clone();
+    tokio::spawn(async move {
+        let mut body = response.bytes_stream();
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find('\n') {
+                let line: String = text.drain(..=end).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:")
+                    && let Ok(event) = serde_json::from_str::<Value>(data.trim())
+                    && let Some(seq) = event["seq"].as_u64()
+                {
+                    into.lock().unwrap().push(seq);
+                }
+            }
+        }
+    });
+    seen
 }
 
 /// One round of work through `url`: a send from every sender, an event of every stock, a
@@ -135,9 +171,42 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
         break;
     }
 
+    // Watchers of every stock on every node: a stock's turns run on one node, its events
+    // reach the watchers of all (`watch` across nodes, here its server-sent events).
+    let mut watchers = Vec::new();
+    for url in &urls {
+        for s in 0..STOCKS {
+            watchers.push((
+                s,
+                url.clone(),
+                watch(&http, url, &format!("stock/s{s}/events")).await,
+            ));
+        }
+    }
     for r in 0..20 {
         round(&http, &urls, r).await;
     }
+    let started = Instant::now();
+    for (s, url, seen) in &watchers {
+        let changes = state(&http, &urls[0], &format!("stock/s{s}")).await["changes"]
+            .as_u64()
+            .expect("changes");
+        loop {
+            let seen = seen.lock().unwrap().clone();
+            let first = seen.first().copied().unwrap_or(1);
+            let contiguous: Vec<u64> = (first..first + seen.len() as u64).collect();
+            assert_eq!(seen, contiguous, "the events of s{s} watched through {url}");
+            if seen.last() == Some(&changes) && seen.len() >= 15 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the watcher of s{s} through {url} saw {seen:?}, the stock is at {changes}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(watchers);
     let mut killed = nodes.pop().expect("three nodes");
     killed.child.start_kill().expect("SIGKILL");
     let _ = killed.child.wait().await;

@@ -1,8 +1,9 @@
 //! Calls between nodes over NATS request/reply: a node listens on the subject
 //! `gears.<cluster>.call.<shard>` of every shard it serves (from when it is caught up and
 //! granted until it gives it up), so a call sent there reaches the shard's lease holder, or
-//! nobody ("no responders": the shard is moving). What a call carries and how it runs is
-//! `remote.rs`'s; this is only the transport.
+//! nobody ("no responders": the shard is moving). Committed events are published on
+//! `gears.<cluster>.events.<shard>.<actor type>` for watchers on other nodes. What a call
+//! carries and how it runs is `wire.rs`'s and `remote.rs`'s; this is only the transport.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub(crate) struct Router {
     client: Client,
     /// `gears.<cluster>.call`
     prefix: String,
+    /// `gears.<cluster>.events`: `.<shard>.<actor type>` carries its committed events.
+    events: String,
+    node: String,
     attempt: Duration,
     serve: Serve,
     tokio: tokio::runtime::Handle,
@@ -44,6 +48,8 @@ impl Router {
         Router {
             client,
             prefix: format!("gears.{}.call", config.name),
+            events: format!("gears.{}.events", config.name),
+            node: config.node.to_string(),
             // A node that died with a call: retried once its shards moved, about a lease later.
             attempt: config.lease_ttl / 4,
             serve,
@@ -138,5 +144,32 @@ impl Forward for Router {
 
     fn attempt_timeout(&self) -> Duration {
         self.attempt
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn publish_events(&self, shard: u16, actor: &str, payload: Vec<u8>) {
+        let client = self.client.clone();
+        let subject = format!("{}.{shard:03}.{actor}", self.events);
+        self.tokio.spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::debug!(error = %e, "cannot publish events for other nodes");
+            }
+        });
+    }
+
+    fn events(
+        &self,
+        shard: u16,
+        actor: &str,
+    ) -> BoxFuture<'static, Result<futures::stream::BoxStream<'static, Vec<u8>>, String>> {
+        let client = self.client.clone();
+        let subject = format!("{}.{shard:03}.{actor}", self.events);
+        Box::pin(async move {
+            let published = client.subscribe(subject).await.map_err(|e| e.to_string())?;
+            Ok(published.map(|m| m.payload.to_vec()).boxed())
+        })
     }
 }
