@@ -64,7 +64,8 @@ fn outbox_key(id: OutboxId) -> String {
 /// shard instead of deleting the entry, which would be a write to another shard's log; once
 /// the turn is durable, the entry is deleted here. If this node dies or loses the shard
 /// before, the shard's next owner delivers it again and the target drops the repeat (for the
-/// idempotency retention). `done` hears the outcome once the entry is deleted.
+/// idempotency retention). `done` hears the outcome as soon as it is known (the deletion
+/// follows).
 pub(crate) fn deliver_apart(
     shared: &Arc<Shared>,
     record: &OutboxRecord,
@@ -137,10 +138,13 @@ pub(crate) fn deliver_apart(
     let shared = shared.clone();
     shared.tokio.clone().spawn(async move {
         let outcome = delivered.await;
-        if outcome.is_ok() {
+        let processed = outcome.is_ok();
+        // The next message to the target need not wait for the deletion: the target drops
+        // this one if it comes again.
+        done(outcome);
+        if processed {
             delete_entry(&shared, id).await;
         }
-        done(outcome);
     });
     Ok(())
 }

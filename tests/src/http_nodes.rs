@@ -43,6 +43,17 @@ impl HttpNode {
         }
     }
 
+    /// Stops the node with SIGTERM (it hands its shards over) and checks it exits 0 within
+    /// 30 s.
+    pub async fn stop(mut self) {
+        self.signal("-TERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("a node stops within 30 s of SIGTERM")
+            .expect("wait for a node");
+        assert!(status.success(), "a node exited with {status}");
+    }
+
     /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to the node.
     pub fn signal(&self, signal: &str) {
         crate::child::signal(self.child.id().expect("running"), signal);
@@ -83,5 +94,63 @@ pub async fn wait_until_shared(http: &reqwest::Client, nodes: &[&HttpNode], boun
             "the nodes did not share the shards within {bound:?}: {served:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// NATS servers and Gears nodes started together, sharing the shards.
+pub struct HttpCluster {
+    /// The NATS servers.
+    pub nats: NatsCluster,
+    /// The nodes, `node-0`, `node-1`, ...
+    pub nodes: Vec<HttpNode>,
+    /// Their ingresses, in the same order (they stay known after a node is gone).
+    pub urls: Vec<String>,
+    /// A client whose timeout (40 s) outlasts the runtime's call timeout (30 s): a call is
+    /// answered or fails in Gears.
+    pub http: reqwest::Client,
+    /// The nodes' stores (removed when dropped).
+    pub dirs: Vec<tempfile::TempDir>,
+}
+
+impl HttpCluster {
+    /// Starts `servers` NATS servers and `nodes` nodes (`program`: the test's
+    /// `env!("CARGO_BIN_EXE_cluster_http_node")`) with leases of `lease`, and waits until the
+    /// nodes share the shards.
+    pub async fn start(program: &str, servers: usize, nodes: usize, lease: Duration) -> Self {
+        let nats = tokio::task::spawn_blocking(move || NatsCluster::start(servers))
+            .await
+            .expect("start nats");
+        let dirs: Vec<tempfile::TempDir> = (0..nodes)
+            .map(|_| tempfile::tempdir().expect("dir"))
+            .collect();
+        let mut started = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let id = format!("node-{i}");
+            started.push(HttpNode::start(program, &nats, dir.path(), &id, lease).await);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()
+            .expect("client");
+        wait_until_shared(
+            &http,
+            &started.iter().collect::<Vec<_>>(),
+            Duration::from_secs(30),
+        )
+        .await;
+        HttpCluster {
+            urls: started.iter().map(|n| n.url.clone()).collect(),
+            nats,
+            nodes: started,
+            http,
+            dirs,
+        }
+    }
+
+    /// Stops every node still running with SIGTERM, checking each exits 0.
+    pub async fn stop(&mut self) {
+        for node in self.nodes.drain(..) {
+            node.stop().await;
+        }
     }
 }

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::{HttpNode, wait_until_shared};
-use gears_tests::nats::NatsCluster;
+use gears_tests::http_nodes::HttpCluster;
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -36,26 +35,9 @@ async fn get(http: &reqwest::Client, url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_reach_the_node_that_serves_their_shard() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
-        .await
-        .expect("start nats");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(HttpNode::start(NODE, &nats, dir.path(), &format!("node-{i}"), LEASE).await);
-    }
-    // Longer than the runtime's call timeout (30 s): a call is answered or fails in Gears.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(40))
-        .build()
-        .expect("client");
-    wait_until_shared(
-        &http,
-        &nodes.iter().collect::<Vec<_>>(),
-        Duration::from_secs(30),
-    )
-    .await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let mut cluster = HttpCluster::start(NODE, 1, 3, LEASE).await;
+    let (http, urls) = (cluster.http.clone(), cluster.urls.clone());
+    let nodes = &mut cluster.nodes;
 
     // Calls through every node, to keys served everywhere.
     const KEYS: usize = 48;
@@ -103,7 +85,7 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     let mut sorted = paged.clone();
     sorted.sort();
     assert_eq!(sorted, all, "paged through {}: {paged:?}", urls[2]);
-    for node in &nodes {
+    for node in nodes.iter() {
         let served = node.metric(&http, "routed_served_total").await.unwrap_or(0);
         assert!(served > 0, "{} ran no routed call", node.url);
     }
@@ -238,13 +220,5 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     }
     assert_eq!(total, OPENING * ACCOUNTS as i64);
 
-    for node in nodes {
-        node.signal("-TERM");
-        let mut node = node;
-        let status = tokio::time::timeout(Duration::from_secs(30), node.child.wait())
-            .await
-            .expect("a node stops within 30 s")
-            .expect("wait");
-        assert!(status.success(), "a node exited with {status}");
-    }
+    cluster.stop().await;
 }

@@ -15,8 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::{HttpNode, wait_until_shared};
-use gears_tests::nats::NatsCluster;
+use gears_tests::http_nodes::HttpCluster;
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -114,25 +113,9 @@ async fn round(http: &reqwest::Client, urls: &[String], round: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_nodes_exactly_once_and_in_order() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
-        .await
-        .expect("start nats");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(HttpNode::start(NODE, &nats, dir.path(), &format!("node-{i}"), LEASE).await);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(40))
-        .build()
-        .expect("client");
-    wait_until_shared(
-        &http,
-        &nodes.iter().collect::<Vec<_>>(),
-        Duration::from_secs(30),
-    )
-    .await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let mut cluster = HttpCluster::start(NODE, 1, 3, LEASE).await;
+    let (http, urls) = (cluster.http.clone(), cluster.urls.clone());
+    let nodes = &mut cluster.nodes;
 
     // Subscriptions are durable messages too.
     for l in 0..LISTENERS {
@@ -299,13 +282,5 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for node in nodes {
-        node.signal("-TERM");
-        let mut node = node;
-        let status = tokio::time::timeout(Duration::from_secs(30), node.child.wait())
-            .await
-            .expect("a node stops within 30 s")
-            .expect("wait");
-        assert!(status.success(), "a node exited with {status}");
-    }
+    cluster.stop().await;
 }

@@ -231,11 +231,5 @@ async fn state_moves_with_its_shard_and_a_paused_owner_cannot_commit() {
     );
 
     // A clean shutdown of the last node.
-    a.signal("-TERM");
-    let mut a = a;
-    let status = tokio::time::timeout(Duration::from_secs(30), a.child.wait())
-        .await
-        .expect("a stops within 30 s")
-        .expect("wait for a");
-    assert!(status.success(), "node a exited with {status}");
+    a.stop().await;
 }
