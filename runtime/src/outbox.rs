@@ -75,9 +75,29 @@ impl Dispatcher {
         self.entries.is_empty()
     }
 
-    /// Adds durable entries (from a committed batch, or read at startup).
-    pub(crate) fn add(&mut self, entries: impl IntoIterator<Item = (OutboxId, OutboxRecord)>) {
+    /// Adds durable entries (from a committed batch, read at startup, or read when a cluster
+    /// node takes a shard). Returns how many of them it had already (a taken shard's entries
+    /// read from the store include those its first turns committed meanwhile): those are not
+    /// added twice, and the caller gives their places in the backlog back.
+    pub(crate) fn add(
+        &mut self,
+        entries: impl IntoIterator<Item = (OutboxId, OutboxRecord)>,
+    ) -> usize {
+        let mut known = 0;
         for (seq, record) in entries {
+            match self.entries.get_mut(&seq) {
+                Some(entry) if !entry.dropped => {
+                    known += 1;
+                    continue;
+                }
+                // Still in delivery from before its shard was dropped: its outcome counts
+                // again (delivered twice it would be, were it queued too).
+                Some(entry) => {
+                    entry.dropped = false;
+                    continue;
+                }
+                None => {}
+            }
             let name = match self.targets.get_key_value(&record.target) {
                 Some((name, _)) => name.clone(),
                 None => Arc::new(record.target.clone()),
@@ -105,6 +125,7 @@ impl Dispatcher {
                 },
             );
         }
+        known
     }
 
     /// Queues deliverable entries on their targets' activations. `done` makes the callback
@@ -225,8 +246,11 @@ impl Dispatcher {
             if id.shard != shard {
                 return true;
             }
-            dropped += 1;
-            entry.dropped = true;
+            // One in delivery since an earlier drop was counted then.
+            if !entry.dropped {
+                dropped += 1;
+                entry.dropped = true;
+            }
             // In delivery: kept until its outcome arrives, so the counts stay right.
             self.targets
                 .get(&entry.target)
@@ -320,4 +344,41 @@ fn park(shared: &Shared, id: OutboxId, record: &OutboxRecord, failure: &Failure,
     shared
         .dead_letters
         .park(&shared.metrics, letter, Stored::Send(id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Payload;
+
+    fn entry(shard: u16, seq: u64) -> (OutboxId, OutboxRecord) {
+        let record = OutboxRecord {
+            target: ActorRef {
+                actor: "counter".into(),
+                key: format!("k{seq}"),
+            },
+            payload: Payload::Message {
+                handler: "add".into(),
+                args: vec![1],
+            },
+            idempotency: None,
+            cause: Default::default(),
+        };
+        (OutboxId { shard, seq }, record)
+    }
+
+    #[test]
+    fn entries_added_twice_and_shards_dropped_twice_are_counted_once() {
+        let mut dispatcher = Dispatcher::default();
+        assert_eq!(dispatcher.add([entry(1, 1), entry(1, 2), entry(2, 3)]), 0);
+        // A taken shard's entries read from the store, some committed meanwhile.
+        assert_eq!(dispatcher.add([entry(1, 2), entry(2, 3), entry(2, 4)]), 2);
+        assert_eq!(dispatcher.drop_shard(1), 2);
+        assert_eq!(dispatcher.drop_shard(1), 0);
+        assert_eq!(dispatcher.drop_shard(2), 2);
+        assert!(dispatcher.idle());
+        // Taken again: counted again.
+        assert_eq!(dispatcher.add([entry(1, 1)]), 0);
+        assert_eq!(dispatcher.drop_shard(1), 1);
+    }
 }

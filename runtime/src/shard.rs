@@ -129,7 +129,10 @@ impl Actor for HostActor {
                 });
                 return Ok(());
             }
-            HostMsg::Committed(entries) => state.dispatcher.add(entries),
+            HostMsg::Committed(entries) => {
+                let known = state.dispatcher.add(entries);
+                shared.backlog.release(known);
+            }
             HostMsg::ShardTaken(shard) => take_shard(&shared, state, shard).await,
             HostMsg::ShardDropped(shard) => {
                 let dropped = state.dispatcher.drop_shard(shard);
@@ -181,7 +184,8 @@ async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
         Ok(Ok(entries)) => {
             let (entries, last) = crate::outbox::decode_entries(entries);
             shared.backlog.adopt(entries.len(), last);
-            state.dispatcher.add(entries);
+            let known = state.dispatcher.add(entries);
+            shared.backlog.release(known);
         }
         Ok(Err(e)) => {
             tracing::error!(shard, error = %e, "cannot read a taken shard's outbox; its messages wait for the next start")
