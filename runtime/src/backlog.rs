@@ -11,6 +11,9 @@ pub(crate) struct Backlog {
     next: AtomicU64,
     backlog: AtomicUsize,
     limit: usize,
+    /// Shards a cluster node took whose entries are not read yet: each counts as one entry
+    /// not yet processed, so "the outbox is empty" is never said before they are read.
+    loading: AtomicUsize,
 }
 
 impl Backlog {
@@ -19,6 +22,7 @@ impl Backlog {
             next: AtomicU64::new(next),
             backlog: AtomicUsize::new(backlog),
             limit,
+            loading: AtomicUsize::new(0),
         }
     }
 
@@ -53,12 +57,28 @@ impl Backlog {
     /// node took from another): new entries are numbered after them.
     pub(crate) fn adopt(&self, n: usize, last_seq: u64) {
         self.backlog.fetch_add(n, Ordering::AcqRel);
+        self.loaded();
         self.next
             .fetch_max(last_seq.saturating_add(1), Ordering::AcqRel);
     }
 
-    /// Entries durable (or being written) and not yet processed.
+    /// A shard was taken: its entries will be read (then [`adopt`](Self::adopt)ed, or
+    /// [`loaded`](Self::loaded) if they cannot be).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn loading(&self) {
+        self.loading.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A taken shard's entries were read (or will not be).
+    pub(crate) fn loaded(&self) {
+        let _ = self
+            .loading
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Entries durable (or being written) and not yet processed, counting a taken shard
+    /// whose entries are not read yet as one.
     pub(crate) fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Acquire)
+        self.backlog.load(Ordering::Acquire) + self.loading.load(Ordering::Acquire)
     }
 }

@@ -455,6 +455,7 @@ async fn join_cluster(
         {
             // Taken: its outbox and timers, then its calls; given up: the other way round.
             if taken {
+                shared.backlog.loading();
                 services.shard_taken(shard);
                 router.shard_event(shard, true);
             } else {

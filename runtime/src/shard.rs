@@ -177,6 +177,7 @@ impl Actor for HostActor {
 /// cluster brought up to date before the shard was granted) and its timers.
 async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
     let Ok(store) = shared.store() else {
+        shared.backlog.loaded();
         return;
     };
     let range = shard..shard.saturating_add(1);
@@ -188,9 +189,13 @@ async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
             shared.backlog.release(known);
         }
         Ok(Err(e)) => {
+            shared.backlog.loaded();
             tracing::error!(shard, error = %e, "cannot read a taken shard's outbox; its messages wait for the next start")
         }
-        Err(e) => tracing::error!(shard, error = %e, "reading a taken shard's outbox failed"),
+        Err(e) => {
+            shared.backlog.loaded();
+            tracing::error!(shard, error = %e, "reading a taken shard's outbox failed")
+        }
     }
     state.timers.take(shard);
 }
