@@ -266,11 +266,6 @@ impl<A: Handlers> Caller<A> {
             return Box::pin(route::route(self, forward.clone(), body, handler)).await;
         }
         served?;
-        self.request_here(body, handler).await
-    }
-
-    /// [`request`](Self::request) on this node, which serves the actor's shard.
-    pub(crate) async fn request_here(&self, body: Body<A>, handler: &'static str) -> Reply {
         let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
         self.shared.admission.admit(self.chain.is_some())?;
         // Lives until the reply: the call's span, parent of the turn's wherever it runs.

@@ -106,7 +106,8 @@ pub(crate) async fn route<A: Handlers>(
         }
         // Served here now? (It may have come here while the call was retried.)
         if local_epoch(&*shared.placement, shard).is_ok() {
-            let value = caller.request_here(body, handler).await?;
+            // (Boxed: `request` is what called this.)
+            let value = Box::pin(caller.request(body, handler)).await?;
             return unwrap_here::<A>(value, unwrap, handler, caller);
         }
         let attempt = if retry_safe {
