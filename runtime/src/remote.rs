@@ -22,7 +22,7 @@ use crate::error::Failure;
 use crate::handle::{Caller, failure_of, mismatched};
 use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome, ReplyFormat};
 use crate::placement::{Fence, Forward, Hop, local_epoch};
-use crate::shared::{Delivery, DoneFn, Shared};
+use crate::shared::{Delivery, DoneFn, Shared, done_channel};
 use crate::store::Space;
 use crate::wire::{Done, Op, Published, RoutedCall, RoutedReply, WireFailure, decode, encode};
 
@@ -39,17 +39,6 @@ fn chain_of(shared: &Shared, links: Vec<(String, String)>) -> Chain {
             None => parent,
         }
     })
-}
-
-/// A [`DoneFn`] and the outcome it will hear (a turn that unwound without answering is
-/// reported as a failure by the `Done` it was wrapped in).
-fn done_channel() -> (DoneFn, impl Future<Output = Result<(), Failure>>) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let done: DoneFn = Box::new(move |outcome| {
-        let _ = tx.send(outcome);
-    });
-    let outcome = async move { rx.await.unwrap_or(Err(Failure::ShuttingDown)) };
-    (done, outcome)
 }
 
 /// The idempotency key of outbox entry `id` delivered apart: a control character starts
@@ -408,11 +397,7 @@ pub(crate) async fn keys_elsewhere<A: Handlers>(
             Err(_) => Failure::Unavailable(shard),
         };
         tracing::debug!(shard, error = %failure, "listing a shard's keys elsewhere; retrying");
-        let pause = {
-            let _runtime = shared.tokio.enter();
-            tokio::time::sleep(backoff.min(remaining))
-        };
-        pause.await;
+        shared.sleep(backoff.min(remaining)).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
     }
     Ok(keys)

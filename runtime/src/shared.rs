@@ -6,6 +6,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -194,6 +195,18 @@ impl Delivery {
 /// Told when a delivered message's turn is over: `Ok` once its processing is durable.
 pub(crate) type DoneFn = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
+/// A [`DoneFn`] and the outcome it will hear (a turn that unwound without answering is
+/// reported as a failure by the `Done` it was wrapped in; a runtime that stopped first, as
+/// `ShuttingDown`).
+pub(crate) fn done_channel() -> (DoneFn, impl Future<Output = Result<(), Failure>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done: DoneFn = Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    });
+    let outcome = async move { rx.await.unwrap_or(Err(Failure::ShuttingDown)) };
+    (done, outcome)
+}
+
 /// State shared by the runtime, its handles, activations and services.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -227,6 +240,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Sleeps `duration` on the runtime's timer (the caller may run on another executor).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn sleep(&self, duration: std::time::Duration) -> tokio::time::Sleep {
+        let _runtime = self.tokio.enter();
+        tokio::time::sleep(duration)
+    }
+
     /// The registry of the type stored under `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Registered> {
         self.types.get(self.by_name.get(name)?)

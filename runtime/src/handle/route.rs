@@ -150,12 +150,7 @@ pub(crate) async fn route<A: Handlers>(
             }
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        // The runtime's timer: the caller may run on another executor.
-        let pause = {
-            let _runtime = shared.tokio.enter();
-            tokio::time::sleep(backoff.min(remaining))
-        };
-        pause.await;
+        shared.sleep(backoff.min(remaining)).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
     }
 }

@@ -9,7 +9,7 @@ use crate::dead_letters::{DeadLetter, DeadLetterId, DeadLetterPage, Stored};
 use crate::error::{CallError, Failure};
 use crate::placement::{Fence, local_epoch};
 use crate::runtime::Runtime;
-use crate::shared::{DiscardTimer, DoneFn, Shared};
+use crate::shared::{DiscardTimer, Shared, done_channel};
 use crate::store::Space;
 
 impl Runtime {
@@ -124,17 +124,14 @@ async fn discard_timer(
     let Some(registry) = registry else {
         return delete(shared, Space::Timers, key, shard).await;
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let done: DoneFn = Box::new(move |outcome| {
-        let _ = tx.send(outcome);
-    });
+    let (done, outcome) = done_channel();
     let timer = DiscardTimer {
         key,
         name: letter.timer.clone().unwrap_or_default(),
         due_ms,
     };
     registry.discard_timer(shared, &letter.key, timer, done)?;
-    rx.await.unwrap_or(Err(Failure::ShuttingDown))
+    outcome.await
 }
 
 /// Deletes one stored key of `shard` through the committer and waits until that is durable.
