@@ -104,7 +104,10 @@ pub(crate) fn deliver_apart(
                 .metrics
                 .routed_requests
                 .fetch_add(1, Ordering::Relaxed);
-            let request = forward.request(target_shard, encode(&call), timeout);
+            // One attempt's wait, as a routed call's: a target node that died with the
+            // message is tried again then (the target drops a repeat), not a call timeout later.
+            let attempt = forward.attempt_timeout().min(timeout);
+            let request = forward.request(target_shard, encode(&call), attempt);
             Box::pin(async move {
                 match request.await {
                     Ok(bytes) => match decode::<RoutedReply>(&bytes) {
