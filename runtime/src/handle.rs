@@ -193,13 +193,7 @@ impl<A: Handlers> Caller<A> {
     async fn call_once(&self, ids: &CallIds, message: A::Message, handler: &'static str) -> Reply {
         let (id, position) = ids.next();
         let request = match A::__encode_message(&message) {
-            Ok((name, args)) => {
-                let mut bytes = Vec::with_capacity(name.len() + 1 + args.len());
-                bytes.extend_from_slice(name.as_bytes());
-                bytes.push(0);
-                bytes.extend_from_slice(&args);
-                xxh3_64(&bytes)
-            }
+            Ok((name, args)) => request_hash(name, &args),
             Err(e) => {
                 return Err(Failure::Invalid(format!(
                     "cannot encode a call to `{}`: {e}",
@@ -422,4 +416,15 @@ pub fn finish_result<T: 'static, E: 'static>(reply: Reply) -> Result<T, CallErro
         Ok(value) => downcast::<Result<T, E>>(value).map_err(CallError::Handler),
         Err(failure) => Err(CallError::from_failure(failure)),
     }
+}
+
+/// The request hash of a call made under an id (a call of a turn that may run again, or a
+/// call routed to another node): its handler and arguments. The same id with another
+/// request is a conflict.
+pub(crate) fn request_hash(handler: &str, args: &[u8]) -> u64 {
+    let mut bytes = Vec::with_capacity(handler.len() + 1 + args.len());
+    bytes.extend_from_slice(handler.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(args);
+    xxh3_64(&bytes)
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::codec::Payload;
 use crate::error::{DecodeError, Failure, Overload, StorageError};
@@ -227,15 +226,6 @@ pub(crate) fn fresh_id() -> String {
     let mut low = seed.build_hasher();
     low.write_u64(u64::from(std::process::id()));
     format!("\u{1}routed:{:016x}{:016x}", high.finish(), low.finish())
-}
-
-/// The request hash of a call made under an id of its own: its handler and arguments.
-pub(crate) fn request_hash(handler: &str, args: &[u8]) -> u64 {
-    let mut bytes = Vec::with_capacity(handler.len() + 1 + args.len());
-    bytes.extend_from_slice(handler.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(args);
-    xxh3_64(&bytes)
 }
 
 /// A reply saying the call could not be answered with what it produced (too large for the

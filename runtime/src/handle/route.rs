@@ -20,11 +20,9 @@ use crate::context::Chain;
 use crate::error::{DecodeError, Failure};
 use crate::mailbox::{Answer, Body, KeyedCall, KeyedOutcome, ReplyFormat};
 use crate::placement::{Forward, Hop, local_epoch};
-use crate::wire::{
-    Done, Op, RoutedCall, RoutedReply, WireFailure, decode, encode, fresh_id, request_hash,
-};
+use crate::wire::{Done, Op, RoutedCall, RoutedReply, WireFailure, decode, encode, fresh_id};
 
-use super::{Caller, Reply};
+use super::{Caller, Reply, request_hash};
 
 /// The failure as a call to `A` reports it here.
 pub(crate) fn failure_of<A: Handlers>(failure: WireFailure) -> Failure {
