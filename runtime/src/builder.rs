@@ -315,15 +315,20 @@ impl Builder {
         #[cfg(feature = "cluster")]
         let membership = match &self.cluster {
             Some(cluster) => {
-                let membership =
-                    match crate::cluster::Membership::prepare(cluster, store.clone()).await {
-                        Ok(membership) => membership,
-                        Err(e) => {
-                            // Dropping the store joins fjall's threads: off the workers.
-                            let _ = tokio::task::spawn_blocking(move || drop(store)).await;
-                            return Err(e);
-                        }
-                    };
+                let membership = match crate::cluster::Membership::prepare(
+                    cluster,
+                    store.clone(),
+                    metrics.clone(),
+                )
+                .await
+                {
+                    Ok(membership) => membership,
+                    Err(e) => {
+                        // Dropping the store joins fjall's threads: off the workers.
+                        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+                        return Err(e);
+                    }
+                };
                 placement = membership.placement();
                 replicator = Some(membership.replicator());
                 // A node takes its shards (and their outboxes and timers) as it gets them.

@@ -15,6 +15,10 @@
 //! - **the log** (`cluster/log.rs`, `cluster/replicate.rs`): every commit is appended, one
 //!   message per touched shard, to the stream `GEARS_<name>_LOG` before it is acknowledged;
 //!   a node taking a shard replays what its store has not applied.
+//! - **snapshots** (`cluster/snapshot.rs`): every [`ClusterConfig::snapshot_after`] entries of
+//!   a shard, the node serving it writes the shard's records to the object store
+//!   `gears_<name>_snapshots` and purges the log below them; a take-over loads the snapshot
+//!   and replays only the entries after it.
 //! - **routing** (`cluster/route.rs`): a node listens on `gears.<name>.call.<shard>` for every
 //!   shard it serves; calls and durable messages to actors of other nodes' shards are sent
 //!   there (what they carry and how they run: the runtime's `wire.rs`, `handle/route.rs`,
@@ -43,12 +47,13 @@ mod members;
 mod placement;
 mod replicate;
 mod route;
+mod snapshot;
 
 // The parts below the runtime, for the cluster's own tests and tools.
 #[doc(hidden)]
 pub use self::leases::Node;
 #[doc(hidden)]
-pub use self::log::{AppendError, LogEntry, LogWrite, ShardLog};
+pub use self::log::{AppendError, LogEntry, LogWrite, Replayed, ShardLog};
 #[doc(hidden)]
 pub use self::placement::ClusterPlacement;
 pub(crate) use self::route::{Router, Serve};
@@ -57,11 +62,17 @@ use async_nats::jetstream::{self, kv};
 
 use self::leases::{Attached, Drain};
 use self::replicate::Replication;
+use self::snapshot::Snapshots;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How long a lease lives unless renewed, by default: above the longest write stall measured
 /// for a JetStream leader change here (10.3 s, NATS-NOTES.md), with margin.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(20);
+
+/// Log entries a shard gathers before it is snapshotted, by default (see
+/// [`ClusterConfig::snapshot_after`]).
+pub const DEFAULT_SNAPSHOT_AFTER: u64 = 4096;
 
 /// Longest node id and cluster name, in characters.
 pub const MAX_NAME_LEN: usize = 64;
@@ -82,6 +93,7 @@ pub struct ClusterConfig {
     pub(crate) replicas: usize,
     pub(crate) lease_ttl: Duration,
     pub(crate) max_moves: usize,
+    pub(crate) snapshot_after: u64,
 }
 
 impl ClusterConfig {
@@ -96,6 +108,7 @@ impl ClusterConfig {
             replicas: 3,
             lease_ttl: DEFAULT_LEASE_TTL,
             max_moves: 64,
+            snapshot_after: DEFAULT_SNAPSHOT_AFTER,
         }
     }
 
@@ -128,6 +141,15 @@ impl ClusterConfig {
         self
     }
 
+    /// How many log entries a shard gathers before the node serving it writes a snapshot of
+    /// it and removes the entries before it from the log (default [`DEFAULT_SNAPSHOT_AFTER`]):
+    /// what a node taking the shard over replays is at most about this many entries after
+    /// the snapshot. Lower means shorter take-overs and more snapshot writes.
+    pub fn snapshot_after(mut self, entries: u64) -> Self {
+        self.snapshot_after = entries;
+        self
+    }
+
     /// Refuses names NATS would refuse (or read as subject separators) and times that
     /// cannot work.
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -150,6 +172,9 @@ impl ClusterConfig {
         }
         if self.max_moves == 0 {
             return Err(cluster_config("max_moves_per_round must be at least 1"));
+        }
+        if self.snapshot_after == 0 {
+            return Err(cluster_config("snapshot_after must be at least 1"));
         }
         Ok(())
     }
@@ -376,17 +401,23 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// Connects, and opens the replicated log the runtime's commits go through.
-    pub(crate) async fn prepare(config: &ClusterConfig, store: Store) -> Result<Self, Error> {
+    pub(crate) async fn prepare(
+        config: &ClusterConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
         let connection = Connection::open(config).await?;
         let log = ShardLog::open(&connection.js, config).await?;
+        let snapshots = Snapshots::open(&connection.js, config).await?;
         let placement = Arc::new(ClusterPlacement::new());
         let replication = Arc::new(Replication::new(
             log,
+            snapshots,
             store,
             placement.clone(),
-            config.node.clone(),
+            config,
             connection.incarnation,
-            config.margin(),
+            metrics,
         ));
         Ok(Membership {
             connection,

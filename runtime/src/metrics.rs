@@ -38,6 +38,8 @@ pub(crate) struct Metrics {
     pub(crate) kept_expired: AtomicU64,
     pub(crate) routed_requests: AtomicU64,
     pub(crate) routed_served: AtomicU64,
+    pub(crate) snapshots_written: AtomicU64,
+    pub(crate) snapshots_loaded: AtomicU64,
     /// Shared with the store, which counts its journal persists itself.
     pub(crate) journal: Arc<JournalPersists>,
 }
@@ -106,6 +108,12 @@ pub struct Stats {
     pub routed_requests: u64,
     /// Calls other nodes routed here that ran here (in a cluster).
     pub routed_served: u64,
+    /// Snapshots of shards this node wrote (in a cluster), after which the log entries they
+    /// hold were removed.
+    pub snapshots_written: u64,
+    /// Snapshots this node loaded to take a shard whose log it lacked entries of (in a
+    /// cluster).
+    pub snapshots_loaded: u64,
 }
 
 impl Metrics {
@@ -138,6 +146,8 @@ impl Metrics {
             shards_served,
             routed_requests: get(&self.routed_requests),
             routed_served: get(&self.routed_served),
+            snapshots_written: get(&self.snapshots_written),
+            snapshots_loaded: get(&self.snapshots_loaded),
         }
     }
 }

@@ -53,6 +53,26 @@ pub(crate) struct Write<'a> {
     pub(crate) value: Option<&'a [u8]>,
 }
 
+impl Space {
+    /// The spaces whose keys start with their actor's shard: what a shard's snapshot holds.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) const SHARDED: [Space; 5] = [
+        Space::State,
+        Space::Outbox,
+        Space::Timers,
+        Space::Kept,
+        Space::Expiry,
+    ];
+}
+
+/// What [`StateStore::shard_contents`] hands out: first the shard's applied sequence, then
+/// its records.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) enum Content<'a> {
+    Applied(u64),
+    Record(Space, &'a [u8], &'a [u8]),
+}
+
 /// A key and value read from the store.
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
@@ -121,6 +141,22 @@ pub(crate) trait StateStore: Send + Sync {
     /// The sequence of `shard`'s replicated log the store reflects (0: none applied).
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     fn applied(&self, shard: u16) -> Result<u64, StorageError>;
+
+    /// Every record of `shard` (state, outbox, timers, kept results and their expiry index),
+    /// read from one consistent view of the store, handed to `emit` (which stops the walk by
+    /// returning `false`) after the shard's applied sequence in that view (see
+    /// [`StateStore::applied`]), which the records reflect exactly.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn shard_contents(
+        &self,
+        shard: u16,
+        emit: &mut dyn FnMut(Content<'_>) -> bool,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes every record of `shard` (what [`StateStore::shard_contents`] walks) and its
+    /// applied sequence, in batches of its own, and makes it durable.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn clear_shard(&self, shard: u16) -> Result<(), StorageError>;
 
     /// Writes one atomic batch (across keyspaces) without syncing it:
     /// [`StateStore::sync_batch`] makes it durable. Keys must have been validated (non-empty,

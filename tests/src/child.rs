@@ -31,16 +31,24 @@ pub fn cluster_config(
     args: &mut impl Iterator<Item = String>,
     name: &str,
 ) -> Result<gears::cluster::ClusterConfig, String> {
-    let usage = "arguments: <nats urls, comma-separated> <node id> <lease ms> <replicas>";
+    let usage =
+        "arguments: <nats urls, comma-separated> <node id> <lease ms> <replicas> [snapshot after]";
     let mut next = || args.next().ok_or_else(|| usage.to_string());
     let urls: Vec<String> = next()?.split(',').map(String::from).collect();
     let node = next()?;
     let lease: u64 = next()?.parse().map_err(|e| format!("lease ms: {e}"))?;
     let replicas: usize = next()?.parse().map_err(|e| format!("replicas: {e}"))?;
-    Ok(gears::cluster::ClusterConfig::new(urls, node)
+    let mut config = gears::cluster::ClusterConfig::new(urls, node)
         .name(name)
         .lease_ttl(Duration::from_millis(lease))
-        .replicas(replicas))
+        .replicas(replicas);
+    if let Some(entries) = args.next() {
+        let entries = entries
+            .parse()
+            .map_err(|e| format!("snapshot after: {e}"))?;
+        config = config.snapshot_after(entries);
+    }
+    Ok(config)
 }
 
 /// Runs `program args…` until it has printed `lines` complete lines (or `bound` passed),

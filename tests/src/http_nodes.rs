@@ -28,6 +28,19 @@ impl HttpNode {
         id: &str,
         lease: Duration,
     ) -> HttpNode {
+        HttpNode::start_snapshotting(program, nats, dir, id, lease, None).await
+    }
+
+    /// [`HttpNode::start`], snapshotting each shard every `snapshot_after` log entries
+    /// (`None`: the default).
+    pub async fn start_snapshotting(
+        program: &str,
+        nats: &NatsCluster,
+        dir: &Path,
+        id: &str,
+        lease: Duration,
+        snapshot_after: Option<u64>,
+    ) -> HttpNode {
         let mut command = Command::new(program);
         command.args([
             dir.to_str().expect("utf-8 dir").to_string(),
@@ -36,6 +49,7 @@ impl HttpNode {
             lease.as_millis().to_string(),
             nats.urls().len().min(3).to_string(),
         ]);
+        command.args(snapshot_after.map(|entries| entries.to_string()));
         let announced = spawn_until_line(command, "listening ").await;
         HttpNode {
             url: format!("http://{}", announced.rest),

@@ -3,7 +3,9 @@
 //! retry of a landed append (same msg id, now stale expected sequence) returns the original
 //! sequence instead of landing again; after another node's epoch entry a zombie's append is
 //! fenced; an oversized entry is refused without landing; replays yield exactly the entries of
-//! a range, in order and decoded, and an empty range returns at once; on R3, with the
+//! a range, in order and decoded, each naming its predecessor, and an empty range returns at
+//! once; a purge removes exactly the entries before the one named and keeps the fence; on R3,
+//! with the
 //! stream's leader SIGKILLed amid appends, no acknowledged append is lost and none is
 //! duplicated, before and after the killed server is back.
 
@@ -62,10 +64,22 @@ async fn append(
         .await
 }
 
-async fn replayed(log: &ShardLog, shard: u16, from: u64, to: u64) -> Vec<(u64, LogEntry)> {
+/// The entries of `shard` in `from..=to`, checking that each names the one before it as its
+/// predecessor (the first one: `previous`, when given).
+async fn replayed_after(
+    log: &ShardLog,
+    shard: u16,
+    from: u64,
+    to: u64,
+    mut previous: Option<u64>,
+) -> Vec<(u64, LogEntry)> {
     let mut entries = Vec::new();
-    let replay = log.replay(shard, from, to, |seq, entry| {
-        entries.push((seq, entry));
+    let replay = log.replay(shard, from, to, |replayed| {
+        if let Some(previous) = previous {
+            assert_eq!(replayed.previous, Some(previous), "before {}", replayed.seq);
+        }
+        previous = Some(replayed.seq);
+        entries.push((replayed.seq, replayed.entry));
         Ok(())
     });
     // An empty range returns at once; a full one within a few ms here.
@@ -74,6 +88,10 @@ async fn replayed(log: &ShardLog, shard: u16, from: u64, to: u64) -> Vec<(u64, L
         .expect("the replay returns")
         .expect("the replay succeeds");
     entries
+}
+
+async fn replayed(log: &ShardLog, shard: u16, from: u64, to: u64) -> Vec<(u64, LogEntry)> {
+    replayed_after(log, shard, from, to, None).await
 }
 
 /// Node A appends, a retry of its landed append is answered with the original sequence, node
@@ -141,7 +159,8 @@ async fn appends_are_fenced_deduplicated_and_replayed(
         (s4, epoch.clone()),
         (s5, e5),
     ];
-    assert_eq!(replayed(&b, SHARD, 0, s5).await, all);
+    // Each entry names its predecessor on the subject (the sequence its append expected).
+    assert_eq!(replayed_after(&b, SHARD, 0, s5, Some(0)).await, all);
     assert_eq!(replayed(&log, SHARD, s2 + 1, s4).await, all[2..4]);
     assert_eq!(replayed(&b, SHARD, s4, s4).await, [(s4, epoch)]);
     assert_eq!(replayed(&b, OTHER, 1, o1).await, [(o1, writes(100))]);
@@ -149,22 +168,58 @@ async fn appends_are_fenced_deduplicated_and_replayed(
     assert!(replayed(&b, SHARD, s5 + 1, s5).await.is_empty());
     assert!(replayed(&b, EMPTY, 1, 0).await.is_empty());
     // A failure of `apply` ends the replay with it.
-    let stop = b.replay(SHARD, 1, s5, |_, _| {
-        Err(gears::Error::Cluster("stop".into()))
-    });
+    let stop = b.replay(SHARD, 1, s5, |_| Err(gears::Error::Cluster("stop".into())));
     assert!(stop.await.is_err());
     all
+}
+
+/// Purging a shard below one of its entries removes exactly the entries before it; the
+/// first one left still names its (gone) predecessor, which is how a catch-up knows a
+/// snapshot holds what is missing; purging below the last entry keeps the fence.
+async fn purges_keep_the_fence(
+    urls: &[String],
+    name: &str,
+    replicas: usize,
+    all: &[(u64, LogEntry)],
+) {
+    let log = open(urls, name, replicas).await;
+    let seqs: Vec<u64> = all.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(log.entries(SHARD).await.unwrap(), seqs.len() as u64);
+    log.purge_below(SHARD, seqs[3]).await.unwrap();
+    assert_eq!(log.entries(SHARD).await.unwrap(), 2);
+    assert_eq!(
+        log.entries(OTHER).await.unwrap(),
+        1,
+        "other shards keep theirs"
+    );
+    assert_eq!(
+        replayed_after(&log, SHARD, 1, seqs[4], Some(seqs[2])).await,
+        all[3..]
+    );
+    let last = seqs[4];
+    log.purge_below(SHARD, last).await.unwrap();
+    assert_eq!(log.entries(SHARD).await.unwrap(), 1);
+    assert_eq!(log.last_seq(SHARD).await.unwrap(), last);
+    // An append expecting an empty subject (or any but the last) is still fenced.
+    let stale = append(&log, SHARD, 0, "z-0", &writes(9)).await;
+    assert_eq!(stale, Err(AppendError::Fenced { last: Some(last) }));
+    let next = append(&log, SHARD, last, "b-2", &writes(6)).await.unwrap();
+    assert_eq!(
+        replayed_after(&log, SHARD, 1, next, Some(seqs[3])).await,
+        [all[4].clone(), (next, writes(6))]
+    );
 }
 
 #[test]
 fn on_one_server() {
     let nats = NatsCluster::start(1);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(appends_are_fenced_deduplicated_and_replayed(
+    let all = rt.block_on(appends_are_fenced_deduplicated_and_replayed(
         &nats.urls(),
         "log1",
         1,
     ));
+    rt.block_on(purges_keep_the_fence(&nats.urls(), "log1", 1, &all));
 }
 
 /// Appends entries `writes(1000 + i)` to `SHARD` one at a time, each expecting the last one

@@ -223,6 +223,10 @@ struct ClusterArgs {
     /// about this long.
     #[arg(long, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..=600), default_value_t = 20)]
     lease_secs: u64,
+    /// Log entries a shard gathers before the node serving it snapshots it (and removes the
+    /// entries before the snapshot from the log): a take-over replays at most about this many.
+    #[arg(long, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..), default_value_t = gears::cluster::DEFAULT_SNAPSHOT_AFTER)]
+    snapshot_after: u64,
 }
 
 #[cfg(feature = "cluster")]
@@ -239,7 +243,8 @@ impl ClusterArgs {
         let cluster = gears::cluster::ClusterConfig::new(self.cluster.clone(), &self.node)
             .name("order_demo")
             .replicas(usize::from(self.replicas))
-            .lease_ttl(Duration::from_secs(self.lease_secs));
+            .lease_ttl(Duration::from_secs(self.lease_secs))
+            .snapshot_after(self.snapshot_after);
         println!(
             "joining the cluster as {} on {}",
             self.node,

@@ -10,59 +10,21 @@
 //! unit of stock is accounted for (available + reserved + shipped = initial + restocked), no
 //! order holds what it does not own.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use gears_tests::child::{Announced, spawn_until_line};
 use gears_tests::nats::NatsCluster;
 
-const DEMO: &str = env!("CARGO_BIN_EXE_order-demo");
-const LEASE_SECS: u64 = 3;
-const LEASE: Duration = Duration::from_secs(LEASE_SECS);
+mod common;
 
-fn cluster_args(nats: &NatsCluster, node: &str) -> Vec<String> {
-    [
-        "--cluster",
-        &nats.urls().join(","),
-        "--node",
-        node,
-        "--replicas",
-        "3",
-        "--lease-secs",
-        &LEASE_SECS.to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
+use common::{LEASE, audit_passes, stop};
 
-async fn start_node(nats: &NatsCluster, dir: &Path, node: &str) -> Announced {
-    let mut command = tokio::process::Command::new(DEMO);
-    command
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--rate",
-            "100",
-            "--skus",
-            "12",
-        ])
-        .arg("--data")
-        .arg(dir)
-        .args(cluster_args(nats, node))
-        // Orders refused while shards move are expected (and not acknowledged): quiet.
-        .env("RUST_LOG", "error");
-    let started = spawn_until_line(command, "live page: ").await;
-    eprintln!("{node} serves {}", started.rest);
-    started
-}
-
-async fn stop(node: Announced, name: &str) {
-    let status = node.terminate(Duration::from_secs(40)).await;
-    assert!(
-        status.success(),
-        "{name} exited with {status} after SIGTERM"
-    );
+async fn start_node(
+    nats: &NatsCluster,
+    dir: &std::path::Path,
+    node: &str,
+) -> gears_tests::child::Announced {
+    common::start_node(nats, dir, node, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,34 +74,6 @@ async fn the_order_flow_keeps_the_books_through_node_and_nats_failures() {
     }
 
     // The audit, as the only node: every shard is replayed from the log into its store.
-    let mut audit = tokio::process::Command::new(DEMO);
-    audit
-        .args(["audit", "--drain-secs", "60"])
-        .arg("--data")
-        .arg(dir("auditor"))
-        .args(cluster_args(&nats, "auditor"));
-    let mut acknowledged = 0;
-    for node in ["node-1", "node-2", "node-3", "node-4"] {
-        let log = order_demo::ack_log_path(&dir(node));
-        acknowledged += std::fs::read_to_string(&log)
-            .expect("an acknowledgement log")
-            .lines()
-            .count();
-        audit.arg("--acks").arg(log);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(180), audit.output())
-        .await
-        .expect("the audit ends within 3 minutes")
-        .expect("run the audit");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the audit failed: {stdout}");
-    assert!(
-        acknowledged > 500,
-        "too little load to tell: {acknowledged} acknowledged orders"
-    );
-    assert!(
-        stdout.contains(&format!("{acknowledged} acknowledged orders checked")),
-        "the audit did not check the {acknowledged} acknowledgements: {stdout}"
-    );
+    let nodes = ["node-1", "node-2", "node-3", "node-4"].map(dir);
+    audit_passes(&nats, &dir("auditor"), &nodes, 500).await;
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_nats::jetstream::kv;
@@ -56,6 +57,8 @@ pub struct Node {
     placement: Arc<ClusterPlacement>,
     members: kv::Store,
     control: Mutex<Option<(oneshot::Sender<()>, JoinHandle<Control>)>>,
+    /// Writes the snapshots of the shards served here (with a runtime attached).
+    snapshots: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -94,7 +97,12 @@ impl Node {
             held: HashMap::new(),
             caught_up: tokio::sync::mpsc::unbounded_channel(),
             catching_up: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS)),
+            catch_ups: HashMap::new(),
         };
+        let snapshots = control.attached.as_ref().map(|a| {
+            let every = super::snapshot::check_every(&config);
+            tokio::spawn(a.replication.clone().keep_snapshots(every))
+        });
         control.renew_round().await;
         control.acquire_round().await;
         // The first shards are served when the node starts (bounded: a catch-up that takes
@@ -107,6 +115,7 @@ impl Node {
             placement,
             members: connection.members,
             control: Mutex::new(Some((stop, task))),
+            snapshots,
         })
     }
 
@@ -129,6 +138,9 @@ impl Node {
             return Ok(());
         };
         let _ = stop.send(());
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.abort();
+        }
         let mut control = task
             .await
             .map_err(|e| Error::Cluster(format!("the cluster control task failed: {e}")))?;
@@ -143,6 +155,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         if let Some((_, task)) = self.control.lock().take() {
             task.abort();
+        }
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.abort();
         }
     }
 }
@@ -190,6 +205,9 @@ struct Control {
         tokio::sync::mpsc::UnboundedReceiver<CaughtUp>,
     ),
     catching_up: Arc<tokio::sync::Semaphore>,
+    /// The catch-ups running, by shard: the acquisition (its lease's creation revision) and
+    /// the flag that tells one its shard was given up.
+    catch_ups: HashMap<u16, (u64, Arc<AtomicBool>)>,
 }
 
 impl Control {
@@ -383,9 +401,11 @@ impl Control {
             match &self.attached {
                 Some(a) => {
                     let (replication, turn) = (a.replication.clone(), self.catching_up.clone());
+                    let cancelled = Arc::new(AtomicBool::new(false));
+                    self.catch_ups.insert(shard, (revision, cancelled.clone()));
                     tokio::spawn(async move {
                         let _turn = turn.acquire_owned().await;
-                        let epoch = replication.catch_up(shard).await;
+                        let epoch = replication.catch_up(shard, &cancelled).await;
                         let _ = report.send((shard, revision, epoch));
                     });
                 }
@@ -402,6 +422,13 @@ impl Control {
     /// A catch-up ended: the shard is served from now on (if its lease is still held), or
     /// its lease is given back.
     async fn caught_up(&mut self, shard: u16, created: u64, epoch: Result<u64, Error>) {
+        if self
+            .catch_ups
+            .get(&shard)
+            .is_some_and(|(c, _)| *c == created)
+        {
+            self.catch_ups.remove(&shard);
+        }
         let Some(held) = self.held.get_mut(&shard) else {
             // Given up while it caught up: nothing may append under its epoch.
             if let Some(a) = &self.attached {
@@ -446,6 +473,11 @@ impl Control {
     fn stop_serving(&mut self, shard: u16) {
         self.placement.revoke(shard);
         self.held.remove(&shard);
+        // A catch-up still running stops before its next step: it must not fence the
+        // shard's next owner with an epoch entry of its own.
+        if let Some((_, cancelled)) = self.catch_ups.remove(&shard) {
+            cancelled.store(true, Ordering::Release);
+        }
         if let Some(a) = &self.attached {
             a.replication.forget(shard);
             (a.shard_events)(shard, false);

@@ -108,7 +108,7 @@ pub enum LogEntry {
 
 /// The stored code of each space. Explicit and never reused: stored entries outlive the
 /// order of [`Space`]'s variants.
-fn space_code(space: Space) -> u8 {
+pub(super) fn space_code(space: Space) -> u8 {
     match space {
         Space::State => 1,
         Space::Outbox => 2,
@@ -226,6 +226,19 @@ fn from_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         Ok((_, rest)) => Err(format!("followed by {} unexpected bytes", rest.len())),
         Err(e) => Err(format!("undecodable: {e}")),
     }
+}
+
+/// One entry of a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Its sequence in the stream.
+    pub seq: u64,
+    /// The sequence its append expected to be the subject's last: the entry before it on
+    /// the subject, unless a purge removed that one (a snapshot then holds what is missing).
+    /// `None` when the message does not say (not appended by Gears).
+    pub previous: Option<u64>,
+    /// What it carries.
+    pub entry: LogEntry,
 }
 
 /// Why an append did not return a sequence.
@@ -452,6 +465,52 @@ impl ShardLog {
         &self.stream.cached_info().config.name
     }
 
+    /// The first entry left on `shard`'s subject: its sequence and the sequence its append
+    /// expected (its predecessor's, 0 for the subject's very first entry); `None` when the
+    /// subject is empty. Read from the stream leader.
+    pub async fn first(&self, shard: u16) -> Result<Option<(u64, Option<u64>)>, Error> {
+        match self
+            .stream
+            .get_first_raw_message_by_subject(self.subject(shard), 0)
+            .await
+        {
+            Ok(message) => Ok(Some((message.sequence, previous_of(&message.headers)))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(nats_error(
+                &format!("read the first log entry of shard {shard}"),
+                e,
+            )),
+        }
+    }
+
+    /// How many entries `shard`'s subject holds.
+    pub async fn entries(&self, shard: u16) -> Result<u64, Error> {
+        let what = format!("count the log entries of shard {shard}");
+        let mut subjects = self
+            .stream
+            .info_with_subjects(self.subject(shard))
+            .await
+            .map_err(|e| nats_error(&what, e))?;
+        let mut count = 0;
+        while let Some(subject) = subjects.next().await {
+            count += subject.map_err(|e| nats_error(&what, e))?.1 as u64;
+        }
+        Ok(count)
+    }
+
+    /// Removes `shard`'s entries before `seq`, which must be one of its entries (so the
+    /// subject's last entry, which fences appends, is never removed: purging a subject empty
+    /// would let an append expecting 0 land). A snapshot must hold what they wrote.
+    pub async fn purge_below(&self, shard: u16, seq: u64) -> Result<(), Error> {
+        self.stream
+            .purge()
+            .filter(self.subject(shard))
+            .sequence(seq)
+            .await
+            .map(|_| ())
+            .map_err(|e| nats_error(&format!("purge the log of shard {shard} below {seq}"), e))
+    }
+
     /// Every entry of `shard` with sequence in `from..=to` in order (nothing when from > to),
     /// read through an ordered pull consumer, stopping at `to` (as [`ShardLog::last_seq`]
     /// gave it: a consumer on a lagging replica may not have it yet, and waits). Fails when
@@ -463,7 +522,7 @@ impl ShardLog {
         shard: u16,
         from: u64,
         to: u64,
-        mut apply: impl FnMut(u64, LogEntry) -> Result<(), Error>,
+        mut apply: impl FnMut(Replayed) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let from = from.max(1);
         if from > to {
@@ -512,7 +571,7 @@ async fn read_range(
     what: &str,
     from: u64,
     to: u64,
-    apply: &mut impl FnMut(u64, LogEntry) -> Result<(), Error>,
+    apply: &mut impl FnMut(Replayed) -> Result<(), Error>,
 ) -> Result<(), Error> {
     {
         let mut messages = consumer.messages().await.map_err(|e| nats_error(what, e))?;
@@ -565,7 +624,12 @@ async fn read_range(
                     "cannot {what}: its entry at sequence {sequence} is {why}"
                 ))
             })?;
-            apply(sequence, entry)?;
+            let previous = message.headers.as_ref().and_then(previous_of);
+            apply(Replayed {
+                seq: sequence,
+                previous,
+                entry,
+            })?;
             if sequence == to {
                 return Ok(());
             }
@@ -573,6 +637,15 @@ async fn read_range(
             progress = Instant::now();
         }
     }
+}
+
+/// The sequence an entry's append expected to be its subject's last, from its headers.
+fn previous_of(headers: &async_nats::HeaderMap) -> Option<u64> {
+    headers
+        .get(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)?
+        .as_str()
+        .parse()
+        .ok()
 }
 
 /// The server's error behind a client error: in its source chain (publish acks).

@@ -11,18 +11,26 @@
 //! reload.
 //!
 //! One append is in flight per shard at a time: the committer makes one call at a time.
+//!
+//! Every [`ClusterConfig::snapshot_after`] entries of a shard it serves, a node writes the
+//! shard's snapshot and purges the log below it ([`Replication::keep_snapshots`], format and
+//! reasoning in `snapshot.rs`); a catch-up whose missing entries were purged starts from the
+//! snapshot the first remaining entry names.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec::SHARDS;
 use crate::commit::Replicator;
 use crate::error::{Error, Failure, StorageError};
+use crate::metrics::Metrics;
 use crate::store::{Space, Store, Write};
 
+use super::ClusterConfig;
 use super::log::{AppendError, LogEntry, LogWrite, ShardLog};
 use super::placement::ClusterPlacement;
+use super::snapshot::Snapshots;
 
 /// The expected sequence of a shard this node does not hold (or must catch up again).
 const NOT_HELD: u64 = u64::MAX;
@@ -33,6 +41,7 @@ const REPLAY_CHUNK: usize = 512;
 /// A cluster node's replication of its commits.
 pub(crate) struct Replication {
     log: ShardLog,
+    snapshots: Snapshots,
     store: Store,
     placement: Arc<ClusterPlacement>,
     node: Arc<str>,
@@ -40,35 +49,76 @@ pub(crate) struct Replication {
     /// Per shard: the last sequence of its subject this node saw, which its next append
     /// expects; [`NOT_HELD`] when it does not hold the shard.
     expected: Box<[AtomicU64]>,
+    /// Per shard: entries on its subject since its latest snapshot, as far as this node
+    /// knows (counted from its catch-up on).
+    since_snapshot: Box<[AtomicU64]>,
+    /// Per shard: the sequence of its latest snapshot this node knows of (0: none).
+    snapshot_at: Box<[AtomicU64]>,
+    /// Per shard: held by a catch-up from start to end, so two never write one shard's
+    /// records at once (one of an acquisition given up, still applying, and a newer one).
+    catching_up: Box<[tokio::sync::Mutex<()>]>,
+    /// Entries a shard gathers before it is snapshotted.
+    snapshot_after: u64,
+    metrics: Arc<Metrics>,
     tokio: tokio::runtime::Handle,
     /// How long an append may retry transient failures (a leader change stalls writes for
     /// seconds) before its outcome counts as unknown.
     patience: Duration,
 }
 
+/// Why a replay of a shard's tail stopped.
+enum Tail {
+    /// Entries in the middle of it were purged meanwhile (a snapshot was written): start
+    /// again from the snapshot.
+    Purged,
+    Failed(Error),
+}
+
+impl From<Error> for Tail {
+    fn from(e: Error) -> Tail {
+        Tail::Failed(e)
+    }
+}
+
+/// A catch-up restarts this many times when the log is purged under it, then fails (the
+/// lease is given back and taken again later).
+const PURGED_RETRIES: usize = 5;
+
 impl Replication {
     pub(crate) fn new(
         log: ShardLog,
+        snapshots: Snapshots,
         store: Store,
         placement: Arc<ClusterPlacement>,
-        node: Arc<str>,
+        config: &ClusterConfig,
         incarnation: u64,
-        patience: Duration,
+        metrics: Arc<Metrics>,
     ) -> Replication {
+        let per_shard = |value: u64| (0..SHARDS).map(|_| AtomicU64::new(value)).collect();
         Replication {
             log,
+            snapshots,
             store,
             placement,
-            node,
+            node: config.node.clone(),
             incarnation,
-            expected: (0..SHARDS).map(|_| AtomicU64::new(NOT_HELD)).collect(),
+            expected: per_shard(NOT_HELD),
+            since_snapshot: per_shard(0),
+            snapshot_at: per_shard(0),
+            catching_up: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            snapshot_after: config.snapshot_after,
+            metrics,
             tokio: tokio::runtime::Handle::current(),
-            patience,
+            patience: config.margin(),
         }
     }
 
     fn slot(&self, shard: u16) -> &AtomicU64 {
-        &self.expected[usize::from(shard) % self.expected.len()]
+        Self::at(&self.expected, shard)
+    }
+
+    fn at(counters: &[AtomicU64], shard: u16) -> &AtomicU64 {
+        &counters[usize::from(shard) % counters.len()]
     }
 
     /// The id of the append at position `expected` of `shard`: the same for every retry of
@@ -92,10 +142,20 @@ impl Replication {
         self.slot(shard).store(NOT_HELD, Ordering::Release);
     }
 
-    /// Brings the store up to date with `shard`'s log and fences every earlier owner; returns
-    /// the epoch to serve the shard under (the sequence of this node's epoch entry).
-    pub(crate) async fn catch_up(&self, shard: u16) -> Result<u64, Error> {
+    /// Brings the store up to date with `shard`'s log (from its latest snapshot when the
+    /// entries the store lacks were purged) and fences every earlier owner; returns the
+    /// epoch to serve the shard under (the sequence of this node's epoch entry). Gives up,
+    /// between two steps, once `cancelled` is set (the lease was given up meanwhile).
+    pub(crate) async fn catch_up(&self, shard: u16, cancelled: &AtomicBool) -> Result<u64, Error> {
+        let _alone = self.catching_up[usize::from(shard) % self.catching_up.len()]
+            .lock()
+            .await;
         self.forget(shard);
+        let given_up = || {
+            cancelled
+                .load(Ordering::Acquire)
+                .then(|| Error::Cluster(format!("shard {shard}: given up while catching up")))
+        };
         let store = self.store.clone();
         let mut applied = blocking(move || store.applied(shard)).await?;
         let epoch = LogEntry::Epoch {
@@ -103,7 +163,11 @@ impl Replication {
             incarnation: self.incarnation,
         }
         .encode();
+        let mut purged = 0;
         loop {
+            if let Some(e) = given_up() {
+                return Err(e);
+            }
             let last = self.log.last_seq(shard).await?;
             if last < applied {
                 return Err(Error::Cluster(format!(
@@ -111,27 +175,39 @@ impl Replication {
                      at {last}: the log was lost or this store belongs to another cluster"
                 )));
             }
-            if applied < last {
-                // The tail is held in memory while it is applied (snapshots, to come, bound it).
-                let mut entries = Vec::new();
-                self.log
-                    .replay(shard, applied + 1, last, |seq, entry| {
-                        entries.push((seq, entry));
-                        Ok(())
-                    })
-                    .await?;
-                let mut entries = entries.into_iter().peekable();
-                while entries.peek().is_some() {
-                    let chunk: Vec<(u64, LogEntry)> = entries.by_ref().take(REPLAY_CHUNK).collect();
-                    let to = if entries.peek().is_some() {
-                        chunk.last().map_or(applied, |(seq, _)| *seq)
-                    } else {
-                        last
-                    };
-                    let store = self.store.clone();
-                    blocking(move || apply(&store, shard, chunk, to)).await?;
+            if applied == last {
+                // Nothing to replay: what the log holds since its last snapshot is counted.
+                if let Ok(entries) = self.log.entries(shard).await {
+                    Self::at(&self.since_snapshot, shard).store(entries, Ordering::Relaxed);
                 }
-                applied = last;
+            } else {
+                match self.replay_tail(shard, applied, last, &given_up).await {
+                    Ok(()) => applied = last,
+                    Err(Tail::Purged) if purged < PURGED_RETRIES => {
+                        purged += 1;
+                        let store = self.store.clone();
+                        applied = blocking(move || store.applied(shard)).await?;
+                        continue;
+                    }
+                    Err(Tail::Purged) => {
+                        return Err(Error::Cluster(format!(
+                            "shard {shard}: its log was purged under {purged} replays in a row"
+                        )));
+                    }
+                    Err(Tail::Failed(e)) => return Err(e),
+                }
+            }
+            if Self::at(&self.snapshot_at, shard).load(Ordering::Acquire) == 0 {
+                // The snapshot that holds what the log lost, if any, is replaced (and
+                // deleted) by this node's first snapshot of the shard.
+                if let Ok(Some((first, Some(previous)))) = self.log.first(shard).await
+                    && previous > 0
+                {
+                    Self::at(&self.snapshot_at, shard).fetch_max(first, Ordering::AcqRel);
+                }
+            }
+            if let Some(e) = given_up() {
+                return Err(e);
             }
             let deadline = Instant::now() + self.patience;
             let id = self.msg_id(shard, last, "e");
@@ -142,6 +218,7 @@ impl Replication {
             {
                 Ok(seq) => {
                     self.slot(shard).store(seq, Ordering::Release);
+                    Self::at(&self.since_snapshot, shard).fetch_add(1, Ordering::Relaxed);
                     return Ok(seq);
                 }
                 // Someone appended meanwhile (an earlier owner's last commit): replay it too.
@@ -153,6 +230,158 @@ impl Replication {
                 }
             }
         }
+    }
+
+    /// Applies `shard`'s entries after `applied` up to `last` to the store: when the first
+    /// of them does not follow `applied` (those between were purged), from the snapshot the
+    /// first names. Knows how many entries the shard's subject holds afterwards.
+    async fn replay_tail(
+        &self,
+        shard: u16,
+        applied: u64,
+        last: u64,
+        given_up: &impl Fn() -> Option<Error>,
+    ) -> Result<(), Tail> {
+        // The tail is held in memory while it is applied: snapshots bound it.
+        let mut entries = Vec::new();
+        let mut snapshot = None;
+        let mut previous = applied;
+        let mut purged = false;
+        self.log
+            .replay(shard, applied + 1, last, |replayed| {
+                if replayed.previous != Some(previous) {
+                    if entries.is_empty() && snapshot.is_none() {
+                        // The first entry left after a purge: its snapshot holds everything
+                        // up to and including it.
+                        snapshot = Some(replayed.seq);
+                        previous = replayed.seq;
+                        return Ok(());
+                    }
+                    purged = true;
+                    return Err(Error::Cluster(format!(
+                        "shard {shard}: entry {} follows {:?}, not {previous}",
+                        replayed.seq, replayed.previous
+                    )));
+                }
+                previous = replayed.seq;
+                entries.push((replayed.seq, replayed.entry));
+                Ok(())
+            })
+            .await
+            .map_err(|e| {
+                if purged {
+                    Tail::Purged
+                } else {
+                    Tail::Failed(e)
+                }
+            })?;
+        let mut in_log = entries.len() as u64;
+        if let Some(seq) = snapshot {
+            if let Some(e) = given_up() {
+                return Err(Tail::Failed(e));
+            }
+            self.load_snapshot(shard, seq).await?;
+            Self::at(&self.snapshot_at, shard).fetch_max(seq, Ordering::AcqRel);
+            in_log += 1;
+        } else if applied > 0 {
+            // Entries before `applied` are on the subject too, unless a snapshot holds them.
+            in_log = self.log.entries(shard).await.unwrap_or(in_log);
+        }
+        Self::at(&self.since_snapshot, shard).store(in_log, Ordering::Relaxed);
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            if let Some(e) = given_up() {
+                return Err(Tail::Failed(e));
+            }
+            let chunk: Vec<(u64, LogEntry)> = entries.by_ref().take(REPLAY_CHUNK).collect();
+            let to = if entries.peek().is_some() {
+                chunk.last().map_or(applied, |(seq, _)| *seq)
+            } else {
+                last
+            };
+            let store = self.store.clone();
+            blocking(move || {
+                let writes = chunk.iter().flat_map(|(_, entry)| match entry {
+                    LogEntry::Writes(writes) => writes.as_slice(),
+                    LogEntry::Epoch { .. } => &[],
+                });
+                apply(&store, shard, writes, Some(to))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `shard`'s records in the store with its snapshot at `seq`, whose sequence
+    /// becomes the shard's applied one once every record is written (a crash before leaves
+    /// the shard with none: the next catch-up loads the snapshot again).
+    async fn load_snapshot(&self, shard: u16, seq: u64) -> Result<(), Error> {
+        let mut snapshot = self.snapshots.read(shard, seq).await?;
+        let store = self.store.clone();
+        blocking(move || store.clear_shard(shard)).await?;
+        let mut records = 0;
+        while let Some(chunk) = snapshot.next_chunk(REPLAY_CHUNK).await? {
+            records += chunk.len();
+            let store = self.store.clone();
+            blocking(move || apply(&store, shard, chunk.iter(), None)).await?;
+        }
+        let store = self.store.clone();
+        blocking(move || apply(&store, shard, std::iter::empty(), Some(seq))).await?;
+        self.metrics
+            .snapshots_loaded
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(shard, seq, records, "loaded a shard's snapshot");
+        Ok(())
+    }
+
+    /// Snapshots every shard served here that gathered enough entries since its last
+    /// snapshot, and removes the entries its snapshot holds from the log; forever.
+    pub(crate) async fn keep_snapshots(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            for shard in 0..SHARDS {
+                let since = Self::at(&self.since_snapshot, shard).load(Ordering::Relaxed);
+                if since < self.snapshot_after || self.placement.serving_for(shard).is_none() {
+                    continue;
+                }
+                if let Err(e) = self.snapshot(shard, since).await {
+                    tracing::warn!(shard, error = %e, "snapshotting a shard failed");
+                }
+            }
+        }
+    }
+
+    /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below
+    /// it, and deletes the snapshot it replaces.
+    pub(crate) async fn snapshot(&self, shard: u16, since: u64) -> Result<(), Error> {
+        let before = Self::at(&self.snapshot_at, shard).load(Ordering::Acquire);
+        let Some(written) = self
+            .snapshots
+            .write(self.store.clone(), shard, before)
+            .await?
+        else {
+            return Ok(());
+        };
+        self.metrics
+            .snapshots_written
+            .fetch_add(1, Ordering::Relaxed);
+        self.log.purge_below(shard, written.seq).await?;
+        let _ = Self::at(&self.since_snapshot, shard).fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |now| Some(now.saturating_sub(since)),
+        );
+        let replaced = Self::at(&self.snapshot_at, shard).fetch_max(written.seq, Ordering::AcqRel);
+        if replaced > 0 && replaced < written.seq {
+            self.snapshots.delete(shard, replaced).await?;
+        }
+        tracing::debug!(
+            shard,
+            seq = written.seq,
+            records = written.records,
+            "snapshotted a shard"
+        );
+        Ok(())
     }
 
     /// Appends one shard's writes; what the committer's `replicate` does per shard.
@@ -172,6 +401,7 @@ impl Replication {
             Ok(seq) => {
                 // Only this (the committer's) call moves it while the shard is held.
                 let _ = slot.compare_exchange(expected, seq, Ordering::AcqRel, Ordering::Acquire);
+                Self::at(&self.since_snapshot, shard).fetch_add(1, Ordering::Relaxed);
                 Ok(seq)
             }
             Err(AppendError::Fenced { last }) => {
@@ -223,45 +453,37 @@ impl Replicator for Replication {
     }
 }
 
-/// Applies replayed entries of `shard` to the store in one batch, with `to` as the shard's
-/// applied sequence, and makes it durable.
-fn apply(
+/// Writes `writes` of `shard` to the store in one batch, with `applied` (if given) as the
+/// shard's applied sequence, and makes it durable.
+fn apply<'a>(
     store: &Store,
     shard: u16,
-    entries: Vec<(u64, LogEntry)>,
-    to: u64,
+    writes: impl Iterator<Item = &'a LogWrite> + Clone,
+    applied: Option<u64>,
 ) -> Result<(), StorageError> {
-    let applied_key = shard.to_be_bytes();
-    let applied_seq = to.to_be_bytes();
-    let writes: Vec<&LogWrite> = entries
-        .iter()
-        .flat_map(|(_, entry)| match entry {
-            LogEntry::Writes(writes) => writes.as_slice(),
-            LogEntry::Epoch { .. } => &[],
-        })
-        .collect();
     // fjall panics on an empty key or one over 64 KiB, and a panic poisons every write: a
     // damaged entry is refused instead.
     if writes
-        .iter()
+        .clone()
         .any(|w| w.key.is_empty() || w.key.len() > 65_535)
     {
         return Err(StorageError::new(format!(
             "shard {shard}: a replayed entry holds an invalid key; refusing to apply it"
         )));
     }
-    let count = writes.len() + 1;
+    let applied_key = shard.to_be_bytes();
+    let applied_seq = applied.map(u64::to_be_bytes);
+    let count = writes.clone().count() + usize::from(applied.is_some());
     let mut all = writes
-        .into_iter()
         .map(|w| Write {
             space: w.space,
             key: &w.key,
             value: w.value.as_deref(),
         })
-        .chain(std::iter::once(Write {
+        .chain(applied_seq.as_ref().map(|seq| Write {
             space: Space::Applied,
             key: &applied_key,
-            value: Some(&applied_seq),
+            value: Some(seq),
         }));
     store.write_batch(&mut all, count)?;
     store.sync_batch()

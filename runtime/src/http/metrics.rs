@@ -115,6 +115,16 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.routed_served,
     );
     counter(
+        "snapshots_written",
+        "Shard snapshots this node wrote, each removing the log entries it holds (cluster)",
+        stats.snapshots_written,
+    );
+    counter(
+        "snapshots_loaded",
+        "Shard snapshots this node loaded to take a shard over (cluster)",
+        stats.snapshots_loaded,
+    );
+    counter(
         "http_requests",
         "HTTP requests answered by the ingress",
         ingress.requests,

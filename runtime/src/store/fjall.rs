@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Durability, Entry, Space, StateStore, Write};
+use super::{Content, Durability, Entry, Space, StateStore, Write};
 use crate::codec::STORE_FORMAT;
 use crate::error::{Error, StorageError};
 use crate::metrics::JournalPersists;
@@ -346,6 +346,58 @@ impl StateStore for FjallStore {
         Ok(found
             .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
             .map_or(0, u64::from_be_bytes))
+    }
+
+    fn shard_contents(
+        &self,
+        shard: u16,
+        emit: &mut dyn FnMut(Content<'_>) -> bool,
+    ) -> Result<(), StorageError> {
+        use fjall::Readable;
+        self.settle_unsynced()?;
+        // One view across the keyspaces: a batch applies a log entry with its sequence.
+        let view = self.db.snapshot();
+        let applied = view
+            .get(&self.applied, shard.to_be_bytes())
+            .map_err(storage)?
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_be_bytes);
+        if !emit(Content::Applied(applied)) {
+            return Ok(());
+        }
+        for space in Space::SHARDED {
+            for guard in view.prefix(self.keyspace(space), shard.to_be_bytes()) {
+                let (key, value) = guard.into_inner().map_err(storage)?;
+                if !emit(Content::Record(space, &key, &value)) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_shard(&self, shard: u16) -> Result<(), StorageError> {
+        const BATCH: usize = 1024;
+        for space in Space::SHARDED {
+            let keyspace = self.keyspace(space);
+            loop {
+                let keys = keyspace
+                    .prefix(shard.to_be_bytes())
+                    .take(BATCH)
+                    .map(|guard| guard.key().map_err(storage))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if keys.is_empty() {
+                    break;
+                }
+                let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), keys.len());
+                for key in &keys {
+                    batch.remove(keyspace, key.clone());
+                }
+                batch.commit().map_err(storage)?;
+            }
+        }
+        self.applied.remove(shard.to_be_bytes()).map_err(storage)?;
+        self.sync_batch()
     }
 
     /// Writes one atomic batch (across keyspaces) to the journal and the memtables, without

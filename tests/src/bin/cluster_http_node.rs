@@ -2,7 +2,8 @@
 //! test actors over HTTP until SIGTERM, then leaving the cluster and shutting down.
 //!
 //! Usage: `cluster_http_node <data dir> <nats urls, comma-separated> <node id> <lease ms>
-//! <replicas>`. Prints `listening <addr>` once it serves, `stopped` after a clean shutdown.
+//! <replicas> [snapshot after]`. Prints `listening <addr>` once it serves, `stopped` after a
+//! clean shutdown; logs to stderr when `RUST_LOG` is set.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let usage = "usage: cluster_http_node <dir> <urls> <node id> <lease ms> <replicas>";
+    let usage =
+        "usage: cluster_http_node <dir> <urls> <node id> <lease ms> <replicas> [snapshot after]";
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let cluster = cluster_config(&mut args, "replication")?;
