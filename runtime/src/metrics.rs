@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) routed_served: AtomicU64,
     pub(crate) snapshots_written: AtomicU64,
     pub(crate) snapshots_loaded: AtomicU64,
+    pub(crate) catch_ups: AtomicU64,
     /// Shared with the store, which counts its journal persists itself.
     pub(crate) journal: Arc<JournalPersists>,
 }
@@ -114,6 +115,9 @@ pub struct Stats {
     /// Snapshots this node loaded to take a shard whose log it lacked entries of (in a
     /// cluster).
     pub snapshots_loaded: u64,
+    /// Catch-ups of this node's store with a shard's log, one per shard taken (in a
+    /// cluster): more than the shards a node was given means shards went back and forth.
+    pub catch_ups: u64,
 }
 
 impl Metrics {
@@ -148,6 +152,7 @@ impl Metrics {
             routed_served: get(&self.routed_served),
             snapshots_written: get(&self.snapshots_written),
             snapshots_loaded: get(&self.snapshots_loaded),
+            catch_ups: get(&self.catch_ups),
         }
     }
 }

@@ -293,14 +293,17 @@ impl Control {
             .collect();
         leaving.sort_unstable();
         leaving.truncate(self.config.max_moves);
-        // A shard whose log this node may no longer append to (fenced, or an append's
-        // outcome unknown) is given back, and taken again with a catch-up if still ours.
+        // A shard served here whose log this node may no longer append to (fenced, or an
+        // append's outcome unknown) is given back, and taken again with a catch-up if still
+        // ours. (One still catching up may not append yet either: it is not lost.)
         if let Some(attached) = &self.attached {
             let lost: Vec<u16> = self
                 .held
-                .keys()
-                .copied()
-                .filter(|&s| attached.replication.lost(s) && !leaving.contains(&s))
+                .iter()
+                .filter(|(s, h)| {
+                    h.epoch.is_some() && attached.replication.lost(**s) && !leaving.contains(s)
+                })
+                .map(|(s, _)| *s)
                 .collect();
             leaving.extend(lost);
         }

@@ -151,6 +151,7 @@ impl Replication {
             .lock()
             .await;
         self.forget(shard);
+        self.metrics.catch_ups.fetch_add(1, Ordering::Relaxed);
         let given_up = || {
             cancelled
                 .load(Ordering::Acquire)

@@ -125,6 +125,11 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.snapshots_loaded,
     );
     counter(
+        "catch_ups",
+        "Catch-ups of this node's store with a taken shard's log, one per shard taken (cluster)",
+        stats.catch_ups,
+    );
+    counter(
         "http_requests",
         "HTTP requests answered by the ingress",
         ingress.requests,

@@ -50,8 +50,12 @@ pub(crate) async fn start_node(
         .arg(dir)
         .args(cluster_args(nats, node))
         .args(snapshot_after.map(|n| format!("--snapshot-after={n}")))
-        // Orders refused while shards move are expected (and not acknowledged): quiet.
-        .env("RUST_LOG", "error");
+        // Orders refused while shards move are expected (and not acknowledged): quiet,
+        // unless the test runs with RUST_LOG.
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+        );
     let started = spawn_until_line(command, "live page: ").await;
     eprintln!("{node} serves {}", started.rest);
     started
