@@ -126,6 +126,25 @@ pub struct HttpCluster {
     pub dirs: Vec<tempfile::TempDir>,
 }
 
+/// What a cluster test starts with: `servers` NATS servers, `stores` empty store dirs
+/// (removed when dropped), and an HTTP client whose requests time out after 10 s.
+pub async fn nats_stores_and_client(
+    servers: usize,
+    stores: usize,
+) -> (NatsCluster, Vec<tempfile::TempDir>, reqwest::Client) {
+    let nats = tokio::task::spawn_blocking(move || NatsCluster::start(servers))
+        .await
+        .expect("start nats");
+    let dirs = (0..stores)
+        .map(|_| tempfile::tempdir().expect("dir"))
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    (nats, dirs, http)
+}
+
 impl HttpCluster {
     /// Starts `servers` NATS servers and `nodes` nodes (`program`: the test's
     /// `env!("CARGO_BIN_EXE_cluster_http_node")`) with leases of `lease`, and waits until the

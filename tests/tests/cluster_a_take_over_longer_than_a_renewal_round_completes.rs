@@ -9,8 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::{HttpNode, wait_until_shared};
-use gears_tests::nats::NatsCluster;
+use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, wait_until_shared};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(1);
@@ -20,14 +19,7 @@ const ADDS: u64 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_take_over_longer_than_a_renewal_round_completes() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
-        .await
-        .expect("start nats");
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let (nats, dirs, http) = nats_stores_and_client(1, 2).await;
 
     let a = HttpNode::start(NODE, &nats, dirs[0].path(), "node-a", LEASE).await;
     for _ in 0..ADDS {

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::HttpNode;
-use gears_tests::nats::NatsCluster;
+use gears_tests::http_nodes::{HttpNode, nats_stores_and_client};
 
 const LEASE: Duration = Duration::from_secs(3);
 const KEYS: usize = 32;
@@ -122,14 +121,7 @@ struct Count {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_moves_with_its_shard_and_a_paused_owner_cannot_commit() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
-        .await
-        .expect("start nats");
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let (nats, dirs, http) = nats_stores_and_client(1, 2).await;
     let counts: Arc<Mutex<HashMap<usize, Count>>> = Arc::default();
     let add = {
         let (http, counts) = (http.clone(), counts.clone());

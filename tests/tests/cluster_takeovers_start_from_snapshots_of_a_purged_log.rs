@@ -13,8 +13,7 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use gears_tests::http_nodes::HttpNode;
-use gears_tests::nats::NatsCluster;
+use gears_tests::http_nodes::{HttpNode, nats_stores_and_client};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -103,14 +102,7 @@ async fn counters(http: &reqwest::Client, url: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeovers_start_from_snapshots_of_a_purged_log() {
-    let nats = tokio::task::spawn_blocking(|| NatsCluster::start(1))
-        .await
-        .expect("start nats");
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let (nats, dirs, http) = nats_stores_and_client(1, 2).await;
     let start = |dir: usize, id: &'static str| {
         HttpNode::start_snapshotting(
             NODE,
