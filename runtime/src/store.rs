@@ -153,8 +153,8 @@ pub(crate) trait StateStore: Send + Sync {
         emit: &mut dyn FnMut(Content<'_>) -> bool,
     ) -> Result<(), StorageError>;
 
-    /// Deletes every record of `shard` (what [`StateStore::shard_contents`] walks) and its
-    /// applied sequence, in batches of its own, and makes it durable.
+    /// Deletes `shard`'s applied sequence, then every record of it (what
+    /// [`StateStore::shard_contents`] walks), in batches of their own, and makes it durable.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     fn clear_shard(&self, shard: u16) -> Result<(), StorageError>;
 

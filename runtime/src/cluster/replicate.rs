@@ -55,7 +55,8 @@ pub(crate) struct Replication {
     /// Per shard: the sequence of its latest snapshot this node knows of (0: none).
     snapshot_at: Box<[AtomicU64]>,
     /// Per shard: held by a catch-up from start to end, so two never write one shard's
-    /// records at once (one of an acquisition given up, still applying, and a newer one).
+    /// records at once (one of an acquisition given up, still applying, and a newer one),
+    /// and by a snapshot while it reads them.
     catching_up: Box<[tokio::sync::Mutex<()>]>,
     /// Entries a shard gathers before it is snapshotted.
     snapshot_after: u64,
@@ -117,6 +118,13 @@ impl Replication {
         Self::at(&self.expected, shard)
     }
 
+    /// Held while `shard`'s records in the store are caught up or snapshotted.
+    async fn alone(&self, shard: u16) -> tokio::sync::MutexGuard<'_, ()> {
+        self.catching_up[usize::from(shard) % self.catching_up.len()]
+            .lock()
+            .await
+    }
+
     fn at(counters: &[AtomicU64], shard: u16) -> &AtomicU64 {
         &counters[usize::from(shard) % counters.len()]
     }
@@ -147,9 +155,7 @@ impl Replication {
     /// epoch to serve the shard under (the sequence of this node's epoch entry). Gives up,
     /// between two steps, once `cancelled` is set (the lease was given up meanwhile).
     pub(crate) async fn catch_up(&self, shard: u16, cancelled: &AtomicBool) -> Result<u64, Error> {
-        let _alone = self.catching_up[usize::from(shard) % self.catching_up.len()]
-            .lock()
-            .await;
+        let _alone = self.alone(shard).await;
         self.forget(shard);
         self.metrics.catch_ups.fetch_add(1, Ordering::Relaxed);
         let given_up = || {
@@ -355,6 +361,12 @@ impl Replication {
     /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below
     /// it, and deletes the snapshot it replaces.
     pub(crate) async fn snapshot(&self, shard: u16, since: u64) -> Result<(), Error> {
+        // Never while the shard's records are replaced by a catch-up (it may have been given
+        // up and taken again since it was found served).
+        let _alone = self.alone(shard).await;
+        if self.placement.serving_for(shard).is_none() {
+            return Ok(());
+        }
         let before = Self::at(&self.snapshot_at, shard).load(Ordering::Acquire);
         let Some(written) = self
             .snapshots

@@ -378,6 +378,9 @@ impl StateStore for FjallStore {
 
     fn clear_shard(&self, shard: u16) -> Result<(), StorageError> {
         const BATCH: usize = 1024;
+        // First: a view taken while the records go (in several batches) must not read them as
+        // the shard at its old applied sequence.
+        self.applied.remove(shard.to_be_bytes()).map_err(storage)?;
         for space in Space::SHARDED {
             let keyspace = self.keyspace(space);
             loop {
@@ -396,7 +399,6 @@ impl StateStore for FjallStore {
                 batch.commit().map_err(storage)?;
             }
         }
-        self.applied.remove(shard.to_be_bytes()).map_err(storage)?;
         self.sync_batch()
     }
 
