@@ -360,7 +360,7 @@ impl Replication {
 
     /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below
     /// it, and deletes the snapshot it replaces.
-    pub(crate) async fn snapshot(&self, shard: u16, since: u64) -> Result<(), Error> {
+    async fn snapshot(&self, shard: u16, since: u64) -> Result<(), Error> {
         // Never while the shard's records are replaced by a catch-up (it may have been given
         // up and taken again since it was found served).
         let _alone = self.alone(shard).await;
@@ -368,22 +368,27 @@ impl Replication {
             return Ok(());
         }
         let before = Self::at(&self.snapshot_at, shard).load(Ordering::Acquire);
-        let Some(written) = self
+        let written = self
             .snapshots
             .write(self.store.clone(), shard, before)
-            .await?
-        else {
+            .await?;
+        let counted = || {
+            let _ = Self::at(&self.since_snapshot, shard).fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |now| Some(now.saturating_sub(since)),
+            );
+        };
+        let Some(written) = written else {
+            // The latest snapshot already holds what the store has.
+            counted();
             return Ok(());
         };
         self.metrics
             .snapshots_written
             .fetch_add(1, Ordering::Relaxed);
         self.log.purge_below(shard, written.seq).await?;
-        let _ = Self::at(&self.since_snapshot, shard).fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |now| Some(now.saturating_sub(since)),
-        );
+        counted();
         let replaced = Self::at(&self.snapshot_at, shard).fetch_max(written.seq, Ordering::AcqRel);
         if replaced > 0 && replaced < written.seq {
             self.snapshots.delete(shard, replaced).await?;
