@@ -255,13 +255,10 @@ fn reply(ok: bool, body: Vec<u8>, replayed: bool) -> Result<JsonReply, JsonError
     })
 }
 
-/// A handler's arguments as sent: an empty (or blank) body is no arguments, `{}`.
+/// A handler's arguments as sent: an empty body is no arguments, `{}`. (A blank one is not
+/// JSON, and is refused as any other body that is not an object.)
 fn arguments(body: &[u8]) -> &[u8] {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    }
+    if body.is_empty() { b"{}" } else { body }
 }
 
 /// What identifies a request for its idempotency key: the handler's name and its arguments

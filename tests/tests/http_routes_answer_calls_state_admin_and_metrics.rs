@@ -30,6 +30,13 @@ async fn calls_sends_state_and_admin_routes() {
     assert_eq!((status, body), (200, serde_json::json!(70)));
     let (status, _, body) = s.post("/account/alice/balance", "{}").await;
     assert_eq!((status, body), (200, serde_json::json!(70)));
+    // A body that is not empty must be a JSON object: blanks are not (schemathesis sent `\r`).
+    for blank in ["\r", " ", "\n\t"] {
+        let (status, _, body) = s.post("/account/alice/balance", blank).await;
+        assert_eq!(status, 400, "{blank:?}: {body}");
+        let (status, _, body) = s.post("/account/alice/balance/send", blank).await;
+        assert_eq!(status, 400, "{blank:?} sent: {body}");
+    }
     // Keys are percent-decoded path segments: `a/b c` is one key.
     let (status, _, body) = s
         .post("/account/a%2Fb%20c/deposit", r#"{"amount": 1}"#)
