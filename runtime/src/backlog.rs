@@ -1,14 +1,41 @@
 //! The outbox's counters, shared by every turn and outside sender: the next sequence number
 //! and the bound on entries written and not yet processed.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::codec::OutboxId;
 use crate::error::{Failure, Overload};
 
+/// The outbox's sequence numbers: each is handed out once in a run, in increasing order.
+///
+/// A delivered entry's `(shard, number)` identifies it to its target for the idempotency
+/// retention (a message delivered to another shard is kept there under it), so no two entries
+/// of a shard may ever have the same number, whichever node gave it. On a cluster node the
+/// committer records with each log entry that holds a shard's outbox entries how far the
+/// numbers went ([`Numbers::issued`], under [`crate::codec::outbox_mark_key`]), and a node
+/// that takes the shard numbers after that record ([`Numbers::skip_to`]) before it serves it.
+pub(crate) struct Numbers(AtomicU64);
+
+impl Numbers {
+    /// Every number handed out so far is below this one.
+    pub(crate) fn issued(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Hands out numbers from `next` on, if they are not already past it.
+    pub(crate) fn skip_to(&self, next: u64) {
+        self.0.fetch_max(next, Ordering::AcqRel);
+    }
+
+    fn take(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel)
+    }
+}
+
 /// The outbox's counters, shared by every turn: sequence numbers and the bounded backlog.
 pub(crate) struct Backlog {
-    next: AtomicU64,
+    next: Arc<Numbers>,
     backlog: AtomicUsize,
     limit: usize,
     /// Shards a cluster node took whose entries are not read yet: each counts as one entry
@@ -19,7 +46,7 @@ pub(crate) struct Backlog {
 impl Backlog {
     pub(crate) fn new(next: u64, backlog: usize, limit: usize) -> Backlog {
         Backlog {
-            next: AtomicU64::new(next),
+            next: Arc::new(Numbers(AtomicU64::new(next))),
             backlog: AtomicUsize::new(backlog),
             limit,
             loading: AtomicUsize::new(0),
@@ -30,9 +57,15 @@ impl Backlog {
     /// actor), numbered after every entry so far: entries sort in sending order.
     pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
         OutboxId {
-            seq: self.next.fetch_add(1, Ordering::Relaxed),
+            seq: self.next.take(),
             shard,
         }
+    }
+
+    /// The sequence numbers it hands out.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn numbers(&self) -> Arc<Numbers> {
+        self.next.clone()
     }
 
     /// Takes `n` places in the backlog, or refuses: the outbox is bounded, and a turn that
@@ -58,8 +91,7 @@ impl Backlog {
     pub(crate) fn adopt(&self, n: usize, last_seq: u64) {
         self.backlog.fetch_add(n, Ordering::AcqRel);
         self.loaded();
-        self.next
-            .fetch_max(last_seq.saturating_add(1), Ordering::AcqRel);
+        self.next.skip_to(last_seq.saturating_add(1));
     }
 
     /// A shard was taken: its entries will be read (then [`adopt`](Self::adopt)ed, or

@@ -185,6 +185,14 @@ impl Builder {
         self
     }
 
+    /// Test seam: number this run's outbox entries from `first` instead of from the clock
+    /// (a node whose clock is behind another's).
+    #[doc(hidden)]
+    pub fn __outbox_numbering_from(mut self, first: u64) -> Self {
+        self.config.outbox_numbering_from = Some(first);
+        self
+    }
+
     /// Runs on `time` instead of the system's time (a test runtime's virtual time).
     pub(crate) fn virtual_time(mut self, time: Arc<crate::clock::VirtualTime>) -> Self {
         self.config.virtual_time = Some(time);
@@ -313,15 +321,29 @@ impl Builder {
         #[allow(unused_mut)]
         let mut served_at_start = ALL_SHARDS;
         #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            // A node takes its shards (and their outboxes and timers) as it gets them.
+            served_at_start = 0..0;
+        }
+        let recovered = if served_at_start.is_empty() {
+            Vec::new()
+        } else {
+            recovered
+        };
+        let (backlog, recovered) = recover_outbox(
+            recovered,
+            config.outbox_capacity,
+            config.outbox_numbering_from,
+        );
+        #[cfg(feature = "cluster")]
         let membership = match &self.cluster {
             Some(cluster) => {
-                let membership = match crate::cluster::Membership::prepare(
-                    cluster,
-                    store.clone(),
-                    metrics.clone(),
-                )
-                .await
-                {
+                let local = crate::cluster::Local {
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    numbers: backlog.numbers(),
+                };
+                let membership = match crate::cluster::Membership::prepare(cluster, local).await {
                     Ok(membership) => membership,
                     Err(e) => {
                         // Dropping the store joins fjall's threads: off the workers.
@@ -331,18 +353,10 @@ impl Builder {
                 };
                 placement = membership.placement();
                 replicator = Some(membership.replicator());
-                // A node takes its shards (and their outboxes and timers) as it gets them.
-                served_at_start = 0..0;
                 Some(membership)
             }
             None => None,
         };
-        let recovered = if served_at_start.is_empty() {
-            Vec::new()
-        } else {
-            recovered
-        };
-        let (backlog, recovered) = recover_outbox(recovered, config.outbox_capacity);
         let (committer, committer_thread) = Committer::start(
             store.clone(),
             placement.clone(),
@@ -476,15 +490,18 @@ async fn join_cluster(
 fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
+    numbering_from: Option<u64>,
 ) -> (Backlog, Vec<(OutboxId, OutboxRecord)>) {
     // Sequence numbers are never used twice, even once every entry of a run is processed and
     // gone: a delivered entry's key identifies its turn (the ids of the calls it makes, see
     // `CallIds`), so a new entry must not take an old one's. A run starts numbering at the
     // clock in nanoseconds: a process sends far fewer than 10^9 messages a second, so its
     // numbers stay behind the clock, and the next run's start after them.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
+    let now = numbering_from.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
+    });
     let (recovered, last) = crate::outbox::decode_entries(entries);
     let next = now.max(1).max(last.saturating_add(1));
     if !recovered.is_empty() {

@@ -61,10 +61,9 @@ pub(crate) use self::route::{Router, Serve};
 use async_nats::jetstream::{self, kv};
 
 use self::leases::{Attached, Drain};
+pub(crate) use self::replicate::Local;
 use self::replicate::Replication;
 use self::snapshot::Snapshots;
-use crate::metrics::Metrics;
-use crate::store::Store;
 
 /// How long a lease lives unless renewed, by default: above the longest write stall measured
 /// for a JetStream leader change here (10.3 s, NATS-NOTES.md), with margin.
@@ -401,23 +400,17 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// Connects, and opens the replicated log the runtime's commits go through.
-    pub(crate) async fn prepare(
-        config: &ClusterConfig,
-        store: Store,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, Error> {
+    pub(crate) async fn prepare(config: &ClusterConfig, local: Local) -> Result<Self, Error> {
         let connection = Connection::open(config).await?;
         let log = ShardLog::open(&connection.js, config).await?;
         let snapshots = Snapshots::open(&connection.js, config).await?;
         let placement = Arc::new(ClusterPlacement::new());
         let replication = Arc::new(Replication::new(
-            log,
-            snapshots,
-            store,
+            (log, snapshots),
+            local,
             placement.clone(),
             config,
             connection.incarnation,
-            metrics,
         ));
         Ok(Membership {
             connection,

@@ -78,6 +78,27 @@ pub fn state_key(actor: &str, key: &str) -> Vec<u8> {
     out
 }
 
+/// Per shard: `shard · 0`, the state key of no actor type (no type's name is empty).
+static OUTBOX_MARK_KEYS: [[u8; 3]; SHARDS as usize] = {
+    let mut keys = [[0; 3]; SHARDS as usize];
+    let mut shard = 0;
+    while shard < SHARDS as usize {
+        let [hi, lo] = (shard as u16).to_be_bytes();
+        keys[shard] = [hi, lo, 0];
+        shard += 1;
+    }
+    keys
+};
+
+/// On a cluster node: the state-space key under which `shard`'s records say how far the
+/// outbox's sequence numbers went when its outbox was last written (a u64, big-endian: every
+/// number given to an entry of the shard is below it; see `Numbers` in `backlog.rs`). It
+/// moves with the shard's other records (log entries, snapshots).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn outbox_mark_key(shard: u16) -> &'static [u8] {
+    &OUTBOX_MARK_KEYS[usize::from(shard) % OUTBOX_MARK_KEYS.len()]
+}
+
 /// The start of every state key of type `actor` in `shard`: `shard · len(type) · type`.
 pub(crate) fn state_key_prefix(shard: u16, actor: &str) -> Vec<u8> {
     debug_assert!(actor.len() <= usize::from(u8::MAX));

@@ -60,8 +60,15 @@ pub type FaultHook = Arc<dyn Fn(CommitStage) -> Result<(), String> + Send + Sync
 /// writes are durable (the store records it as the shard's applied sequence in the same
 /// batch) or why they are not: those writes are not applied, and every write of the batch
 /// that touched that shard fails with it.
+///
+/// Each shard's writes that put an outbox entry carry the shard's outbox mark (see
+/// [`crate::backlog::Numbers`]): [`Replicator::issued_outbox_numbers`] when the batch was
+/// replicated.
 pub(crate) trait Replicator: Send + Sync {
     fn replicate(&self, shards: &[(u16, Vec<Write<'_>>)]) -> Vec<Result<u64, Failure>>;
+
+    /// Every outbox sequence number handed out on this node so far is below this one.
+    fn issued_outbox_numbers(&self) -> u64;
 }
 
 /// A reply waiting for durability: called once with the outcome of the write it waits on.
@@ -505,9 +512,23 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
             (write_durably(pipeline, &mut writes, last.len()), last.len())
         }
         Some(replicator) => {
+            // Read before grouping: every entry of the batch was numbered before it.
+            let mark = replicator.issued_outbox_numbers().to_be_bytes();
             let mut by_shard: std::collections::BTreeMap<u16, Vec<Write<'_>>> = Default::default();
             for w in coalesced_writes() {
                 by_shard.entry(shard_of_key(w.key)).or_default().push(w);
+            }
+            for (shard, writes) in by_shard.iter_mut() {
+                if writes
+                    .iter()
+                    .any(|w| w.space == Space::Outbox && w.value.is_some())
+                {
+                    writes.push(Write {
+                        space: Space::State,
+                        key: crate::codec::outbox_mark_key(*shard),
+                        value: Some(&mark),
+                    });
+                }
             }
             let slices: Vec<(u16, Vec<Write<'_>>)> = by_shard.into_iter().collect();
             let mut outcomes = replicator.replicate(&slices).into_iter();

@@ -38,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) idempotency_retention: Duration,
     /// Test seam: outbox entries are kept, never delivered.
     pub(crate) hold_deliveries: bool,
+    /// Test seam: the first outbox sequence number of this run, instead of the clock's.
+    pub(crate) outbox_numbering_from: Option<u64>,
     /// A test runtime's virtual time, instead of the system's.
     pub(crate) virtual_time: Option<Arc<crate::clock::VirtualTime>>,
 }
@@ -55,6 +57,7 @@ impl Default for Config {
             watch_capacity: 1024,
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             hold_deliveries: false,
+            outbox_numbering_from: None,
             virtual_time: None,
         }
     }

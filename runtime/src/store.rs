@@ -29,7 +29,8 @@ pub enum Durability {
 /// The keyspaces of the store (see DESIGN.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Space {
-    /// Actor records: `shard · type · key` → state record.
+    /// Actor records: `shard · type · key` → state record; on a cluster node also each
+    /// shard's outbox mark, `shard · 0` (no type) → u64 (see [`crate::codec::outbox_mark_key`]).
     State,
     /// Durable messages not yet processed: `shard · sequence` → envelope.
     Outbox,

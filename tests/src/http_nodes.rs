@@ -41,7 +41,21 @@ impl HttpNode {
         lease: Duration,
         snapshot_after: Option<u64>,
     ) -> HttpNode {
+        HttpNode::start_with(program, nats, dir, id, lease, snapshot_after, &[]).await
+    }
+
+    /// [`HttpNode::start_snapshotting`], with the environment variables `env` set.
+    pub async fn start_with(
+        program: &str,
+        nats: &NatsCluster,
+        dir: &Path,
+        id: &str,
+        lease: Duration,
+        snapshot_after: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> HttpNode {
         let mut command = Command::new(program);
+        command.envs(env.iter().copied());
         command.args([
             dir.to_str().expect("utf-8 dir").to_string(),
             nats.urls().join(","),

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backlog::Numbers;
 use crate::codec::SHARDS;
 use crate::commit::Replicator;
 use crate::error::{Error, Failure, StorageError};
@@ -31,6 +32,15 @@ use super::ClusterConfig;
 use super::log::{AppendError, LogEntry, LogWrite, ShardLog};
 use super::placement::ClusterPlacement;
 use super::snapshot::Snapshots;
+
+/// What the node's runtime lends its replication.
+pub(crate) struct Local {
+    /// The store: the log's local view.
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The outbox's sequence numbers: a taken shard's are moved past its outbox mark.
+    pub(crate) numbers: Arc<Numbers>,
+}
 
 /// The expected sequence of a shard this node does not hold (or must catch up again).
 const NOT_HELD: u64 = u64::MAX;
@@ -61,6 +71,8 @@ pub(crate) struct Replication {
     /// Entries a shard gathers before it is snapshotted.
     snapshot_after: u64,
     metrics: Arc<Metrics>,
+    /// The outbox's sequence numbers: a taken shard's are moved past its outbox mark.
+    numbers: Arc<Numbers>,
     tokio: tokio::runtime::Handle,
     /// How long an append may retry transient failures (a leader change stalls writes for
     /// seconds) before its outcome counts as unknown.
@@ -87,14 +99,17 @@ const PURGED_RETRIES: usize = 5;
 
 impl Replication {
     pub(crate) fn new(
-        log: ShardLog,
-        snapshots: Snapshots,
-        store: Store,
+        (log, snapshots): (ShardLog, Snapshots),
+        local: Local,
         placement: Arc<ClusterPlacement>,
         config: &ClusterConfig,
         incarnation: u64,
-        metrics: Arc<Metrics>,
     ) -> Replication {
+        let Local {
+            store,
+            metrics,
+            numbers,
+        } = local;
         let per_shard = |value: u64| (0..SHARDS).map(|_| AtomicU64::new(value)).collect();
         Replication {
             log,
@@ -109,6 +124,7 @@ impl Replication {
             catching_up: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
             snapshot_after: config.snapshot_after,
             metrics,
+            numbers,
             tokio: tokio::runtime::Handle::current(),
             patience: config.margin(),
         }
@@ -213,6 +229,14 @@ impl Replication {
                     Self::at(&self.snapshot_at, shard).fetch_max(first, Ordering::AcqRel);
                 }
             }
+            // The shard's messages from here on are numbered after every earlier owner's:
+            // their targets keep the numbers of those delivered (see `Numbers`).
+            let store = self.store.clone();
+            let mark = blocking(move || store.get_state(crate::codec::outbox_mark_key(shard)))
+                .await?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map_or(0, u64::from_be_bytes);
+            self.numbers.skip_to(mark);
             if let Some(e) = given_up() {
                 return Err(e);
             }
@@ -468,6 +492,10 @@ impl Replicator for Replication {
             self.append_writes(*shard, entry.encode())
         });
         self.tokio.block_on(futures::future::join_all(appends))
+    }
+
+    fn issued_outbox_numbers(&self) -> u64 {
+        self.numbers.issued()
     }
 }
 
