@@ -19,6 +19,7 @@ pub(crate) struct Numbers(AtomicU64);
 
 impl Numbers {
     /// Every number handed out so far is below this one.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn issued(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
