@@ -1539,7 +1539,7 @@ async fn load<A: Handlers>(
             meta: ActorMeta::default(),
             record: None,
             deleted: false,
-            kept: Vec::new(),
+            kept: thin_vec::ThinVec::new(),
             epoch,
         });
     };
@@ -1549,7 +1549,7 @@ async fn load<A: Handlers>(
             meta,
             record: Some(bytes.into()),
             deleted: false,
-            kept: Vec::new(),
+            kept: thin_vec::ThinVec::new(),
             epoch,
         }),
         Err(reason) => Err(Failure::Decode(DecodeError {

@@ -6,10 +6,10 @@
 //! `tests/fixtures` pin each version).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use thin_vec::ThinVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::error::KeyError;
@@ -117,18 +117,41 @@ pub(crate) fn key_of_state_key<'a>(state_key: &'a [u8], actor: &str) -> Option<&
 /// What an actor keeps besides its state, in the same record (so it commits atomically
 /// with the state): its timers, who subscribes to its events, what it subscribes to, and the
 /// idempotency keys it processed last.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Every live activation holds one, and most have no metadata at all: empty, it allocates
+/// nothing (the timers of none are one shared empty list, the other lists are one word each).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ActorMeta {
     /// Pending timers (shared with the turn's `Context` without copying).
     pub(crate) timers: Arc<Vec<TimerEntry>>,
     /// Durable subscribers to this actor's events.
-    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) subscribers: ThinVec<Subscriber>,
     /// The actors this actor subscribes to (so deleting it can unsubscribe).
-    pub(crate) subscriptions: Vec<ActorRef>,
-    /// The most recent idempotency keys of sends from outside, oldest first.
-    pub(crate) dedup: VecDeque<String>,
+    pub(crate) subscriptions: ThinVec<ActorRef>,
+    /// The most recent idempotency keys of sends from outside, oldest first (read from
+    /// records of older versions, never written now).
+    pub(crate) dedup: ThinVec<String>,
     /// The results of the most recent idempotent calls, oldest first (format 3).
-    pub(crate) replies: VecDeque<StoredReply>,
+    pub(crate) replies: ThinVec<StoredReply>,
+}
+
+/// The timers of an actor that has none, shared (a turn that arms one copies it first).
+fn no_timers() -> Arc<Vec<TimerEntry>> {
+    static NONE: std::sync::LazyLock<Arc<Vec<TimerEntry>>> =
+        std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+    NONE.clone()
+}
+
+impl Default for ActorMeta {
+    fn default() -> Self {
+        ActorMeta {
+            timers: no_timers(),
+            subscribers: ThinVec::new(),
+            subscriptions: ThinVec::new(),
+            dedup: ThinVec::new(),
+            replies: ThinVec::new(),
+        }
+    }
 }
 
 /// The metadata as format 2 stores it (and format 3 before its replies). Borrowed for
@@ -285,17 +308,20 @@ pub(crate) fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), Stri
         postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("bad schema version: {e}"))?;
     let (mut meta, mut rest) = (ActorMeta::default(), rest);
     if format >= STATE_RECORD_V2 {
-        type Owned = MetaV2<Arc<Vec<TimerEntry>>, Vec<Subscriber>, Vec<ActorRef>, VecDeque<String>>;
+        type Owned =
+            MetaV2<Vec<TimerEntry>, ThinVec<Subscriber>, ThinVec<ActorRef>, ThinVec<String>>;
         let (v2, tail) =
             postcard::take_from_bytes::<Owned>(rest).map_err(|e| format!("bad meta bytes: {e}"))?;
-        meta.timers = v2.timers;
+        if !v2.timers.is_empty() {
+            meta.timers = Arc::new(v2.timers);
+        }
         meta.subscribers = v2.subscribers;
         meta.subscriptions = v2.subscriptions;
         meta.dedup = v2.dedup;
         rest = tail;
     }
     if format == STATE_RECORD_V3 {
-        let (replies, tail) = postcard::take_from_bytes::<VecDeque<StoredReply>>(rest)
+        let (replies, tail) = postcard::take_from_bytes::<ThinVec<StoredReply>>(rest)
             .map_err(|e| format!("bad stored replies: {e}"))?;
         meta.replies = replies;
         rest = tail;
@@ -696,7 +722,7 @@ mod tests {
                 due_ms: 5,
                 every_ms: Some(7),
             }]),
-            dedup: VecDeque::from(["k".to_string()]),
+            dedup: thin_vec::thin_vec!["k".to_string()],
             ..ActorMeta::default()
         };
         let bytes = encode_record(1, &meta, &42u32).unwrap();
@@ -757,25 +783,25 @@ mod tests {
                 due_ms: 1_700_000_000_000,
                 every_ms: Some(60_000),
             }]),
-            subscribers: vec![Subscriber {
+            subscribers: thin_vec::thin_vec![Subscriber {
                 actor: "listener".into(),
                 key: "l".into(),
                 handler: "on_stock".into(),
             }],
-            subscriptions: vec![ActorRef {
+            subscriptions: thin_vec::thin_vec![ActorRef {
                 actor: "stock".into(),
                 key: "s".into(),
             }],
-            dedup: VecDeque::from(["payment-7".to_string()]),
-            replies: VecDeque::new(),
+            dedup: thin_vec::thin_vec!["payment-7".to_string()],
+            replies: ThinVec::new(),
         };
         let with_replies = ActorMeta {
-            replies: VecDeque::from([StoredReply {
+            replies: thin_vec::thin_vec![StoredReply {
                 key: "order-42".into(),
                 request: 0x1234_5678_9abc_def0,
                 ok: false,
                 body: br#"{"error":"OutOfStock","detail":{"available":1}}"#.to_vec(),
-            }]),
+            }],
             ..meta.clone()
         };
         let outbox = OutboxRecord {
@@ -878,13 +904,13 @@ mod tests {
     #[test]
     fn results_kept_in_records_by_older_versions_are_found_and_taken() {
         let mut meta = ActorMeta {
-            dedup: VecDeque::from(["payment-7".to_string()]),
-            replies: VecDeque::from([StoredReply {
+            dedup: thin_vec::thin_vec!["payment-7".to_string()],
+            replies: thin_vec::thin_vec![StoredReply {
                 key: "order-42".into(),
                 request: 9,
                 ok: false,
                 body: b"{}".to_vec(),
-            }]),
+            }],
             ..ActorMeta::default()
         };
         let reply = KeptResult {

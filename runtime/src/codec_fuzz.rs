@@ -71,8 +71,8 @@ fn rich() -> Rich {
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut meta = ActorMeta::default();
-    meta.dedup.push_back("payment-7".into());
-    meta.dedup.push_back("payment-8".into());
+    meta.dedup.push("payment-7".into());
+    meta.dedup.push("payment-8".into());
     let mut done = rich();
     done.phase = Phase::Done("shipped".into(), -3);
     vec![

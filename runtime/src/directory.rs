@@ -307,7 +307,7 @@ pub(crate) struct Loaded<A> {
     /// Results of idempotent requests this activation kept whose writes may not have reached
     /// the store yet (a lookup reads the store, which would miss them). Each leaves once its
     /// write settled.
-    pub(crate) kept: Vec<PendingKept>,
+    pub(crate) kept: thin_vec::ThinVec<PendingKept>,
     /// The ownership epoch of the actor's shard it was loaded under: its writes commit only
     /// while this node still holds the shard under it.
     pub(crate) epoch: u64,
