@@ -100,3 +100,44 @@ async fn unclaimed_hold_expires_and_is_back_in_stock() {
     }
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_keeps_one_expiry_timer_for_all_its_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = order_demo::open(dir.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let item = rt.get::<InventoryItem>("sku-c");
+    item.seed(10).await.unwrap();
+    let hour = 3_600_000;
+    for (n, order) in ["o-1", "o-2", "o-3"].into_iter().enumerate() {
+        item.reserve(order.into(), n as u64, 1, hour).await.unwrap();
+    }
+    let timers = rt.timers::<InventoryItem>("sku-c").await.unwrap();
+    assert_eq!(
+        timers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["expiry"],
+        "one timer, armed for the first hold's deadline"
+    );
+    let armed = timers[0].due;
+    let level = item.level().await.unwrap();
+    assert!(
+        level
+            .holds
+            .iter()
+            .all(|h| h.expires.is_some_and(|at| at >= armed)),
+        "every hold's deadline is at or after the timer: {level:?}"
+    );
+    // Holds that end in time leave the timer as it is (it finds nothing due when it fires).
+    item.commit("o-1".into(), 0, 1).await.unwrap();
+    assert!(item.release("o-2".into(), 1).await.unwrap());
+    let timers = rt.timers::<InventoryItem>("sku-c").await.unwrap();
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].due, armed);
+    // A hold with an earlier deadline moves the timer forward.
+    item.reserve("o-4".into(), 4, 1, 60_000).await.unwrap();
+    let timers = rt.timers::<InventoryItem>("sku-c").await.unwrap();
+    assert_eq!(timers.len(), 1);
+    assert!(timers[0].due < armed);
+    rt.shutdown().await.unwrap();
+}
