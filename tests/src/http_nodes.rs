@@ -105,6 +105,25 @@ impl HttpNode {
     }
 }
 
+/// POSTs `body` (JSON) to `url/path`, checks the answer is 200, and returns its JSON.
+pub async fn post_ok(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let response = http
+        .post(format!("{url}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
 /// Waits (at most `bound`) until every node serves some shards and together they serve all
 /// of them once; panics otherwise.
 pub async fn wait_until_shared(http: &reqwest::Client, nodes: &[&HttpNode], bound: Duration) {

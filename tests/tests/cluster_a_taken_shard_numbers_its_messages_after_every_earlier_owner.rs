@@ -11,24 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::{HttpNode, nats_stores_and_client};
-use serde_json::{Value, json};
+use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, post_ok};
+use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(3);
 const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
-
-async fn post(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{url}/{path}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    assert_eq!(status, 200, "{path}: {text}");
-    serde_json::from_str(&text).expect("json")
-}
 
 async fn serves_every_shard(http: &reqwest::Client, node: &HttpNode) {
     let started = Instant::now();
@@ -53,7 +40,7 @@ async fn received(
     let started = Instant::now();
     loop {
         let got: Vec<u64> = serde_json::from_value(
-            post(
+            post_ok(
                 http,
                 url,
                 &format!("tally/{tally}/received"),
@@ -93,7 +80,7 @@ async fn a_taken_shard_numbers_its_messages_after_every_earlier_owner() {
     .await;
     serves_every_shard(&http, &a).await;
     for _ in 0..5 {
-        post(
+        post_ok(
             &http,
             &a.url,
             &format!("numberer/{sender}/send_next"),
@@ -120,7 +107,7 @@ async fn a_taken_shard_numbers_its_messages_after_every_earlier_owner() {
     a.stop().await;
     serves_every_shard(&http, &b).await;
     for _ in 0..100 {
-        post(
+        post_ok(
             &http,
             &b.url,
             &format!("numberer/{sender}/send_next"),

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::HttpCluster;
+use gears_tests::http_nodes::{HttpCluster, post_ok};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -24,19 +24,6 @@ const SENDERS: usize = 8;
 const TALLIES: usize = 4;
 const STOCKS: usize = 3;
 const LISTENERS: usize = 6;
-
-async fn call(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{url}/{path}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    assert_eq!(status, 200, "{path}: {text}");
-    serde_json::from_str(&text).expect("json")
-}
 
 async fn state(http: &reqwest::Client, url: &str, path: &str) -> Value {
     let response = http
@@ -88,7 +75,7 @@ async fn round(http: &reqwest::Client, urls: &[String], round: usize) {
     for s in 0..SENDERS {
         let url = &urls[(s + round) % urls.len()];
         let tally = format!("t{}", (s + round) % TALLIES);
-        call(
+        post_ok(
             http,
             url,
             &format!("numberer/n{s}/send_next"),
@@ -96,7 +83,7 @@ async fn round(http: &reqwest::Client, urls: &[String], round: usize) {
         )
         .await;
         if s % 2 == 0 {
-            call(
+            post_ok(
                 http,
                 url,
                 &format!("numberer/n{s}/arm_next"),
@@ -107,7 +94,7 @@ async fn round(http: &reqwest::Client, urls: &[String], round: usize) {
     }
     for s in 0..STOCKS {
         let url = &urls[(s + round) % urls.len()];
-        call(http, url, &format!("stock/s{s}/add"), json!({ "n": 1 })).await;
+        post_ok(http, url, &format!("stock/s{s}/add"), json!({ "n": 1 })).await;
     }
 }
 
@@ -119,7 +106,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
 
     // Subscriptions are durable messages too.
     for l in 0..LISTENERS {
-        call(
+        post_ok(
             &http,
             &urls[l % 3],
             &format!("listener/l{l}/follow"),
@@ -132,7 +119,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
     let started = Instant::now();
     'subscribed: loop {
         for s in 0..STOCKS {
-            call(
+            post_ok(
                 &http,
                 &urls[0],
                 &format!("stock/s{s}/add"),
@@ -141,7 +128,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
             .await;
         }
         for l in 0..LISTENERS {
-            let seen = call(&http, &urls[1], &format!("listener/l{l}/seen"), json!({})).await;
+            let seen = post_ok(&http, &urls[1], &format!("listener/l{l}/seen"), json!({})).await;
             if seen.as_array().is_none_or(Vec::is_empty) {
                 assert!(
                     started.elapsed() < Duration::from_secs(30),
@@ -205,7 +192,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
     loop {
         let mut missing = Vec::new();
         for s in 0..SENDERS {
-            let numbers = call(
+            let numbers = post_ok(
                 &http,
                 &survivors[s % 2],
                 &format!("numberer/n{s}/numbers"),
@@ -225,7 +212,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
             let mut received = Vec::new();
             for t in 0..TALLIES {
                 let got: Vec<u64> = serde_json::from_value(
-                    call(
+                    post_ok(
                         &http,
                         &survivors[t % 2],
                         &format!("tally/t{t}/received"),
@@ -257,7 +244,7 @@ async fn messages_cross_nodes_exactly_once_and_in_order() {
             let stock = state(&http, &survivors[l % 2], &format!("stock/s{}", l % STOCKS)).await;
             let changes = stock["changes"].as_u64().expect("changes");
             let seen: Vec<u64> = serde_json::from_value(
-                call(
+                post_ok(
                     &http,
                     &survivors[l % 2],
                     &format!("listener/l{l}/seen"),
