@@ -261,7 +261,7 @@ impl InventoryItem {
             });
         }
         self.available -= extra;
-        let deadline = epoch_ms(ctx.now() + Duration::from_millis(hold_ms));
+        let deadline = epoch_ms(ctx.now()).saturating_add(hold_ms);
         self.expire_by(ctx, deadline);
         if self.holds.contains_key(&order) {
             // Renewed: the timer of a hold an earlier version took is not needed any more.
