@@ -3,8 +3,7 @@
 //!
 //! `--flow` chooses what an order is, on both sides:
 //! - `demo` (the default): the order demo's own actors (`order_demo`). `Order::place` holds
-//!   each line on its `InventoryItem` (a call; a hold has a deadline, for which the item keeps
-//!   one expiry timer armed), then, in the
+//!   each line on its `InventoryItem` (a call; each hold arms an expiry timer), then, in the
 //!   same turn, becomes `Shipping` and sends every item a `commit` and the customer a notice
 //!   through the outbox. `place` returns before those messages are processed, so after each
 //!   Gears window the bench waits for the outbox to drain and adds that time, and its CPU,
@@ -231,8 +230,8 @@ pub(crate) fn run(tokio: &Tokio, mode: Mode, args: &OrderWorkflowArgs) -> BenchR
                 "ms",
             );
             report.note(format!(
-                "a demo order is `Order::place` ({lines} calls that hold a line each until a \
-                 deadline, for which the item keeps one expiry timer; the order ships and sends {lines} item commits and 1 \
+                "a demo order is `Order::place` ({lines} calls that hold a line each and arm \
+                 its expiry timer; the order ships and sends {lines} item commits and 1 \
                  customer notice) plus those {} outbox messages, processed before the Gears \
                  window ends; on SQLite, one transaction: {lines} conditional stock updates, \
                  the order, its {lines} lines and the notice",

@@ -6,14 +6,12 @@
 //! earlier attempt never frees a hold the order took again since.
 //!
 //! A hold that its order neither commits nor releases (the order's turn was lost in a crash,
-//! or its compensation failed) must not lock stock forever: each hold has a deadline, and the
-//! item keeps one durable timer armed no later than the earliest deadline of its holds (not
-//! one per hold: a hold that commits or releases in time writes no timer at all). When it
-//! fires the item does not free the stock of the holds past their deadline blindly (an order
-//! may be `Shipping`, with its `commit` still in the outbox after a restart); it asks each
-//! order with a durable send, and the order, whose turns are serial, answers with a `release`
-//! unless it shipped with that attempt. The item never *calls* an order, so no call chain can
-//! loop back into an order that is waiting on an item.
+//! or its compensation failed) must not lock stock forever: each hold arms a durable timer.
+//! When it fires the item does not free the stock blindly (the order may be `Shipping`, with
+//! its `commit` still in the outbox after a restart); it asks the order with a durable send,
+//! and the order, whose turns are serial, answers with a `release` unless it shipped with
+//! that attempt. The item never *calls* an order, so no call chain can loop back into an
+//! order that is waiting on an item.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -63,57 +61,6 @@ pub struct Hold {
     pub qty: u32,
     /// The order's attempt that took (or last renewed) the hold.
     pub attempt: u64,
-    /// Its deadline (ms since the Unix epoch), which the item's expiry timer is armed at or
-    /// before; `None` once the order was asked about it (or for a hold an earlier version
-    /// took, which has its own timer).
-    pub deadline_ms: Option<u64>,
-}
-
-/// A hold as version 1 of [`InventoryItem`] stored it (each with its own expiry timer).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct HoldV1 {
-    qty: u32,
-    attempt: u64,
-}
-
-/// What version 1 of [`InventoryItem`] stored (read from older stores, converted on load).
-#[derive(Debug, Serialize, Deserialize, StateVersion)]
-#[state(version = 1)]
-pub struct InventoryItemV1 {
-    seeded: bool,
-    initial: i64,
-    restocked: i64,
-    available: i64,
-    holds: BTreeMap<String, HoldV1>,
-    shipped: i64,
-    unheld_commits: u64,
-}
-
-impl From<InventoryItemV1> for InventoryItem {
-    fn from(v1: InventoryItemV1) -> Self {
-        InventoryItem {
-            seeded: v1.seeded,
-            initial: v1.initial,
-            restocked: v1.restocked,
-            available: v1.available,
-            // Their own timers (`hold_timer`, in the record) still fire `expire`.
-            holds: v1
-                .holds
-                .into_iter()
-                .map(|(order, h)| {
-                    let hold = Hold {
-                        qty: h.qty,
-                        attempt: h.attempt,
-                        deadline_ms: None,
-                    };
-                    (order, hold)
-                })
-                .collect(),
-            shipped: v1.shipped,
-            unheld_commits: v1.unheld_commits,
-            expiry_ms: None,
-        }
-    }
 }
 
 /// One hold as [`InventoryItem::level`] reports it.
@@ -123,9 +70,7 @@ pub struct HeldFor {
     pub order: String,
     /// The hold.
     pub hold: Hold,
-    /// When it expires: its deadline, if the item's expiry timer is armed by then (or when
-    /// its own timer fires, for a hold an earlier version took); `None` if nothing will
-    /// expire it (a hold that never comes back, unless its order releases it).
+    /// When its expiry timer fires; `None` if it has none (a hold that never comes back).
     pub expires: Option<SystemTime>,
 }
 
@@ -156,12 +101,7 @@ pub struct Level {
 /// Counters are signed on purpose: an oversold item shows up as negative stock that the
 /// audit reports, instead of a wrap-around or a panic inside a handler.
 #[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
-#[actor(
-    name = "inventory_item",
-    events = BackInStock,
-    version = 2,
-    previous = InventoryItemV1
-)]
+#[actor(name = "inventory_item", events = BackInStock)]
 pub struct InventoryItem {
     seeded: bool,
     initial: i64,
@@ -170,22 +110,11 @@ pub struct InventoryItem {
     holds: BTreeMap<String, Hold>,
     shipped: i64,
     unheld_commits: u64,
-    /// When the expiry timer ([`EXPIRY`]) is due, if armed.
-    expiry_ms: Option<u64>,
 }
 
-/// Name of the item's expiry timer: armed at or before the earliest deadline of its holds.
-const EXPIRY: &str = "expiry";
-
-/// Name of the expiry timer of `order`'s hold, as version 1 armed one per hold (still fired
-/// by holds taken before; the order id's length is checked against it).
+/// Name of the expiry timer of `order`'s hold.
 pub(crate) fn hold_timer(order: &str) -> String {
     format!("hold:{order}")
-}
-
-fn epoch_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Most units one [`InventoryItem::restock`] adds.
@@ -261,18 +190,12 @@ impl InventoryItem {
             });
         }
         self.available -= extra;
-        let deadline = epoch_ms(ctx.now()).saturating_add(hold_ms);
-        self.expire_by(ctx, deadline);
-        if self.holds.contains_key(&order) {
-            // Renewed: the timer of a hold an earlier version took is not needed any more.
-            ctx.cancel_timer(hold_timer(&order));
-        }
-        let hold = Hold {
-            qty,
-            attempt,
-            deadline_ms: Some(deadline),
-        };
-        self.holds.insert(order, hold);
+        ctx.timer::<Self>(
+            hold_timer(&order),
+            Timer::after(Duration::from_millis(hold_ms)),
+        )
+        .expire(order.clone());
+        self.holds.insert(order, Hold { qty, attempt });
         Ok(())
     }
 
@@ -282,11 +205,8 @@ impl InventoryItem {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt => {
                 let qty = hold.qty;
-                let legacy = hold.deadline_ms.is_none();
                 self.holds.remove(&order);
-                if legacy {
-                    ctx.cancel_timer(hold_timer(&order));
-                }
+                ctx.cancel_timer(hold_timer(&order));
                 self.give_back(ctx, qty);
                 true
             }
@@ -301,10 +221,8 @@ impl InventoryItem {
     pub async fn commit(&mut self, ctx: &Context, order: String, attempt: u64, qty: u32) {
         match self.holds.get(&order) {
             Some(hold) if hold.attempt == attempt && hold.qty == qty => {
-                if hold.deadline_ms.is_none() {
-                    ctx.cancel_timer(hold_timer(&order));
-                }
                 self.holds.remove(&order);
+                ctx.cancel_timer(hold_timer(&order));
             }
             other => {
                 tracing::error!(sku = ctx.key(), order, attempt, qty, hold = ?other, "commit without its hold");
@@ -315,37 +233,12 @@ impl InventoryItem {
         self.shipped += i64::from(qty);
     }
 
-    /// The expiry timer of `order`'s hold, as version 1 armed one per hold: asks the order
-    /// whether it still needs it.
+    /// The expiry timer of `order`'s hold: asks the order whether it still needs it.
     #[handler(internal)]
     pub async fn expire(&mut self, ctx: &Context, order: String) {
         if let Some(hold) = self.holds.get(&order) {
             ctx.send::<Order>(order)
                 .confirm_hold(ctx.key().to_string(), hold.attempt);
-        }
-    }
-
-    /// The item's expiry timer: asks the order of every hold past its deadline whether it
-    /// still needs it (once per hold), and arms the timer again for the earliest deadline
-    /// left.
-    #[handler(internal)]
-    pub async fn expire_due(&mut self, ctx: &Context) {
-        self.expiry_ms = None;
-        let now = epoch_ms(ctx.now());
-        let mut next = None;
-        for (order, hold) in &mut self.holds {
-            match hold.deadline_ms {
-                Some(deadline) if deadline <= now => {
-                    hold.deadline_ms = None;
-                    ctx.send::<Order>(order.clone())
-                        .confirm_hold(ctx.key().to_string(), hold.attempt);
-                }
-                Some(deadline) => next = Some(next.map_or(deadline, |n: u64| n.min(deadline))),
-                None => {}
-            }
-        }
-        if let Some(deadline) = next {
-            self.expire_by(ctx, deadline);
         }
     }
 
@@ -357,18 +250,10 @@ impl InventoryItem {
             .iter()
             .map(|(order, hold)| {
                 let name = hold_timer(order);
-                // Its deadline, if the item's timer is armed by then; else its own timer.
-                let expires = match (hold.deadline_ms, self.expiry_ms) {
-                    (Some(deadline), Some(armed)) if armed <= deadline => timers
-                        .iter()
-                        .find(|t| t.name == EXPIRY)
-                        .map(|_| SystemTime::UNIX_EPOCH + Duration::from_millis(deadline)),
-                    _ => timers.iter().find(|t| t.name == name).map(|t| t.due),
-                };
                 HeldFor {
                     order: order.clone(),
                     hold: *hold,
-                    expires,
+                    expires: timers.iter().find(|t| t.name == name).map(|t| t.due),
                 }
             })
             .collect();
@@ -386,18 +271,6 @@ impl InventoryItem {
 }
 
 impl InventoryItem {
-    /// Arms the expiry timer for `deadline_ms` unless it is armed by then already.
-    fn expire_by(&mut self, ctx: &Context, deadline_ms: u64) {
-        if self.expiry_ms.is_none_or(|armed| armed > deadline_ms) {
-            ctx.timer::<Self>(
-                EXPIRY,
-                Timer::at(SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)),
-            )
-            .expire_due();
-            self.expiry_ms = Some(deadline_ms);
-        }
-    }
-
     /// Returns released units to `available`; an item that had none is back in stock.
     fn give_back(&mut self, ctx: &Context, qty: u32) {
         let was_empty = self.available <= 0;
@@ -408,37 +281,5 @@ impl InventoryItem {
                 available: self.available,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A record version 1 wrote (each hold with its own timer, in the record) loads with
-    /// those holds and no deadline of their own: their timers still fire `expire`.
-    #[test]
-    fn items_stored_by_version_1_load_with_their_holds() {
-        let v1 = InventoryItemV1 {
-            seeded: true,
-            initial: 10,
-            restocked: 2,
-            available: 9,
-            holds: BTreeMap::from([("o-1".to_string(), HoldV1 { qty: 3, attempt: 7 })]),
-            shipped: 0,
-            unheld_commits: 0,
-        };
-        let record = gears::__private::encode_state(&v1);
-        let item: InventoryItem = gears::__private::decode_state(&record).unwrap();
-        assert_eq!((item.initial, item.restocked, item.available), (10, 2, 9));
-        assert_eq!(
-            item.holds["o-1"],
-            Hold {
-                qty: 3,
-                attempt: 7,
-                deadline_ms: None
-            }
-        );
-        assert_eq!(item.expiry_ms, None);
     }
 }

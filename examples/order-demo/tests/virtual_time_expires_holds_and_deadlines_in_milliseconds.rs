@@ -47,7 +47,7 @@ async fn an_unclaimed_hold_expires_after_its_time_and_gives_the_stock_back() {
     assert_eq!(level.holds[0].expires, Some(t.now() + 10 * MINUTE));
     let timers = t.timers::<InventoryItem>("sku-1").await.unwrap();
     assert_eq!(timers.len(), 1, "{timers:?}");
-    assert_eq!(timers[0].name, "expiry", "the item's one expiry timer");
+    assert_eq!(timers[0].name, "hold:o-ghost");
 
     t.advance(10 * MINUTE - Duration::from_millis(1))
         .await
