@@ -331,9 +331,17 @@ impl StateStore for FjallStore {
     }
 
     /// The due time of the earliest timer of `shard` due after `now_ms`.
+    ///
+    /// The range ends with the shard: an iterator steps over every deleted timer (a
+    /// tombstone, until compaction drops it) between its start and the first live one, and
+    /// a cancelled timer leaves one. Unbounded, the look-ahead of a shard without a live timer
+    /// after `now_ms` walked the tombstones of every later shard: with the order demo's holds
+    /// (each arms a timer and cancels it milliseconds later) that was tens of milliseconds
+    /// per scan, on a loader thread.
     fn next_timer_after(&self, shard: u16, now_ms: u64) -> Result<Option<u64>, StorageError> {
         let start = crate::codec::timer_range_key(shard, now_ms.saturating_add(1));
-        let first = collect(self.timers.range(start.as_slice()..), 1)?;
+        let end = crate::codec::timer_range_key(shard.saturating_add(1), 0);
+        let first = collect(self.timers.range(start.as_slice()..end.as_slice()), 1)?;
         Ok(first
             .first()
             .filter(|(key, _)| key.starts_with(&shard.to_be_bytes()))
@@ -460,4 +468,63 @@ fn collect(
                 .map_err(storage)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{timer_key, timer_range_key};
+
+    fn timer_of(shard: u16, due_ms: u64) -> Vec<u8> {
+        // A state key is `shard · len(type) · type · key`.
+        let mut state_key = shard.to_be_bytes().to_vec();
+        state_key.extend_from_slice(&[1, b'a', b'k']);
+        timer_key(&state_key, due_ms, "t")
+    }
+
+    fn write(store: &FjallStore, writes: &[(Vec<u8>, Option<&[u8]>)]) {
+        let mut iter = writes.iter().map(|(key, value)| Write {
+            space: Space::Timers,
+            key,
+            value: *value,
+        });
+        store.write_batch(&mut iter, writes.len()).unwrap();
+        store.sync_batch().unwrap();
+    }
+
+    #[test]
+    fn the_next_timer_of_a_shard_is_its_own_even_past_deleted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(
+            dir.path(),
+            Durability::Sync,
+            None,
+            Arc::new(JournalPersists::default()),
+        )
+        .unwrap();
+        let value: &[u8] = &[0];
+        // Shard 3: one timer left and 100 cancelled after it; shards 4 and 255: one each.
+        let mut writes = vec![
+            (timer_of(3, 10), Some(value)),
+            (timer_of(4, 5), Some(value)),
+            (timer_of(255, 7), Some(value)),
+        ];
+        writes.extend((20..120).map(|due| (timer_of(3, due), Some(value))));
+        write(&store, &writes);
+        let cancelled: Vec<_> = (20..120).map(|due| (timer_of(3, due), None)).collect();
+        write(&store, &cancelled);
+
+        assert_eq!(store.next_timer_after(3, 0).unwrap(), Some(10));
+        // Past its last live timer, a shard has none: never a later shard's.
+        assert_eq!(store.next_timer_after(3, 10).unwrap(), None);
+        assert_eq!(store.next_timer_after(4, 0).unwrap(), Some(5));
+        assert_eq!(store.next_timer_after(4, 5).unwrap(), None);
+        assert_eq!(store.next_timer_after(255, 0).unwrap(), Some(7));
+        assert_eq!(store.next_timer_after(255, u64::MAX).unwrap(), None);
+        assert_eq!(store.next_timer_after(0, 0).unwrap(), None);
+
+        let due = store.due_timers(3, None, 1000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(due[0].0.starts_with(&timer_range_key(3, 10)));
+    }
 }
