@@ -3,7 +3,8 @@
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
@@ -204,6 +205,8 @@ pub struct Context {
     calls: Option<Arc<CallIds>>,
     /// Allocated by the first effect: most turns have none.
     effects: Mutex<Option<Box<Effects>>>,
+    /// [`Context::turn_id`] of a turn that runs once (drawn when first asked).
+    once_id: OnceLock<u128>,
 }
 
 impl Context {
@@ -223,6 +226,7 @@ impl Context {
             timers,
             calls,
             effects: Mutex::new(None),
+            once_id: OnceLock::new(),
         }
     }
 
@@ -245,6 +249,23 @@ impl Context {
     /// The key of the actor running this turn.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// An id of this turn that is the same every time the turn runs, and different for
+    /// every other turn: what a handler can tag a saga step's effects with (a hold, a
+    /// reservation) so that a later step or compensation names exactly this turn's.
+    ///
+    /// A turn that may run again (a delivered send or timer firing, a request with an
+    /// idempotency key: see [`Context::get`]) gets the id its exactly-once calls derive from,
+    /// so when it runs again it makes the same calls with the same arguments. A plain call's
+    /// turn runs once: its id is drawn at random (unique across turns and restarts with
+    /// overwhelming probability). Ids of different turns never depend on each other, so a
+    /// stale effect of one turn can never be mistaken for another's.
+    pub fn turn_id(&self) -> u128 {
+        match &self.calls {
+            Some(calls) => calls.turn(),
+            None => *self.once_id.get_or_init(random_turn_id),
+        }
     }
 
     /// The storage name of the actor type running this turn.
@@ -507,4 +528,28 @@ fn check_target<B: Handlers>(shared: &Shared, key: &str) -> Result<(), Failure> 
         return Err(Failure::NotRegistered(B::NAME));
     }
     Ok(())
+}
+
+/// A fresh id for a turn that runs once: a hash of a per-process random seed and a
+/// per-process counter (no two turns of a process share one; processes differ by the seed).
+fn random_turn_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: OnceLock<[u8; 16]> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(|| {
+        // Each `RandomState` is keyed from the OS's randomness (then per-thread counters).
+        let half = || {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        let mut seed = [0; 16];
+        seed[..8].copy_from_slice(&half().to_le_bytes());
+        seed[8..].copy_from_slice(&half().to_le_bytes());
+        seed
+    });
+    let mut bytes = [0; 24];
+    bytes[..16].copy_from_slice(seed);
+    bytes[16..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&bytes)
 }

@@ -88,6 +88,11 @@ impl CallIds {
         }
     }
 
+    /// The hash of what identifies the turn.
+    pub(crate) fn turn(&self) -> u128 {
+        self.turn
+    }
+
     /// The id of the turn's next call, and its position. The prefix is a control character,
     /// which no caller-chosen idempotency key may contain.
     fn next(&self) -> (String, u32) {

@@ -282,14 +282,22 @@ impl Order {
 }
 
 impl Order {
-    /// Reserves every line under a fresh attempt id, all at once (the items are different
-    /// actors: their turns run in parallel). All held: ships. Otherwise releases what this
-    /// attempt held and says why (the first line, in order, that could not be held).
+    /// Reserves every line under this turn's attempt id, all at once (the items are
+    /// different actors: their turns run in parallel). All held: ships. Otherwise releases
+    /// what this attempt held and says why (the first line, in order, that could not be held).
+    ///
+    /// The attempt id is the turn's id: the same when the turn runs again (a retried event,
+    /// a place retried under its idempotency key), so it makes the same calls, which the
+    /// items answer from the results they kept; and different for every other turn, so a
+    /// release of an earlier attempt still on its way can never free a later attempt's hold.
+    /// (A random id per run made a turn that ran again call with other arguments, which the
+    /// runtime refuses; a counter would repeat the id of a rolled-back attempt.)
     ///
     /// Calls awaited together from a turn stay exactly-once: each gets its id when it is
     /// first polled, and `join_all` polls them in order.
     async fn try_lines(&mut self, ctx: &Context) -> Attempt {
-        let attempt: u64 = rand::random();
+        // Any 64 bits of the turn's id are as unique as the id needs.
+        let attempt = ctx.turn_id() as u64;
         self.attempts += 1;
         let order = ctx.key().to_string();
         let items: Vec<_> = self
