@@ -112,20 +112,29 @@ async fn open(dir: &std::path::Path) -> Runtime {
         .unwrap()
 }
 
+/// Waits until `Tagger(key)`'s turn committed its tag (panics after 30 s).
+async fn tagged(rt: &Runtime, key: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(tag) = rt.get::<Tagger>(key).tagged().await.unwrap() {
+            return tag;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never tagged: {:?}",
+            rt.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_runs_again_tags_its_call_with_the_same_turn_id() {
     let dir = tempfile::tempdir().unwrap();
     let rt = open(dir.path()).await;
     panics().insert("same".into(), (2, 0));
     rt.send::<Tagger>("same").tag(false).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let tag = loop {
-        if let Some(tag) = rt.get::<Tagger>("same").tagged().await.unwrap() {
-            break tag;
-        }
-        assert!(Instant::now() < deadline, "never tagged: {:?}", rt.stats());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let tag = tagged(&rt, "same").await;
     assert_eq!(runs("same"), 3, "the turn ran three times");
     // The ledger recorded once: the re-runs' calls were answered from its kept result.
     assert_eq!(rt.get::<Ledger>("same").tags().await.unwrap(), vec![tag]);
@@ -168,18 +177,6 @@ async fn every_plain_call_and_every_send_has_an_id_of_its_own() {
     }
     rt.send::<Tagger>("two-a").tag(false).await.unwrap();
     rt.send::<Tagger>("two-b").tag(false).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut tags = Vec::new();
-    for key in ["two-a", "two-b"] {
-        loop {
-            if let Some(tag) = rt.get::<Tagger>(key).tagged().await.unwrap() {
-                tags.push(tag);
-                break;
-            }
-            assert!(Instant::now() < deadline, "{key} never tagged");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    assert_ne!(tags[0], tags[1]);
+    assert_ne!(tagged(&rt, "two-a").await, tagged(&rt, "two-b").await);
     rt.shutdown().await.unwrap();
 }
