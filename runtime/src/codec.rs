@@ -135,6 +135,32 @@ pub(crate) struct ActorMeta {
     pub(crate) replies: ThinVec<StoredReply>,
 }
 
+/// An id no other call of this process returns and another process returns only by chance
+/// (1 in 2^128): a hash of a per-process random seed and a per-process counter. The ids of
+/// turns that run once and of routed calls.
+pub(crate) fn unique_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(|| {
+        // Each `RandomState` is keyed from the OS's randomness (then per-thread counters).
+        let half = || {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        let mut seed = [0; 16];
+        seed[..8].copy_from_slice(&half().to_le_bytes());
+        seed[8..].copy_from_slice(&half().to_le_bytes());
+        seed
+    });
+    let mut bytes = [0; 24];
+    bytes[..16].copy_from_slice(seed);
+    bytes[16..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
 /// The timers of an actor that has none, shared (a turn that arms one copies it first).
 fn no_timers() -> Arc<Vec<TimerEntry>> {
     static NONE: std::sync::LazyLock<Arc<Vec<TimerEntry>>> =

@@ -3,7 +3,6 @@
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -264,7 +263,7 @@ impl Context {
     pub fn turn_id(&self) -> u128 {
         match &self.calls {
             Some(calls) => calls.turn(),
-            None => *self.once_id.get_or_init(random_turn_id),
+            None => *self.once_id.get_or_init(crate::codec::unique_id),
         }
     }
 
@@ -528,28 +527,4 @@ fn check_target<B: Handlers>(shared: &Shared, key: &str) -> Result<(), Failure> 
         return Err(Failure::NotRegistered(B::NAME));
     }
     Ok(())
-}
-
-/// A fresh id for a turn that runs once: a hash of a per-process random seed and a
-/// per-process counter (no two turns of a process share one; processes differ by the seed).
-fn random_turn_id() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    static SEED: OnceLock<[u8; 16]> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = SEED.get_or_init(|| {
-        // Each `RandomState` is keyed from the OS's randomness (then per-thread counters).
-        let half = || {
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        };
-        let mut seed = [0; 16];
-        seed[..8].copy_from_slice(&half().to_le_bytes());
-        seed[8..].copy_from_slice(&half().to_le_bytes());
-        seed
-    });
-    let mut bytes = [0; 24];
-    bytes[..16].copy_from_slice(seed);
-    bytes[16..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    xxhash_rust::xxh3::xxh3_128(&bytes)
 }

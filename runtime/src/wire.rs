@@ -3,8 +3,6 @@
 //! encoded with postcard. Handlers travel by name; enum variants are only ever added at the
 //! end. `handle/route.rs` sends them, `remote.rs` serves them.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -219,13 +217,7 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, St
 /// A fresh idempotency id for one routed call (its retries share it). It starts with a
 /// control character, as the ids of a turn's calls do: no caller-chosen key can.
 pub(crate) fn fresh_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = std::collections::hash_map::RandomState::new();
-    let mut high = seed.build_hasher();
-    high.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut low = seed.build_hasher();
-    low.write_u64(u64::from(std::process::id()));
-    format!("\u{1}routed:{:016x}{:016x}", high.finish(), low.finish())
+    format!("\u{1}routed:{:032x}", crate::codec::unique_id())
 }
 
 /// A reply saying the call could not be answered with what it produced (too large for the

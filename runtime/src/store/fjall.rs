@@ -344,7 +344,6 @@ impl StateStore for FjallStore {
         let first = collect(self.timers.range(start.as_slice()..end.as_slice()), 1)?;
         Ok(first
             .first()
-            .filter(|(key, _)| key.starts_with(&shard.to_be_bytes()))
             .and_then(|(key, _)| crate::codec::timer_due(key)))
     }
 
