@@ -105,13 +105,13 @@ impl HttpNode {
     }
 }
 
-/// POSTs `body` (JSON) to `url/path`, checks the answer is 200, and returns its JSON.
-pub async fn post_ok(
+/// POSTs `body` (JSON) to `url/path`: the answer's status and body.
+pub async fn post(
     http: &reqwest::Client,
     url: &str,
     path: &str,
     body: serde_json::Value,
-) -> serde_json::Value {
+) -> (u16, String) {
     let response = http
         .post(format!("{url}/{path}"))
         .json(&body)
@@ -119,7 +119,17 @@ pub async fn post_ok(
         .await
         .expect("send");
     let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
+    (status, response.text().await.expect("body"))
+}
+
+/// POSTs `body` (JSON) to `url/path`, checks the answer is 200, and returns its JSON.
+pub async fn post_ok(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let (status, text) = post(http, url, path, body).await;
     assert_eq!(status, 200, "{path}: {text}");
     serde_json::from_str(&text).expect("json")
 }

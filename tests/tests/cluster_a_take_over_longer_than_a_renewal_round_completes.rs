@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, wait_until_shared};
+use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, post, wait_until_shared};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(1);
@@ -69,12 +69,5 @@ async fn call(
     handler: &str,
     body: serde_json::Value,
 ) -> (u16, String) {
-    let response = http
-        .post(format!("{node}/counter/k{key}/{handler}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
+    post(http, node, &format!("counter/k{key}/{handler}"), body).await
 }

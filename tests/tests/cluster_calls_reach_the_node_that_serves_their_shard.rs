@@ -15,17 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gears_tests::http_nodes::HttpCluster;
+use gears_tests::http_nodes::{HttpCluster, post};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
 const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
-
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, String) {
-    let response = http.post(url).json(&body).send().await.expect("send");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
-}
 
 async fn get(http: &reqwest::Client, url: String) -> Value {
     let response = http.get(url).send().await.expect("send");
@@ -44,7 +38,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     for key in 0..KEYS {
         let (status, body) = post(
             &http,
-            format!("{}/counter/k{key}/add", urls[key % 3]),
+            &urls[key % 3],
+            &format!("counter/k{key}/add"),
             json!({ "n": key + 1 }),
         )
         .await;
@@ -112,7 +107,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     // Calls between actors cross nodes; a cycle across them is refused, not a deadlock.
     let (status, body) = post(
         &http,
-        format!("{}/relay/r0/forward", urls[0]),
+        &urls[0],
+        "relay/r0/forward",
         json!({ "route": ["r1", "r2", "r3", "r4"] }),
     )
     .await;
@@ -120,7 +116,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     let started = Instant::now();
     let (status, body) = post(
         &http,
-        format!("{}/relay/c0/forward", urls[1]),
+        &urls[1],
+        "relay/c0/forward",
         json!({ "route": ["c1", "c2", "c3", "c0"] }),
     )
     .await;
@@ -140,7 +137,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
     for a in 0..ACCOUNTS {
         let (status, _) = post(
             &http,
-            format!("{}/bank_account/a{a}/credit", urls[a % 2]),
+            &urls[a % 2],
+            &format!("bank_account/a{a}/credit"),
             json!({ "amount": OPENING }),
         )
         .await;
@@ -162,7 +160,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
                     let key = (i / 2) % KEYS;
                     let (status, body) = post(
                         &http,
-                        format!("{url}/counter/k{key}/add"),
+                        url,
+                        &format!("counter/k{key}/add"),
                         json!({ "n": 1 }),
                     )
                     .await;
@@ -172,7 +171,8 @@ async fn calls_reach_the_node_that_serves_their_shard() {
                     let (from, to) = ((i / 2) % ACCOUNTS, (i / 2 + 1 + w) % ACCOUNTS);
                     let (status, body) = post(
                         &http,
-                        format!("{url}/transfer/t{w}-{i}/run"),
+                        url,
+                        &format!("transfer/t{w}-{i}/run"),
                         json!({ "from": format!("a{from}"), "to": format!("a{to}"), "amount": 1 }),
                     )
                     .await;
