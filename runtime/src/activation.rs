@@ -22,8 +22,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::actor::Handlers;
 use crate::codec::{
     ActorMeta, ActorRef, KeptResult, OutboxId, OutboxRecord, Payload, Subscriber, TimerEntry,
-    TimerRecord, decode_envelope, encode_envelope, encode_timer, expiry_key, kept_key, kept_prefix,
-    timer_key,
+    TimerMessage, decode_envelope, encode_envelope, expiry_key, kept_key, kept_prefix, timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType};
@@ -696,7 +695,9 @@ async fn handler_turn<A: Handlers>(
             }
         }
     }
+    let mut fired = false;
     if let Some(d) = delivery {
+        fired = matches!(*d, Delivery::Timer { .. });
         if let Delivery::Outbox {
             idempotency: Some(key),
             ..
@@ -708,16 +709,9 @@ async fn handler_turn<A: Handlers>(
                 result: KeptResult::send(),
             });
         }
-        dirty |= complete_delivery(
-            shared,
-            slot,
-            l,
-            *d,
-            true,
-            &mut writes,
-            &mut released.timer_due,
-        );
+        dirty |= complete_delivery(shared, l, *d, true, &mut writes, &mut released.timer_due);
     }
+    dirty |= sync_timer_index(slot, &mut l.meta, fired, &mut writes);
     // Ends once the turn's write is durable.
     let mut commit_span = tracing::Span::none();
     // Most read-only turns have nothing to write: then no `submit` future is made at all.
@@ -788,8 +782,9 @@ async fn delivery_turn<A: Handlers>(
     };
     let mut writes = Vec::new();
     if let Some(d) = delivery {
-        complete_delivery(shared, slot, l, *d, changed, &mut writes, &mut None);
+        complete_delivery(shared, l, *d, changed, &mut writes, &mut None);
     }
+    let changed = changed | sync_timer_index(slot, &mut l.meta, false, &mut writes);
     let released = Released::default();
     commit_and_reply(shared, slot, activation, reply, writes, changed, released).await;
 }
@@ -838,20 +833,27 @@ async fn discard_timer_turn<A: Handlers>(
         return;
     };
     let DiscardTimer { key, name, due_ms } = timer;
+    if name.is_empty() {
+        return upkeep_turn(shared, slot, activation, reply, key, due_ms).await;
+    }
     let listed = l
         .meta
         .timers
         .iter()
         .position(|t| t.name == name && t.due_ms == due_ms);
+    let mut writes = Vec::new();
+    // Stored apart by an older version, or no longer listed (then its key, if any, goes).
+    if listed.is_none_or(|at| l.meta.timers[at].stored_apart()) {
+        writes.push(KeyWrite {
+            space: Space::Timers,
+            key,
+            value: None,
+        });
+    }
     if let Some(at) = listed {
         Arc::make_mut(&mut l.meta.timers).remove(at);
     }
-    let writes = vec![KeyWrite {
-        space: Space::Timers,
-        key,
-        value: None,
-    }];
-    let dirty = listed.is_some();
+    let dirty = listed.is_some() | sync_timer_index(slot, &mut l.meta, true, &mut writes);
     commit_and_reply(
         shared,
         slot,
@@ -862,6 +864,39 @@ async fn discard_timer_turn<A: Handlers>(
         Released::default(),
     )
     .await;
+}
+
+/// Moves this actor's timer index entry `key` (due at `due_ms`), which the timer service
+/// found due with no timer due behind it, to the earliest timer in the record, or removes it
+/// if there is none (a timer armed since it looked is kept). An entry the record does not
+/// name (`indexed`) is deleted: no turn of this actor relies on it.
+async fn upkeep_turn<A: Handlers>(
+    shared: &Arc<Shared>,
+    slot: &Slot<A>,
+    activation: &mut Activation<A>,
+    reply: Option<Replier>,
+    key: Arc<[u8]>,
+    due_ms: u64,
+) {
+    let Some(l) = activation.loaded.as_mut() else {
+        return;
+    };
+    let mut writes = Vec::new();
+    if l.meta.indexed != Some(due_ms) {
+        writes.push(KeyWrite {
+            space: Space::Timers,
+            key,
+            value: None,
+        });
+    }
+    let dirty = sync_timer_index(slot, &mut l.meta, true, &mut writes);
+    let released = Released {
+        upkeep: true,
+        // The timer service looks at the entry's new place once it is durable.
+        timer_due: l.meta.indexed,
+        ..Released::default()
+    };
+    commit_and_reply(shared, slot, activation, reply, writes, dirty, released).await;
 }
 
 /// Stages a turn's writes (the record if `dirty`, `writes`, a kept result) as one commit
@@ -888,9 +923,11 @@ fn commit<A: Handlers>(
     let Some(l) = activation.loaded.as_mut() else {
         return Ok(None);
     };
-    let staged = stage(shared, slot, l, writes, dirty, kept);
-    if staged.is_err() {
-        roll_back(shared, slot, activation, released);
+    let mut staged = stage(shared, slot, l, writes, dirty, kept);
+    match &mut staged {
+        Ok(Some(staged)) => staged.upkeep = released.upkeep,
+        Ok(None) => {}
+        Err(_) => roll_back(shared, slot, activation, released),
     }
     staged
 }
@@ -899,6 +936,8 @@ fn commit<A: Handlers>(
 /// submitted.
 struct Staged {
     writes: Vec<KeyWrite>,
+    /// Only a timer index entry's upkeep (counted apart).
+    upkeep: bool,
     fence: Fence,
     /// The state's new record, if it is written.
     record: Option<Arc<[u8]>>,
@@ -913,6 +952,7 @@ struct Staged {
 async fn submit<A: Handlers>(shared: &Shared, activation: &mut Activation<A>, staged: Staged) {
     let Staged {
         writes,
+        upkeep,
         fence,
         record,
         kept,
@@ -920,7 +960,7 @@ async fn submit<A: Handlers>(shared: &Shared, activation: &mut Activation<A>, st
     } = staged;
     let ticket = shared
         .committer
-        .submit(writes, activation.last_write.take(), Some(fence))
+        .submit_counted(writes, activation.last_write.take(), Some(fence), upkeep)
         .await;
     if let Some(l) = activation.loaded.as_mut() {
         if record.is_some() {
@@ -995,6 +1035,9 @@ struct Released<E> {
     events: Vec<E>,
     /// The earliest timer the turn scheduled.
     timer_due: Option<u64>,
+    /// The turn only removed or moved its actor's timer index entry: its writes are counted
+    /// as upkeep.
+    upkeep: bool,
 }
 
 impl<E> Default for Released<E> {
@@ -1003,6 +1046,7 @@ impl<E> Default for Released<E> {
             outbox: Vec::new(),
             events: Vec::new(),
             timer_due: None,
+            upkeep: false,
         }
     }
 }
@@ -1072,8 +1116,11 @@ fn apply_effects<A: Handlers>(
     }
 
     if delete {
-        for t in l.meta.timers.iter() {
+        for t in l.meta.timers.iter().filter(|t| t.stored_apart()) {
             writes.push(timer_write(t.due_ms, slot, &t.name, None));
+        }
+        if let Some(due) = l.meta.indexed {
+            writes.push(index_write(slot, due, None));
         }
         for publisher in l.meta.subscriptions.drain(..) {
             sends.push(OutboxRecord {
@@ -1092,9 +1139,7 @@ fn apply_effects<A: Handlers>(
             changed = true;
             match op {
                 TimerOp::Cancel(name) => {
-                    if let Some(old) = remove_timer(&mut l.meta, &name) {
-                        writes.push(timer_write(old.due_ms, slot, &name, None));
-                    }
+                    remove_timer(slot, &mut l.meta, &name, writes);
                 }
                 TimerOp::Set {
                     name,
@@ -1102,14 +1147,14 @@ fn apply_effects<A: Handlers>(
                     every_ms,
                     message,
                 } => {
-                    if let Some(old) = remove_timer(&mut l.meta, &name) {
-                        writes.push(timer_write(old.due_ms, slot, &name, None));
-                    }
-                    writes.push(timer_put(slot, &name, message, due_ms, every_ms)?);
+                    remove_timer(slot, &mut l.meta, &name, writes);
                     Arc::make_mut(&mut l.meta.timers).push(TimerEntry {
                         name,
                         due_ms,
                         every_ms,
+                        message: Some(TimerMessage::encode(&message).map_err(|e| {
+                            Failure::Invalid(format!("cannot encode a timer's message: {e}"))
+                        })?),
                     });
                     released.timer_due = Some(released.timer_due.map_or(due_ms, |d| d.min(due_ms)));
                 }
@@ -1175,9 +1220,76 @@ fn apply_effects<A: Handlers>(
     Ok(changed)
 }
 
-fn remove_timer(meta: &mut ActorMeta, name: &str) -> Option<TimerEntry> {
-    let at = meta.timers.iter().position(|t| t.name == name)?;
-    Some(Arc::make_mut(&mut meta.timers).remove(at))
+/// Removes timer `name` from the record, and its own key if an older version stored it
+/// apart. The index entry stays (see [`sync_timer_index`]).
+fn remove_timer<A: Handlers>(
+    slot: &Slot<A>,
+    meta: &mut ActorMeta,
+    name: &str,
+    writes: &mut Vec<KeyWrite>,
+) {
+    let Some(at) = meta.timers.iter().position(|t| t.name == name) else {
+        return;
+    };
+    let old = Arc::make_mut(&mut meta.timers).remove(at);
+    if old.stored_apart() {
+        writes.push(timer_write(old.due_ms, slot, name, None));
+    }
+}
+
+/// Keeps the actor's entry in the timer index true after its timers changed: at or before
+/// its earliest timer kept in the record. An entry earlier than the earliest timer (one was
+/// cancelled), or with no timer left behind it, stays, so arming and cancelling timers
+/// writes nothing but the record the turn writes anyway; when the entry comes due, the
+/// timer service reads the record and waits for the earliest timer, or has the entry
+/// removed by [`upkeep_turn`] (see [`crate::timers`]). After a firing or in upkeep
+/// (`fired`), the entry moves to the earliest timer, or goes if there is none. Returns
+/// whether the record changed.
+fn sync_timer_index<A: Handlers>(
+    slot: &Slot<A>,
+    meta: &mut ActorMeta,
+    fired: bool,
+    writes: &mut Vec<KeyWrite>,
+) -> bool {
+    let earliest = meta
+        .timers
+        .iter()
+        .filter(|t| !t.stored_apart())
+        .map(|t| t.due_ms)
+        .min();
+    let keep = match (meta.indexed, earliest) {
+        (None, None) => return false,
+        // The last timer was cancelled: the entry stays until it comes due, when the timer
+        // service has a turn of this actor remove it (`upkeep_turn`); a timer armed
+        // meanwhile at or after it needs no write of its own.
+        (Some(_), None) => !fired,
+        (Some(at), Some(earliest)) => at == earliest || (at < earliest && !fired),
+        (None, Some(_)) => false,
+    };
+    if keep {
+        return false;
+    }
+    if let Some(at) = meta.indexed {
+        writes.push(index_write(slot, at, None));
+    }
+    if let Some(earliest) = earliest {
+        writes.push(index_write(
+            slot,
+            earliest,
+            Some(Arc::from(&crate::codec::TIMER_INDEX[..])),
+        ));
+    }
+    meta.indexed = earliest;
+    true
+}
+
+/// The write of this actor's entry in the timer index at `due_ms`.
+fn index_write<A: Handlers>(slot: &Slot<A>, due_ms: u64, value: Option<Arc<[u8]>>) -> KeyWrite {
+    KeyWrite {
+        space: Space::Timers,
+        key: crate::codec::timer_index_key(&slot.store_key, due_ms).into(),
+        value,
+    }
 }
 
 /// This actor as a message target.
@@ -1186,25 +1298,6 @@ fn actor_ref<A: Handlers>(slot: &Slot<A>) -> ActorRef {
         actor: A::NAME.to_string(),
         key: slot.key.to_string(),
     }
-}
-
-/// The write that stores timer `name` of this actor, due at `due_ms`.
-fn timer_put<A: Handlers>(
-    slot: &Slot<A>,
-    name: &str,
-    message: Payload,
-    due_ms: u64,
-    every_ms: Option<u64>,
-) -> Result<KeyWrite, Failure> {
-    let record = TimerRecord {
-        target: actor_ref(slot),
-        name: name.to_string(),
-        message,
-        due_ms,
-        every_ms,
-    };
-    let value = encode_timer(&record).map_err(Failure::Invalid)?;
-    Ok(timer_write(due_ms, slot, name, Some(value.into())))
 }
 
 fn timer_write<A: Handlers>(
@@ -1220,11 +1313,11 @@ fn timer_write<A: Handlers>(
     }
 }
 
-/// Removes a delivery in the turn's batch (what makes it exactly-once), and for a periodic
-/// timer writes its next firing. Returns whether the record changed.
+/// Removes a delivery in the turn's batch (what makes it exactly-once): an outbox entry, or
+/// a timer from the record (a periodic one gets its next firing there; one an older
+/// version stored apart loses its key too). Returns whether the record changed.
 fn complete_delivery<A: Handlers>(
     shared: &Shared,
-    slot: &Slot<A>,
     l: &mut Loaded<A>,
     delivery: Delivery,
     processed: bool,
@@ -1248,13 +1341,16 @@ fn complete_delivery<A: Handlers>(
             due_ms,
             every_ms,
             message,
+            stored,
             ..
         } => {
-            writes.push(KeyWrite {
-                space: Space::Timers,
-                key,
-                value: None,
-            });
+            if stored {
+                writes.push(KeyWrite {
+                    space: Space::Timers,
+                    key,
+                    value: None,
+                });
+            }
             if processed {
                 shared.metrics.timers_fired.fetch_add(1, Ordering::Relaxed);
             }
@@ -1281,11 +1377,14 @@ fn complete_delivery<A: Handlers>(
                         next if next > now => next,
                         _ => now.saturating_add(every),
                     };
+                    // Re-armed in the record (a timer an older version stored apart too).
                     timers[at].due_ms = next;
-                    match timer_put(slot, &name, *message, next, every_ms) {
-                        Ok(write) => writes.push(write),
-                        Err(failure) => {
-                            tracing::error!(actor = A::NAME, key = %slot.key, timer = %name, error = %failure, "cannot re-arm a periodic timer");
+                    if timers[at].stored_apart() {
+                        match TimerMessage::encode(&message) {
+                            Ok(kept) => timers[at].message = Some(kept),
+                            Err(e) => {
+                                tracing::error!(timer = %name, error = %e, "cannot keep a periodic timer's message in its record");
+                            }
                         }
                     }
                     *timer_due = Some(timer_due.map_or(next, |d| d.min(next)));
@@ -1433,6 +1532,7 @@ fn stage<A: Handlers>(
         return Ok(None);
     }
     Ok(Some(Staged {
+        upkeep: false,
         writes,
         fence: Fence {
             shard: slot.shard(),
@@ -1458,6 +1558,7 @@ fn reply_after<A: Handlers>(
         outbox,
         events,
         timer_due,
+        upkeep: _,
     } = released;
     let nothing_released = outbox.is_empty() && events.is_empty() && timer_due.is_none();
     if reply.is_none() && nothing_released {

@@ -37,6 +37,12 @@ pub(crate) const STATE_RECORD_V2: u8 = 2;
 /// [`ActorMeta::replies`] appended to the metadata. Written only when there are replies.
 pub(crate) const STATE_RECORD_V3: u8 = 3;
 
+/// Format byte of a state record, version 4: `[4][varint schema][postcard MetaV4][postcard
+/// state]`: the actor's timers with their messages (kept in the record since format 4, not
+/// each under a key of its own) and the due time of its entry in the timer index. Written
+/// when the record holds such a timer or an index entry; versions 2 and 3 otherwise.
+pub(crate) const STATE_RECORD_V4: u8 = 4;
+
 /// Format byte of outbox entries and timers, version 1: `[1][postcard record]`.
 pub(crate) const ENVELOPE_V1: u8 = 1;
 
@@ -133,6 +139,10 @@ pub(crate) struct ActorMeta {
     pub(crate) dedup: ThinVec<String>,
     /// The results of the most recent idempotent calls, oldest first (format 3).
     pub(crate) replies: ThinVec<StoredReply>,
+    /// The due time of this actor's entry in the timer index ([`timer_index_key`]), if it
+    /// has one: at or before its earliest timer kept in the record (it may be earlier: a
+    /// cancelled timer's entry stays until a firing or the last cancel moves it).
+    pub(crate) indexed: Option<u64>,
 }
 
 /// An id no other call of this process returns and another process returns only by chance
@@ -176,6 +186,7 @@ impl Default for ActorMeta {
             subscriptions: ThinVec::new(),
             dedup: ThinVec::new(),
             replies: ThinVec::new(),
+            indexed: None,
         }
     }
 }
@@ -190,9 +201,30 @@ struct MetaV2<T, S, R, D> {
     dedup: D,
 }
 
+/// The metadata as format 4 stores it: timers with their messages, and the index entry.
+#[derive(Serialize, Deserialize)]
+struct MetaV4<T, S, R, D, P> {
+    timers: T,
+    subscribers: S,
+    subscriptions: R,
+    dedup: D,
+    replies: P,
+    indexed: Option<u64>,
+}
+
+/// A timer as formats 2 and 3 list it in the record (its message is in the timer's own
+/// key). Borrowed for encoding, owned for decoding.
+#[derive(Serialize, Deserialize)]
+struct TimerEntryV2<N> {
+    name: N,
+    due_ms: u64,
+    every_ms: Option<u64>,
+}
+
 impl ActorMeta {
     pub(crate) fn is_empty(&self) -> bool {
         self.timers.is_empty()
+            && self.indexed.is_none()
             && self.subscribers.is_empty()
             && self.subscriptions.is_empty()
             && self.dedup.is_empty()
@@ -247,7 +279,7 @@ pub(crate) struct StoredReply {
     pub(crate) body: Vec<u8>,
 }
 
-/// One pending timer in its actor's record (the timer itself is in the `timers` keyspace).
+/// One pending timer in its actor's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TimerEntry {
     pub(crate) name: String,
@@ -255,6 +287,49 @@ pub(crate) struct TimerEntry {
     pub(crate) due_ms: u64,
     /// Period of a periodic timer.
     pub(crate) every_ms: Option<u64>,
+    /// What it delivers, kept here since record format 4 (the timer index finds the
+    /// actor); `None`: a timer armed by an older version, stored under its own key in the
+    /// `timers` keyspace ([`timer_key`]) with its message.
+    pub(crate) message: Option<TimerMessage>,
+}
+
+/// A timer's message as its record keeps it: the [`Payload`], encoded once when the timer
+/// is armed. Every write of the record copies these bytes, and a turn that changes the
+/// actor's timers clones the list: neither takes the message apart again (an actor may have
+/// many timers pending; only a firing decodes one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TimerMessage(Arc<[u8]>);
+
+impl TimerMessage {
+    pub(crate) fn encode(payload: &Payload) -> Result<TimerMessage, String> {
+        let bytes = postcard::to_allocvec(payload).map_err(|e| e.to_string())?;
+        Ok(TimerMessage(bytes.into()))
+    }
+
+    pub(crate) fn decode(&self) -> Result<Payload, String> {
+        decode_all(&self.0)
+    }
+}
+
+impl Serialize for TimerMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(TimerMessage(bytes.into_vec().into()))
+    }
+}
+
+impl TimerEntry {
+    /// Whether the timer has a key of its own in the `timers` keyspace (armed by a version
+    /// before record format 4).
+    pub(crate) fn stored_apart(&self) -> bool {
+        self.message.is_none()
+    }
 }
 
 /// An actor by storage name and key.
@@ -282,6 +357,18 @@ pub(crate) fn encode_record<A: Serialize>(
     if meta.is_empty() {
         out.push(STATE_RECORD_V1);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+    } else if meta.indexed.is_some() || meta.timers.iter().any(|t| !t.stored_apart()) {
+        out.push(STATE_RECORD_V4);
+        out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+        let v4 = MetaV4 {
+            timers: &meta.timers,
+            subscribers: &meta.subscribers,
+            subscriptions: &meta.subscriptions,
+            dedup: &meta.dedup,
+            replies: &meta.replies,
+            indexed: meta.indexed,
+        };
+        out = postcard::to_extend(&v4, out).map_err(|e| format!("cannot encode meta: {e}"))?;
     } else {
         let format = if meta.replies.is_empty() {
             STATE_RECORD_V2
@@ -290,8 +377,17 @@ pub(crate) fn encode_record<A: Serialize>(
         };
         out.push(format);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
+        let timers: Vec<TimerEntryV2<&str>> = meta
+            .timers
+            .iter()
+            .map(|t| TimerEntryV2 {
+                name: t.name.as_str(),
+                due_ms: t.due_ms,
+                every_ms: t.every_ms,
+            })
+            .collect();
         let v2 = MetaV2 {
-            timers: &meta.timers,
+            timers,
             subscribers: &meta.subscribers,
             subscriptions: &meta.subscriptions,
             dedup: &meta.dedup,
@@ -324,22 +420,52 @@ pub(crate) fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), Stri
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };
-    if !(STATE_RECORD_V1..=STATE_RECORD_V3).contains(&format) {
+    if !(STATE_RECORD_V1..=STATE_RECORD_V4).contains(&format) {
         return Err(format!(
             "unknown record format {format} (this build reads formats {STATE_RECORD_V1} to \
-             {STATE_RECORD_V3})"
+             {STATE_RECORD_V4})"
         ));
     }
     let (schema, rest) =
         postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("bad schema version: {e}"))?;
     let (mut meta, mut rest) = (ActorMeta::default(), rest);
+    if format == STATE_RECORD_V4 {
+        type Owned = MetaV4<
+            Vec<TimerEntry>,
+            ThinVec<Subscriber>,
+            ThinVec<ActorRef>,
+            ThinVec<String>,
+            ThinVec<StoredReply>,
+        >;
+        let (v4, tail) =
+            postcard::take_from_bytes::<Owned>(rest).map_err(|e| format!("bad meta bytes: {e}"))?;
+        if !v4.timers.is_empty() {
+            meta.timers = Arc::new(v4.timers);
+        }
+        meta.subscribers = v4.subscribers;
+        meta.subscriptions = v4.subscriptions;
+        meta.dedup = v4.dedup;
+        meta.replies = v4.replies;
+        meta.indexed = v4.indexed;
+        return Ok((schema, meta, tail));
+    }
     if format >= STATE_RECORD_V2 {
-        type Owned =
-            MetaV2<Vec<TimerEntry>, ThinVec<Subscriber>, ThinVec<ActorRef>, ThinVec<String>>;
+        type Owned = MetaV2<
+            Vec<TimerEntryV2<String>>,
+            ThinVec<Subscriber>,
+            ThinVec<ActorRef>,
+            ThinVec<String>,
+        >;
         let (v2, tail) =
             postcard::take_from_bytes::<Owned>(rest).map_err(|e| format!("bad meta bytes: {e}"))?;
         if !v2.timers.is_empty() {
-            meta.timers = Arc::new(v2.timers);
+            let timers = v2.timers.into_iter().map(|t| TimerEntry {
+                name: t.name,
+                due_ms: t.due_ms,
+                every_ms: t.every_ms,
+                message: None,
+            });
+            meta.timers = Arc::new(timers.collect());
         }
         meta.subscribers = v2.subscribers;
         meta.subscriptions = v2.subscriptions;
@@ -373,15 +499,21 @@ pub(crate) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, A)
 }
 
 /// What an outbox entry or a timer carries to its target. Stored with postcard, which
-/// encodes the variant by position: new variants go at the end.
+/// encodes the variant by position: new variants go at the end. Byte strings go through
+/// `serde_bytes`: postcard lays them out as it does a `Vec<u8>` (length, then the bytes),
+/// so the stored bytes are the same, written at once instead of one element at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Payload {
     /// A message as stores of format 1 wrote it: the handler by its position in the `impl`
     /// block, then its arguments. Read (see [`crate::Handlers::__decode_positional`]), never
     /// written now.
-    Positional(Vec<u8>),
+    Positional(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An event for a subscriber: the handler to run and the postcard-encoded event.
-    Event { handler: String, event: Vec<u8> },
+    Event {
+        handler: String,
+        #[serde(with = "serde_bytes")]
+        event: Vec<u8>,
+    },
     /// Add `subscriber` to the target's subscribers.
     Subscribe(Subscriber),
     /// Remove the subscriber `actor(key)` from the target's subscribers.
@@ -392,6 +524,7 @@ pub(crate) enum Payload {
     /// as a string.
     Message {
         handler: Cow<'static, str>,
+        #[serde(with = "serde_bytes")]
         args: Vec<u8>,
     },
 }
@@ -445,7 +578,9 @@ struct TimerRecordV1 {
 /// Format byte of timers since handlers are stored by name: `[2][postcard TimerRecord]`.
 pub(crate) const ENVELOPE_V2: u8 = 2;
 
-/// Encodes a timer: `[2][postcard]`.
+/// Encodes a timer: `[2][postcard]` (as versions before record format 4 stored each timer;
+/// for the fixtures).
+#[cfg(test)]
 pub(crate) fn encode_timer(record: &TimerRecord) -> Result<Vec<u8>, String> {
     postcard::to_extend(record, vec![ENVELOPE_V2]).map_err(|e| e.to_string())
 }
@@ -549,6 +684,23 @@ pub(crate) fn timer_key(state_key: &[u8], due_ms: u64, name: &str) -> Vec<u8> {
     out.extend_from_slice(state_key);
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+/// The key of an actor's entry in the timer index: a [`timer_key`] without a name (timer
+/// names are never empty), so each shard's index entries sort by due time among the timers
+/// older versions stored under keys of their own; its value is [`TIMER_INDEX`].
+pub(crate) fn timer_index_key(state_key: &[u8], due_ms: u64) -> Vec<u8> {
+    timer_key(state_key, due_ms, "")
+}
+
+/// The value of an index entry (a format byte no timer record has: those are envelopes of
+/// format 1 or 2).
+pub(crate) const TIMER_INDEX: [u8; 1] = [4];
+
+/// The state key a timer key or index entry names.
+pub(crate) fn timer_key_state_key(key: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes(key.get(10..12)?.try_into().ok()?));
+    key.get(12..12 + len)
 }
 
 /// The due time of a timer key.
@@ -747,6 +899,7 @@ mod tests {
                 name: "t".into(),
                 due_ms: 5,
                 every_ms: Some(7),
+                message: None,
             }]),
             dedup: thin_vec::thin_vec!["k".to_string()],
             ..ActorMeta::default()
@@ -760,6 +913,48 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_record::<u32>(&bytes[..cut]).is_err());
         }
+        // A timer kept in the record, or an index entry alone, makes it format 4.
+        let kept = ActorMeta {
+            timers: Arc::new(vec![TimerEntry {
+                message: Some(
+                    TimerMessage::encode(&Payload::Message {
+                        handler: "ring".into(),
+                        args: vec![1],
+                    })
+                    .unwrap(),
+                ),
+                ..meta.timers[0].clone()
+            }]),
+            indexed: Some(3),
+            ..meta.clone()
+        };
+        let index_only = ActorMeta {
+            indexed: Some(3),
+            ..ActorMeta::default()
+        };
+        for meta in [kept, index_only] {
+            let bytes = encode_record(1, &meta, &42u32).unwrap();
+            assert_eq!(bytes[0], STATE_RECORD_V4);
+            let (schema, back, state): (u32, ActorMeta, u32) = decode_record(&bytes).unwrap();
+            assert_eq!((schema, &back, state), (1, &meta, 42));
+            for cut in 0..bytes.len() {
+                assert!(decode_record::<u32>(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn timer_index_keys_sort_with_timers_and_name_their_actor() {
+        let state = state_key("alarm", "a/b");
+        let index = timer_index_key(&state, 42);
+        assert_eq!(timer_due(&index), Some(42));
+        assert_eq!(timer_key_state_key(&index), Some(&state[..]));
+        assert_eq!(timer_key_parts(&index), Some(("alarm", "a/b", "")));
+        // Before every timer of the same actor and due time, after every earlier one.
+        assert!(index < timer_key(&state, 42, "a"));
+        assert!(timer_key(&state, 41, "z") < index);
+        // Its value is no timer record.
+        assert!(decode_timer(&TIMER_INDEX).is_err());
     }
 
     #[test]
@@ -808,6 +1003,7 @@ mod tests {
                 name: "expire".into(),
                 due_ms: 1_700_000_000_000,
                 every_ms: Some(60_000),
+                message: None,
             }]),
             subscribers: thin_vec::thin_vec![Subscriber {
                 actor: "listener".into(),
@@ -820,6 +1016,7 @@ mod tests {
             }],
             dedup: thin_vec::thin_vec!["payment-7".to_string()],
             replies: ThinVec::new(),
+            indexed: None,
         };
         let with_replies = ActorMeta {
             replies: thin_vec::thin_vec![StoredReply {
@@ -867,6 +1064,15 @@ mod tests {
             due_ms: 1_700_000_000_000,
             every_ms: Some(60_000),
         };
+        // Format 4: the timer's message in the record, and the actor's index entry.
+        let with_index = ActorMeta {
+            timers: Arc::new(vec![TimerEntry {
+                message: Some(TimerMessage::encode(&timer.message).unwrap()),
+                ..meta.timers[0].clone()
+            }]),
+            indexed: Some(1_699_999_990_000),
+            ..meta.clone()
+        };
         let kept = KeptResult {
             request: 0x1234_5678_9abc_def0,
             ok: true,
@@ -889,6 +1095,11 @@ mod tests {
                 encode_envelope(&named).unwrap(),
             ),
             ("timer_v2_named_periodic.bin", encode_timer(&timer).unwrap()),
+            (
+                "state_v4_counter_300_with_kept_timer.bin",
+                encode_record(1, &with_index, &300u64).unwrap(),
+            ),
+            ("timer_index_v1.bin", TIMER_INDEX.to_vec()),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -925,6 +1136,9 @@ mod tests {
         assert_eq!(decode_envelope::<OutboxRecord>(&golden).unwrap(), named);
         let golden = std::fs::read(dir.join(fixtures[6].0)).unwrap();
         assert_eq!(decode_timer(&golden).unwrap(), timer);
+        let golden = std::fs::read(dir.join(fixtures[7].0)).unwrap();
+        assert_eq!(golden[0], STATE_RECORD_V4);
+        assert_eq!(decode_record::<u64>(&golden).unwrap(), (1, with_index, 300));
     }
 
     #[test]

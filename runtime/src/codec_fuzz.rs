@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{
     ActorMeta, KeptResult, OutboxId, OutboxRecord, decode_arguments, decode_envelope,
     decode_record, decode_state, decode_timer, encode_record, encode_state, kept_expiry,
-    kept_key_of_expiry, outbox_seq_v1, split_variant, timer_due,
+    kept_key_of_expiry, outbox_seq_v1, split_variant, timer_due, timer_key_state_key,
 };
 
 /// Most the process's peak virtual memory may grow while decoding inputs of at most a few
@@ -88,6 +88,7 @@ fn seeds() -> Vec<Vec<u8>> {
         include_bytes!("../../tests/fixtures/kept_v1_http_result.bin").to_vec(),
         include_bytes!("../../tests/fixtures/outbox_v1_named_message.bin").to_vec(),
         include_bytes!("../../tests/fixtures/timer_v2_named_periodic.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/state_v4_counter_300_with_kept_timer.bin").to_vec(),
     ]
 }
 
@@ -166,6 +167,7 @@ fn decode_all(bytes: &[u8]) -> usize {
         outbox_seq_v1(bytes).is_some(),
         OutboxId::of_key(bytes).is_some(),
         timer_due(bytes).is_some(),
+        timer_key_state_key(bytes).is_some(),
         kept_expiry(bytes).is_some(),
         kept_key_of_expiry(bytes).is_some(),
     ]
@@ -198,6 +200,8 @@ fn seeds_decode() {
     assert!(decode_envelope::<KeptResult>(&seeds[9]).unwrap().ok);
     assert!(decode_envelope::<OutboxRecord>(&seeds[10]).is_ok());
     assert!(decode_timer(&seeds[11]).is_ok());
+    let (_, meta, _) = decode_record::<u64>(&seeds[12]).unwrap();
+    assert!(meta.indexed.is_some() && meta.timers[0].message.is_some());
 }
 
 #[test]
@@ -244,7 +248,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 15 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 16 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

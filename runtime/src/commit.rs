@@ -234,6 +234,8 @@ pub(crate) struct CommitRequest {
     /// The shard and epoch the writes were made under: written only while the placement
     /// still holds it.
     pub(crate) fence: Option<Fence>,
+    /// The writes only remove or move a timer index entry (counted apart).
+    pub(crate) upkeep: bool,
 }
 
 enum Command {
@@ -298,6 +300,17 @@ impl Committer {
         after: Option<Arc<Ticket>>,
         fence: Option<Fence>,
     ) -> Either<Ready<Arc<Ticket>>, BoxFuture<'static, Arc<Ticket>>> {
+        self.submit_counted(writes, after, fence, false)
+    }
+
+    /// [`Committer::submit`], counting the writes as timer index upkeep if `upkeep`.
+    pub(crate) fn submit_counted(
+        &self,
+        writes: Vec<KeyWrite>,
+        after: Option<Arc<Ticket>>,
+        fence: Option<Fence>,
+        upkeep: bool,
+    ) -> Either<Ready<Arc<Ticket>>, BoxFuture<'static, Arc<Ticket>>> {
         let ticket = Ticket::new();
         let after = after.filter(|t| !t.settled() || t.failed());
         let request = CommitRequest {
@@ -305,6 +318,7 @@ impl Committer {
             after,
             ticket: ticket.clone(),
             fence,
+            upkeep,
         };
         match self.tx.try_send(Command::Write(request)) {
             Ok(()) => Either::Left(ready(ticket)),
@@ -481,6 +495,11 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
 
     // Coalesce: the last write of a key within the batch wins.
     let submitted: usize = batch.iter().map(|r| r.writes.len()).sum();
+    let upkeep: usize = batch
+        .iter()
+        .filter(|r| r.upkeep)
+        .map(|r| r.writes.len())
+        .sum();
     let mut last: HashMap<(Space, &[u8]), (usize, usize)> = HashMap::with_capacity(submitted);
     for (i, r) in batch.iter().enumerate() {
         for (j, w) in r.writes.iter().enumerate() {
@@ -560,6 +579,9 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
             (write_durably(pipeline, &mut writes, count), count)
         }
     };
+    metrics
+        .timer_index_writes
+        .fetch_add(upkeep as u64, Ordering::Relaxed);
     metrics.writes.fetch_add(written as u64, Ordering::Relaxed);
     metrics
         .coalesced

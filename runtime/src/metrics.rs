@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     pub(crate) syncs: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    pub(crate) timer_index_writes: AtomicU64,
     pub(crate) max_batch: AtomicU64,
     pub(crate) sync_micros: AtomicU64,
     pub(crate) sends: AtomicU64,
@@ -78,6 +79,12 @@ pub struct Stats {
     pub writes: u64,
     /// Writes absorbed because a later turn in the same batch wrote the same key.
     pub coalesced_writes: u64,
+    /// Writes submitted only to remove or move an actor's entry in the timer index once it
+    /// came due with no timer behind it (its record, without the entry, and the entry):
+    /// upkeep that changes no state, after the turns that cancelled the timers (see
+    /// `ctx.cancel_timer`). Counted before coalescing, like `writes + coalesced_writes`, so
+    /// `writes + coalesced_writes - timer_index_writes` counts every key a turn wrote.
+    pub timer_index_writes: u64,
     /// Largest batch seen, in commit requests (one per turn or outside send).
     pub max_batch: u64,
     /// Total time spent writing and syncing batches, in microseconds.
@@ -137,6 +144,7 @@ impl Metrics {
             journal_flushes: get(&self.journal.flushes),
             writes: get(&self.writes),
             coalesced_writes: get(&self.coalesced),
+            timer_index_writes: get(&self.timer_index_writes),
             max_batch: get(&self.max_batch),
             commit_micros: get(&self.sync_micros),
             sends: get(&self.sends),

@@ -167,7 +167,11 @@ pub(crate) enum Delivery {
     },
     /// A due timer.
     Timer {
+        /// Its [`crate::codec::timer_key`]: the key it is stored under if `stored`, else
+        /// the name the timer service and dead letters know it by.
         key: Arc<[u8]>,
+        /// Stored under `key` by an older version (else kept in its actor's record).
+        stored: bool,
         name: String,
         due_ms: u64,
         every_ms: Option<u64>,
@@ -178,8 +182,10 @@ pub(crate) enum Delivery {
     },
 }
 
-/// A parked timer to discard: its stored key, and its name and due time in the actor's
-/// record.
+/// A parked timer to discard: its key, and its name and due time in the actor's record. With
+/// an empty name (timer names never are), the actor's timer index entry `key`, due at
+/// `due_ms`, to remove or move to its earliest timer: the timer service found it due with no
+/// timer behind it.
 pub(crate) struct DiscardTimer {
     pub(crate) key: Arc<[u8]>,
     pub(crate) name: String,

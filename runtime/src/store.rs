@@ -34,7 +34,10 @@ pub(crate) enum Space {
     State,
     /// Durable messages not yet processed: `shard · sequence` → envelope.
     Outbox,
-    /// Timers, each shard's ordered by due time: `shard · due · state key · name` → timer.
+    /// The timer index, each shard's ordered by due time: `shard · due · state key` →
+    /// [`crate::codec::TIMER_INDEX`], one entry per actor with timers (kept in its record),
+    /// at or before its earliest; and timers an older version stored apart, `shard · due ·
+    /// state key · name` → timer, until they fire or are cancelled.
     Timers,
     /// Results of idempotent requests: `state key · 0xFF · idempotency key · expires` →
     /// kept result (see [`crate::codec::kept_key`]).

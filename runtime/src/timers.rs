@@ -1,11 +1,27 @@
-//! Durable timers: a keyspace where each shard's timers are one range ordered by due time,
-//! scanned by the host service when a shard's earliest timer comes due. No task or thread
-//! waits per timer, and an actor whose only business is a pending timer can be passivated:
-//! the firing activates it.
+//! Durable timers. An actor's timers, with their messages, are kept in its record; the
+//! `timers` keyspace is their index: one entry per actor with timers, at or before its
+//! earliest, each shard's entries one range ordered by due time, scanned by the host
+//! service when a shard's earliest entry comes due. No task or thread waits per timer, and
+//! an actor whose only business is a pending timer can be passivated: the firing activates
+//! it.
 //!
-//! A firing is delivered like an outbox message: the target's turn removes the timer (or
-//! writes its next firing) in the same batch as its state change, and ignores a firing that
-//! its record no longer lists, so each firing is processed once, across crashes too.
+//! A due entry is read with its actor's record (from the store: what a committed turn
+//! wrote), whose due timers are fired; its later ones are waited for. The entry moves with
+//! a turn that writes the record anyway: one that fires a timer, or arms one earlier than
+//! the entry. Arming timers at or after it and cancelling timers write nothing but the
+//! record, so an entry may be earlier than its actor's earliest timer (one was cancelled),
+//! or have no timer behind it (the last was cancelled). When such an entry comes due with no
+//! timer due behind it, a turn of its actor moves it to the earliest timer or removes it
+//! (serial with the turns that may arm a timer behind it, which that turn then keeps): two
+//! or three writes of upkeep, counted as `timer_index_writes`, for any number of timers
+//! armed and cancelled behind the entry before.
+//!
+//! A firing is delivered like an outbox message: the target's turn removes the timer from
+//! its record (or moves it to its next firing) in the same batch as its state change, and
+//! ignores a firing that its record no longer lists, so each firing is processed once,
+//! across crashes too. Timers are known to this service and to dead letters by their
+//! [`crate::codec::timer_key`] (state key, due time, name), the key under which versions
+//! before record format 4 stored each timer apart; such timers still fire from their keys.
 //!
 //! A firing whose turn fails is retried and parked by the policy sends follow
 //! ([`crate::dead_letters`]); a timer that cannot be delivered at all (its record unreadable,
@@ -17,7 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::duration_ms;
-use crate::codec::{ActorRef, SHARDS, decode_timer, timer_due};
+use crate::codec::{
+    ActorRef, SHARDS, TIMER_INDEX, TimerRecord, decode_timer, split_record, timer_due, timer_key,
+    timer_key_parts, timer_key_state_key,
+};
 use crate::dead_letters::{DeadLetterId, Next, Stored, after_failure, timer_letter};
 use crate::error::Failure;
 use crate::shared::Shared;
@@ -29,7 +48,8 @@ const SCAN_LIMIT: usize = 1024;
 /// scan failed.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// A firing queued on its activation: what its dead letter would say.
+/// A firing queued on its activation: what its dead letter would say. An empty `name`: the
+/// removal of an index entry with no timer behind it (upkeep, never a dead letter).
 struct Firing {
     target: ActorRef,
     name: String,
@@ -115,6 +135,14 @@ impl TimerService {
     /// A firing's turn is over; a failed one is retried after a backoff, or parked.
     pub(crate) fn done(&mut self, shared: &Shared, key: Arc<[u8]>, outcome: Result<(), Failure>) {
         let firing = self.inflight.remove(&key);
+        if firing.as_ref().is_some_and(|f| f.name.is_empty()) {
+            // An entry's upkeep: if it failed, the entry is still due; look again soon.
+            if let Err(failure) = outcome {
+                tracing::debug!(error = %failure, "removing a timer index entry failed; will retry");
+                self.retry_soon(shared, crate::codec::shard_of_key(&key));
+            }
+            return;
+        }
         let failure = match outcome {
             Ok(()) => {
                 self.failing.remove(&key);
@@ -214,9 +242,10 @@ impl TimerService {
             .with_store("timer scan", move |store| {
                 let mut found = Vec::with_capacity(shards.len());
                 for (shard, after) in shards {
-                    let due = store.due_timers(shard, after.as_deref(), now, SCAN_LIMIT)?;
+                    let entries = store.due_timers(shard, after.as_deref(), now, SCAN_LIMIT)?;
+                    let scan = read_due(store.as_ref(), after.is_none(), entries, now)?;
                     let next = store.next_timer_after(shard, now)?;
-                    found.push((shard, after.is_none(), due, next));
+                    found.push((shard, scan, next));
                 }
                 Ok(found)
             })
@@ -228,19 +257,19 @@ impl TimerService {
                 return;
             }
         };
-        for (shard, from_start, due, next) in scanned {
-            let full = due.len() == SCAN_LIMIT;
+        for (shard, scan, next) in scanned {
+            let full = scan.last_key.is_some();
             // Every due timer of the shard is in this page.
-            let complete = from_start && !full;
+            let complete = scan.from_start && !full;
             let mut seen = HashSet::new();
-            if full && let Some((key, _)) = due.last() {
-                self.resume_after.insert(shard, key.clone());
+            if let Some(key) = scan.last_key {
+                self.resume_after.insert(shard, key);
             }
             let mut busy = false;
             // The earliest retry of a failed firing skipped now.
             let mut retry_at = u64::MAX;
-            for (key, value) in due {
-                let key: Arc<[u8]> = key.into();
+            for due in scan.due {
+                let key = due.key.clone();
                 if complete {
                     seen.insert(key.clone());
                 }
@@ -258,12 +287,17 @@ impl TimerService {
                     retry_at = retry_at.min(failing.retry_at);
                     continue;
                 }
-                busy |= !self.deliver(shared, key, &value, done);
+                busy |= !self.deliver(shared, due, done);
             }
-            self.next_wake[usize::from(shard)] = match next {
-                _ if full => now,
-                Some(next) => next.min(retry_at),
-                None => retry_at,
+            for entry in scan.idle {
+                if !self.inflight.contains_key(&entry.key) {
+                    busy |= !self.upkeep(shared, entry, done);
+                }
+            }
+            self.next_wake[usize::from(shard)] = if full {
+                now
+            } else {
+                next.unwrap_or(u64::MAX).min(scan.later).min(retry_at)
             };
             if busy {
                 self.retry_soon(shared, shard);
@@ -274,25 +308,54 @@ impl TimerService {
         }
     }
 
+    /// Queues the upkeep of an index entry with no timer due behind it on its actor (moved to
+    /// its earliest timer, or removed); false if it must be retried later.
+    fn upkeep(
+        &mut self,
+        shared: &Arc<Shared>,
+        entry: Idle,
+        done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
+    ) -> bool {
+        let Some(registered) = shared.by_name(&entry.target.actor) else {
+            // Its type is not registered in this run: nothing can run its turns.
+            return true;
+        };
+        let discard = crate::shared::DiscardTimer {
+            key: entry.key.clone(),
+            name: String::new(),
+            due_ms: entry.due_ms,
+        };
+        let registry = registered.registry.clone();
+        match registry.discard_timer(shared, &entry.target.key, discard, done(entry.key.clone())) {
+            Ok(()) => {
+                let firing = Firing {
+                    target: entry.target,
+                    name: String::new(),
+                    handler: None,
+                };
+                self.inflight.insert(entry.key, firing);
+                true
+            }
+            Err(failure) if failure.is_busy() => false,
+            Err(failure) => {
+                tracing::debug!(error = %failure, "cannot remove a timer index entry");
+                true
+            }
+        }
+    }
+
     /// Queues one firing; false if it must be retried later.
     fn deliver(
         &mut self,
         shared: &Arc<Shared>,
-        key: Arc<[u8]>,
-        value: &[u8],
+        due: Due,
         done: &(dyn Fn(Arc<[u8]>) -> DoneFn + Send + Sync),
     ) -> bool {
-        let record = match decode_timer(value) {
-            Ok(record) if timer_due(&key) == Some(record.due_ms) => record,
-            Ok(_) => {
-                let reason = "the timer's record does not match its key".to_string();
-                let letter = timer_letter(&key, None, None, reason, 1);
-                self.park(shared, key, letter);
-                return true;
-            }
+        let Due { key, stored, timer } = due;
+        let record = match timer {
+            Ok(record) => record,
             Err(reason) => {
                 // Never written by this build: parked for an operator, never fired.
-                let reason = format!("undecodable timer: {reason}");
                 let letter = timer_letter(&key, None, None, reason, 1);
                 self.park(shared, key, letter);
                 return true;
@@ -301,6 +364,7 @@ impl TimerService {
         let attempts = self.failing.get(&key).map_or(0, |f| f.attempts);
         let delivery = Delivery::Timer {
             key: key.clone(),
+            stored,
             name: record.name.clone(),
             due_ms: record.due_ms,
             every_ms: record.every_ms,
@@ -330,4 +394,137 @@ impl TimerService {
             }
         }
     }
+}
+
+/// A due timer, by its [`crate::codec::timer_key`] (the key it is stored under if
+/// `stored`, else the name its firings and dead letters go by).
+struct Due {
+    key: Arc<[u8]>,
+    stored: bool,
+    /// The timer, or why it cannot be read.
+    timer: Result<TimerRecord, String>,
+}
+
+/// An actor's index entry due with no timer due behind it (those it was written for were
+/// cancelled, or it is not the one its record names).
+struct Idle {
+    key: Arc<[u8]>,
+    due_ms: u64,
+    target: ActorRef,
+}
+
+/// What one scan of a shard found.
+struct Scan {
+    /// The scan started at the shard's first key (not after a page).
+    from_start: bool,
+    due: Vec<Due>,
+    /// Entries to remove by a turn of their actor.
+    idle: Vec<Idle>,
+    /// The last key of a full page: the next scan continues after it.
+    last_key: Option<Vec<u8>>,
+    /// The earliest timer not yet due of the actors whose index entries were due (their
+    /// entries move to it once their upkeep or firing turns are durable).
+    later: u64,
+}
+
+/// Reads the timers a page of due entries of the `timers` keyspace names: a timer an older
+/// version stored under its own key, or an actor's index entry, whose record lists its
+/// timers with their messages (read from the store: an entry is at or before its actor's
+/// earliest timer, so what is due there is durable).
+fn read_due(
+    store: &dyn crate::store::StateStore,
+    from_start: bool,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    now: u64,
+) -> Result<Scan, crate::error::StorageError> {
+    let last_key = (entries.len() == SCAN_LIMIT)
+        .then(|| entries.last().map(|(key, _)| key.clone()))
+        .flatten();
+    let mut scan = Scan {
+        from_start,
+        due: Vec::with_capacity(entries.len()),
+        idle: Vec::new(),
+        last_key,
+        later: u64::MAX,
+    };
+    for (key, value) in entries {
+        if value != TIMER_INDEX {
+            let timer = match decode_timer(&value) {
+                Ok(record) if timer_due(&key) == Some(record.due_ms) => Ok(record),
+                Ok(_) => Err("the timer's record does not match its key".to_string()),
+                Err(reason) => Err(format!("undecodable timer: {reason}")),
+            };
+            let (key, stored) = (key.into(), true);
+            scan.due.push(Due { key, stored, timer });
+            continue;
+        }
+        let (Some(state_key), Some((actor, actor_key, _))) =
+            (timer_key_state_key(&key), timer_key_parts(&key))
+        else {
+            tracing::warn!("skipping a malformed timer index entry");
+            continue;
+        };
+        let target = ActorRef {
+            actor: actor.to_string(),
+            key: actor_key.to_string(),
+        };
+        let meta = match store.get_state(state_key)?.as_deref().map(split_record) {
+            Some(Ok((_, meta, _))) => meta,
+            // No record (the entry outlived its actor): removed by a turn of a new one.
+            None => Default::default(),
+            Some(Err(reason)) => {
+                // Its actor cannot load it either; its turns report why.
+                tracing::warn!(actor, key = actor_key, %reason, "cannot read the timers of an actor");
+                continue;
+            }
+        };
+        let due_ms = timer_due(&key).unwrap_or(0);
+        let kept = meta.timers.iter().filter(|t| !t.stored_apart());
+        // Its timers not yet due are waited for: this entry moves to the earliest of them
+        // with the turn that fires or upkeeps it.
+        if let Some(later) = kept.clone().map(|t| t.due_ms).filter(|&d| d > now).min() {
+            scan.later = scan.later.min(later);
+        }
+        let mut due_behind = kept.filter(|t| t.due_ms <= now).peekable();
+        if meta.indexed != Some(due_ms) || due_behind.peek().is_none() {
+            // Nothing due behind this entry: its actor's turn moves it to the earliest timer,
+            // or removes it. (Left due, it would be read again at every scan of its shard.)
+            let key = key.into();
+            scan.idle.push(Idle {
+                key,
+                due_ms,
+                target,
+            });
+            continue;
+        }
+        for t in due_behind {
+            let Some(kept) = &t.message else { continue };
+            let message = match kept.decode() {
+                Ok(message) => message,
+                Err(reason) => {
+                    let key = timer_key(state_key, t.due_ms, &t.name).into();
+                    let timer = Err(format!("undecodable timer message: {reason}"));
+                    scan.due.push(Due {
+                        key,
+                        stored: false,
+                        timer,
+                    });
+                    continue;
+                }
+            };
+            let timer = TimerRecord {
+                target: target.clone(),
+                name: t.name.clone(),
+                message,
+                due_ms: t.due_ms,
+                every_ms: t.every_ms,
+            };
+            scan.due.push(Due {
+                key: timer_key(state_key, t.due_ms, &t.name).into(),
+                stored: false,
+                timer: Ok(timer),
+            });
+        }
+    }
+    Ok(scan)
 }

@@ -70,6 +70,11 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.coalesced_writes,
     );
     counter(
+        "commit_timer_index_writes",
+        "Writes that only removed an actor's timer index entry after its timers were gone",
+        stats.timer_index_writes,
+    );
+    counter(
         "outbox_sends",
         "Messages written to the outbox",
         stats.sends,
