@@ -80,6 +80,13 @@ impl Backlog {
         Ok(())
     }
 
+    /// Whether more than half of the outbox is taken: calls from outside wait for deliveries
+    /// then ([`crate::handle`]), so the messages already sent are processed before more
+    /// work is accepted, instead of the outbox filling up and refusing turns.
+    pub(crate) fn backed_up(&self) -> bool {
+        self.backlog() > self.limit / 2
+    }
+
     /// Returns `n` places: their entries were processed, dropped, or never written.
     pub(crate) fn release(&self, n: usize) {
         if n > 0 {

@@ -25,6 +25,9 @@ use crate::placement::{Fence, local_epoch};
 use crate::shared::Shared;
 use crate::store::Space;
 
+/// Longest a call from outside waits for deliveries while the outbox is over half full.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(100);
+
 #[cfg(feature = "cluster")]
 mod route;
 #[cfg(feature = "cluster")]
@@ -242,6 +245,26 @@ impl<A: Handlers> Caller<A> {
         }
     }
 
+    /// Backpressure on calls from outside: while more than half the outbox is taken, waits
+    /// up to [`BACKPRESSURE_WAIT`] (or the call's timeout if shorter) for the dispatcher to
+    /// deliver, then goes on (a full outbox still refuses sends). Under sustained load that
+    /// slows the callers to the pace of the deliveries; an outbox that does not drain (its
+    /// messages failing, or parked) delays each call by that much, no more. Calls made by
+    /// turns never wait: they hold an actor.
+    #[cold]
+    async fn wait_for_deliveries(&self) {
+        let wait = self.call_timeout().min(BACKPRESSURE_WAIT);
+        let until = std::time::Instant::now() + wait;
+        while self.shared.backlog.backed_up() && std::time::Instant::now() < until {
+            // The runtime's timer: the caller may run on another executor.
+            let pause = {
+                let _runtime = self.shared.tokio.enter();
+                tokio::time::sleep(std::time::Duration::from_millis(1))
+            };
+            pause.await;
+        }
+    }
+
     /// Queues `body` on the actor and waits (bounded by this handle's timeout, else the
     /// runtime's call timeout) for its gated reply. `handler` names the turn in errors.
     ///
@@ -266,6 +289,9 @@ impl<A: Handlers> Caller<A> {
         }
         served?;
         let (mailbox, key) = self.target.as_ref().map_err(Clone::clone)?;
+        if self.chain.is_none() && self.shared.backlog.backed_up() {
+            self.wait_for_deliveries().await;
+        }
         self.shared.admission.admit(self.chain.is_some())?;
         // Lives until the reply: the call's span, parent of the turn's wherever it runs.
         let span = tracing::debug_span!("call", actor = A::NAME, key = &**key, handler);
