@@ -81,7 +81,7 @@ impl Backlog {
     }
 
     /// Whether more than half of the outbox is taken: calls from outside wait for deliveries
-    /// then ([`crate::handle`]), so the messages already sent are processed before more
+    /// then (the caller of a handle), so the messages already sent are processed before more
     /// work is accepted, instead of the outbox filling up and refusing turns.
     pub(crate) fn backed_up(&self) -> bool {
         self.backlog() > self.limit / 2
