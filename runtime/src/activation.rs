@@ -711,7 +711,13 @@ async fn handler_turn<A: Handlers>(
         }
         dirty |= complete_delivery(shared, l, *d, true, &mut writes, &mut released.timer_due);
     }
-    dirty |= sync_timer_index(slot, &mut l.meta, fired, &mut writes);
+    dirty |= sync_timer_index(
+        slot,
+        &mut l.meta,
+        fired,
+        &mut writes,
+        &mut released.timer_due,
+    );
     // Ends once the turn's write is durable.
     let mut commit_span = tracing::Span::none();
     // Most read-only turns have nothing to write: then no `submit` future is made at all.
@@ -781,11 +787,18 @@ async fn delivery_turn<A: Handlers>(
         return;
     };
     let mut writes = Vec::new();
+    let mut released = Released::default();
     if let Some(d) = delivery {
-        complete_delivery(shared, l, *d, changed, &mut writes, &mut None);
+        complete_delivery(shared, l, *d, changed, &mut writes, &mut released.timer_due);
     }
-    let changed = changed | sync_timer_index(slot, &mut l.meta, false, &mut writes);
-    let released = Released::default();
+    let changed = changed
+        | sync_timer_index(
+            slot,
+            &mut l.meta,
+            false,
+            &mut writes,
+            &mut released.timer_due,
+        );
     commit_and_reply(shared, slot, activation, reply, writes, changed, released).await;
 }
 
@@ -853,17 +866,16 @@ async fn discard_timer_turn<A: Handlers>(
     if let Some(at) = listed {
         Arc::make_mut(&mut l.meta.timers).remove(at);
     }
-    let dirty = listed.is_some() | sync_timer_index(slot, &mut l.meta, true, &mut writes);
-    commit_and_reply(
-        shared,
-        slot,
-        activation,
-        reply,
-        writes,
-        dirty,
-        Released::default(),
-    )
-    .await;
+    let mut released = Released::default();
+    let dirty = listed.is_some()
+        | sync_timer_index(
+            slot,
+            &mut l.meta,
+            true,
+            &mut writes,
+            &mut released.timer_due,
+        );
+    commit_and_reply(shared, slot, activation, reply, writes, dirty, released).await;
 }
 
 /// Moves this actor's timer index entry `key` (due at `due_ms`), which the timer service
@@ -889,13 +901,19 @@ async fn upkeep_turn<A: Handlers>(
             value: None,
         });
     }
-    let dirty = sync_timer_index(slot, &mut l.meta, true, &mut writes);
-    let released = Released {
+    let mut released = Released {
         upkeep: true,
-        // The timer service looks at the entry's new place once it is durable.
-        timer_due: l.meta.indexed,
         ..Released::default()
     };
+    let dirty = sync_timer_index(
+        slot,
+        &mut l.meta,
+        true,
+        &mut writes,
+        &mut released.timer_due,
+    );
+    // The timer service looks at the entry's place once it is durable (also when it stayed).
+    released.timer_due = l.meta.indexed;
     commit_and_reply(shared, slot, activation, reply, writes, dirty, released).await;
 }
 
@@ -1245,11 +1263,16 @@ fn remove_timer<A: Handlers>(
 /// removed by [`upkeep_turn`] (see [`crate::timers`]). After a firing or in upkeep
 /// (`fired`), the entry moves to the earliest timer, or goes if there is none. Returns
 /// whether the record changed.
+///
+/// An entry written at a new place is added to `timer_due`, for the timer service to look
+/// at once the turn is durable: the scan that found the old one may not have (a full page
+/// of due entries forgets what it saw beyond them).
 fn sync_timer_index<A: Handlers>(
     slot: &Slot<A>,
     meta: &mut ActorMeta,
     fired: bool,
     writes: &mut Vec<KeyWrite>,
+    timer_due: &mut Option<u64>,
 ) -> bool {
     let earliest = meta
         .timers
@@ -1278,6 +1301,7 @@ fn sync_timer_index<A: Handlers>(
             earliest,
             Some(Arc::from(&crate::codec::TIMER_INDEX[..])),
         ));
+        *timer_due = Some(timer_due.map_or(earliest, |d| d.min(earliest)));
     }
     meta.indexed = earliest;
     true

@@ -289,6 +289,12 @@ impl Context {
     /// `CallError::Invalid`). Not covered: read-only handlers (they run again), handlers whose
     /// result or error type is not `Serialize` and `Deserialize` (no result can be kept), and
     /// calls from a plain call's turn (nothing runs it again but its caller).
+    ///
+    /// A call that failed on its way in one run (`Timeout`, `Unavailable`: it may or may not
+    /// have run) can succeed in the next, so a turn that may run again must not decide on a
+    /// compensating *call* from such a failure: the next run can take the other branch,
+    /// after the compensation already happened. Compensate with [`send`](Self::send)s,
+    /// which leave only if the turn commits (the order demo's `Order::try_lines` does).
     pub fn get<B: Handlers>(&self, key: impl AsRef<str>) -> B::Handle {
         let link = Arc::new(ChainLink {
             actor: self.turn.actor,

@@ -182,3 +182,47 @@ async fn timers_of_one_actor_fire_in_due_order_each_once_and_a_delete_removes_th
     assert!(gone.fired().await.unwrap().is_empty());
     rt.shutdown().await.unwrap();
 }
+
+/// More entries come due at once than one scan reads (a page of 1024, as after downtime):
+/// an actor whose entry is on the first page fires its due timer, and its entry moves to
+/// its next timer, which still fires at its time, as do the timers of the entries on the
+/// later pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_timer_fires_after_a_page_full_of_due_entries() {
+    const NAME: &str = <Reminders as gears::Actor>::NAME;
+    let t = open().await;
+    // Keys of one shard: "a…" sorts before every "b…", so its entry is on the first page.
+    let shard_of = |key: &str| gears::__private::shard_of(NAME, key);
+    let first = (0..)
+        .map(|n| format!("a-{n}"))
+        .find(|k| shard_of(k) == 0)
+        .unwrap();
+    let others: Vec<String> = (0..)
+        .map(|n| format!("b-{n}"))
+        .filter(|k| shard_of(k) == 0)
+        .take(1100)
+        .collect();
+    let rt = t.runtime();
+    let r = rt.get::<Reminders>(&first);
+    r.arm("now".into(), 10).await.unwrap();
+    r.arm("later".into(), 60).await.unwrap();
+    for key in &others {
+        rt.get::<Reminders>(key)
+            .arm("now".into(), 10)
+            .await
+            .unwrap();
+    }
+
+    t.advance(10 * SECOND).await.unwrap();
+    assert_eq!(r.fired().await.unwrap(), ["now"]);
+    for key in others.iter().step_by(100) {
+        assert_eq!(
+            rt.get::<Reminders>(key).fired().await.unwrap(),
+            ["now"],
+            "{key}"
+        );
+    }
+    t.advance(50 * SECOND).await.unwrap();
+    assert_eq!(r.fired().await.unwrap(), ["now", "later"]);
+    t.shutdown().await.unwrap();
+}

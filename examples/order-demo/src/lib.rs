@@ -63,12 +63,12 @@ pub use catalog::{
 pub use customer::{Customer, CustomerHandle, INBOX_SIZE, Inbox, Notice, NoticeCounts};
 pub use error::DemoError;
 pub use inventory::{
-    BackInStock, HeldFor, Hold, InventoryItem, InventoryItemHandle, Level, MAX_RESTOCK, OutOfStock,
-    RestockError,
+    BackInStock, HeldFor, Hold, InventoryItem, InventoryItemHandle, InventoryItemMessage, Level,
+    MAX_RESTOCK, OutOfStock, RestockError,
 };
 pub use order::{
-    Line, MAX_LINES, MAX_POLICY_MS, MAX_QTY, Order, OrderHandle, OrderView, PlaceError, Policy,
-    Status,
+    Line, MAX_EXPIRED_ATTEMPTS, MAX_LINES, MAX_POLICY_MS, MAX_QTY, Order, OrderHandle, OrderV1,
+    OrderView, PlaceError, Policy, Status,
 };
 pub use report::RunReport;
 pub use simulation::{

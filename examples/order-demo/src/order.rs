@@ -4,15 +4,26 @@
 //! - every line held: the order becomes `Shipping` and, in the same atomic turn, sends each
 //!   item a `commit` and the customer a notice. Sends are exactly-once and leave only if the
 //!   turn commits, so either the order is `Shipping` and every item will ship, or neither.
-//! - a line out of stock: the order releases what it held (calls, before its turn ends) and
-//!   becomes `Backordered`. It subscribes to the missing item's [`BackInStock`] events and
-//!   tries again when one arrives; a durable deadline timer cancels it if none helps in time.
-//! - an item unreachable (overloaded, timed out): it releases what it held and fails with
-//!   [`PlaceError::Unavailable`]; its turn is rolled back and the caller may retry.
+//! - a line out of stock: the order becomes `Backordered` and sends a `release` of this
+//!   attempt to every item it reserved at. It subscribes to the missing item's
+//!   [`BackInStock`] events and tries again when one arrives; a durable deadline timer
+//!   cancels it if none helps in time.
+//! - an item unreachable (overloaded, timed out): it fails with [`PlaceError::Unavailable`];
+//!   its turn is rolled back and the caller may retry. What the attempt held stays held
+//!   until a retry takes it over (holds are per order) or it expires.
 //!
-//! Calls made during a turn are not undone by a rollback, hence the explicit releases; a
-//! release that fails is covered by the hold's expiry (see [`crate::inventory`]). Items
-//! never call an order (they send), so no call cycle can form.
+//! **Compensations are sends, never calls.** A turn that may run again (a delivered event,
+//! a request retried under its idempotency key) makes the same calls when it does, and its
+//! calls are answered from the results the items kept. A call can fail in one run (an item
+//! was unreachable) and succeed in the next. Had the first run *called* `release`, the items
+//! would have freed the holds that the second run, told by the kept results that they are
+//! held, ships: a `commit` without its hold. Sends leave only with the turn's commit, so a
+//! run that is lost takes its releases with it.
+//!
+//! A hold that expires before its attempt committed is released by the order (see
+//! [`Order::confirm_hold`]), which remembers the attempt: if the lost turn runs again
+//! later, it must not ship with holds that are gone. Items never call an order (they send),
+//! so no call cycle can form.
 
 use futures::future::join_all;
 use gears::prelude::*;
@@ -148,7 +159,7 @@ pub struct OrderView {
 
 /// An order, keyed by order id.
 #[derive(Actor, Default, Debug, Serialize, Deserialize, JsonSchema)]
-#[actor(name = "order")]
+#[actor(name = "order", version = 2, previous = OrderV1)]
 pub struct Order {
     customer: String,
     lines: Vec<Line>,
@@ -159,7 +170,44 @@ pub struct Order {
     attempts: u32,
     /// The attempt whose holds were committed, once `Shipping`.
     shipped_attempt: Option<u64>,
+    /// Attempts whose holds expired, and were released, before the order shipped or was
+    /// cancelled: none of them may ship (see the module docs). At most
+    /// [`MAX_EXPIRED_ATTEMPTS`], the latest; emptied when the order ships or is cancelled.
+    expired_attempts: Vec<u64>,
 }
+
+/// What version 1 of [`Order`] stored: no expired attempts.
+#[derive(Debug, Serialize, Deserialize, StateVersion)]
+#[state(version = 1)]
+pub struct OrderV1 {
+    customer: String,
+    lines: Vec<Line>,
+    policy: Policy,
+    status: Option<Status>,
+    missing: Option<String>,
+    attempts: u32,
+    shipped_attempt: Option<u64>,
+}
+
+impl From<OrderV1> for Order {
+    fn from(v1: OrderV1) -> Self {
+        Order {
+            customer: v1.customer,
+            lines: v1.lines,
+            policy: v1.policy,
+            status: v1.status,
+            missing: v1.missing,
+            attempts: v1.attempts,
+            shipped_attempt: v1.shipped_attempt,
+            expired_attempts: Vec::new(),
+        }
+    }
+}
+
+/// Most expired attempts an [`Order`] remembers. A turn runs again within its delivery's
+/// retries, while later attempts are rare (one per back-in-stock event that finds stock),
+/// so the latest few are all that can still run.
+pub const MAX_EXPIRED_ATTEMPTS: usize = 64;
 
 /// Name of the deadline timer of a backordered order.
 const DEADLINE: &str = "deadline";
@@ -255,13 +303,23 @@ impl Order {
     }
 
     /// Asked by an item whose hold for this order expired: releases it unless this order
-    /// shipped with that attempt (its `commit` is then on its way to the item).
+    /// shipped with that attempt (its `commit` is then on its way to the item). An order
+    /// still placing or backordered remembers the attempt: its turn may have been lost and
+    /// run again later, and must then not ship.
     #[handler(internal)]
     pub async fn confirm_hold(&mut self, ctx: &Context, sku: String, attempt: u64) {
         let keep = self.status == Some(Status::Shipping) && self.shipped_attempt == Some(attempt);
-        if !keep {
-            ctx.send::<InventoryItem>(sku)
-                .release(ctx.key().to_string(), attempt);
+        if keep {
+            return;
+        }
+        ctx.send::<InventoryItem>(sku)
+            .release(ctx.key().to_string(), attempt);
+        let pending = matches!(self.status, None | Some(Status::Backordered));
+        if pending && !self.expired_attempts.contains(&attempt) {
+            if self.expired_attempts.len() == MAX_EXPIRED_ATTEMPTS {
+                self.expired_attempts.remove(0);
+            }
+            self.expired_attempts.push(attempt);
         }
     }
 
@@ -270,6 +328,7 @@ impl Order {
     pub async fn give_up(&mut self, ctx: &Context) {
         if self.status == Some(Status::Backordered) {
             self.status = Some(Status::Cancelled);
+            self.expired_attempts.clear();
             self.stop_waiting(ctx);
             self.notify(
                 ctx,
@@ -283,8 +342,9 @@ impl Order {
 
 impl Order {
     /// Reserves every line under this turn's attempt id, all at once (the items are
-    /// different actors: their turns run in parallel). All held: ships. Otherwise releases
-    /// what this attempt held and says why (the first line, in order, that could not be held).
+    /// different actors: their turns run in parallel). All held: ships. Otherwise sends a
+    /// release to every item that may hold for this attempt, and says why (the first line,
+    /// in order, that could not be held). An attempt whose holds expired never ships.
     ///
     /// The attempt id is the turn's id: the same when the turn runs again (a retried event,
     /// a place retried under its idempotency key), so it makes the same calls, which the
@@ -309,32 +369,39 @@ impl Order {
             item.reserve(order.clone(), attempt, line.qty, self.policy.hold_ms)
         }))
         .await;
-        let mut held = Vec::with_capacity(items.len());
         let mut failed = None;
-        for ((item, line), reserved) in items.iter().zip(&self.lines).zip(reserved) {
+        for (item, reserved) in items.iter().zip(&reserved) {
             match reserved {
-                Ok(()) => held.push(item),
+                Ok(()) => {}
                 Err(CallError::Handler(short)) => {
-                    failed.get_or_insert(Attempt::Short(short.sku));
+                    failed.get_or_insert(Attempt::Short(short.sku.clone()));
                 }
                 Err(e) => {
-                    failed
-                        .get_or_insert_with(|| Attempt::Unreachable(format!("{}: {e}", line.sku)));
+                    failed.get_or_insert_with(|| {
+                        Attempt::Unreachable(format!("{}: {e}", item.key()))
+                    });
                 }
             }
         }
-        if let Some(failed) = failed {
-            let released = join_all(held.iter().map(|item| item.release(order.clone(), attempt)));
-            for (item, released) in held.iter().zip(released.await) {
-                if let Err(e) = released {
-                    // Its expiry timer will ask this order, which then releases it.
-                    tracing::warn!(order, sku = item.key(), %e, "release failed; the hold will expire");
-                }
-            }
-            return failed;
+        if failed.is_none() && self.expired_attempts.contains(&attempt) {
+            // This turn ran before and was lost; its holds expired and were released since.
+            failed = Some(Attempt::Unreachable(
+                "the holds of this attempt expired before it committed".into(),
+            ));
         }
-        self.ship(ctx, attempt);
-        Attempt::Held
+        let Some(failed) = failed else {
+            self.ship(ctx, attempt);
+            return Attempt::Held;
+        };
+        // Released with this turn's commit (see the module docs): every item that held, or
+        // may have held (its call failed on the way), for this attempt.
+        for (item, reserved) in items.iter().zip(&reserved) {
+            if !matches!(reserved, Err(CallError::Handler(_))) {
+                ctx.send::<InventoryItem>(item.key().to_string())
+                    .release(order.clone(), attempt);
+            }
+        }
+        failed
     }
 
     /// Every line is held by `attempt`: commit them all, atomically with this turn.
@@ -349,6 +416,7 @@ impl Order {
         }
         self.status = Some(Status::Shipping);
         self.shipped_attempt = Some(attempt);
+        self.expired_attempts.clear();
         self.notify(ctx, Notice::Shipped { order });
     }
 
