@@ -711,8 +711,8 @@ async fn handler_turn<A: Handlers>(
         }
         dirty |= complete_delivery(shared, l, *d, true, &mut writes, &mut released.timer_due);
     }
-    dirty |= sync_timer_index(
-        slot,
+    dirty |= crate::timers::sync_index(
+        &slot.store_key,
         &mut l.meta,
         fired,
         &mut writes,
@@ -792,8 +792,8 @@ async fn delivery_turn<A: Handlers>(
         complete_delivery(shared, l, *d, changed, &mut writes, &mut released.timer_due);
     }
     let changed = changed
-        | sync_timer_index(
-            slot,
+        | crate::timers::sync_index(
+            &slot.store_key,
             &mut l.meta,
             false,
             &mut writes,
@@ -868,8 +868,8 @@ async fn discard_timer_turn<A: Handlers>(
     }
     let mut released = Released::default();
     let dirty = listed.is_some()
-        | sync_timer_index(
-            slot,
+        | crate::timers::sync_index(
+            &slot.store_key,
             &mut l.meta,
             true,
             &mut writes,
@@ -905,8 +905,8 @@ async fn upkeep_turn<A: Handlers>(
         upkeep: true,
         ..Released::default()
     };
-    let dirty = sync_timer_index(
-        slot,
+    let dirty = crate::timers::sync_index(
+        &slot.store_key,
         &mut l.meta,
         true,
         &mut writes,
@@ -1138,7 +1138,7 @@ fn apply_effects<A: Handlers>(
             writes.push(timer_write(t.due_ms, slot, &t.name, None));
         }
         if let Some(due) = l.meta.indexed {
-            writes.push(index_write(slot, due, None));
+            writes.push(crate::timers::index_write(&slot.store_key, due, None));
         }
         for publisher in l.meta.subscriptions.drain(..) {
             sends.push(OutboxRecord {
@@ -1239,7 +1239,7 @@ fn apply_effects<A: Handlers>(
 }
 
 /// Removes timer `name` from the record, and its own key if an older version stored it
-/// apart. The index entry stays (see [`sync_timer_index`]).
+/// apart. The index entry stays (see [`crate::timers::sync_index`]).
 fn remove_timer<A: Handlers>(
     slot: &Slot<A>,
     meta: &mut ActorMeta,
@@ -1252,67 +1252,6 @@ fn remove_timer<A: Handlers>(
     let old = Arc::make_mut(&mut meta.timers).remove(at);
     if old.stored_apart() {
         writes.push(timer_write(old.due_ms, slot, name, None));
-    }
-}
-
-/// Keeps the actor's entry in the timer index true after its timers changed: at or before
-/// its earliest timer kept in the record. An entry earlier than the earliest timer (one was
-/// cancelled), or with no timer left behind it, stays, so arming and cancelling timers
-/// writes nothing but the record the turn writes anyway; when the entry comes due, the
-/// timer service reads the record and waits for the earliest timer, or has the entry
-/// removed by [`upkeep_turn`] (see [`crate::timers`]). After a firing or in upkeep
-/// (`fired`), the entry moves to the earliest timer, or goes if there is none. Returns
-/// whether the record changed.
-///
-/// An entry written at a new place is added to `timer_due`, for the timer service to look
-/// at once the turn is durable: the scan that found the old one may not have (a full page
-/// of due entries forgets what it saw beyond them).
-fn sync_timer_index<A: Handlers>(
-    slot: &Slot<A>,
-    meta: &mut ActorMeta,
-    fired: bool,
-    writes: &mut Vec<KeyWrite>,
-    timer_due: &mut Option<u64>,
-) -> bool {
-    let earliest = meta
-        .timers
-        .iter()
-        .filter(|t| !t.stored_apart())
-        .map(|t| t.due_ms)
-        .min();
-    let keep = match (meta.indexed, earliest) {
-        (None, None) => return false,
-        // The last timer was cancelled: the entry stays until it comes due, when the timer
-        // service has a turn of this actor remove it (`upkeep_turn`); a timer armed
-        // meanwhile at or after it needs no write of its own.
-        (Some(_), None) => !fired,
-        (Some(at), Some(earliest)) => at == earliest || (at < earliest && !fired),
-        (None, Some(_)) => false,
-    };
-    if keep {
-        return false;
-    }
-    if let Some(at) = meta.indexed {
-        writes.push(index_write(slot, at, None));
-    }
-    if let Some(earliest) = earliest {
-        writes.push(index_write(
-            slot,
-            earliest,
-            Some(Arc::from(&crate::codec::TIMER_INDEX[..])),
-        ));
-        *timer_due = Some(timer_due.map_or(earliest, |d| d.min(earliest)));
-    }
-    meta.indexed = earliest;
-    true
-}
-
-/// The write of this actor's entry in the timer index at `due_ms`.
-fn index_write<A: Handlers>(slot: &Slot<A>, due_ms: u64, value: Option<Arc<[u8]>>) -> KeyWrite {
-    KeyWrite {
-        space: Space::Timers,
-        key: crate::codec::timer_index_key(&slot.store_key, due_ms).into(),
-        value,
     }
 }
 

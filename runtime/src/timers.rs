@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use crate::clock::duration_ms;
 use crate::codec::{
-    ActorRef, SHARDS, TIMER_INDEX, TimerRecord, decode_timer, split_record, timer_due, timer_key,
-    timer_key_parts, timer_key_state_key,
+    ActorMeta, ActorRef, SHARDS, TIMER_INDEX, TimerRecord, decode_timer, split_record, timer_due,
+    timer_key, timer_key_parts, timer_key_state_key,
 };
+use crate::commit::KeyWrite;
 use crate::dead_letters::{DeadLetterId, Next, Stored, after_failure, timer_letter};
 use crate::error::Failure;
 use crate::shared::Shared;
@@ -425,6 +426,69 @@ struct Scan {
     /// The earliest timer not yet due of the actors whose index entries were due (their
     /// entries move to it once their upkeep or firing turns are durable).
     later: u64,
+}
+
+/// Keeps an actor's entry in the timer index true after its timers changed: at or before
+/// its earliest timer kept in the record (`meta`, of the actor whose state key is
+/// `state_key`). An entry earlier than the earliest timer (one was cancelled), or with no
+/// timer left behind it, stays, so arming and cancelling timers writes nothing but the
+/// record the turn writes anyway; when the entry comes due, the timer service reads the
+/// record and waits for the earliest timer, or has the entry removed by a turn of its actor
+/// (upkeep). After a firing, in upkeep or when a timer is discarded (`fired`), the entry
+/// moves to the earliest timer, or goes if there is none. Returns whether the record
+/// changed.
+///
+/// An entry written at a new place is added to `timer_due`, for the timer service to look
+/// at once the write is durable: the scan that found the old one may not have (a full page
+/// of due entries forgets what it saw beyond them).
+pub(crate) fn sync_index(
+    state_key: &[u8],
+    meta: &mut ActorMeta,
+    fired: bool,
+    writes: &mut Vec<KeyWrite>,
+    timer_due: &mut Option<u64>,
+) -> bool {
+    let earliest = meta
+        .timers
+        .iter()
+        .filter(|t| !t.stored_apart())
+        .map(|t| t.due_ms)
+        .min();
+    let keep = match (meta.indexed, earliest) {
+        (None, None) => return false,
+        // The last timer was cancelled: the entry stays until it comes due, when the timer
+        // service has a turn of this actor remove it (upkeep); a timer armed meanwhile at
+        // or after it needs no write of its own.
+        (Some(_), None) => !fired,
+        (Some(at), Some(earliest)) => at == earliest || (at < earliest && !fired),
+        (None, Some(_)) => false,
+    };
+    if keep {
+        return false;
+    }
+    if let Some(at) = meta.indexed {
+        writes.push(index_write(state_key, at, None));
+    }
+    if let Some(earliest) = earliest {
+        writes.push(index_write(
+            state_key,
+            earliest,
+            Some(Arc::from(&TIMER_INDEX[..])),
+        ));
+        *timer_due = Some(timer_due.map_or(earliest, |d| d.min(earliest)));
+    }
+    meta.indexed = earliest;
+    true
+}
+
+/// The write of the timer index entry at `due_ms` of the actor whose state key is
+/// `state_key` (`value` `None`: its deletion).
+pub(crate) fn index_write(state_key: &[u8], due_ms: u64, value: Option<Arc<[u8]>>) -> KeyWrite {
+    KeyWrite {
+        space: crate::store::Space::Timers,
+        key: crate::codec::timer_index_key(state_key, due_ms).into(),
+        value,
+    }
 }
 
 /// Reads the timers a page of due entries of the `timers` keyspace names: a timer an older

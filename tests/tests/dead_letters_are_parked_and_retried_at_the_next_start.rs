@@ -23,6 +23,15 @@ impl Sometimes {
         self.got.push(n);
     }
 
+    /// Arms a timer `t{n}` that records `n` in `ms` milliseconds.
+    async fn arm(&mut self, ctx: &Context, n: u64, ms: u64) {
+        ctx.timer::<Self>(
+            format!("t{n}"),
+            Timer::after(std::time::Duration::from_millis(ms)),
+        )
+        .take(n);
+    }
+
     /// What was recorded.
     async fn got(&self) -> Vec<u64> {
         self.got.clone()
@@ -94,5 +103,53 @@ async fn a_message_failing_every_attempt_is_parked_and_retried_at_the_next_start
     assert_eq!(rt.get::<Fragile>("doomed").total().await.unwrap(), 3);
     let stats = rt.stats();
     assert_eq!((stats.delivered, stats.dead_letters), (1, 0), "{stats:?}");
+    rt.shutdown().await.unwrap();
+}
+
+/// A timer of a type this run does not register is parked when it comes due; discarded
+/// then (no turn of its actor can run), it is gone from its actor's record: a later start
+/// that registers the type fires the timers kept beside it, and never the discarded one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_timer_of_an_unregistered_type_never_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .register::<Sometimes>()
+        .open()
+        .await
+        .unwrap();
+    let x = rt.get::<Sometimes>("x");
+    x.arm(1, 300).await.unwrap();
+    x.arm(2, 300).await.unwrap();
+    rt.shutdown().await.unwrap();
+
+    // Without the type: both are parked when due; one is discarded.
+    let rt = open(dir.path()).await;
+    wait_for_stats(&rt, "both timers parked", |s| s.dead_letters == 2).await;
+    let letters = rt.dead_letters(None, 10).letters;
+    let first = letters
+        .iter()
+        .find(|l| l.timer.as_deref() == Some("t1"))
+        .unwrap_or_else(|| panic!("t1 is not listed: {letters:?}"));
+    assert!(rt.discard_dead_letter(first.id).await.unwrap());
+    assert_eq!(rt.dead_letters(None, 10).letters.len(), 1);
+    rt.shutdown().await.unwrap();
+
+    // With the type again: the kept timer fires; the discarded one never does.
+    let rt = builder(dir.path())
+        .register::<Sometimes>()
+        .open()
+        .await
+        .unwrap();
+    let x = rt.get::<Sometimes>("x");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while x.got().await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "t2 never fired");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Not pending (timers first: one that left the list since has fired).
+    let timers = rt.timers::<Sometimes>("x").await.unwrap();
+    assert!(timers.is_empty(), "{timers:?}");
+    assert_eq!(x.got().await.unwrap(), [2]);
+    assert_eq!(rt.stats().dead_letters, 0);
     rt.shutdown().await.unwrap();
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::codec::{OutboxId, OutboxRecord, decode_envelope};
+use crate::codec::{OutboxId, OutboxRecord, decode_envelope, encode_record, split_record};
 use crate::commit::KeyWrite;
 use crate::dead_letters::{DeadLetter, DeadLetterId, DeadLetterPage, Stored};
 use crate::error::{CallError, Failure};
@@ -108,8 +108,8 @@ async fn retry_send(shared: &Arc<Shared>, entry: OutboxId) -> Result<(), Failure
     Ok(())
 }
 
-/// Discards a parked timer by a turn of its actor, or, without one to run it, by deleting it
-/// from the store.
+/// Discards a parked timer by a turn of its actor, or, without one to run it, in the store
+/// (see [`discard_unregistered`]).
 async fn discard_timer(
     shared: &Arc<Shared>,
     letter: &DeadLetter,
@@ -122,7 +122,8 @@ async fn discard_timer(
         .map(|r| r.registry.clone())
         .filter(|_| crate::codec::validate_key(&letter.key).is_ok());
     let Some(registry) = registry else {
-        return delete(shared, Space::Timers, key, shard).await;
+        let name = letter.timer.clone().unwrap_or_default();
+        return discard_unregistered(shared, key, shard, due_ms, name).await;
     };
     let (done, outcome) = done_channel();
     let timer = DiscardTimer {
@@ -134,6 +135,53 @@ async fn discard_timer(
     outcome.await
 }
 
+/// Discards a parked timer of an actor no turn can run for in this run (its type is not
+/// registered, or its key is invalid), so nothing else writes its record: the timer leaves
+/// the record, rewritten here with the same state bytes, and the timer index entry follows
+/// it (`timers::sync_index`). A timer an older version stored apart, or one whose record
+/// cannot be read, is deleted by its key.
+async fn discard_unregistered(
+    shared: &Arc<Shared>,
+    key: Arc<[u8]>,
+    shard: u16,
+    due_ms: u64,
+    name: String,
+) -> Result<(), Failure> {
+    let Some(state_key) = crate::codec::timer_key_state_key(&key).map(<[u8]>::to_vec) else {
+        return delete(shared, Space::Timers, key, shard).await;
+    };
+    let read = state_key.clone();
+    let record = shared
+        .with_store("dead letter read", move |store| store.get_state(&read))
+        .await?;
+    let mut writes = Vec::new();
+    if let Some(Ok((schema, mut meta, state))) = record.as_deref().map(split_record)
+        && let Some(at) = meta
+            .timers
+            .iter()
+            .position(|t| t.name == name && t.due_ms == due_ms && !t.stored_apart())
+    {
+        Arc::make_mut(&mut meta.timers).remove(at);
+        // The rescan that unparking schedules looks at the entry's new place.
+        crate::timers::sync_index(&state_key, &mut meta, true, &mut writes, &mut None);
+        // `()` encodes to no bytes: the record's metadata, then its state as it was.
+        let mut bytes = encode_record(schema, &meta, &()).map_err(Failure::Invalid)?;
+        bytes.extend_from_slice(state);
+        writes.push(KeyWrite {
+            space: Space::State,
+            key: state_key.into(),
+            value: Some(bytes.into()),
+        });
+    } else {
+        writes.push(KeyWrite {
+            space: Space::Timers,
+            key,
+            value: None,
+        });
+    }
+    commit(shared, writes, shard).await
+}
+
 /// Deletes one stored key of `shard` through the committer and waits until that is durable.
 async fn delete(
     shared: &Arc<Shared>,
@@ -141,18 +189,24 @@ async fn delete(
     key: Arc<[u8]>,
     shard: u16,
 ) -> Result<(), Failure> {
-    let fence = Fence {
-        shard,
-        epoch: local_epoch(&*shared.placement, shard)?,
-    };
     let write = KeyWrite {
         space,
         key,
         value: None,
     };
+    commit(shared, vec![write], shard).await
+}
+
+/// Writes `writes` (all of `shard`) through the committer, fenced by this node's hold on
+/// the shard, and waits until they are durable.
+async fn commit(shared: &Arc<Shared>, writes: Vec<KeyWrite>, shard: u16) -> Result<(), Failure> {
+    let fence = Fence {
+        shard,
+        epoch: local_epoch(&*shared.placement, shard)?,
+    };
     shared
         .committer
-        .submit(vec![write], None, Some(fence))
+        .submit(writes, None, Some(fence))
         .await
         .wait()
         .await
