@@ -38,6 +38,11 @@ impl Sometimes {
     }
 }
 
+/// A runtime on `dir` that registers [`Sometimes`].
+async fn with_sometimes(dir: &std::path::Path) -> gears::Runtime {
+    builder(dir).register::<Sometimes>().open().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_to_an_unregistered_type_is_parked_until_a_start_that_registers_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,22 +63,14 @@ async fn a_message_to_an_unregistered_type_is_parked_until_a_start_that_register
     rt.shutdown().await.unwrap();
 
     // With the type again: delivered, once.
-    let rt = builder(dir.path())
-        .register::<Sometimes>()
-        .open()
-        .await
-        .unwrap();
+    let rt = with_sometimes(dir.path()).await;
     settle(&rt).await;
     assert_eq!(rt.get::<Sometimes>("x").got().await.unwrap(), [7]);
     let stats = rt.stats();
     assert_eq!((stats.delivered, stats.dead_letters), (1, 0), "{stats:?}");
     rt.shutdown().await.unwrap();
 
-    let rt = builder(dir.path())
-        .register::<Sometimes>()
-        .open()
-        .await
-        .unwrap();
+    let rt = with_sometimes(dir.path()).await;
     settle(&rt).await;
     assert_eq!(rt.get::<Sometimes>("x").got().await.unwrap(), [7]);
     assert_eq!(rt.stats().delivered, 0, "delivered again");
@@ -112,11 +109,7 @@ async fn a_message_failing_every_attempt_is_parked_and_retried_at_the_next_start
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discarded_timer_of_an_unregistered_type_never_fires() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = builder(dir.path())
-        .register::<Sometimes>()
-        .open()
-        .await
-        .unwrap();
+    let rt = with_sometimes(dir.path()).await;
     let x = rt.get::<Sometimes>("x");
     x.arm(1, 300).await.unwrap();
     x.arm(2, 300).await.unwrap();
@@ -135,11 +128,7 @@ async fn a_discarded_timer_of_an_unregistered_type_never_fires() {
     rt.shutdown().await.unwrap();
 
     // With the type again: the kept timer fires; the discarded one never does.
-    let rt = builder(dir.path())
-        .register::<Sometimes>()
-        .open()
-        .await
-        .unwrap();
+    let rt = with_sometimes(dir.path()).await;
     let x = rt.get::<Sometimes>("x");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while x.got().await.unwrap().is_empty() {

@@ -52,14 +52,21 @@ fn commits(sends: &[gears::testing::RecordedSend]) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_attempt_releases_with_its_turn_not_before() {
+/// The demo's actors on a test runtime: sku-1 has 5 units, sku-2 none.
+async fn shop() -> TestRuntime {
     let t = TestRuntime::new(|b| register(b, &StoreOptions::default()))
         .await
         .unwrap();
     let rt = t.runtime();
     rt.get::<InventoryItem>("sku-1").seed(5).await.unwrap();
     rt.get::<InventoryItem>("sku-2").seed(0).await.unwrap();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_attempt_releases_with_its_turn_not_before() {
+    let t = shop().await;
+    let rt = t.runtime();
 
     let ctx = t.context::<Order>("o-1");
     let attempt = ctx.turn_id() as u64;
@@ -117,12 +124,8 @@ async fn a_short_attempt_releases_with_its_turn_not_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_whose_holds_expired_never_ships_when_its_turn_runs_again() {
-    let t = TestRuntime::new(|b| register(b, &StoreOptions::default()))
-        .await
-        .unwrap();
+    let t = shop().await;
     let rt = t.runtime();
-    rt.get::<InventoryItem>("sku-1").seed(5).await.unwrap();
-    rt.get::<InventoryItem>("sku-2").seed(0).await.unwrap();
 
     // Placed while sku-2 is out: backordered.
     let mut order = Order::default();
