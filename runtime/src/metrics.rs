@@ -80,7 +80,8 @@ pub struct Stats {
     /// Writes absorbed because a later turn in the same batch wrote the same key.
     pub coalesced_writes: u64,
     /// Writes submitted only to remove or move an actor's entry in the timer index once it
-    /// came due with no timer behind it (its record, without the entry, and the entry):
+    /// came due with no timer behind it (the record, which notes the entry, the old entry's
+    /// deletion and the new entry if it moves):
     /// upkeep that changes no state, after the turns that cancelled the timers (see
     /// `ctx.cancel_timer`). Counted before coalescing, like `writes + coalesced_writes`, so
     /// `writes + coalesced_writes - timer_index_writes` counts every key a turn wrote.

@@ -518,8 +518,11 @@ fn read_due(
                 Ok(_) => Err("the timer's record does not match its key".to_string()),
                 Err(reason) => Err(format!("undecodable timer: {reason}")),
             };
-            let (key, stored) = (key.into(), true);
-            scan.due.push(Due { key, stored, timer });
+            scan.due.push(Due {
+                key: key.into(),
+                stored: true,
+                timer,
+            });
             continue;
         }
         let (Some(state_key), Some((actor, actor_key, _))) =
@@ -563,30 +566,20 @@ fn read_due(
         }
         for t in due_behind {
             let Some(kept) = &t.message else { continue };
-            let message = match kept.decode() {
-                Ok(message) => message,
-                Err(reason) => {
-                    let key = timer_key(state_key, t.due_ms, &t.name).into();
-                    let timer = Err(format!("undecodable timer message: {reason}"));
-                    scan.due.push(Due {
-                        key,
-                        stored: false,
-                        timer,
-                    });
-                    continue;
-                }
-            };
-            let timer = TimerRecord {
-                target: target.clone(),
-                name: t.name.clone(),
-                message,
-                due_ms: t.due_ms,
-                every_ms: t.every_ms,
-            };
+            let timer = kept
+                .decode()
+                .map(|message| TimerRecord {
+                    target: target.clone(),
+                    name: t.name.clone(),
+                    message,
+                    due_ms: t.due_ms,
+                    every_ms: t.every_ms,
+                })
+                .map_err(|reason| format!("undecodable timer message: {reason}"));
             scan.due.push(Due {
                 key: timer_key(state_key, t.due_ms, &t.name).into(),
                 stored: false,
-                timer: Ok(timer),
+                timer,
             });
         }
     }

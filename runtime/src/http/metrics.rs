@@ -71,7 +71,7 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
     );
     counter(
         "commit_timer_index_writes",
-        "Writes that only removed an actor's timer index entry after its timers were gone",
+        "Writes that only moved or removed an actor's timer index entry that came due with no timer behind it",
         stats.timer_index_writes,
     );
     counter(
