@@ -42,6 +42,8 @@ pub(crate) struct Backlog {
     /// Shards a cluster node took whose entries are not read yet: each counts as one entry
     /// not yet processed, so "the outbox is empty" is never said before they are read.
     loading: AtomicUsize,
+    /// Woken when the backlog falls to half the limit or below (see [`Self::backed_up`]).
+    drained: tokio::sync::Notify,
 }
 
 impl Backlog {
@@ -51,6 +53,7 @@ impl Backlog {
             backlog: AtomicUsize::new(backlog),
             limit,
             loading: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
         }
     }
 
@@ -87,10 +90,27 @@ impl Backlog {
         self.backlog() > self.limit / 2
     }
 
+    /// Resolves once the backlog falls to half the limit or below after this was called
+    /// (poll or [`enable`](tokio::sync::futures::Notified::enable) it before checking
+    /// [`backed_up`](Self::backed_up), so a fall in between is not missed).
+    pub(crate) fn drained(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drained.notified()
+    }
+
     /// Returns `n` places: their entries were processed, dropped, or never written.
     pub(crate) fn release(&self, n: usize) {
         if n > 0 {
-            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            let before = self.backlog.fetch_sub(n, Ordering::AcqRel);
+            self.wake_if_drained(before + self.loading.load(Ordering::Acquire), n);
+        }
+    }
+
+    /// Wakes the callers waiting for deliveries if taking `n` from a backlog of `before`
+    /// brought it to half the limit or below.
+    fn wake_if_drained(&self, before: usize, n: usize) {
+        let half = self.limit / 2;
+        if before > half && before.saturating_sub(n) <= half {
+            self.drained.notify_waiters();
         }
     }
 
@@ -111,9 +131,12 @@ impl Backlog {
 
     /// A taken shard's entries were read (or will not be).
     pub(crate) fn loaded(&self) {
-        let _ = self
+        if let Ok(loading) = self
             .loading
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        {
+            self.wake_if_drained(self.backlog.load(Ordering::Acquire) + loading, 1);
+        }
     }
 
     /// Entries durable (or being written) and not yet processed, counting a taken shard

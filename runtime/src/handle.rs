@@ -247,21 +247,28 @@ impl<A: Handlers> Caller<A> {
 
     /// Backpressure on calls from outside: while more than half the outbox is taken, waits
     /// up to [`BACKPRESSURE_WAIT`] (or the call's timeout if shorter) for the dispatcher to
-    /// deliver, then goes on (a full outbox still refuses sends). Under sustained load that
-    /// slows the callers to the pace of the deliveries; an outbox that does not drain (its
-    /// messages failing, or parked) delays each call by that much, no more. Calls made by
-    /// turns never wait: they hold an actor.
+    /// deliver enough to bring it to half or below, then goes on (a full outbox still
+    /// refuses sends). Under sustained load that slows the callers to the pace of the
+    /// deliveries; an outbox that does not drain (its messages failing, or parked) delays
+    /// each call by that much, no more. Calls made by turns never wait: they hold an actor.
     #[cold]
     async fn wait_for_deliveries(&self) {
-        let wait = self.call_timeout().min(BACKPRESSURE_WAIT);
-        let until = std::time::Instant::now() + wait;
-        while self.shared.backlog.backed_up() && std::time::Instant::now() < until {
-            // The runtime's timer: the caller may run on another executor.
-            let pause = {
-                let _runtime = self.shared.tokio.enter();
-                tokio::time::sleep(std::time::Duration::from_millis(1))
-            };
-            pause.await;
+        let backlog = &self.shared.backlog;
+        let drained = backlog.drained();
+        let mut drained = std::pin::pin!(drained);
+        // Registered before the check: a fall to half in between wakes it.
+        drained.as_mut().enable();
+        if !backlog.backed_up() {
+            return;
+        }
+        // The runtime's timer: the caller may run on another executor.
+        let give_up = {
+            let _runtime = self.shared.tokio.enter();
+            tokio::time::sleep(self.call_timeout().min(BACKPRESSURE_WAIT))
+        };
+        tokio::select! {
+            () = drained => {}
+            () = give_up => {}
         }
     }
 
