@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use gears::__private::CommitStage;
 use gears::prelude::*;
+use gears_tests::gate::CommitGate;
 use gears_tests::latch::Latch;
 use gears_tests::{Counter, Relay, builder, eventually, open, wait_for_stats};
 
@@ -113,9 +115,17 @@ impl Diver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_dropped_after_its_first_poll_still_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = open(dir.path()).await;
+    // The gate holds the committer before it writes, so the commit cannot finish (and the
+    // reply cannot arrive) between the turn's submission and the end of the first poll.
+    let gate = CommitGate::at(CommitStage::BeforeWrite);
+    let rt = builder(dir.path())
+        .__fault_hook(gate.hook())
+        .open()
+        .await
+        .unwrap();
     let counter = rt.get::<Counter>("k");
-    // The turn ran within the first poll; its reply waits for the commit, so the call is
+    gate.close();
+    // The turn runs within the first poll; its reply waits for the commit, so the call is
     // still pending when the caller drops it.
     let mut call = Box::pin(counter.add(7));
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
@@ -124,6 +134,8 @@ async fn a_call_dropped_after_its_first_poll_still_commits() {
         "a durable write answers after its commit"
     );
     drop(call);
+    gate.wait_holding(1, || format!("{:?}", rt.stats())).await;
+    gate.open();
     assert_eq!(counter.get().await.unwrap(), 7);
     rt.shutdown().await.unwrap();
 
@@ -240,7 +252,10 @@ async fn other_callers_turns_never_run_in_the_first_callers_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_that_panics_when_dropped_after_its_caller_left_wedges_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    // Holds the write's commit until the caller has left (its first poll cannot see a reply).
+    let gate = CommitGate::at(CommitStage::BeforeWrite);
     let rt = builder(dir.path())
+        .__fault_hook(gate.hook())
         .register::<Bomber>()
         .idle_timeout_for::<Bomber>(Duration::ZERO)
         .call_timeout(Duration::from_secs(5))
@@ -260,10 +275,13 @@ async fn a_value_that_panics_when_dropped_after_its_caller_left_wedges_nothing()
     .await;
     ARMED.store(true, Ordering::SeqCst);
     // The caller leaves before the write is durable: the value is dropped when it is.
+    gate.close();
     let mut call = Box::pin(bomber.write());
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
     assert!(first.is_pending());
     drop(call);
+    gate.wait_holding(1, || format!("{:?}", rt.stats())).await;
+    gate.open();
     // The write settles all the same: the actor answers, and passivates when idle.
     assert_eq!(bomber.writes().await.unwrap(), 1);
     assert!(!ARMED.load(Ordering::SeqCst), "the value was dropped");
