@@ -83,8 +83,8 @@ pub struct Stats {
     /// came due with no timer behind it (the record, which notes the entry, the old entry's
     /// deletion and the new entry if it moves):
     /// upkeep that changes no state, after the turns that cancelled the timers (see
-    /// `ctx.cancel_timer`). Counted before coalescing, like `writes + coalesced_writes`, so
-    /// `writes + coalesced_writes - timer_index_writes` counts every key a turn wrote.
+    /// `ctx.cancel_timer`). Counted before coalescing, like `writes + coalesced_writes`:
+    /// [`Stats::turn_writes`] takes them off.
     pub timer_index_writes: u64,
     /// Largest batch seen, in commit requests (one per turn or outside send).
     pub max_batch: u64,
@@ -126,6 +126,15 @@ pub struct Stats {
     /// Catch-ups of this node's store with a shard's log, one per shard taken (in a
     /// cluster): more than the shards a node was given means shards went back and forth.
     pub catch_ups: u64,
+}
+
+impl Stats {
+    /// Keys the turns (and sends from outside) wrote, before coalescing:
+    /// `writes + coalesced_writes - timer_index_writes`. What an application's own work
+    /// costs the store; the timer index upkeep, which changes no actor, is left out.
+    pub fn turn_writes(&self) -> u64 {
+        (self.writes + self.coalesced_writes).saturating_sub(self.timer_index_writes)
+    }
 }
 
 impl Metrics {

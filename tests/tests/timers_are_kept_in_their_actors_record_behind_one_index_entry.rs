@@ -62,11 +62,6 @@ async fn open() -> TestRuntime {
         .unwrap()
 }
 
-/// Keys written by turns (upkeep of the timer index taken off).
-fn turn_writes(stats: &gears::Stats) -> u64 {
-    stats.writes + stats.coalesced_writes - stats.timer_index_writes
-}
-
 /// The store writes one call made (keys put or deleted).
 async fn writes_of<F: std::future::Future>(rt: &TestRuntime, call: F) -> u64 {
     let before = rt.runtime().stats().writes;
@@ -132,7 +127,7 @@ async fn a_cancelled_earliest_timer_fires_nothing_and_the_next_fires_at_its_time
     assert!(r.fired().await.unwrap().is_empty());
     let after = rt.runtime().stats();
     assert_eq!(after.timer_index_writes - before.timer_index_writes, 3);
-    assert_eq!(turn_writes(&after), turn_writes(&before));
+    assert_eq!(after.turn_writes(), before.turn_writes());
 
     // A crash forgets when "late" is due; the stored entry (due since 10 s) brings it back.
     rt.crash_and_reopen().await.unwrap();

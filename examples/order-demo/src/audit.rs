@@ -161,10 +161,7 @@ pub async fn audit(rt: &Runtime, acked: &[(String, Status)]) -> Result<Audit, De
     audit.orders.allocated = contents.orders;
     // Keys written by turns: the removal of a timer index entry whose timers are gone
     // (upkeep the runtime does when it comes due) changes no actor.
-    let turn_writes = || {
-        let stats = rt.stats();
-        stats.writes + stats.coalesced_writes - stats.timer_index_writes
-    };
+    let turn_writes = || rt.stats().turn_writes();
     let writes_before = turn_writes();
     let mut expected_shipped = audit_orders(rt, &mut audit).await?;
     if !settle(rt, SETTLE_BOUND).await {
