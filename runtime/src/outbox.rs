@@ -210,8 +210,10 @@ impl Dispatcher {
         match outcome {
             Ok(()) => {
                 self.entries.remove(&seq);
-                shared.backlog.release(1);
+                // Counted before the backlog falls: whoever sees the outbox empty sees every
+                // delivery counted.
                 shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.backlog.release(1);
             }
             Err(failure) => {
                 entry.verify |= matches!(failure, Failure::Storage(_));
@@ -339,11 +341,12 @@ pub(crate) fn decode_entries(
 
 /// Stops retrying an entry in this run and lists it as a dead letter; it stays in the store.
 fn park(shared: &Shared, id: OutboxId, record: &OutboxRecord, failure: &Failure, attempts: u32) {
-    shared.backlog.release(1);
     let letter = send_letter(id, record, failure, attempts);
     shared
         .dead_letters
         .park(&shared.metrics, letter, Stored::Send(id));
+    // After the letter is listed and counted (as for a delivery, above).
+    shared.backlog.release(1);
 }
 
 #[cfg(test)]

@@ -111,8 +111,10 @@ async fn a_discarded_timer_of_an_unregistered_type_never_fires() {
     let dir = tempfile::tempdir().unwrap();
     let rt = with_sometimes(dir.path()).await;
     let x = rt.get::<Sometimes>("x");
-    x.arm(1, 300).await.unwrap();
-    x.arm(2, 300).await.unwrap();
+    // Due after this runtime is gone (a loaded machine's syncs can take a while): a timer
+    // that fired here, with its type registered, would never be parked.
+    x.arm(1, 3_000).await.unwrap();
+    x.arm(2, 3_000).await.unwrap();
     rt.shutdown().await.unwrap();
 
     // Without the type: both are parked when due; one is discarded.

@@ -75,8 +75,10 @@ async fn a_started_turn_commits_in_full_after_its_caller_timed_out() {
         Err(CallError::Timeout(waited)) => assert_eq!(waited, SHORT),
         other => panic!("expected the handle's timeout, got {other:?}"),
     }
-    // The caller gave up while the handler was still halfway, waiting at the latch.
-    assert_eq!(gate.waiting(), 1, "the turn runs on without its caller");
+    // The caller gave up while the handler was still halfway (or before it got there: on a
+    // loaded machine the load can outlast the timeout): the turn runs on without its caller
+    // and reaches the latch.
+    gate.wait_for_waiters(1).await;
     gate.open();
     // A read queued behind the turn sees it whole: both halves.
     assert_eq!(halves(&rt, "h").await, (5, 5));

@@ -124,8 +124,12 @@ async fn pending_sends_and_timers_reach_the_handler_they_name() {
     send().retired(4).await.unwrap();
     send().reshaped("y".into()).await.unwrap();
     send().first(6).await.unwrap();
-    // Due by the time the new code runs; fires there.
-    rt.get::<before::Mailbox>("m").later(7, 1).await.unwrap();
+    // Due soon after the new code runs; fires there. (Not sooner: held deliveries do not
+    // hold timers, and one due before this runtime shuts down would fire here.)
+    rt.get::<before::Mailbox>("m")
+        .later(7, 2_000)
+        .await
+        .unwrap();
     assert_eq!(rt.stats().outbox_backlog, 6);
     rt.shutdown().await.unwrap();
 

@@ -49,8 +49,9 @@ async fn timer_due_after_a_restart_fires_once() {
         // Restart before it is due.
         rt.shutdown().await.unwrap();
         let rt = open(dir.path()).await;
-        let looked = Instant::now();
         let rang = rings(&rt, &key, "wake").await;
+        // Taken after the read: if the read ended before the due time, it was not due yet.
+        let looked = Instant::now();
         if looked.duration_since(armed) >= Duration::from_millis(delay) {
             // The restart took longer than the delay: it may have come due before.
             eprintln!("attempt {attempt}: the restart took over {delay} ms; again, longer");
@@ -89,6 +90,9 @@ async fn timer_missed_while_down_fires_once_on_start() {
         .arm_every("tick".into(), period.as_millis() as u64)
         .await
         .unwrap();
+    // On a loaded machine the periodic timer may ring before the shutdown: at most once
+    // between this read and the shutdown (less than a period).
+    let before = rings(&rt, "a", "tick").await;
     rt.shutdown().await.unwrap();
     // Down while both come due (the periodic one several times).
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -97,11 +101,12 @@ async fn timer_missed_while_down_fires_once_on_start() {
     assert_eq!(rang_at_least(&rt, "a", "missed", 1).await, 1);
     // The periodic timer fired once for all the missed periods, then keeps its period: it
     // never rang more often than one firing per period since the start, plus the catch-up
-    // (replaying the 4 missed periods would break that at once).
+    // (replaying the 4 missed periods would break that at once), besides the rings before
+    // the shutdown.
     let first = rang_at_least(&rt, "a", "tick", 1).await;
     let periods = opened.elapsed().as_millis() as u64 / period.as_millis() as u64;
     assert!(
-        first <= 1 + periods,
+        first <= before + 2 + periods,
         "{first} firings {:?} after the start: missed periods were replayed",
         opened.elapsed()
     );
