@@ -994,7 +994,7 @@ mod tests {
     }
 
     /// Golden bytes of every stored format besides the v1 state record (which
-    /// `tests/tests/stored_format_v1_golden_fixture.rs` pins). `GEARS_WRITE_FIXTURES=1`
+    /// `tests/tests/behaviours/stored_format_v1_golden_fixture.rs` pins). `GEARS_WRITE_FIXTURES=1`
     /// writes them once; after that they must never change.
     #[test]
     fn stored_formats_match_golden_fixtures() {

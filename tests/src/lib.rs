@@ -1,4 +1,5 @@
-//! Actors and helpers shared by the integration tests in `tests/tests/`.
+//! Actors and helpers shared by the integration tests in `tests/tests/` (most of them modules
+//! of one binary, `tests/tests/behaviours/`).
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! `max_connections` bounds the connections served at once: one past it is not served
 //! (it waits in the kernel's backlog) until a served one closes, then it is answered.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! keys), keys that are tuples or structs make the map an array of `[key, value]` pairs, at
 //! any depth; a handler's reply holding such a map is JSON the same way.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -4,8 +4,7 @@
 //! parse is a `400`, one that names no parked message a `404`, both with JSON errors; and the
 //! routes do not hide `/admin/{type}` of a registered type.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

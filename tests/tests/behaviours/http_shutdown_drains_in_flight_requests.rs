@@ -2,8 +2,7 @@
 //! waits on `gears::shutdown_signal()` stops that way on SIGTERM or SIGINT: the request
 //! in flight is answered, its write is durable, and the process exits 0.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! non-loopback address with a route open to anyone (no token, or a token scoped to the
 //! admin routes) refuses to start unless `allow_unauthenticated(true)` says so.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,8 +2,7 @@
 //! timer named after a request argument that no timer name can be, answers
 //! `422 invalid_turn`, never a 5xx; the turn is rolled back and the actor keeps serving.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use gears::http::HttpConfig;
 use support::{Account, error_name, serve};

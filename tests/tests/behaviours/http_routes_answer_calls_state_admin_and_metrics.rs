@@ -1,8 +1,7 @@
 //! Every route of the HTTP ingress, over a real loopback server and client: calls, sends,
 //! state, admin (keys, timers, delete), metrics and health, and the status of each error.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

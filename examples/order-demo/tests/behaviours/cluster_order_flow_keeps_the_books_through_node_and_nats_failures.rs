@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gears_tests::nats::NatsCluster;
 
-mod common;
+use crate::common;
 
 use common::{LEASE, audit_passes, stop};
 

@@ -2,8 +2,7 @@
 //! (success or handler error), marked as replayed, and the handler ran once; the same key
 //! with another request is a 409; keys are per actor; `/send` deduplicates too.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

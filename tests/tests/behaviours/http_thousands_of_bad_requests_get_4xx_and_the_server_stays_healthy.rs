@@ -3,8 +3,7 @@
 //! queries, undecodable paths) all get a 4xx with a JSON error body; no handler panics, no
 //! 5xx, and the server answers good requests afterwards.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use gears::http::HttpConfig;

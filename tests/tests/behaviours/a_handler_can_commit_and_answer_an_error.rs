@@ -3,8 +3,7 @@
 //! Rust as `CallError::Handler` and over HTTP as 422; a plain handler's `Err` still rolls
 //! back.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! runs when called from Rust, by a send or by a timer, but over HTTP it is answered like a
 //! handler that does not exist (404, not listed among the valid ones), by call and by send.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use order_demo::serve::ServeOptions;
 use order_demo::{InventoryItem, StoreOptions};
 use serde_json::{Value, json};
 
-const OAS_31_SCHEMA: &str = include_str!("fixtures/openapi-3.1-schema.json");
+const OAS_31_SCHEMA: &str = include_str!("../fixtures/openapi-3.1-schema.json");
 
 /// A validator for the schema at `pointer` inside `document` (its `$ref`s resolve against
 /// the document, as OpenAPI's do).
@@ -29,7 +29,7 @@ fn escape(segment: &str) -> String {
 
 /// The README's `Order::place` request body: the `-d '...'` after `/order/o-web-1/place`.
 fn readme_place_body() -> Value {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../../README.md");
     let at = readme
         .find("/order/o-web-1/place")
         .expect("the README shows Order::place over HTTP");

@@ -4,8 +4,7 @@
 //! removes what expired. Outcomes kept in records by the previous format are honoured and
 //! moved to their own keys.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -152,7 +151,7 @@ async fn results_kept_in_records_by_the_previous_format_are_honoured_and_moved()
         let state = db
             .keyspace("state", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        let record = include_bytes!("../fixtures/state_v3_counter_300_with_replies.bin");
+        let record = include_bytes!("../../fixtures/state_v3_counter_300_with_replies.bin");
         state
             .insert(gears::__private::state_key("counter", "c"), record)
             .unwrap();
@@ -193,7 +192,7 @@ async fn results_kept_in_records_by_the_previous_format_are_honoured_and_moved()
         .unwrap();
     // Format 2: the state and its timers and subscriptions, without the kept results.
     assert_eq!(record[0], 2, "{record:?}");
-    let previous = include_bytes!("../fixtures/state_v3_counter_300_with_replies.bin");
+    let previous = include_bytes!("../../fixtures/state_v3_counter_300_with_replies.bin");
     assert!(record.len() < previous.len(), "{record:?}");
     let kept = db
         .keyspace("replies", fjall::KeyspaceCreateOptions::default)

@@ -5,8 +5,7 @@
 //! its event, reads and replays fail rather than answer from it, and a subscriber sees an
 //! event only if the publisher's change it announces is in the store.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! ingress caps how many are open at once: one past `max_event_streams` gets a JSON
 //! `503 overloaded` with `Retry-After`, and closing a stream frees its place.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

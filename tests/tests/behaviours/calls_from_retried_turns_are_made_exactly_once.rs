@@ -135,8 +135,7 @@ async fn a_plain_call_retried_by_its_caller_runs_its_calls_again() {
     rt.shutdown().await.unwrap();
 }
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_request_retried_with_its_idempotency_key_debits_and_credits_once() {

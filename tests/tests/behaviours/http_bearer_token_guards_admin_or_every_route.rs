@@ -3,8 +3,7 @@
 //! scope is `Admin` on loopback and `All` on any other address. The `Bearer` scheme is
 //! matched in any case. A `GET` may carry the token as `?access_token=` instead.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

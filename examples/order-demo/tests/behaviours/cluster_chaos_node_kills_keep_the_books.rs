@@ -9,7 +9,7 @@
 //!
 //! `GEARS_CHAOS_KILLS` sets the number of kills (default 3), `GEARS_CHAOS_SEED` the seed.
 //! The extended run (RELIABILITY.md): `GEARS_CHAOS_KILLS=100 cargo test --release -p
-//! order-demo --test cluster_chaos_node_kills_keep_the_books -- --nocapture`.
+//! order-demo --test behaviours cluster_chaos_node_kills_keep_the_books -- --nocapture`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use gears_tests::nats::NatsCluster;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-mod common;
+use crate::common;
 
 use common::{LEASE, audit_passes, start_node, stop};
 

@@ -2,8 +2,7 @@
 //! the body is read: with `Expect: 100-continue` the client gets the 413 and never a
 //! `100 Continue`. A chunked body that grows past the limit gets the same 413.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 use gears::__private::{decode_state, encode_state, shard_of, state_key};
 use gears_tests::Counter;
 
-const RECORD_V1: &[u8] = include_bytes!("../fixtures/state_v1_counter_300.bin");
+const RECORD_V1: &[u8] = include_bytes!("../../fixtures/state_v1_counter_300.bin");
 
 #[test]
 fn state_record_v1_is_stable() {

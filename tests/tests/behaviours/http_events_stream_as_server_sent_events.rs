@@ -2,8 +2,7 @@
 //! rolled-back turn sends none, a reader that fell behind gets a `lagged` event, and the
 //! stream ends when the server shuts down.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

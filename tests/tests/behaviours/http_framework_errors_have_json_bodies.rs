@@ -5,8 +5,7 @@
 //! a malformed request line) is answered by hyper without a body, the connection closed,
 //! and the server keeps serving.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! (nothing written, with or without an idempotency key), its `/send` route still queues it,
 //! and it works from Rust, while the actor's serializable handlers answer as usual.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

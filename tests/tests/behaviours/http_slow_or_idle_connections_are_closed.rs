@@ -3,8 +3,7 @@
 //! timeout (`408 body_timeout`), connections where nothing moves at the idle timeout; a
 //! quiet event stream outlives all three.
 
-#[path = "http/support.rs"]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,0 +1,96 @@
+//! Gears' integration tests, one module per behaviour, in one test binary: one link instead
+//! of one per file (CI compiles this crate's tests once). Run one behaviour with its module's
+//! name as the filter: `cargo test -p gears-tests --test behaviours passivation_and_live_cap`.
+//!
+//! Tests of different modules run side by side in this one process, so a test may not depend
+//! on anything process-wide (a global subscriber, panic hook or allocator, the process' memory):
+//! such a test gets its own file beside this directory (as the hot-key flood, which measures
+//! the resident set, does).
+
+mod support;
+
+pub mod a_handler_can_commit_and_answer_an_error;
+pub mod a_store_of_format_1_is_upgraded_in_place;
+pub mod acknowledged_writes_survive_sigkill;
+pub mod call_cycles_fail_fast_and_slow_handlers_time_out;
+pub mod calls_from_outside_wait_while_the_outbox_is_backed_up;
+pub mod calls_from_retried_turns_are_made_exactly_once;
+pub mod calls_to_idle_actors_run_in_the_callers_task;
+pub mod cluster_a_take_over_longer_than_a_renewal_round_completes;
+pub mod cluster_a_taken_shard_numbers_its_messages_after_every_earlier_owner;
+pub mod cluster_calls_reach_the_node_that_serves_their_shard;
+pub mod cluster_configuration_errors_are_refused_at_open;
+pub mod cluster_log_appends_are_fenced_deduplicated_and_replayed;
+pub mod cluster_messages_cross_nodes_exactly_once_and_in_order;
+pub mod cluster_shards_are_owned_by_one_node_at_a_time_and_move_when_a_node_dies;
+pub mod cluster_state_moves_with_its_shard_and_a_paused_owner_cannot_commit;
+pub mod cluster_takeovers_start_from_snapshots_of_a_purged_log;
+pub mod corrupted_store_files_are_refused_or_read_back_correctly;
+pub mod dead_letters_are_parked_and_retried_at_the_next_start;
+pub mod delivered_message_whose_handler_fails_is_consumed_once;
+pub mod disk_full_fails_calls_cleanly_and_keeps_acknowledged_writes;
+pub mod durable_subscription_delivers_in_order_exactly_once;
+pub mod errors_of_calls_between_actors_propagate_with_question_mark;
+pub mod failed_sends_and_timers_become_dead_letters_you_can_retry_or_discard;
+pub mod failures_around_a_turn_never_lose_or_leak_messages;
+pub mod faults_at_each_commit_step_never_acknowledge_lost_writes;
+pub mod full_commit_queue_holds_writers_back;
+pub mod full_mailbox_is_overloaded;
+pub mod group_commit_and_output_gate;
+pub mod handler_error_rolls_back_the_turn;
+pub mod handler_panic_is_contained;
+pub mod handlers_taking_context_are_unit_testable;
+pub mod http_bearer_token_guards_admin_or_every_route;
+pub mod http_connections_past_the_limit_wait_for_a_free_one;
+pub mod http_dead_letters_are_listed_retried_and_discarded_by_admin_routes;
+pub mod http_event_streams_are_limited;
+pub mod http_events_stream_as_server_sent_events;
+pub mod http_exposed_servers_need_a_token_on_every_route;
+pub mod http_framework_errors_have_json_bodies;
+pub mod http_handlers_with_unserializable_results_compile_and_answer_501;
+pub mod http_idempotency_key_runs_the_handler_once;
+pub mod http_oversized_bodies_get_413_before_they_are_read;
+pub mod http_routes_answer_calls_state_admin_and_metrics;
+pub mod http_shutdown_drains_in_flight_requests;
+pub mod http_slow_or_idle_connections_are_closed;
+pub mod http_state_with_non_string_map_keys_is_json;
+pub mod http_thousands_of_bad_requests_get_4xx_and_the_server_stays_healthy;
+pub mod http_turns_refused_for_their_input_are_4xx;
+pub mod idempotency_keys_are_kept_for_a_retention_time;
+pub mod idempotent_http_replies_survive_restarts;
+pub mod internal_handlers_are_not_reachable_over_http;
+pub mod invalid_keys_and_corrupt_records_give_clear_errors;
+pub mod journal_is_fsynced_per_batch_in_sync_mode_and_flushed_in_buffered;
+pub mod macro_edge_cases_compile_and_work;
+pub mod macro_misuse_is_a_compile_error;
+pub mod nats_harness_starts_a_three_server_jetstream_cluster;
+pub mod numbered_messages_events_and_timers_arrive_exactly_once_in_order_across_sigkill;
+pub mod outbox_capacity_refuses_sends_beyond_it_with_overloaded;
+pub mod output_gate_hides_a_write_from_every_observer_until_it_is_durable;
+pub mod outside_sends_are_durable_and_idempotent;
+pub mod panic_outside_handler_does_not_wedge_the_key;
+pub mod panics_on_one_hot_key_are_contained_and_other_keys_keep_working;
+pub mod passivation_and_live_cap;
+pub mod per_call_timeout_bounds_the_wait_and_leaves_no_half_state;
+pub mod placement_routes_calls_and_fences_commits;
+pub mod public_types_are_send_and_sync;
+pub mod random_operations_match_an_in_memory_model;
+pub mod read_timers_delete_and_keys_from_outside;
+pub mod rolled_back_turn_publishes_and_sends_nothing;
+pub mod runtime_modules_import_each_other_without_cycles;
+pub mod saga_steps_are_applied_once_across_sigkill;
+pub mod sends_are_processed_exactly_once_across_sigkill;
+pub mod single_activation_holds_while_passivation_races_with_calls;
+pub mod single_activation_under_concurrent_first_calls;
+pub mod slow_watcher_is_bounded_and_never_blocks;
+pub mod state_evolves_through_typed_migrations;
+pub mod state_survives_shutdown_and_reopen;
+pub mod storage_failure_fails_calls_and_resets_the_actor;
+pub mod stored_format_v1_golden_fixture;
+pub mod stored_messages_reach_their_handler_by_name_after_handlers_change;
+pub mod ten_thousand_sends_between_100_pairs_are_exact;
+pub mod test_runtime_virtual_time_fires_timers_in_due_order_and_passivates;
+pub mod timers_are_kept_in_their_actors_record_behind_one_index_entry;
+pub mod timers_fire_once_across_restarts;
+pub mod turn_ids_are_the_same_when_a_turn_runs_again_and_new_for_every_other;
+pub mod turns_are_serial_per_key_and_concurrent_across_keys;
