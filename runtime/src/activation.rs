@@ -181,7 +181,9 @@ fn release<A: Handlers>(
             .metrics
             .sends
             .fetch_add(outbox.len() as u64, Ordering::Relaxed);
-        shared.hand_over(outbox);
+        if let Some(host) = shared.services.get() {
+            host.committed(outbox);
+        }
     }
     if !events.is_empty() {
         shared
