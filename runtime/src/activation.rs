@@ -33,7 +33,7 @@ use crate::mailbox::{
     Answer, Body, Envelope, KeyedCall, KeyedOutcome, Mailbox, Refused, Replier, ReplyFormat,
 };
 use crate::placement::{Fence, local_epoch};
-use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Shared};
+use crate::shared::{AnyRegistry, Delivery, DiscardTimer, DoneFn, Eviction, Shared};
 use crate::store::Space;
 use crate::trace::Cause;
 
@@ -106,7 +106,7 @@ impl<A: Handlers> AnyRegistry for Registry<A> {
         self.sweep_idle(shared)
     }
 
-    fn evict_one(&self, shared: &Shared) -> bool {
+    fn evict_one(&self, shared: &Shared) -> Eviction {
         self.evict_idle(shared)
     }
 }
@@ -263,7 +263,10 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: boo
                 let queued = {
                     let mut inner = slot.inner.lock();
                     match inner.queue.pop_front() {
-                        Some(envelope) => envelope,
+                        Some(envelope) => {
+                            slot.replying.store(false, Ordering::Release);
+                            envelope
+                        }
                         None => {
                             inner.activation = activation;
                             inner.running = false;
@@ -322,8 +325,8 @@ async fn turn<A: Handlers>(
     let prepared = prepare(shared, slot, activation, idempotency, delivery.as_deref()).await;
     let kept = match prepared {
         Ok(Prepared::Ready(kept)) => kept,
-        Ok(Prepared::Processed) => return send_gated(activation, reply, Ok(unit())),
-        Err(failure) => return send(reply, Err(failure)),
+        Ok(Prepared::Processed) => return send_gated(slot, activation, reply, Ok(unit())),
+        Err(failure) => return send(slot, reply, Err(failure)),
     };
     let Some(l) = activation.loaded.as_mut() else {
         return;
@@ -365,7 +368,7 @@ async fn turn<A: Handlers>(
                 } else {
                     KeyedOutcome::Conflict
                 };
-                return send_gated(activation, reply, Ok(Box::new(outcome)));
+                return send_gated(slot, activation, reply, Ok(Box::new(outcome)));
             }
             let turn = HandlerTurn {
                 message,
@@ -379,7 +382,7 @@ async fn turn<A: Handlers>(
         }
         Body::Read(read) => {
             let value = read(&l.state, &l.meta);
-            send_gated(activation, reply, Ok(value))
+            send_gated(slot, activation, reply, Ok(value))
         }
         Body::Delete => Box::pin(delete_turn(shared, slot, activation, reply)).await,
         Body::Subscribe(subscriber) => {
@@ -430,7 +433,7 @@ async fn prepare<A: Handlers>(
             tracing::warn!(actor = A::NAME, key = %slot.key, "commit failed; reloading from the store");
             activation.loaded = None;
         }
-        Some(t) if t.settled() => activation.last_write = None,
+        Some(t) if t.drained() => activation.last_write = None,
         _ => {}
     }
     // Served here, and under which epoch: state loaded under another one may be stale (the
@@ -615,7 +618,7 @@ async fn handler_turn<A: Handlers>(
                 tracing::warn!(actor = A::NAME, key = %slot.key, handler, ?timeout, "handler timed out; state reset");
             }
             roll_back(shared, slot, activation, &mut released);
-            return send_gated(activation, reply, Err(Failure::Timeout(timeout)));
+            return send_gated(slot, activation, reply, Err(Failure::Timeout(timeout)));
         }
         Ok(Err(_panic)) => {
             shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
@@ -629,7 +632,7 @@ async fn handler_turn<A: Handlers>(
                 actor: A::NAME,
                 handler,
             };
-            return send_gated(activation, reply, Err(failure));
+            return send_gated(slot, activation, reply, Err(failure));
         }
         Ok(Ok(output)) => output,
     };
@@ -645,7 +648,12 @@ async fn handler_turn<A: Handlers>(
         roll_back(shared, slot, activation, &mut released);
     }
     let Some(l) = activation.loaded.as_mut() else {
-        return send_gated(activation, reply, refused.map_or(Ok(output.value), Err));
+        return send_gated(
+            slot,
+            activation,
+            reply,
+            refused.map_or(Ok(output.value), Err),
+        );
     };
     // An idempotent call keeps its result (a handler error too: it is the answer a retry
     // gets) with the turn; a refused turn keeps nothing.
@@ -673,7 +681,7 @@ async fn handler_turn<A: Handlers>(
                 roll_back(shared, slot, activation, &mut released);
                 let failure =
                     Failure::Invalid(format!("cannot encode the result of `{handler}`: {e}"));
-                return send_gated(activation, reply, Err(failure));
+                return send_gated(slot, activation, reply, Err(failure));
             }
         }
     }
@@ -691,7 +699,7 @@ async fn handler_turn<A: Handlers>(
             Err(failure) => {
                 // Transient (the outbox is full): the message is not consumed.
                 roll_back(shared, slot, activation, &mut released);
-                return send_gated(activation, reply, Err(failure));
+                return send_gated(slot, activation, reply, Err(failure));
             }
         }
     }
@@ -828,7 +836,7 @@ async fn delete_turn<A: Handlers>(
         &mut released,
     ) {
         roll_back(shared, slot, activation, &mut released);
-        return send_gated(activation, reply, Err(failure));
+        return send_gated(slot, activation, reply, Err(failure));
     }
     commit_and_reply(shared, slot, activation, reply, writes, true, released).await;
 }
@@ -1533,6 +1541,10 @@ fn reply_after<A: Handlers>(
         let key = slot.key.clone();
         move |durable: bool| release::<A>(&shared, &key, durable, outbox, events, timer_due)
     });
+    if reply.is_some() {
+        // Marked before the reply can leave: whoever gets it finds this turn ending.
+        slot.replying.store(true, Ordering::Release);
+    }
     release_after(activation.last_write.as_ref(), move |durable| {
         if let Some(release) = release {
             release(durable.is_ok());
@@ -1546,8 +1558,15 @@ fn reply_after<A: Handlers>(
 
 /// Replies once the actor's latest write settles (a failure still waits, so nothing is
 /// heard before the state it follows is durable).
-fn send_gated<A>(activation: &Activation<A>, reply: Option<Replier>, result: Reply) {
+fn send_gated<A: Handlers>(
+    slot: &Slot<A>,
+    activation: &Activation<A>,
+    reply: Option<Replier>,
+    result: Reply,
+) {
     if let Some(reply) = reply {
+        // Marked before the reply can leave: whoever gets it finds this turn ending.
+        slot.replying.store(true, Ordering::Release);
         release_after(activation.last_write.as_ref(), move |durable| {
             reply.send(durable.and(result))
         });
@@ -1624,8 +1643,10 @@ async fn load<A: Handlers>(
     }
 }
 
-fn send(reply: Option<Replier>, value: Reply) {
+/// Replies now (nothing of this turn waits to become durable).
+fn send<A: Handlers>(slot: &Slot<A>, reply: Option<Replier>, value: Reply) {
     if let Some(reply) = reply {
+        slot.replying.store(true, Ordering::Release);
         reply.send(value);
     }
 }

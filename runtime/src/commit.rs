@@ -75,6 +75,9 @@ pub(crate) trait Replicator: Send + Sync {
 pub(crate) type GatedReply = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
 const PENDING: u8 = 0;
+/// In the store, its callbacks still running: settled, but a later turn's reply or events
+/// must still wait behind them (they are queued, not run, until it is `DURABLE`).
+const WRITTEN: u8 = 3;
 const DURABLE: u8 = 1;
 const FAILED: u8 = 2;
 
@@ -120,9 +123,17 @@ impl Ticket {
         self.inner.lock().error.clone()
     }
 
-    /// True once the write is durable or failed.
+    /// True once the write is durable or failed: what it wrote is in the store (or never
+    /// will be), so an activation whose last write this is can be dropped. Its callbacks may
+    /// still be running (see [`Ticket::drained`]).
     pub(crate) fn settled(&self) -> bool {
         self.status.load(Ordering::Acquire) != PENDING
+    }
+
+    /// True once the write is settled and every callback registered on it has run: a later
+    /// turn of the same activation may release its reply without waiting on it.
+    pub(crate) fn drained(&self) -> bool {
+        matches!(self.status.load(Ordering::Acquire), DURABLE | FAILED)
     }
 
     /// Releases `reply` when this write is durable (now, if it already is).
@@ -133,7 +144,8 @@ impl Ticket {
         let outcome = {
             let mut inner = self.inner.lock();
             match self.status.load(Ordering::Acquire) {
-                PENDING => {
+                // While the settler runs the callbacks, a new one queues behind them.
+                PENDING | WRITTEN => {
                     inner.waiting.push(Box::new(reply));
                     return;
                 }
@@ -159,10 +171,13 @@ impl Ticket {
         })
     }
 
-    /// Runs the waiting callbacks, then marks the write durable. The status changes only once
-    /// every callback registered before it has run, so a later turn that sees the write
-    /// settled cannot release its events or reply ahead of this write's. A failure is marked
-    /// first (it releases nothing but errors).
+    /// Marks the write settled (`WRITTEN`), runs the waiting callbacks, then marks it
+    /// `DURABLE`. It is settled before its callbacks run, so a caller that got its reply finds
+    /// the activation passivatable (the live cap can make room for its next call); it is
+    /// `DURABLE` only once every callback registered before has run, so a later turn that
+    /// sees it drained cannot release its events or reply ahead of this write's (a callback
+    /// registered meanwhile queues behind them). A failure is marked first (it releases
+    /// nothing but errors).
     fn settle(&self, outcome: Result<(), Failure>) {
         if let Err(error) = &outcome {
             // A failed write releases nothing whose order matters (no events, no sends): it is
@@ -179,13 +194,12 @@ impl Ticket {
             }
             return;
         }
+        self.status.store(WRITTEN, Ordering::Release);
         loop {
             let waiting = {
                 let mut inner = self.inner.lock();
                 if inner.waiting.is_empty() {
-                    let status = if outcome.is_ok() { DURABLE } else { FAILED };
-                    inner.error = outcome.as_ref().err().cloned();
-                    self.status.store(status, Ordering::Release);
+                    self.status.store(DURABLE, Ordering::Release);
                     return;
                 }
                 std::mem::take(&mut inner.waiting)

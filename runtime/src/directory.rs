@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -20,7 +20,7 @@ use crate::codec::{ActorMeta, KeptResult};
 use crate::commit::Ticket;
 use crate::error::{Failure, Overload};
 use crate::mailbox::{Envelope, Refused};
-use crate::shared::Shared;
+use crate::shared::{Eviction, Shared};
 
 const DIRECTORY_SHARDS: usize = 64;
 /// Slots examined to pick an eviction victim when the live cap is reached (sampled LRU).
@@ -35,6 +35,12 @@ pub(crate) struct Slot<A: Handlers> {
     pub(crate) store_key: Arc<[u8]>,
     /// Milliseconds since the runtime opened, at the last enqueue.
     last_used: AtomicU64,
+    /// The running turn has handed its reply over (it leaves when its write settles, or has
+    /// left): the turn is ending, and the activation is idle again in a moment unless a
+    /// message is queued. Set by the turn before it hands the reply over, cleared when the
+    /// next message is taken. The live cap waits for such an activation instead of refusing
+    /// (see [`Eviction::Soon`]).
+    pub(crate) replying: AtomicBool,
     pub(crate) inner: Mutex<SlotInner<A>>,
 }
 
@@ -58,6 +64,12 @@ impl<A: Handlers> SlotInner<A> {
     /// Idle, with nothing that is not yet durable: dropping it loses nothing.
     fn passivatable(&self) -> bool {
         !self.running && self.queue.is_empty() && self.activation.settled()
+    }
+
+    /// Running the last turn it has, whose reply was handed over (`replying`): idle in a
+    /// moment, when its task puts it back.
+    fn ending(&self, replying: &AtomicBool) -> bool {
+        self.running && self.queue.is_empty() && replying.load(Ordering::Acquire)
     }
 }
 
@@ -161,6 +173,7 @@ impl<A: Handlers> Registry<A> {
             key: key.clone(),
             store_key: crate::codec::state_key(A::NAME, key).into(),
             last_used: AtomicU64::new(shared.now_ms()),
+            replying: AtomicBool::new(false),
             inner: Mutex::new(SlotInner {
                 activation: Activation::empty(),
                 queue: VecDeque::new(),
@@ -204,6 +217,7 @@ impl<A: Handlers> Registry<A> {
             }
             // Idle, so its queue is empty: the envelope goes straight to its first turn.
             inner.running = true;
+            slot.replying.store(false, Ordering::Release);
             drop(inner);
             return Ok(Some(Idle {
                 slot,
@@ -252,45 +266,45 @@ impl<A: Handlers> Registry<A> {
         passivated
     }
 
-    /// Passivates the least recently used idle activation among a sample; false if none
-    /// could be passivated.
-    pub(crate) fn evict_idle(&self, shared: &Shared) -> bool {
+    /// Passivates the least recently used idle activation among a sample, or says whether
+    /// one of those examined will be idle in a moment ([`Eviction::Soon`]).
+    pub(crate) fn evict_idle(&self, shared: &Shared) -> Eviction {
         let start = self.evict_cursor.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, Arc<str>, u64)> = None;
+        let mut soon = false;
         let mut examined = 0;
-        for i in 0..DIRECTORY_SHARDS {
+        'shards: for i in 0..DIRECTORY_SHARDS {
             let idx = (start + i) % DIRECTORY_SHARDS;
             for slot in self.shards[idx].lock().values() {
                 examined += 1;
-                if slot
-                    .inner
-                    .try_lock()
-                    .is_some_and(|inner| inner.passivatable())
-                {
-                    let used = slot.last_used.load(Ordering::Relaxed);
-                    if best.as_ref().is_none_or(|b| used < b.2) {
-                        best = Some((idx, slot.key.clone(), used));
+                match slot.inner.try_lock() {
+                    Some(inner) if inner.passivatable() => {
+                        let used = slot.last_used.load(Ordering::Relaxed);
+                        if best.as_ref().is_none_or(|b| used < b.2) {
+                            best = Some((idx, slot.key.clone(), used));
+                        }
                     }
+                    Some(inner) => soon |= inner.ending(&slot.replying),
+                    // Held for a moment (the lock is never held across an await).
+                    None => soon = true,
                 }
                 if (examined >= EVICTION_SAMPLE && best.is_some()) || examined >= EVICTION_LIMIT {
-                    break;
+                    break 'shards;
                 }
-            }
-            if (examined >= EVICTION_SAMPLE && best.is_some()) || examined >= EVICTION_LIMIT {
-                break;
             }
         }
         let Some((idx, key, _)) = best else {
-            return false;
+            return if soon { Eviction::Soon } else { Eviction::None };
         };
         let mut map = self.shards[idx].lock();
         if map.get(&key).is_some_and(|slot| Self::try_retire(slot)) {
             map.remove(&key);
             drop(map);
             shared.passivated(1);
-            return true;
+            return Eviction::Evicted;
         }
-        false
+        // It was given a message meanwhile (or its lock was held): look again.
+        Eviction::Soon
     }
 }
 

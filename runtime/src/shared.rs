@@ -88,15 +88,29 @@ pub(crate) struct Registered {
 #[cfg(feature = "http")]
 pub(crate) type EncodeReply = fn(&str, &(dyn Any + Send)) -> Result<(bool, Vec<u8>), String>;
 
+/// What an attempt to make room under the live cap found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// An idle activation was passivated: there is room.
+    Evicted,
+    /// None is idle, but one is ending a turn whose reply has been handed over (or its lock
+    /// was held for a moment): it will be idle in a moment. A caller that got a reply and
+    /// calls another key at the cap finds the activation that replied in this state when its
+    /// task has not yet put it back; it must not be refused for that.
+    Soon,
+    /// Every activation examined is busy (or there is none): refuse.
+    None,
+}
+
 /// The type-erased face of a registered type's directory, for runtime-wide housekeeping and
 /// durable deliveries.
 pub(crate) trait AnyRegistry: Send + Sync {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     /// Passivates every activation idle for longer than the type's idle timeout.
     fn sweep(&self, shared: &Shared) -> usize;
-    /// Passivates the least recently used idle activation among a sample; false if none
-    /// could be passivated.
-    fn evict_one(&self, shared: &Shared) -> bool;
+    /// Passivates the least recently used idle activation among a sample, or says whether
+    /// one will be idle in a moment.
+    fn evict_one(&self, shared: &Shared) -> Eviction;
     /// Queues a durable message on `key`'s activation; `done` hears when its turn is over.
     /// On `Err` the message was not queued and `done` is never called.
     fn deliver(
@@ -430,7 +444,7 @@ impl Shared {
     pub(crate) fn reserve_live(&self) -> Result<(), Failure> {
         let cap = self.config.max_live_activations;
         let mut waited_since: Option<Instant> = None;
-        loop {
+        'room: loop {
             let live = self.live.load(Ordering::Acquire);
             if live < cap {
                 if self
@@ -442,18 +456,24 @@ impl Shared {
                 }
                 continue;
             }
-            if !self.types.values().any(|r| r.registry.evict_one(self)) {
-                // An activation whose reply just left may still be finishing its turn (its
-                // write is marked settled after the reply's callback ran): give it a moment
-                // before refusing, so sequential calls under the cap are never refused.
-                let since = *waited_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < EVICTION_GRACE {
-                    std::thread::yield_now();
-                    continue;
+            let mut soon = false;
+            for r in self.types.values() {
+                match r.registry.evict_one(self) {
+                    Eviction::Evicted => continue 'room,
+                    Eviction::Soon => soon = true,
+                    Eviction::None => {}
                 }
-                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::Overloaded(Overload::LiveActivations));
             }
+            // An activation whose reply was handed over is idle once its task puts it back
+            // (a caller that got that reply may call another key first): wait for that, so
+            // sequential calls under the cap are never refused. Anything else is busy.
+            let since = *waited_since.get_or_insert_with(Instant::now);
+            if soon && since.elapsed() < ENDING_TURN_LIMIT {
+                std::thread::yield_now();
+                continue;
+            }
+            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Failure::Overloaded(Overload::LiveActivations));
         }
     }
 
@@ -476,6 +496,9 @@ impl Shared {
     }
 }
 
-/// How long a new activation waits, at the live cap, for a busy one to become idle before
-/// its call is refused (spent only when every live activation is busy).
-const EVICTION_GRACE: Duration = Duration::from_micros(500);
+/// How long a new activation waits at most, at the live cap, for activations that are ending
+/// a turn whose reply was handed over ([`Eviction::Soon`]) before its call is refused. It is
+/// a backstop, not the wait itself: such an activation is idle as soon as its task runs a
+/// few more instructions, so the wait ends on that condition (while every live activation
+/// is busy with a turn, a new key is refused at once).
+const ENDING_TURN_LIMIT: Duration = Duration::from_millis(100);
