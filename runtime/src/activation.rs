@@ -181,9 +181,7 @@ fn release<A: Handlers>(
             .metrics
             .sends
             .fetch_add(outbox.len() as u64, Ordering::Relaxed);
-        if let Some(host) = shared.services.get() {
-            host.committed(outbox);
-        }
+        shared.hand_over(outbox);
     }
     if !events.is_empty() {
         shared

@@ -394,6 +394,7 @@ impl Builder {
             backlog,
             dead_letters: Default::default(),
             services: OnceLock::new(),
+            handoff: Default::default(),
             live: AtomicUsize::new(0),
             admission: Admission::default(),
             clock,

@@ -6,9 +6,10 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -230,6 +231,44 @@ pub(crate) fn done_channel() -> (DoneFn, impl Future<Output = Result<(), Failure
     (done, outcome)
 }
 
+/// The way committed outbox entries reach the dispatcher, in commit order.
+///
+/// A failed commit's entries may be in the store after all (a failed sync): a task checks
+/// (off the async workers) and hands over those it finds. Entries committed after them wait
+/// here until that check is done, or the dispatcher would get a sender's later message (or a
+/// publisher's later event) first. Empty nearly always: a handoff then only reads one flag.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    /// True while `steps` is not empty.
+    holding: AtomicBool,
+    steps: parking_lot::Mutex<HandoffSteps>,
+}
+
+/// Outbox entries with their records, as the dispatcher takes them.
+type Entries = Vec<(OutboxId, OutboxRecord)>;
+
+#[derive(Default)]
+struct HandoffSteps {
+    /// Oldest first: a check still running (`None`), or entries to hand over.
+    queue: VecDeque<(u64, Option<Entries>)>,
+    /// The number of the next check.
+    next_check: u64,
+}
+
+/// Ends check `check` of a failed commit's entries when dropped, handing over `kept`.
+struct CheckDone {
+    shared: Arc<Shared>,
+    check: u64,
+    kept: Entries,
+}
+
+impl Drop for CheckDone {
+    fn drop(&mut self) {
+        self.shared
+            .checked(self.check, std::mem::take(&mut self.kept));
+    }
+}
+
 /// State shared by the runtime, its handles, activations and services.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -245,6 +284,9 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: DeadLetters,
     /// The host service, once started.
     pub(crate) services: OnceLock<Arc<dyn Services>>,
+    /// Committed outbox entries held back behind a failed commit's entries that are being
+    /// checked ([`Shared::recover_unsure`]), so that the dispatcher gets them in commit order.
+    pub(crate) handoff: Handoff,
     pub(crate) live: AtomicUsize,
     /// Which calls are accepted, and how many are in flight.
     pub(crate) admission: Admission,
@@ -346,9 +388,27 @@ impl Shared {
         if entries.is_empty() {
             return;
         }
+        // In line before anything committed after the failed write is handed over.
+        let check = {
+            let mut steps = self.handoff.steps.lock();
+            let check = steps.next_check;
+            steps.next_check += 1;
+            steps.queue.push_back((check, None));
+            self.handoff.holding.store(true, Ordering::Release);
+            check
+        };
         let shared = self.clone();
         let count = entries.len();
+        // Ends the check when dropped: a task that never ran or panicked must not hold every
+        // later handoff back (what it would have found is read at the next start).
+        let done = CheckDone {
+            shared: self.clone(),
+            check,
+            kept: Vec::new(),
+        };
         self.tokio.spawn(async move {
+            // The whole guard moves into the task (not just the field it sets).
+            let mut done = done;
             let checked = shared
                 .with_store("outbox check", move |store| {
                     let mut kept = Vec::new();
@@ -363,7 +423,7 @@ impl Shared {
                     Ok((kept, gone))
                 })
                 .await;
-            match checked {
+            done.kept = match checked {
                 Ok((kept, gone)) => {
                     shared.backlog.release(gone);
                     if !kept.is_empty() {
@@ -371,16 +431,60 @@ impl Shared {
                             messages = kept.len(),
                             "a failed commit's messages became durable after all; delivering them"
                         );
-                        shared.committed(kept);
+                        shared
+                            .metrics
+                            .sends
+                            .fetch_add(kept.len() as u64, Ordering::Relaxed);
                     }
+                    kept
                 }
                 // Unknowable now (shutting down): the next start reads what is stored.
                 Err(failure) => {
                     shared.backlog.release(count);
                     tracing::error!(error = %failure, "cannot check a failed commit's messages");
+                    Vec::new()
                 }
-            }
+            };
         });
+    }
+
+    /// The check `check` is done and found `kept` in the store: hands over, in order,
+    /// everything that no longer waits for a check before it.
+    fn checked(&self, check: u64, kept: Entries) {
+        let mut steps = self.handoff.steps.lock();
+        if let Some(step) = steps.queue.iter_mut().find(|(c, _)| *c == check) {
+            step.1 = Some(kept);
+        }
+        let host = self.services.get();
+        while let Some((_, Some(_))) = steps.queue.front() {
+            let Some((_, Some(entries))) = steps.queue.pop_front() else {
+                break;
+            };
+            // Under the lock: a handoff that finds the queue empty goes after these.
+            if let (Some(host), false) = (host, entries.is_empty()) {
+                host.committed(entries);
+            }
+        }
+        if steps.queue.is_empty() {
+            self.handoff.holding.store(false, Ordering::Release);
+        }
+    }
+
+    /// Hands committed outbox entries to the dispatcher, after any failed commit's entries
+    /// still being checked ([`Handoff`]).
+    pub(crate) fn hand_over(&self, entries: Entries) {
+        let Some(host) = self.services.get() else {
+            return;
+        };
+        if !self.handoff.holding.load(Ordering::Acquire) {
+            return host.committed(entries);
+        }
+        let mut steps = self.handoff.steps.lock();
+        if steps.queue.is_empty() {
+            host.committed(entries);
+        } else {
+            steps.queue.push_back((u64::MAX, Some(entries)));
+        }
     }
 
     /// Hands outbox entries written outside any turn (by `Runtime::send`) to the dispatcher.
@@ -388,9 +492,7 @@ impl Shared {
         self.metrics
             .sends
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        if let Some(host) = self.services.get() {
-            host.committed(entries);
-        }
+        self.hand_over(entries);
     }
 
     /// Activations live now.
