@@ -262,7 +262,7 @@ async fn run<A: Handlers>(shared: Arc<Shared>, idle: Idle<A>, mut in_caller: boo
                     let mut inner = slot.inner.lock();
                     match inner.queue.pop_front() {
                         Some(envelope) => {
-                            slot.replying.store(false, Ordering::Release);
+                            slot.clear_replying();
                             envelope
                         }
                         None => {
@@ -1541,7 +1541,7 @@ fn reply_after<A: Handlers>(
     });
     if reply.is_some() {
         // Marked before the reply can leave: whoever gets it finds this turn ending.
-        slot.replying.store(true, Ordering::Release);
+        slot.set_replying();
     }
     release_after(activation.last_write.as_ref(), move |durable| {
         if let Some(release) = release {
@@ -1564,7 +1564,7 @@ fn send_gated<A: Handlers>(
 ) {
     if let Some(reply) = reply {
         // Marked before the reply can leave: whoever gets it finds this turn ending.
-        slot.replying.store(true, Ordering::Release);
+        slot.set_replying();
         release_after(activation.last_write.as_ref(), move |durable| {
             reply.send(durable.and(result))
         });
@@ -1644,7 +1644,7 @@ async fn load<A: Handlers>(
 /// Replies now (nothing of this turn waits to become durable).
 fn send<A: Handlers>(slot: &Slot<A>, reply: Option<Replier>, value: Reply) {
     if let Some(reply) = reply {
-        slot.replying.store(true, Ordering::Release);
+        slot.set_replying();
         reply.send(value);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -33,18 +33,42 @@ pub(crate) struct Slot<A: Handlers> {
     pub(crate) key: Arc<str>,
     /// Its state key (which starts with its shard).
     pub(crate) store_key: Arc<[u8]>,
-    /// Milliseconds since the runtime opened, at the last enqueue.
-    last_used: AtomicU64,
-    /// The running turn has handed its reply over (it leaves when its write settles, or has
-    /// left): the turn is ending, and the activation is idle again in a moment unless a
-    /// message is queued. Set by the turn before it hands the reply over, cleared when the
-    /// next message is taken. The live cap waits for such an activation instead of refusing
-    /// (see [`Eviction::Soon`]).
-    pub(crate) replying: AtomicBool,
+    /// Milliseconds since the runtime opened, at the last enqueue (the low 63 bits), and the
+    /// `REPLYING` flag (the top bit: a field of its own would cost every live activation
+    /// 33 bytes, past an allocator size class).
+    used_and_replying: AtomicU64,
     pub(crate) inner: Mutex<SlotInner<A>>,
 }
 
+/// The running turn has handed its reply over (it leaves when its write settles, or has
+/// left): the turn is ending, and the activation is idle again in a moment unless a message
+/// is queued. Set by the turn before it hands the reply over, cleared when the next message
+/// is taken. The live cap waits for such an activation instead of refusing (see
+/// [`Eviction::Soon`]). An enqueue that stores the time clears it too, harmlessly: the
+/// activation has a message queued then, so it is not ending.
+const REPLYING: u64 = 1 << 63;
+
 impl<A: Handlers> Slot<A> {
+    /// Milliseconds since the runtime opened, at the last enqueue.
+    fn last_used(&self) -> u64 {
+        self.used_and_replying.load(Ordering::Relaxed) & !REPLYING
+    }
+
+    /// Marks the running turn's reply handed over.
+    pub(crate) fn set_replying(&self) {
+        self.used_and_replying.fetch_or(REPLYING, Ordering::AcqRel);
+    }
+
+    /// A new turn starts: its reply is not handed over yet.
+    pub(crate) fn clear_replying(&self) {
+        self.used_and_replying
+            .fetch_and(!REPLYING, Ordering::AcqRel);
+    }
+
+    fn replying(&self) -> bool {
+        self.used_and_replying.load(Ordering::Acquire) & REPLYING != 0
+    }
+
     /// The actor's shard.
     pub(crate) fn shard(&self) -> u16 {
         crate::codec::shard_of_key(&self.store_key)
@@ -68,8 +92,8 @@ impl<A: Handlers> SlotInner<A> {
 
     /// Running the last turn it has, whose reply was handed over (`replying`): idle in a
     /// moment, when its task puts it back.
-    fn ending(&self, replying: &AtomicBool) -> bool {
-        self.running && self.queue.is_empty() && replying.load(Ordering::Acquire)
+    fn ending(&self, replying: bool) -> bool {
+        self.running && self.queue.is_empty() && replying
     }
 }
 
@@ -172,8 +196,7 @@ impl<A: Handlers> Registry<A> {
         let slot = Arc::new(Slot {
             key: key.clone(),
             store_key: crate::codec::state_key(A::NAME, key).into(),
-            last_used: AtomicU64::new(shared.now_ms()),
-            replying: AtomicBool::new(false),
+            used_and_replying: AtomicU64::new(shared.now_ms() & !REPLYING),
             inner: Mutex::new(SlotInner {
                 activation: Activation::empty(),
                 queue: VecDeque::new(),
@@ -210,14 +233,15 @@ impl<A: Handlers> Registry<A> {
                 let failure = Failure::Overloaded(Overload::Mailbox);
                 return Err((failure, Box::new(envelope)));
             }
-            slot.last_used.store(shared.now_ms(), Ordering::Relaxed);
+            slot.used_and_replying
+                .store(shared.now_ms() & !REPLYING, Ordering::Relaxed);
             if inner.running {
                 inner.queue.push_back(envelope);
                 return Ok(None);
             }
             // Idle, so its queue is empty: the envelope goes straight to its first turn.
             inner.running = true;
-            slot.replying.store(false, Ordering::Release);
+            slot.clear_replying();
             drop(inner);
             return Ok(Some(Idle {
                 slot,
@@ -256,7 +280,7 @@ impl<A: Handlers> Registry<A> {
         for shard in self.shards.iter() {
             let mut map = shard.lock();
             map.retain(|_, slot| {
-                let idle = now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= idle_ms;
+                let idle = now.saturating_sub(slot.last_used()) >= idle_ms;
                 let retire = idle && Self::try_retire(slot);
                 passivated += usize::from(retire);
                 !retire
@@ -279,12 +303,12 @@ impl<A: Handlers> Registry<A> {
                 examined += 1;
                 match slot.inner.try_lock() {
                     Some(inner) if inner.passivatable() => {
-                        let used = slot.last_used.load(Ordering::Relaxed);
+                        let used = slot.last_used();
                         if best.as_ref().is_none_or(|b| used < b.2) {
                             best = Some((idx, slot.key.clone(), used));
                         }
                     }
-                    Some(inner) => soon |= inner.ending(&slot.replying),
+                    Some(inner) => soon |= inner.ending(slot.replying()),
                     // Held for a moment (the lock is never held across an await).
                     None => soon = true,
                 }
