@@ -24,8 +24,8 @@ async fn a_take_over_longer_than_a_renewal_round_completes() {
     let a = HttpNode::start(NODE, &nats, dirs[0].path(), "node-a", LEASE).await;
     for _ in 0..ADDS {
         for key in 0..KEYS {
-            let (status, _) = call(&http, &a.url, key, "add", json!({ "n": 1 })).await;
-            assert_eq!(status, 200);
+            let (status, body) = call(&http, &a.url, key, "add", json!({ "n": 1 })).await;
+            assert_eq!(status, 200, "add to k{key}: {body}");
         }
     }
 
