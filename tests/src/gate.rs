@@ -7,6 +7,7 @@
 //! (journal and memtables) and the journal sync. Tests use it to show what must not be
 //! visible before a write is durable, and that writes queued meanwhile go into one batch.
 
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,16 @@ impl CommitGate {
                 changed: Condvar::new(),
             }),
         }
+    }
+
+    /// A runtime on `dir` with the test actors ([`crate::builder`]) and this gate on its
+    /// commit path.
+    pub async fn open_runtime(&self, dir: &Path) -> gears::Runtime {
+        crate::builder(dir)
+            .__fault_hook(self.hook())
+            .open()
+            .await
+            .expect("open runtime")
     }
 
     /// The hook to give to `Builder::__fault_hook`.

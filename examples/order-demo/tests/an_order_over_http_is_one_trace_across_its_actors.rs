@@ -109,8 +109,10 @@ async fn an_order_placed_over_http_is_one_trace_across_its_actors() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Spans end once the writes they wait for are durable: let the last ones settle.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Spans end once the writes they wait for are durable: a shutdown settles every write
+    // (and drops what waited for them), so every span of the order has ended after it.
+    live.stop().await.unwrap();
+    rt.shutdown().await.unwrap();
     provider.force_flush().unwrap();
     let all = exporter.get_finished_spans().unwrap();
     let spans: Vec<&SpanData> = all
@@ -177,7 +179,4 @@ async fn an_order_placed_over_http_is_one_trace_across_its_actors() {
             span.name
         );
     }
-
-    live.stop().await.unwrap();
-    rt.shutdown().await.unwrap();
 }

@@ -118,11 +118,7 @@ async fn a_call_dropped_after_its_first_poll_still_commits() {
     // The gate holds the committer before it writes, so the commit cannot finish (and the
     // reply cannot arrive) between the turn's submission and the end of the first poll.
     let gate = CommitGate::at(CommitStage::BeforeWrite);
-    let rt = builder(dir.path())
-        .__fault_hook(gate.hook())
-        .open()
-        .await
-        .unwrap();
+    let rt = gate.open_runtime(dir.path()).await;
     let counter = rt.get::<Counter>("k");
     gate.close();
     // The turn runs within the first poll; its reply waits for the commit, so the call is

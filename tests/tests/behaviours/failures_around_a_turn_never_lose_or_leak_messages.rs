@@ -55,11 +55,7 @@ async fn panic_outside_the_handler_on_a_delivery_retries_it() {
 async fn abandoned_sends_complete_and_shutdown_does_not_hang() {
     let dir = tempfile::tempdir().unwrap();
     let gate = CommitGate::at(CommitStage::BeforeWrite);
-    let rt = builder(dir.path())
-        .__fault_hook(gate.hook())
-        .open()
-        .await
-        .unwrap();
+    let rt = gate.open_runtime(dir.path()).await;
     // With the committer held, no send can be durable: each caller gives up after its
     // send's first poll, with the send admitted and nothing acknowledged.
     gate.close();

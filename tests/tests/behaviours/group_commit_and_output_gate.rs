@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gears::__private::CommitStage;
 use gears_tests::gate::CommitGate;
-use gears_tests::{Counter, builder, open, wait_for_stats};
+use gears_tests::{Counter, open, wait_for_stats};
 
 /// Writes queued behind a held batch.
 const QUEUED: u64 = 1000;
@@ -16,11 +16,7 @@ const QUEUED: u64 = 1000;
 async fn writes_queued_behind_a_held_batch_take_a_few_syncs() {
     let dir = tempfile::tempdir().unwrap();
     let gate = CommitGate::at(CommitStage::BeforeWrite);
-    let rt = builder(dir.path())
-        .__fault_hook(gate.hook())
-        .open()
-        .await
-        .unwrap();
+    let rt = gate.open_runtime(dir.path()).await;
     // One write reaches the committer, which is held before writing it...
     gate.close();
     let first = tokio::spawn({
@@ -62,11 +58,7 @@ async fn writes_queued_behind_a_held_batch_take_a_few_syncs() {
 async fn replies_wait_for_durability_and_next_turns_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let gate = CommitGate::at(CommitStage::BeforeWrite);
-    let rt = builder(dir.path())
-        .__fault_hook(gate.hook())
-        .open()
-        .await
-        .unwrap();
+    let rt = gate.open_runtime(dir.path()).await;
     gate.close();
     let c = rt.get::<Counter>("gated");
 

@@ -14,9 +14,7 @@ use gears::__private::CommitStage;
 use gears::http::HttpConfig;
 use gears::{CallError, Runtime, Watched};
 use gears_tests::gate::CommitGate;
-use gears_tests::{
-    Listener, Receiver, Sender, Stock, StockChanged, builder, settle, wait_for_stats,
-};
+use gears_tests::{Listener, Receiver, Sender, Stock, StockChanged, settle, wait_for_stats};
 use support::{Account, decode, serve};
 
 /// How long a wrongly released effect is given to show before the test looks for it.
@@ -40,7 +38,7 @@ fn read_after_the_held_write(rt: &Runtime) -> tokio::task::JoinHandle<Result<u64
 /// A runtime whose commits go through `gate`, with `Listener("l")` subscribed to
 /// `Stock("s")` (durably, before the gate closes).
 async fn open_gated(dir: &std::path::Path, gate: &CommitGate) -> Runtime {
-    let rt = builder(dir).__fault_hook(gate.hook()).open().await.unwrap();
+    let rt = gate.open_runtime(dir).await;
     rt.get::<Listener>("l").follow("s".into()).await.unwrap();
     settle(&rt).await;
     rt
@@ -226,11 +224,7 @@ const FAILED_SYNCS: usize = 50;
 async fn a_subscriber_gets_events_in_order_after_a_failed_sync() {
     let dir = tempfile::tempdir().unwrap();
     let gate = CommitGate::at(CommitStage::Sync);
-    let rt = builder(dir.path())
-        .__fault_hook(gate.hook())
-        .open()
-        .await
-        .unwrap();
+    let rt = gate.open_runtime(dir.path()).await;
     for i in 0..FAILED_SYNCS {
         rt.get::<Listener>(format!("l{i}"))
             .follow(format!("s{i}"))
