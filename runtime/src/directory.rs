@@ -282,11 +282,15 @@ impl<A: Handlers> Registry<A> {
             map.retain(|_, slot| {
                 let idle = now.saturating_sub(slot.last_used()) >= idle_ms;
                 let retire = idle && Self::try_retire(slot);
-                passivated += usize::from(retire);
+                if retire {
+                    // Out of the live count before it is out of the directory: a call at the
+                    // cap that no longer finds it finds its place free (see `reserve_live`).
+                    shared.passivated(1);
+                    passivated += 1;
+                }
                 !retire
             });
         }
-        shared.passivated(passivated);
         passivated
     }
 
@@ -322,9 +326,9 @@ impl<A: Handlers> Registry<A> {
         };
         let mut map = self.shards[idx].lock();
         if map.get(&key).is_some_and(|slot| Self::try_retire(slot)) {
-            map.remove(&key);
-            drop(map);
+            // Counted out before it leaves the directory, as in `sweep_idle`.
             shared.passivated(1);
+            map.remove(&key);
             return Eviction::Evicted;
         }
         // It was given a message meanwhile (or its lock was held): look again.

@@ -566,6 +566,12 @@ impl Shared {
                     Eviction::None => {}
                 }
             }
+            // A sweep (or another caller's eviction) may have passivated an activation
+            // between the count above and the search: it leaves the count before it leaves
+            // the directory, so one the search no longer found shows here as a free place.
+            if self.live.load(Ordering::Acquire) < cap {
+                continue;
+            }
             // An activation whose reply was handed over is idle once its task puts it back
             // (a caller that got that reply may call another key first): wait for that, so
             // sequential calls under the cap are never refused. Anything else is busy.
