@@ -1,4 +1,4 @@
-//! Gears cluster nodes as child processes with an HTTP ingress (`cluster_http_node`), for the
+//! Gears cluster nodes as child processes with an HTTP ingress (`child cluster_http_node`), for the
 //! tests that call them over HTTP, and what those tests read of them.
 
 use std::path::Path;
@@ -20,7 +20,7 @@ pub struct HttpNode {
 impl HttpNode {
     /// Starts node `id` on `dir` against `nats` (leases of `lease`, streams and buckets of
     /// one replica per NATS server, at most 3), once it serves HTTP. `program` is the
-    /// test's `env!("CARGO_BIN_EXE_cluster_http_node")`.
+    /// test's `env!("CARGO_BIN_EXE_child")`, started as `child cluster_http_node ...`.
     pub async fn start(
         program: &str,
         nats: &NatsCluster,
@@ -56,7 +56,7 @@ impl HttpNode {
     ) -> HttpNode {
         let mut command = Command::new(program);
         command.envs(env.iter().copied());
-        command.args([
+        command.arg("cluster_http_node").args([
             dir.to_str().expect("utf-8 dir").to_string(),
             nats.urls().join(","),
             id.to_string(),
@@ -190,7 +190,7 @@ pub async fn nats_stores_and_client(
 
 impl HttpCluster {
     /// Starts `servers` NATS servers and `nodes` nodes (`program`: the test's
-    /// `env!("CARGO_BIN_EXE_cluster_http_node")`) with leases of `lease`, and waits until the
+    /// `env!("CARGO_BIN_EXE_child")`) with leases of `lease`, and waits until the
     /// nodes share the shards.
     pub async fn start(program: &str, servers: usize, nodes: usize, lease: Duration) -> Self {
         let nats = tokio::task::spawn_blocking(move || NatsCluster::start(servers))

@@ -107,7 +107,8 @@ async fn an_upgrade_interrupted_by_a_crash_resumes_at_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_fixture(tmp.path());
     // The fixture's outbox is the first batch, its timers the second: die between them.
-    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_upgrade_child"))
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_child"))
+        .arg("upgrade_child")
         .arg(&dir)
         .arg("1")
         .status()

@@ -12,7 +12,7 @@ use gears_tests::child::run_until_sigkill;
 
 /// Keys the child spreads its calls over.
 const KEYS: u64 = 16;
-/// Concurrent callers in the child (`TASKS` in `src/bin/crash_child.rs`).
+/// Concurrent callers in the child (`TASKS` in `src/bin/child/crash_child.rs`).
 const CHILD_TASKS: u64 = 32;
 /// Kill/reopen cycles on the same directory.
 const CYCLES: usize = 3;
@@ -53,8 +53,9 @@ impl Acks {
 /// acknowledged before dying.
 async fn run_child_until_sigkill(dir: &Path, durability: &str) -> Acks {
     let lines = run_until_sigkill(
-        env!("CARGO_BIN_EXE_crash_child"),
+        env!("CARGO_BIN_EXE_child"),
         [
+            "crash_child".as_ref(),
             dir.as_os_str(),
             KEYS.to_string().as_ref(),
             durability.as_ref(),

@@ -13,7 +13,7 @@ use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, post, wait_until
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(1);
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 const KEYS: u64 = 128;
 const ADDS: u64 = 30;
 

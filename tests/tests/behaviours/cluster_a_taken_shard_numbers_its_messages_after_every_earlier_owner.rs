@@ -15,7 +15,7 @@ use gears_tests::http_nodes::{HttpNode, nats_stores_and_client, post_ok};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(3);
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 
 async fn serves_every_shard(http: &reqwest::Client, node: &HttpNode) {
     let started = Instant::now();

@@ -19,7 +19,7 @@ use gears_tests::http_nodes::{HttpCluster, post};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 
 async fn get(http: &reqwest::Client, url: String) -> Value {
     let response = http.get(url).send().await.expect("send");

@@ -19,7 +19,7 @@ use gears_tests::http_nodes::{HttpCluster, post_ok};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 const SENDERS: usize = 8;
 const TALLIES: usize = 4;
 const STOCKS: usize = 3;

@@ -45,8 +45,9 @@ struct Member {
 
 impl Member {
     fn start(nats: &NatsCluster, id: &str) -> Member {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cluster_node"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_child"))
             .args([
+                "cluster_node".into(),
                 nats.urls().join(","),
                 id.to_string(),
                 LEASE.as_millis().to_string(),

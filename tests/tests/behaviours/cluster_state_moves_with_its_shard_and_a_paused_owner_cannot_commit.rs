@@ -17,7 +17,7 @@ use gears_tests::http_nodes::{HttpNode, nats_stores_and_client};
 const LEASE: Duration = Duration::from_secs(3);
 const KEYS: usize = 32;
 
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 
 /// What a call came to.
 enum Outcome {

@@ -17,7 +17,7 @@ use gears_tests::http_nodes::{HttpNode, nats_stores_and_client};
 use serde_json::{Value, json};
 
 const LEASE: Duration = Duration::from_secs(3);
-const NODE: &str = env!("CARGO_BIN_EXE_cluster_http_node");
+const NODE: &str = env!("CARGO_BIN_EXE_child");
 const SNAPSHOT_AFTER: u64 = 8;
 const KEYS: usize = 24;
 const ALARMS: usize = 4;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use gears_tests::{Counter, open};
 
-const CHILD: &str = env!("CARGO_BIN_EXE_corrupt_child");
+const CHILD: &str = env!("CARGO_BIN_EXE_child");
 const KEYS: usize = 24;
 /// Sequential adds in each of the two phases (tables, then journal).
 const ADDS: usize = 60;
@@ -184,6 +184,7 @@ async fn run_cases(dirs: &[PathBuf]) -> Vec<Outcome> {
     let mut next = 0;
     while next < dirs.len() {
         let child = tokio::process::Command::new(CHILD)
+            .arg("corrupt_child")
             .arg(KEYS.to_string())
             .arg(next.to_string())
             .args(&dirs[next..])

@@ -20,7 +20,7 @@ const TASKS: usize = 8;
 const CALLS_PER_TASK: usize = 150;
 /// Every call has a bound: a hang is a failure, not a stuck test.
 const CALL_BOUND: Duration = Duration::from_secs(20);
-const FAULT_CHILD: &str = env!("CARGO_BIN_EXE_fault_child");
+const FAULT_CHILD: &str = env!("CARGO_BIN_EXE_child");
 
 /// A hook failing every `every`-th batch at `stage`, counting what it failed.
 fn failing_every(
@@ -210,6 +210,7 @@ async fn sends_exactly_once_when_commit_fails_after_sync() {
 fn crash_after_failure(stage: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(FAULT_CHILD)
+        .arg("fault_child")
         .arg(dir.path())
         .arg(stage)
         .output()

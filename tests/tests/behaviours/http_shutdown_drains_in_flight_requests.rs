@@ -57,7 +57,8 @@ mod signals {
 
     async fn stop_with(signal: &str, name: &str) {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_http_signal_child"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_child"))
+            .arg("http_signal_child")
             .arg(dir.path())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

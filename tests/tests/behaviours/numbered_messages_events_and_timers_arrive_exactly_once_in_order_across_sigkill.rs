@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gears_tests::child::run_until_sigkill;
 use gears_tests::{Listener, Numberer, Stock, Tally, open, settle};
 
-/// Senders in the child (`SENDERS` in `src/bin/exactly_once_child.rs`).
+/// Senders in the child (`SENDERS` in `src/bin/child/exactly_once_child.rs`).
 const SENDERS: usize = 4;
 /// Acknowledgements to read before each kill (the cycles kill at different points).
 const KILL_AFTER: [usize; 3] = [400, 1500, 900];
@@ -130,8 +130,8 @@ async fn numbered_messages_events_and_timers_arrive_exactly_once_in_order() {
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     for (cycle, kill_after) in KILL_AFTER.into_iter().enumerate() {
         let lines = run_until_sigkill(
-            env!("CARGO_BIN_EXE_exactly_once_child"),
-            [dir.path()],
+            env!("CARGO_BIN_EXE_child"),
+            ["exactly_once_child".as_ref(), dir.path().as_os_str()],
             kill_after,
             READ_BOUND,
         )

@@ -12,7 +12,7 @@ use gears_tests::bank::{Account, Transfer};
 use gears_tests::child::run_until_sigkill;
 use gears_tests::{open, settle};
 
-/// Accounts (`ACCOUNTS` in `src/bin/saga_child.rs`).
+/// Accounts (`ACCOUNTS` in `src/bin/child/saga_child.rs`).
 const ACCOUNTS: u64 = 4;
 /// Each account's opening balance: no transfer can fail for want of funds.
 const OPENING: i64 = 1_000_000;
@@ -89,8 +89,12 @@ async fn saga_steps_are_applied_once_across_sigkill() {
     let mut acked = 0;
     for (run, kill_after) in kills.into_iter().cycle().take(cycles).enumerate() {
         let lines = run_until_sigkill(
-            env!("CARGO_BIN_EXE_saga_child"),
-            [dir.path().as_os_str(), run.to_string().as_ref()],
+            env!("CARGO_BIN_EXE_child"),
+            [
+                "saga_child".as_ref(),
+                dir.path().as_os_str(),
+                run.to_string().as_ref(),
+            ],
             kill_after,
             READ_BOUND,
         )

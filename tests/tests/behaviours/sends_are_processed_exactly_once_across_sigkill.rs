@@ -8,7 +8,7 @@ use std::time::Duration;
 use gears_tests::child::run_until_sigkill;
 use gears_tests::{Receiver, Sender, open, settle};
 
-/// Sender/receiver pairs (`PAIRS` in `src/bin/send_child.rs`).
+/// Sender/receiver pairs (`PAIRS` in `src/bin/child/send_child.rs`).
 const PAIRS: u64 = 4;
 /// Give up waiting for acknowledgements after this (then check what was acknowledged).
 const READ_BOUND: Duration = Duration::from_secs(120);
@@ -44,8 +44,8 @@ async fn check_exactly_once(dir: &Path, acked: usize) -> u64 {
 
 async fn run_child(dir: &Path, mode: &str, acks: usize) -> usize {
     let lines = run_until_sigkill(
-        env!("CARGO_BIN_EXE_send_child"),
-        [dir.as_os_str(), mode.as_ref()],
+        env!("CARGO_BIN_EXE_child"),
+        ["send_child".as_ref(), dir.as_os_str(), mode.as_ref()],
         acks,
         READ_BOUND,
     )

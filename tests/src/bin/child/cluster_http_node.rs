@@ -1,7 +1,7 @@
 //! Child process of the cluster replication tests: one Gears node of a cluster, serving the
 //! test actors over HTTP until SIGTERM, then leaving the cluster and shutting down.
 //!
-//! Usage: `cluster_http_node <data dir> <nats urls, comma-separated> <node id> <lease ms>
+//! Usage: `child cluster_http_node <data dir> <nats urls, comma-separated> <node id> <lease ms>
 //! <replicas> [snapshot after]`. Prints `listening <addr>` once it serves, `stopped` after a
 //! clean shutdown; logs to stderr when `RUST_LOG` is set. With `GEARS_TEST_OUTBOX_FROM=<n>`
 //! it numbers its outbox entries from `n` instead of from the clock (a node whose clock is
@@ -12,19 +12,17 @@ use std::path::PathBuf;
 use gears::http::HttpConfig;
 use gears_tests::child::{cluster_config, say};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let usage =
-        "usage: cluster_http_node <dir> <urls> <node id> <lease ms> <replicas> [snapshot after]";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child cluster_http_node <dir> <urls> <node id> <lease ms> <replicas> [snapshot after]";
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
             .init();
     }
-    let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let cluster = cluster_config(&mut args, "replication")?;
     let stop = gears::shutdown_signal();

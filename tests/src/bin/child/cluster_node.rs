@@ -1,7 +1,7 @@
 //! Child process of the cluster ownership tests: one cluster member that reports, every few
 //! milliseconds, which shards it would serve a call for right now.
 //!
-//! Usage: `cluster_node <nats urls, comma-separated> <node id> <lease ms> <replicas>`.
+//! Usage: `child cluster_node <nats urls, comma-separated> <node id> <lease ms> <replicas>`.
 //! Prints `joined <node id>` once it is a member, then `serves <unix ms> <bitmap>` per sample
 //! (the 256 shards as 64 hex digits, shard 0 in the first digit's high bit), taken right after
 //! asking the placement. On SIGTERM it leaves the cluster (handing its shards over) and
@@ -14,14 +14,13 @@ use gears::cluster::Node;
 use gears::{Place, Placement, SHARDS};
 use gears_tests::child::cluster_config;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// How often the placement is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
     let config = cluster_config(&mut args, "ownership")?;
     let member = Node::join(config).await?;
     let placement = member.placement();

@@ -3,7 +3,7 @@
 //! so that an abort inside the store (which no `catch_unwind` can contain) ends only this
 //! process and names the case that caused it.
 //!
-//! Usage: `corrupt_child <keys> <first case number> <store dir>...`. Output lines:
+//! Usage: `child corrupt_child <keys> <first case number> <store dir>...`. Output lines:
 //! `case N start`, `case N refused <error>`, `case N value <key> <value>`,
 //! `case N error <key> <error>`, `case N panic <message>` (a panic anywhere, even one the
 //! runtime contained), `case N hung <what>` (then exits 3), `case N done`.
@@ -30,9 +30,8 @@ fn hung(case: usize, what: &str) -> ! {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: corrupt_child <keys> <first case> <store dir>...";
+pub(crate) async fn run(mut args: std::env::Args) {
+    let usage = "usage: child corrupt_child <keys> <first case> <store dir>...";
     let keys: usize = args.next().and_then(|k| k.parse().ok()).expect(usage);
     let first: usize = args.next().and_then(|k| k.parse().ok()).expect(usage);
     let default_hook = std::panic::take_hook();

@@ -1,7 +1,7 @@
 //! Child process of `tests/acknowledged_writes_survive_sigkill.rs`: hammers counters on a
 //! store until it is killed, printing every acknowledged value.
 //!
-//! Usage: `crash_child <data_dir> <keys> [sync|buffered]` (the durability, default `sync`).
+//! Usage: `child crash_child <data_dir> <keys> [sync|buffered]` (the durability, default `sync`).
 //! Prints `ack <key> <value>` (one line, flushed) after each `add(1)` on
 //! `Counter("k<i % keys>")` has returned; runs until killed.
 
@@ -16,12 +16,11 @@ use gears_tests::Counter;
 /// Concurrent callers, so commits are grouped as they are in production.
 const TASKS: usize = 32;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: crash_child <data_dir> <keys> [sync|buffered]";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child crash_child <data_dir> <keys> [sync|buffered]";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let keys: u64 = args.next().ok_or(usage)?.parse()?;
     if keys == 0 {

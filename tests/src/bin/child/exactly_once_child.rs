@@ -2,7 +2,7 @@
 //! sends numbered messages, publishes numbered events and arms numbered one-shot timers until
 //! it is killed, printing every acknowledged number.
 //!
-//! Usage: `exactly_once_child <data_dir>`. Expects `Listener("l")` to follow `Stock("p")`
+//! Usage: `child exactly_once_child <data_dir>`. Expects `Listener("l")` to follow `Stock("p")`
 //! already. Prints, one flushed line each, once the call returned:
 //! - `send <sender> <n>` after `Numberer(sender).send_next(..)` (senders `s0`..`s3`, each to
 //!   `Tally("t<i % 2>")`, one task per sender so its numbers are acknowledged in order);
@@ -18,16 +18,15 @@ use gears::Runtime;
 use gears_tests::{Numberer, Stock};
 
 /// Senders of numbered messages, one task each.
-pub const SENDERS: usize = 4;
+pub(crate) const SENDERS: usize = 4;
 /// How long after it is armed a timer is due, in milliseconds.
 const TIMER_DELAY_MS: u64 = 30;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: exactly_once_child <data_dir>";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child exactly_once_child <data_dir>";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let rt = gears_tests::open(&dir).await;
     let mut tasks = tokio::task::JoinSet::new();

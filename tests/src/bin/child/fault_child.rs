@@ -2,7 +2,7 @@
 //! fails one commit at a chosen step, reads the reset actor back, prints what it read, and
 //! aborts (a crash: nothing is flushed or synced on the way out).
 //!
-//! Usage: `fault_child <data_dir> <before-write|after-write|sync|after-sync>`. Prints
+//! Usage: `child fault_child <data_dir> <before-write|after-write|sync|after-sync>`. Prints
 //! `acked <v>` after `Counter("c").add(10)`, then `failed <error>` for the `add(1)` whose
 //! commit fails, then `read <v>` for a `get` after the reset, each line flushed; then aborts.
 
@@ -14,12 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gears::__private::CommitStage;
 use gears_tests::Counter;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: fault_child <data_dir> <before-write|after-write|sync|after-sync>";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child fault_child <data_dir> <before-write|after-write|sync|after-sync>";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let stage = match args.next().ok_or(usage)?.as_str() {
         "before-write" => CommitStage::BeforeWrite,

@@ -2,7 +2,7 @@
 //! actors over HTTP until SIGINT or SIGTERM, then shuts down as the docs of
 //! `gears::shutdown_signal` say an embedder should.
 //!
-//! Usage: `http_signal_child <data_dir>`. Prints `listening <addr>` once it serves,
+//! Usage: `child http_signal_child <data_dir>`. Prints `listening <addr>` once it serves,
 //! `signal <name>` when a signal arrives, `stopped` once the server and the runtime are
 //! shut down; then exits 0.
 
@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use gears::http::HttpConfig;
 use gears_tests::child::say;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
     let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .ok_or("usage: http_signal_child <data_dir>")?,
+        args.next()
+            .ok_or("usage: child http_signal_child <data_dir>")?,
     );
     // Before serving: a signal that arrives while the server starts is not lost.
     let stop = gears::shutdown_signal();

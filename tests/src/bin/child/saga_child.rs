@@ -3,7 +3,7 @@
 //! is durable (`ack`). Each transfer is a saga of two calls (debit, credit) made from the
 //! turn that delivers the send.
 //!
-//! Usage: `saga_child <data_dir> <run>`: transfers are named `r<run>-<n>`, new in each run.
+//! Usage: `child saga_child <data_dir> <run>`: transfers are named `r<run>-<n>`, new in each run.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,16 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gears_tests::bank::Transfer;
 
 /// Accounts the transfers go round.
-pub const ACCOUNTS: u64 = 4;
+pub(crate) const ACCOUNTS: u64 = 4;
 /// Concurrent senders.
 const TASKS: usize = 8;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: saga_child <data_dir> <run>";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child saga_child <data_dir> <run>";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let run: u64 = args.next().ok_or(usage)?.parse()?;
     let rt = gears_tests::builder(&dir).open().await?;

@@ -1,7 +1,7 @@
 //! Child process of `tests/sends_are_processed_exactly_once_across_sigkill.rs`: senders send
 //! to receivers until the process is killed, printing every acknowledged send.
 //!
-//! Usage: `send_child <data_dir> hold|deliver`. With `hold`, outbox entries are committed but
+//! Usage: `child send_child <data_dir> hold|deliver`. With `hold`, outbox entries are committed but
 //! never delivered (the crash then falls between the sender's commit and the delivery).
 //! Prints `ack <pair>` (one line, flushed) after each `Sender("s<pair>").send_to("r<pair>", 1)`
 //! has returned; runs until killed.
@@ -14,16 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gears_tests::Sender;
 
 /// Sender/receiver pairs.
-pub const PAIRS: u64 = 4;
+pub(crate) const PAIRS: u64 = 4;
 /// Concurrent callers.
 const TASKS: usize = 16;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: send_child <data_dir> hold|deliver";
+pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
+    let usage = "usage: child send_child <data_dir> hold|deliver";
     let dir = PathBuf::from(args.next().ok_or(usage)?);
     let builder = match args.next().as_deref() {
         Some("hold") => gears_tests::builder(&dir).__hold_deliveries(),

@@ -1,14 +1,13 @@
 //! Opens a store of an older format and dies (`abort`, as a crash) right after the upgrade
 //! wrote batch number `die_after`; used by `a_store_of_format_1_is_upgraded_in_place.rs`.
 //!
-//! Usage: `upgrade_child <store dir> <die_after>`. Exits 0 if the upgrade needed fewer
+//! Usage: `child upgrade_child <store dir> <die_after>`. Exits 0 if the upgrade needed fewer
 //! batches (nothing to interrupt).
 
 use std::sync::Arc;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut args = std::env::args().skip(1);
+pub(crate) async fn run(mut args: std::env::Args) {
     let dir = args.next().expect("a store dir");
     let die_after: usize = args
         .next()
