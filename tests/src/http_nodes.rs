@@ -1,5 +1,5 @@
-//! Gears cluster nodes as child processes with an HTTP ingress (`child cluster_http_node`), for the
-//! tests that call them over HTTP, and what those tests read of them.
+//! Gears cluster nodes as child processes with an HTTP ingress (`child cluster_http_node`),
+//! for the tests that call them over HTTP, and what those tests read of them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! own) and come back with the same state; the number of live activations never exceeds the
 //! configured cap (LRU passivation).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gears_tests::{Counter, Receiver, builder, wait_for_stats};
@@ -120,13 +122,13 @@ async fn calls_at_the_cap_are_not_refused_while_a_sweep_passivates() {
         .open()
         .await
         .unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let sweeper = std::thread::spawn({
         let rt = rt.clone();
         let stop = stop.clone();
         move || {
             let mut sweeps = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 rt.passivate_idle();
                 sweeps += 1;
             }
@@ -156,7 +158,7 @@ async fn calls_at_the_cap_are_not_refused_while_a_sweep_passivates() {
             }
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let sweeps = sweeper.join().unwrap();
     assert!(sweeps > 0);
     assert!(rt.stats().passivations > 0, "{:?}", rt.stats());

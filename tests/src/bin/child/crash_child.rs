@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gears::Durability;
 use gears_tests::Counter;
 
+use crate::{BoxError, first_end};
+
 /// Concurrent callers, so commits are grouped as they are in production.
 const TASKS: usize = 32;
-
-use crate::BoxError;
 
 #[tokio::main]
 pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
@@ -41,11 +41,7 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
         tasks.spawn(hammer(rt.clone(), next.clone(), keys));
     }
     // The tasks only end on an error (a failed call, or the reader gone): report it.
-    match tasks.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(join.into()),
-        None => Ok(()),
-    }
+    first_end(tasks).await
 }
 
 /// Adds 1 to the counter of the next key, prints the acknowledged value, repeats; returns

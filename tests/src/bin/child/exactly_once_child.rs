@@ -17,12 +17,12 @@ use std::path::PathBuf;
 use gears::Runtime;
 use gears_tests::{Numberer, Stock};
 
+use crate::{BoxError, first_end};
+
 /// Senders of numbered messages, one task each.
 pub(crate) const SENDERS: usize = 4;
 /// How long after it is armed a timer is due, in milliseconds.
 const TIMER_DELAY_MS: u64 = 30;
-
-use crate::BoxError;
 
 #[tokio::main]
 pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
@@ -47,11 +47,7 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
     tasks.spawn(publish(rt.clone()));
     tasks.spawn(arm(rt.clone()));
     // The tasks only end on an error: report it.
-    match tasks.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(join.into()),
-        None => Ok(()),
-    }
+    first_end(tasks).await
 }
 
 /// Publishes numbered events; returns only on an error.

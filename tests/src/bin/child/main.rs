@@ -17,6 +17,16 @@ mod upgrade_child;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Waits for the first of `tasks` to end and gives its result: the roles' tasks run until one
+/// fails (a failed call, or the reader of their output gone).
+async fn first_end(mut tasks: tokio::task::JoinSet<Result<(), BoxError>>) -> Result<(), BoxError> {
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(join.into()),
+        None => Ok(()),
+    }
+}
+
 const USAGE: &str = "usage: child <cluster_http_node|cluster_node|corrupt_child|crash_child|\
                      exactly_once_child|fault_child|http_signal_child|saga_child|send_child|\
                      upgrade_child> <arguments...>";

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gears_tests::bank::Transfer;
 
+use crate::{BoxError, first_end};
+
 /// Accounts the transfers go round.
 pub(crate) const ACCOUNTS: u64 = 4;
 /// Concurrent senders.
 const TASKS: usize = 8;
-
-use crate::BoxError;
 
 #[tokio::main]
 pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
@@ -30,11 +30,7 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
     for _ in 0..TASKS {
         tasks.spawn(send(rt.clone(), run, next.clone()));
     }
-    match tasks.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(join.into()),
-        None => Ok(()),
-    }
+    first_end(tasks).await
 }
 
 /// Sends transfers, printing each acknowledgement; returns only on an error.

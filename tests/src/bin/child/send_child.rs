@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gears_tests::Sender;
 
+use crate::{BoxError, first_end};
+
 /// Sender/receiver pairs.
 pub(crate) const PAIRS: u64 = 4;
 /// Concurrent callers.
 const TASKS: usize = 16;
-
-use crate::BoxError;
 
 #[tokio::main]
 pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
@@ -35,11 +35,7 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
     for _ in 0..TASKS {
         tasks.spawn(send(rt.clone(), next.clone()));
     }
-    match tasks.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(join.into()),
-        None => Ok(()),
-    }
+    first_end(tasks).await
 }
 
 /// Sends, prints the acknowledgement, repeats; returns only on an error.
