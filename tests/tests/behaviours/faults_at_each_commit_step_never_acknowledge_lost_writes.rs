@@ -125,6 +125,10 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
     // entries were written by a failed batch may still be delivered later (the write was
     // reported failed, not known lost), so only the durable totals are compared.
     settle(&rt).await;
+    // What each sender and receiver holds before the restart, to tell a failure in this run
+    // from one in the next (shown only if the totals disagree).
+    let before = pairs(&rt).await;
+    let stats = rt.stats();
     rt.shutdown().await.unwrap();
 
     let rt = open(dir.path()).await;
@@ -139,10 +143,10 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
         assert_eq!(rt.get::<Counter>(key).add(1).await.unwrap(), now + 1);
     }
     settle(&rt).await;
+    let after = pairs(&rt).await;
     let (mut sent, mut received, mut messages) = (0, 0, 0);
-    for t in 0..TASKS {
-        sent += rt.get::<Sender>(format!("s{t}")).sent().await.unwrap();
-        let (total, count) = rt.get::<Receiver>(format!("r{t}")).totals().await.unwrap();
+    for &(s, total, count) in &after {
+        sent += s;
         received += total;
         messages += count;
     }
@@ -159,10 +163,23 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
     if exact_sends {
         assert_eq!(
             received, sent,
-            "{stage:?}: {sent} sends committed, {received} processed: some twice"
+            "{stage:?}: {sent} sends committed, {received} processed: some twice \
+             ((sent, total, messages) per sender and its receiver, before the restart: \
+             {before:?}, after: {after:?}; stats before: {stats:?})"
         );
     }
     rt.shutdown().await.unwrap();
+}
+
+/// Per task: its sender's committed total, its receiver's total and message count.
+async fn pairs(rt: &gears::Runtime) -> Vec<(u64, u64, u64)> {
+    let mut pairs = Vec::with_capacity(TASKS);
+    for t in 0..TASKS {
+        let sent = rt.get::<Sender>(format!("s{t}")).sent().await.unwrap();
+        let (total, count) = rt.get::<Receiver>(format!("r{t}")).totals().await.unwrap();
+        pairs.push((sent, total, count));
+    }
+    pairs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
