@@ -500,6 +500,15 @@ impl Numberer {
         self.sent
     }
 
+    /// Sends `record(<this key>, tag)` to `Tally(target)` and counts it like `send_next`:
+    /// a caller that gives every call its own tag can tell which of its calls were delivered,
+    /// and how often. Returns the count.
+    pub async fn send_tagged(&mut self, ctx: &Context, target: String, tag: u64) -> u64 {
+        self.sent += 1;
+        ctx.send::<Tally>(target).record(ctx.key().to_string(), tag);
+        self.sent
+    }
+
     /// Arms a one-shot timer due in `ms` that calls `fired(n)` with the next number `n`;
     /// returns `n`. Timers armed later are due no earlier, so they fire in number order.
     pub async fn arm_next(&mut self, ctx: &Context, ms: u64) -> u64 {

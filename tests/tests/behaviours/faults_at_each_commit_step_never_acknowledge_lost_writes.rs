@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use gears::__private::CommitStage;
 use gears::CallError;
-use gears_tests::{Counter, Receiver, Sender, builder, open, settle};
+use gears_tests::{Counter, Numberer, Receiver, Sender, Tally, builder, open, settle};
 
 const KEYS: usize = 4;
 const TASKS: usize = 8;
@@ -42,11 +42,13 @@ fn failing_every(
     })
 }
 
-/// What the load saw: per key, the values acknowledged; sends acknowledged; calls failed.
+/// What the load saw: per key, the values acknowledged; the tags of the sends acknowledged
+/// and of those that failed; calls failed.
 #[derive(Default)]
 struct Seen {
     acked: BTreeMap<String, Vec<u64>>,
-    sent_acked: u64,
+    sent_acked: BTreeSet<u64>,
+    sent_failed: BTreeSet<u64>,
     failed_calls: u64,
 }
 
@@ -67,12 +69,20 @@ async fn load(rt: &gears::Runtime) -> Seen {
                     Ok(Err(e)) => panic!("unexpected failure: {e}"),
                 }
                 if i % 5 == 0 {
-                    let sender = rt.get::<Sender>(format!("s{t}"));
-                    let send = sender.send_to(format!("r{t}"), 1);
+                    // Every send carries its own tag: the receiver's list tells which sends
+                    // arrived, and how often.
+                    let tag = (t * CALLS_PER_TASK + i) as u64;
+                    let sender = rt.get::<Numberer>(format!("n{t}"));
+                    let send = sender.send_tagged(format!("r{t}"), tag);
                     match tokio::time::timeout(CALL_BOUND, send).await {
-                        Err(_) => panic!("send_to hung"),
-                        Ok(Ok(_)) => seen.sent_acked += 1,
-                        Ok(Err(CallError::Storage(_))) => seen.failed_calls += 1,
+                        Err(_) => panic!("send_tagged hung"),
+                        Ok(Ok(_)) => {
+                            seen.sent_acked.insert(tag);
+                        }
+                        Ok(Err(CallError::Storage(_))) => {
+                            seen.failed_calls += 1;
+                            seen.sent_failed.insert(tag);
+                        }
                         Ok(Err(e)) => panic!("unexpected failure: {e}"),
                     }
                 }
@@ -86,7 +96,8 @@ async fn load(rt: &gears::Runtime) -> Seen {
         for (k, v) in done.acked {
             all.acked.entry(k).or_default().extend(v);
         }
-        all.sent_acked += done.sent_acked;
+        all.sent_acked.extend(done.sent_acked);
+        all.sent_failed.extend(done.sent_failed);
         all.failed_calls += done.failed_calls;
     }
     all
@@ -106,7 +117,7 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
         "{stage:?}: {injected} batches failed, {} calls failed, {} adds and {} sends acknowledged",
         seen.failed_calls,
         seen.acked.values().map(Vec::len).sum::<usize>(),
-        seen.sent_acked
+        seen.sent_acked.len()
     );
     assert!(injected > 0, "no fault was injected at {stage:?}");
     assert!(seen.failed_calls > 0, "no call failed at {stage:?}");
@@ -127,7 +138,7 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
     settle(&rt).await;
     // What each sender and receiver holds before the restart, to tell a failure in this run
     // from one in the next (shown only if the totals disagree).
-    let before = pairs(&rt).await;
+    let before = tags(&rt).await;
     let stats = rt.stats();
     rt.shutdown().await.unwrap();
 
@@ -143,43 +154,83 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
         assert_eq!(rt.get::<Counter>(key).add(1).await.unwrap(), now + 1);
     }
     settle(&rt).await;
-    let after = pairs(&rt).await;
-    let (mut sent, mut received, mut messages) = (0, 0, 0);
-    for &(s, total, count) in &after {
-        sent += s;
-        received += total;
-        messages += count;
+    let after = tags(&rt).await;
+    // Shown with any failure below: which run delivered what.
+    let context = || {
+        format!(
+            "(per sender: sends committed and tags received, before the restart: {before:?}; \
+             after: {after:?}; counters before it: {stats:?})"
+        )
+    };
+    let sent: u64 = after.iter().map(|(sent, _)| sent).sum();
+    let mut arrived: BTreeMap<u64, usize> = BTreeMap::new();
+    for tag in after.iter().flat_map(|(_, tags)| tags) {
+        *arrived.entry(*tag).or_default() += 1;
     }
+    let received: usize = arrived.values().sum();
     assert!(
-        sent >= seen.sent_acked,
+        sent >= seen.sent_acked.len() as u64,
         "{stage:?}: {sent} sent < {} acknowledged",
-        seen.sent_acked
+        seen.sent_acked.len()
     );
-    assert_eq!(received, messages);
+    let lost: Vec<_> = seen
+        .sent_acked
+        .iter()
+        .filter(|t| !arrived.contains_key(t))
+        .collect();
     assert!(
-        received >= sent,
-        "{stage:?}: {sent} sends committed, {received} processed: sends were lost"
+        lost.is_empty(),
+        "{stage:?}: acknowledged sends {lost:?} never arrived {}",
+        context()
+    );
+    assert!(
+        received as u64 >= sent,
+        "{stage:?}: {sent} sends committed, {received} processed: sends were lost {}",
+        context()
     );
     if exact_sends {
-        assert_eq!(
-            received, sent,
-            "{stage:?}: {sent} sends committed, {received} processed: some twice \
-             ((sent, total, messages) per sender and its receiver, before the restart: \
-             {before:?}, after: {after:?}; stats before: {stats:?})"
+        let twice: Vec<_> = arrived.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{stage:?}: sends processed more than once (tag, times): {twice:?} {}",
+            context()
+        );
+        assert_eq!(received as u64, sent, "{stage:?}: {}", context());
+    }
+    if stage == CommitStage::BeforeWrite {
+        // Nothing of a batch failed before its write reaches the store: its sends are gone.
+        let revived: Vec<_> = seen
+            .sent_failed
+            .iter()
+            .filter(|t| arrived.contains_key(t))
+            .collect();
+        assert!(
+            revived.is_empty(),
+            "{stage:?}: sends whose turn failed before its write arrived: {revived:?} {}",
+            context()
         );
     }
     rt.shutdown().await.unwrap();
 }
 
-/// Per task: its sender's committed total, its receiver's total and message count.
-async fn pairs(rt: &gears::Runtime) -> Vec<(u64, u64, u64)> {
-    let mut pairs = Vec::with_capacity(TASKS);
+/// Per task: the sends its sender committed, and the tags its receiver got, in arrival order.
+async fn tags(rt: &gears::Runtime) -> Vec<(u64, Vec<u64>)> {
+    let mut tags = Vec::with_capacity(TASKS);
     for t in 0..TASKS {
-        let sent = rt.get::<Sender>(format!("s{t}")).sent().await.unwrap();
-        let (total, count) = rt.get::<Receiver>(format!("r{t}")).totals().await.unwrap();
-        pairs.push((sent, total, count));
+        let sent = rt
+            .get::<Numberer>(format!("n{t}"))
+            .numbers()
+            .await
+            .unwrap()
+            .0;
+        let got = rt
+            .get::<Tally>(format!("r{t}"))
+            .received(format!("n{t}"))
+            .await
+            .unwrap();
+        tags.push((sent, got));
     }
-    pairs
+    tags
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
