@@ -370,26 +370,42 @@ impl Replication {
     pub(crate) async fn keep_snapshots(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
+            // Snapshots written without knowing the one they replace.
+            let mut unknown = Vec::new();
             for shard in 0..SHARDS {
                 let since = Self::at(&self.since_snapshot, shard).load(Ordering::Relaxed);
                 if since < self.snapshot_after || self.placement.serving_for(shard).is_none() {
                     continue;
                 }
-                if let Err(e) = self.snapshot(shard, since).await {
-                    tracing::warn!(shard, error = %e, "snapshotting a shard failed");
+                match self.snapshot(shard, since).await {
+                    Ok(Some(seq)) => unknown.push((shard, seq)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(shard, error = %e, "snapshotting a shard failed"),
+                }
+            }
+            if !unknown.is_empty() {
+                match self.snapshots.delete_older(&unknown).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        tracing::info!(deleted, "deleted snapshots whose logs were never purged")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "deleting older snapshots failed"),
                 }
             }
         }
     }
 
     /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below
-    /// it, and deletes the snapshot it replaces.
-    async fn snapshot(&self, shard: u16, since: u64) -> Result<(), Error> {
+    /// it, and deletes the snapshot it replaces. Returns the new snapshot's sequence when
+    /// the one it replaces is not known here: a node that died between its snapshot and its
+    /// purge left one that the log does not name (it was never purged below it), so the
+    /// caller looks for older ones in the bucket.
+    async fn snapshot(&self, shard: u16, since: u64) -> Result<Option<u64>, Error> {
         // Never while the shard's records are replaced by a catch-up (it may have been given
         // up and taken again since it was found served).
         let _alone = self.alone(shard).await;
         if self.placement.serving_for(shard).is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let before = Self::at(&self.snapshot_at, shard).load(Ordering::Acquire);
         let written = self
@@ -406,7 +422,7 @@ impl Replication {
         let Some(written) = written else {
             // The latest snapshot already holds what the store has.
             counted();
-            return Ok(());
+            return Ok(None);
         };
         self.metrics
             .snapshots_written
@@ -423,7 +439,7 @@ impl Replication {
             records = written.records,
             "snapshotted a shard"
         );
-        Ok(())
+        Ok((replaced == 0).then_some(written.seq))
     }
 
     /// Appends one shard's writes; what the committer's `replicate` does per shard.

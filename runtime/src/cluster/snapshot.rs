@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
 use bytes::Bytes;
+use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::Error;
@@ -45,6 +46,12 @@ const MAX_VALUE: u32 = 256 * 1024 * 1024;
 /// The object of `shard`'s snapshot at sequence `seq`.
 fn object_name(shard: u16, seq: u64) -> String {
     format!("s{shard:03}.{seq}")
+}
+
+/// The shard and sequence of a snapshot's object name (`None`: not a snapshot's name).
+fn parse_object_name(name: &str) -> Option<(u16, u64)> {
+    let (shard, seq) = name.strip_prefix('s')?.split_once('.')?;
+    Some((shard.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The snapshots of a cluster's shards: an object store bucket.
@@ -180,6 +187,32 @@ impl Snapshots {
             seq,
         )
         .await
+    }
+
+    /// Deletes, for each `(shard, seq)` of `newest`, the snapshots of `shard` before `seq`
+    /// (the log was purged below `seq`, so none of them is read again), with one listing of
+    /// the bucket. Returns how many it deleted.
+    pub(crate) async fn delete_older(&self, newest: &[(u16, u64)]) -> Result<usize, Error> {
+        let newest: std::collections::HashMap<u16, u64> = newest.iter().copied().collect();
+        let mut objects =
+            (self.objects.list().await).map_err(|e| nats_error("list the snapshots", e))?;
+        let mut older = Vec::new();
+        while let Some(info) =
+            (objects.try_next().await).map_err(|e| nats_error("list the snapshots", e))?
+        {
+            if info.deleted {
+                continue;
+            }
+            if let Some((shard, seq)) = parse_object_name(&info.name)
+                && newest.get(&shard).is_some_and(|&newest| seq < newest)
+            {
+                older.push((shard, seq));
+            }
+        }
+        for &(shard, seq) in &older {
+            self.delete(shard, seq).await?;
+        }
+        Ok(older.len())
     }
 
     /// Deletes `shard`'s snapshot at `seq` (a later one holds what it held).
@@ -344,6 +377,21 @@ mod tests {
             all.extend(chunk);
         }
         Ok(all)
+    }
+
+    #[test]
+    fn object_names_parse_back() {
+        for (shard, seq) in [(0, 0), (7, 42), (255, u64::MAX)] {
+            assert_eq!(
+                parse_object_name(&object_name(shard, seq)),
+                Some((shard, seq))
+            );
+        }
+        for name in [
+            "", "s", "s007", "s007.", "x007.1", "s007.-1", "s70000.1", "s007.1.2",
+        ] {
+            assert_eq!(parse_object_name(name), None, "{name:?}");
+        }
     }
 
     #[tokio::test]
