@@ -64,6 +64,11 @@ pub(crate) struct Replication {
     since_snapshot: Box<[AtomicU64]>,
     /// Per shard: the sequence of its latest snapshot this node knows of (0: none).
     snapshot_at: Box<[AtomicU64]>,
+    /// Per shard: older snapshots of it may be in the bucket that this node does not know by
+    /// name: it took the shard (a node that died between a snapshot and its purge leaves one
+    /// the log does not name), or one of its own snapshots failed after its write. Its next
+    /// snapshot looks for them ([`Replication::keep_snapshots`]).
+    strays: Box<[AtomicBool]>,
     /// Per shard: held by a catch-up from start to end, so two never write one shard's
     /// records at once (one of an acquisition given up, still applying, and a newer one),
     /// and by a snapshot while it reads them.
@@ -121,6 +126,7 @@ impl Replication {
             expected: per_shard(NOT_HELD),
             since_snapshot: per_shard(0),
             snapshot_at: per_shard(0),
+            strays: (0..SHARDS).map(|_| AtomicBool::new(false)).collect(),
             catching_up: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
             snapshot_after: config.snapshot_after,
             metrics,
@@ -174,6 +180,7 @@ impl Replication {
         let _alone = self.alone(shard).await;
         self.forget(shard);
         self.metrics.catch_ups.fetch_add(1, Ordering::Relaxed);
+        self.stray(shard).store(true, Ordering::Release);
         let given_up = || {
             cancelled
                 .load(Ordering::Acquire)
@@ -370,7 +377,7 @@ impl Replication {
     pub(crate) async fn keep_snapshots(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            // Snapshots written without knowing the one they replace.
+            // Snapshots written while older ones may be in the bucket unknown to this node.
             let mut unknown = Vec::new();
             for shard in 0..SHARDS {
                 let since = Self::at(&self.since_snapshot, shard).load(Ordering::Relaxed);
@@ -386,21 +393,49 @@ impl Replication {
             if !unknown.is_empty() {
                 match self.snapshots.delete_older(&unknown).await {
                     Ok(0) => {}
-                    Ok(deleted) => {
-                        tracing::info!(deleted, "deleted snapshots whose logs were never purged")
+                    Ok(deleted) => tracing::info!(deleted, "deleted snapshots nobody knew of"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting older snapshots failed");
+                        for (shard, _) in unknown {
+                            self.stray(shard).store(true, Ordering::Release);
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "deleting older snapshots failed"),
                 }
             }
         }
     }
 
+    /// Whether older snapshots of `shard` may be in the bucket unknown to this node.
+    fn stray(&self, shard: u16) -> &AtomicBool {
+        &self.strays[usize::from(shard) % self.strays.len()]
+    }
+
     /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below
     /// it, and deletes the snapshot it replaces. Returns the new snapshot's sequence when
-    /// the one it replaces is not known here: a node that died between its snapshot and its
-    /// purge left one that the log does not name (it was never purged below it), so the
-    /// caller looks for older ones in the bucket.
+    /// older snapshots this node does not know of may be left ([`Self::strays`]): the caller
+    /// looks for them in the bucket.
     async fn snapshot(&self, shard: u16, since: u64) -> Result<Option<u64>, Error> {
+        let strays = self.stray(shard).swap(false, Ordering::AcqRel);
+        match self.write_snapshot(shard, since).await {
+            Ok(Some(seq)) if strays => Ok(Some(seq)),
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => {
+                // Nothing written: the next snapshot looks.
+                if strays {
+                    self.stray(shard).store(true, Ordering::Release);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                // Its object may be in the bucket, the log not purged below it.
+                self.stray(shard).store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::snapshot`]'s steps; the sequence of the snapshot written, if one was.
+    async fn write_snapshot(&self, shard: u16, since: u64) -> Result<Option<u64>, Error> {
         // Never while the shard's records are replaced by a catch-up (it may have been given
         // up and taken again since it was found served).
         let _alone = self.alone(shard).await;
@@ -439,7 +474,7 @@ impl Replication {
             records = written.records,
             "snapshotted a shard"
         );
-        Ok((replaced == 0).then_some(written.seq))
+        Ok(Some(written.seq))
     }
 
     /// Appends one shard's writes; what the committer's `replicate` does per shard.
