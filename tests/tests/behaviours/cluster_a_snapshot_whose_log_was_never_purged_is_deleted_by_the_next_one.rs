@@ -16,12 +16,18 @@ use gears_tests::nats::NatsCluster;
 const CLUSTER: &str = "orphans";
 const KEY: &str = "k";
 
-fn config(urls: &[String], node: &str, snapshot_after: u64) -> ClusterConfig {
-    ClusterConfig::new(urls, node)
+/// A node on a fresh store in `dir`, snapshotting every `snapshot_after` entries.
+async fn node(urls: &[String], dir: &std::path::Path, id: &str, snapshot_after: u64) -> Runtime {
+    let config = ClusterConfig::new(urls, id)
         .name(CLUSTER)
         .replicas(1)
         .lease_ttl(Duration::from_secs(2))
-        .snapshot_after(snapshot_after)
+        .snapshot_after(snapshot_after);
+    gears_tests::builder(dir)
+        .cluster(config)
+        .open()
+        .await
+        .unwrap_or_else(|e| panic!("node {id}: {e}"))
 }
 
 /// Adds 1 to the counter, retrying while the node does not serve its shard yet.
@@ -69,11 +75,7 @@ async fn a_snapshot_whose_log_was_never_purged_is_deleted_by_the_next_one() {
     // A first node writes a few entries to the shard's log (too few for a snapshot) and
     // leaves.
     let dir_a = tempfile::tempdir().unwrap();
-    let a = gears_tests::builder(dir_a.path())
-        .cluster(config(&urls, "a", 1_000))
-        .open()
-        .await
-        .expect("node a");
+    let a = node(&urls, dir_a.path(), "a", 1_000).await;
     for _ in 0..3 {
         add(&a).await;
     }
@@ -102,11 +104,7 @@ async fn a_snapshot_whose_log_was_never_purged_is_deleted_by_the_next_one() {
 
     // The next owner replays the log, goes on, and snapshots the shard.
     let dir_b = tempfile::tempdir().unwrap();
-    let b = gears_tests::builder(dir_b.path())
-        .cluster(config(&urls, "b", 4))
-        .open()
-        .await
-        .expect("node b");
+    let b = node(&urls, dir_b.path(), "b", 4).await;
     let mut value = 0;
     for _ in 0..8 {
         value = add(&b).await;
