@@ -137,7 +137,7 @@ async fn faults_at(stage: CommitStage, exact_sends: bool) {
     // reported failed, not known lost), so only the durable totals are compared.
     settle(&rt).await;
     // What each sender and receiver holds before the restart, to tell a failure in this run
-    // from one in the next (shown only if the totals disagree).
+    // from one in the next (shown with any failure of the checks of sends below).
     let before = tags(&rt).await;
     let stats = rt.stats();
     rt.shutdown().await.unwrap();
