@@ -142,13 +142,12 @@ impl Replication {
 
     /// Held while `shard`'s records in the store are caught up or snapshotted.
     async fn alone(&self, shard: u16) -> tokio::sync::MutexGuard<'_, ()> {
-        self.catching_up[usize::from(shard) % self.catching_up.len()]
-            .lock()
-            .await
+        Self::at(&self.catching_up, shard).lock().await
     }
 
-    fn at(counters: &[AtomicU64], shard: u16) -> &AtomicU64 {
-        &counters[usize::from(shard) % counters.len()]
+    /// `shard`'s slot of a per-shard table.
+    fn at<T>(slots: &[T], shard: u16) -> &T {
+        &slots[usize::from(shard) % slots.len()]
     }
 
     /// The id of the append at position `expected` of `shard`: the same for every retry of
@@ -407,7 +406,7 @@ impl Replication {
 
     /// Whether older snapshots of `shard` may be in the bucket unknown to this node.
     fn stray(&self, shard: u16) -> &AtomicBool {
-        &self.strays[usize::from(shard) % self.strays.len()]
+        Self::at(&self.strays, shard)
     }
 
     /// Writes a snapshot of `shard` (which gathered `since` entries), purges the log below

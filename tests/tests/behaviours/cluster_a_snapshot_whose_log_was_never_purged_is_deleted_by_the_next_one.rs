@@ -1,9 +1,9 @@
 //! A node that dies between writing a shard's snapshot and purging the log below it leaves a
 //! snapshot nobody knows of: the next owner replays the whole log (nothing was purged) and
 //! cannot tell from the log that a snapshot exists. Its first snapshot of the shard deletes
-//! every older one all the same, so each shard keeps one snapshot (found by CI:
-//! `cluster_takeovers_start_from_snapshots_of_a_purged_log` saw two of one shard when its
-//! first node was SIGKILLed in that window).
+//! every older one all the same, so each shard keeps one snapshot (found by a full local run
+//! under load: `cluster_takeovers_start_from_snapshots_of_a_purged_log` saw two of one shard
+//! after its first node was SIGKILLed).
 
 use std::time::{Duration, Instant};
 
