@@ -446,11 +446,21 @@ async fn prepare<A: Handlers>(
         let loaded = Box::pin(load::<A>(shared, slot, activation.last_write.take(), epoch)).await?;
         activation.loaded = Some(loaded);
     }
+    // An outbox entry this actor recorded as processed (delivered again after a restart, or
+    // after a turn whose commit failed but became durable).
+    if let (Some(Delivery::Outbox { key, .. }), Some(l)) = (delivery, activation.loaded.as_ref())
+        && OutboxId::of_key(key).is_some_and(|id| l.meta.processed.contains(&id))
+    {
+        tracing::debug!(actor = A::NAME, key = %slot.key, "a message was already processed");
+        return Ok(Prepared::Processed);
+    }
     // A message whose earlier turn failed in the commit: that batch may have become durable
-    // after all (it removed the entry), and then the message was processed.
+    // after all (it removed the entry), and then the message was processed. (Where the
+    // frontier is kept, the entry is not removed, and the check above is the one.)
     if let Some(Delivery::Outbox {
         key, verify: true, ..
     }) = delivery
+        && !shared.keeps_frontier
     {
         let key = key.clone();
         let queued =
@@ -794,8 +804,9 @@ async fn delivery_turn<A: Handlers>(
     };
     let mut writes = Vec::new();
     let mut released = Released::default();
+    let mut changed = changed;
     if let Some(d) = delivery {
-        complete_delivery(shared, l, *d, changed, &mut writes, &mut released.timer_due);
+        changed |= complete_delivery(shared, l, *d, changed, &mut writes, &mut released.timer_due);
     }
     let changed = changed
         | crate::timers::sync_index(
@@ -1042,6 +1053,9 @@ fn roll_back<A: Handlers>(
     released: &mut Released<A::Event>,
 ) {
     shared.backlog.release(released.outbox.len());
+    shared
+        .backlog
+        .settled(released.outbox.iter().map(|(id, _)| *id));
     *released = Released::default();
     reset(&mut activation.loaded, slot);
 }
@@ -1154,7 +1168,13 @@ fn apply_effects<A: Handlers>(
                 cause: cause.clone(),
             });
         }
-        l.meta = ActorMeta::default();
+        // What it processed is kept until the turn is staged, which deletes those entries
+        // instead (see `stage`).
+        let processed = std::mem::take(&mut l.meta.processed);
+        l.meta = ActorMeta {
+            processed,
+            ..ActorMeta::default()
+        };
         l.state = A::default();
         l.deleted = true;
         changed = true;
@@ -1296,6 +1316,21 @@ fn complete_delivery<A: Handlers>(
     match delivery {
         // Its sender deletes an entry of another shard once this turn is durable.
         Delivery::Outbox { apart: true, .. } => false,
+        // Recorded in the record, which the turn writes (see `crate::frontier`).
+        Delivery::Outbox { key, .. } if shared.keeps_frontier => match OutboxId::of_key(&key) {
+            Some(id) => {
+                l.meta.processed.push(id);
+                true
+            }
+            None => {
+                writes.push(KeyWrite {
+                    space: Space::Outbox,
+                    key,
+                    value: None,
+                });
+                false
+            }
+        },
         Delivery::Outbox { key, .. } => {
             writes.push(KeyWrite {
                 space: Space::Outbox,
@@ -1461,6 +1496,22 @@ fn stage<A: Handlers>(
         expires_ms = shared.clock.epoch_ms().saturating_add(retention);
         for k in &kept {
             writes.extend(kept_writes(slot, &k.idempotency, &k.result, expires_ms)?);
+        }
+    }
+    if dirty && !l.meta.processed.is_empty() {
+        if l.deleted {
+            // A deleted actor keeps nothing: the entries it processed are deleted instead,
+            // so that none is delivered to it again.
+            for id in std::mem::take(&mut l.meta.processed) {
+                writes.push(KeyWrite {
+                    space: Space::Outbox,
+                    key: id.key(),
+                    value: None,
+                });
+            }
+        } else {
+            // The frontier passed them: never delivered again.
+            l.meta.processed.retain(|id| !shared.frontier.passed(*id));
         }
     }
     let mut record = None;

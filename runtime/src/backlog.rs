@@ -1,8 +1,11 @@
 //! The outbox's counters, shared by every turn and outside sender: the next sequence number
 //! and the bound on entries written and not yet processed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::codec::OutboxId;
 use crate::error::{Failure, Overload};
@@ -19,7 +22,6 @@ pub(crate) struct Numbers(AtomicU64);
 
 impl Numbers {
     /// Every number handed out so far is below this one.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn issued(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
@@ -44,6 +46,12 @@ pub(crate) struct Backlog {
     loading: AtomicUsize,
     /// Woken when the backlog falls to half the limit or below (see [`Self::backed_up`]).
     drained: tokio::sync::Notify,
+    /// Whether numbers handed out are tracked until their entries reach the dispatcher
+    /// (or are known never to be written): on a node that keeps the outbox frontier.
+    track: AtomicBool,
+    /// The numbers handed out whose entries have not reached the dispatcher yet and may
+    /// still be written: the frontier stays below them ([`Backlog::floor`]).
+    pending: Mutex<BTreeSet<u64>>,
 }
 
 impl Backlog {
@@ -54,16 +62,54 @@ impl Backlog {
             limit,
             loading: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
+            track: AtomicBool::new(false),
+            pending: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Tracks the numbers handed out from now on (see [`Backlog::floor`]).
+    pub(crate) fn track(&self) {
+        self.track.store(true, Ordering::Release);
+    }
+
+    /// The lowest number whose entry may still reach the dispatcher: handed out, and neither
+    /// handed over ([`Backlog::settled`]) nor known never to be written. Numbers handed out
+    /// later are above it.
+    pub(crate) fn floor(&self) -> u64 {
+        // Read before the set: a number handed out in between is at or above it.
+        let issued = self.next.issued();
+        self.pending.lock().first().copied().unwrap_or(issued)
+    }
+
+    /// The entries `ids` reached the dispatcher, or will never be written.
+    pub(crate) fn settled(&self, ids: impl IntoIterator<Item = OutboxId>) {
+        if self.track.load(Ordering::Acquire) {
+            let mut pending = self.pending.lock();
+            for id in ids {
+                pending.remove(&id.seq);
+            }
         }
     }
 
     /// A new entry of `shard` (the sender's shard; the target's for a send from outside any
     /// actor), numbered after every entry so far: entries sort in sending order.
     pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
+        if self.track.load(Ordering::Acquire) {
+            // Taken under the lock, so `floor` never misses a number handed out before it.
+            let mut pending = self.pending.lock();
+            let seq = self.next.take();
+            pending.insert(seq);
+            return OutboxId { seq, shard };
+        }
         OutboxId {
             seq: self.next.take(),
             shard,
         }
+    }
+
+    /// Every number handed out so far is below this one.
+    pub(crate) fn issued(&self) -> u64 {
+        self.next.issued()
     }
 
     /// The sequence numbers it hands out.

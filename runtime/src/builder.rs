@@ -17,6 +17,7 @@ use crate::codec::{OutboxId, OutboxRecord};
 use crate::commit::{Committer, FaultHook};
 use crate::directory::Registry;
 use crate::error::Error;
+use crate::frontier::Frontier;
 use crate::loader::Loader;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
@@ -193,6 +194,15 @@ impl Builder {
         self
     }
 
+    /// Test seam: write the outbox frontier at most every `period` (at the first tick, and
+    /// at a graceful shutdown, whatever the period), so that a crash finds every message
+    /// processed since its first tick left in the outbox.
+    #[doc(hidden)]
+    pub fn __outbox_frontier_every(mut self, period: Duration) -> Self {
+        self.config.frontier_every = period;
+        self
+    }
+
     /// Runs on `time` instead of the system's time (a test runtime's virtual time).
     pub(crate) fn virtual_time(mut self, time: Arc<crate::clock::VirtualTime>) -> Self {
         self.config.virtual_time = Some(time);
@@ -302,15 +312,28 @@ impl Builder {
         let upgrade_hook = self.upgrade_hook;
         let metrics = Arc::new(Metrics::default());
         let persists = metrics.journal.clone();
-        let (store, recovered) = tokio::task::spawn_blocking(move || {
+        // A single node keeps the outbox frontier (see `frontier.rs`); a cluster node deletes
+        // each processed entry.
+        #[cfg(feature = "cluster")]
+        let keeps_frontier = self.cluster.is_none();
+        #[cfg(not(feature = "cluster"))]
+        let keeps_frontier = true;
+        let frontier = Arc::new(Frontier::default());
+        let opened_frontier = frontier.clone();
+        let (store, recovered, found_frontier) = tokio::task::spawn_blocking(move || {
             let store: Store = Arc::new(FjallStore::open(
                 &path,
                 durability,
                 upgrade_hook.as_ref(),
                 persists,
+                opened_frontier.clone(),
             )?);
-            let entries = store.outbox_entries(ALL_SHARDS)?;
-            Ok::<_, Error>((store, entries))
+            let found = store.outbox_frontier()?;
+            if let Some(found) = &found {
+                opened_frontier.set(found);
+            }
+            let entries = store.outbox_entries(ALL_SHARDS, found.as_ref())?;
+            Ok::<_, Error>((store, entries, found))
         })
         .await
         .map_err(|e| Error::Config(format!("open task failed: {e}")))??;
@@ -334,7 +357,11 @@ impl Builder {
             recovered,
             config.outbox_capacity,
             config.outbox_numbering_from,
+            found_frontier.as_ref().map_or(0, |f| f.next),
         );
+        if keeps_frontier {
+            backlog.track();
+        }
         #[cfg(feature = "cluster")]
         let membership = match &self.cluster {
             Some(cluster) => {
@@ -392,6 +419,8 @@ impl Builder {
             types,
             by_name: names,
             backlog,
+            frontier,
+            keeps_frontier,
             dead_letters: Default::default(),
             services: OnceLock::new(),
             handoff: Default::default(),
@@ -492,6 +521,7 @@ fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
     numbering_from: Option<u64>,
+    issued_before: u64,
 ) -> (Backlog, Vec<(OutboxId, OutboxRecord)>) {
     // Sequence numbers are never used twice, even once every entry of a run is processed and
     // gone: a delivered entry's key identifies its turn (the ids of the calls it makes, see
@@ -504,7 +534,8 @@ fn recover_outbox(
             .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
     });
     let (recovered, last) = crate::outbox::decode_entries(entries);
-    let next = now.max(1).max(last.saturating_add(1));
+    // The frontier record says how far the last run numbered when it was written.
+    let next = now.max(1).max(last.saturating_add(1)).max(issued_before);
     if !recovered.is_empty() {
         tracing::info!(
             pending = recovered.len(),

@@ -42,6 +42,10 @@ pub(crate) const STATE_RECORD_V3: u8 = 3;
 /// each under a key of its own) and the due time of its entry in the timer index. Written
 /// when the record holds such a timer or an index entry; versions 2 and 3 otherwise.
 pub(crate) const STATE_RECORD_V4: u8 = 4;
+/// Version byte of a state record of format 5: format 4's metadata, then the ids of the
+/// outbox entries the actor processed that the frontier may not have passed yet
+/// ([`ActorMeta::processed`]). Written only when there are any.
+pub(crate) const STATE_RECORD_V5: u8 = 5;
 
 /// Format byte of outbox entries and timers, version 1: `[1][postcard record]`.
 pub(crate) const ENVELOPE_V1: u8 = 1;
@@ -143,6 +147,11 @@ pub(crate) struct ActorMeta {
     /// has one: at or before its earliest timer kept in the record (it may be earlier: a
     /// cancelled timer's entry stays until a firing or the last cancel moves it).
     pub(crate) indexed: Option<u64>,
+    /// The outbox entries this actor processed that the frontier may not have passed yet
+    /// (see `frontier.rs`): a delivery of one of them again is not processed again. Its
+    /// turn records an entry here instead of deleting it; the ids the frontier passed are
+    /// forgotten at the next write.
+    pub(crate) processed: ThinVec<OutboxId>,
 }
 
 /// An id no other call of this process returns and another process returns only by chance
@@ -187,6 +196,7 @@ impl Default for ActorMeta {
             dedup: ThinVec::new(),
             replies: ThinVec::new(),
             indexed: None,
+            processed: ThinVec::new(),
         }
     }
 }
@@ -201,7 +211,8 @@ struct MetaV2<T, S, R, D> {
     dedup: D,
 }
 
-/// The metadata as format 4 stores it: timers with their messages, and the index entry.
+/// The metadata as format 4 stores it: timers with their messages, and the index entry
+/// (format 5 adds the processed outbox entries after it).
 #[derive(Serialize, Deserialize)]
 struct MetaV4<T, S, R, D, P> {
     timers: T,
@@ -229,6 +240,7 @@ impl ActorMeta {
             && self.subscriptions.is_empty()
             && self.dedup.is_empty()
             && self.replies.is_empty()
+            && self.processed.is_empty()
     }
 
     /// The result kept for `idempotency` in a record written by an older version (idempotent
@@ -357,8 +369,16 @@ pub(crate) fn encode_record<A: Serialize>(
     if meta.is_empty() {
         out.push(STATE_RECORD_V1);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
-    } else if meta.indexed.is_some() || meta.timers.iter().any(|t| !t.stored_apart()) {
-        out.push(STATE_RECORD_V4);
+    } else if meta.indexed.is_some()
+        || meta.timers.iter().any(|t| !t.stored_apart())
+        || !meta.processed.is_empty()
+    {
+        let format = if meta.processed.is_empty() {
+            STATE_RECORD_V4
+        } else {
+            STATE_RECORD_V5
+        };
+        out.push(format);
         out = postcard::to_extend(&schema, out).map_err(|e| e.to_string())?;
         let v4 = MetaV4 {
             timers: &meta.timers,
@@ -369,6 +389,10 @@ pub(crate) fn encode_record<A: Serialize>(
             indexed: meta.indexed,
         };
         out = postcard::to_extend(&v4, out).map_err(|e| format!("cannot encode meta: {e}"))?;
+        if format == STATE_RECORD_V5 {
+            out = postcard::to_extend(&meta.processed, out)
+                .map_err(|e| format!("cannot encode processed entries: {e}"))?;
+        }
     } else {
         let format = if meta.replies.is_empty() {
             STATE_RECORD_V2
@@ -420,16 +444,16 @@ pub(crate) fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), Stri
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty record".into());
     };
-    if !(STATE_RECORD_V1..=STATE_RECORD_V4).contains(&format) {
+    if !(STATE_RECORD_V1..=STATE_RECORD_V5).contains(&format) {
         return Err(format!(
             "unknown record format {format} (this build reads formats {STATE_RECORD_V1} to \
-             {STATE_RECORD_V4})"
+             {STATE_RECORD_V5})"
         ));
     }
     let (schema, rest) =
         postcard::take_from_bytes::<u32>(rest).map_err(|e| format!("bad schema version: {e}"))?;
     let (mut meta, mut rest) = (ActorMeta::default(), rest);
-    if format == STATE_RECORD_V4 {
+    if format >= STATE_RECORD_V4 {
         type Owned = MetaV4<
             Vec<TimerEntry>,
             ThinVec<Subscriber>,
@@ -447,6 +471,12 @@ pub(crate) fn split_record(bytes: &[u8]) -> Result<(u32, ActorMeta, &[u8]), Stri
         meta.dedup = v4.dedup;
         meta.replies = v4.replies;
         meta.indexed = v4.indexed;
+        if format == STATE_RECORD_V5 {
+            let (processed, tail) = postcard::take_from_bytes::<ThinVec<OutboxId>>(tail)
+                .map_err(|e| format!("bad processed entries: {e}"))?;
+            meta.processed = processed;
+            return Ok((schema, meta, tail));
+        }
         return Ok((schema, meta, tail));
     }
     if format >= STATE_RECORD_V2 {
@@ -634,8 +664,9 @@ pub(crate) fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, St
 /// actor, its target's) and its sequence number, unique in the store. Its key is
 /// `shard (u16 BE) · sequence (u64 BE)`, so a shard's entries are one range, in order.
 ///
-/// Entries order by sequence (the order they were sent in), whatever their shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Entries order by sequence (the order they were sent in), whatever their shard. Stored
+/// (in [`ActorMeta::processed`]) as postcard lays out the two fields, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct OutboxId {
     pub(crate) seq: u64,
     pub(crate) shard: u16,
@@ -1017,6 +1048,7 @@ mod tests {
             dedup: thin_vec::thin_vec!["payment-7".to_string()],
             replies: ThinVec::new(),
             indexed: None,
+            processed: ThinVec::new(),
         };
         let with_replies = ActorMeta {
             replies: thin_vec::thin_vec![StoredReply {
@@ -1078,6 +1110,17 @@ mod tests {
             ok: true,
             body: br#"{"status":"Shipping"}"#.to_vec(),
         };
+        // Format 5: the outbox entries processed that the frontier may not have passed.
+        let with_processed = ActorMeta {
+            processed: thin_vec::thin_vec![
+                OutboxId {
+                    shard: 7,
+                    seq: 1_764_000_000_000_000_001,
+                },
+                OutboxId { shard: 255, seq: 3 },
+            ],
+            ..with_index.clone()
+        };
         let fixtures = [
             (
                 "state_v2_counter_300_with_meta.bin",
@@ -1100,6 +1143,10 @@ mod tests {
                 encode_record(1, &with_index, &300u64).unwrap(),
             ),
             ("timer_index_v1.bin", TIMER_INDEX.to_vec()),
+            (
+                "state_v5_counter_300_with_processed.bin",
+                encode_record(1, &with_processed, &300u64).unwrap(),
+            ),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -1139,6 +1186,12 @@ mod tests {
         let golden = std::fs::read(dir.join(fixtures[7].0)).unwrap();
         assert_eq!(golden[0], STATE_RECORD_V4);
         assert_eq!(decode_record::<u64>(&golden).unwrap(), (1, with_index, 300));
+        let golden = std::fs::read(dir.join(fixtures[9].0)).unwrap();
+        assert_eq!(golden[0], STATE_RECORD_V5);
+        assert_eq!(
+            decode_record::<u64>(&golden).unwrap(),
+            (1, with_processed, 300)
+        );
     }
 
     #[test]

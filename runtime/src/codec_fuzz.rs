@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::frontier::FrontierRecord;
+
 use crate::codec::{
     ActorMeta, KeptResult, OutboxId, OutboxRecord, decode_arguments, decode_envelope,
     decode_record, decode_state, decode_timer, encode_record, encode_state, kept_expiry,
@@ -89,6 +91,8 @@ fn seeds() -> Vec<Vec<u8>> {
         include_bytes!("../../tests/fixtures/outbox_v1_named_message.bin").to_vec(),
         include_bytes!("../../tests/fixtures/timer_v2_named_periodic.bin").to_vec(),
         include_bytes!("../../tests/fixtures/state_v4_counter_300_with_kept_timer.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/state_v5_counter_300_with_processed.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/outbox_frontier_v1.bin").to_vec(),
     ]
 }
 
@@ -170,6 +174,7 @@ fn decode_all(bytes: &[u8]) -> usize {
         timer_key_state_key(bytes).is_some(),
         kept_expiry(bytes).is_some(),
         kept_key_of_expiry(bytes).is_some(),
+        FrontierRecord::decode(bytes).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -202,6 +207,9 @@ fn seeds_decode() {
     assert!(decode_timer(&seeds[11]).is_ok());
     let (_, meta, _) = decode_record::<u64>(&seeds[12]).unwrap();
     assert!(meta.indexed.is_some() && meta.timers[0].message.is_some());
+    let (_, meta, _) = decode_record::<u64>(&seeds[13]).unwrap();
+    assert_eq!(meta.processed.len(), 2);
+    assert_eq!(FrontierRecord::decode(&seeds[14]).unwrap().behind.len(), 1);
 }
 
 #[test]
@@ -248,7 +256,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 16 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 17 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

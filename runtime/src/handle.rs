@@ -400,9 +400,15 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                         key: id.key(),
                         value: Some(value.into()),
                     };
+                    let epoch =
+                        local_epoch(&*shared.placement, target_shard).inspect_err(|_| {
+                            // Never written.
+                            shared.backlog.release(1);
+                            shared.backlog.settled([id]);
+                        })?;
                     let fence = Fence {
                         shard: target_shard,
-                        epoch: local_epoch(&*shared.placement, target_shard)?,
+                        epoch,
                     };
                     let ticket = shared
                         .committer

@@ -113,6 +113,7 @@ mod context;
 mod dead_letters;
 mod directory;
 mod error;
+mod frontier;
 mod handle;
 /// The HTTP ingress: call any registered actor over HTTP (feature `http`).
 #[cfg(feature = "http")]

@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) routed_requests: AtomicU64,
     pub(crate) routed_served: AtomicU64,
     pub(crate) snapshots_written: AtomicU64,
+    pub(crate) frontier_writes: AtomicU64,
     pub(crate) snapshots_loaded: AtomicU64,
     pub(crate) catch_ups: AtomicU64,
     /// Shared with the store, which counts its journal persists itself.
@@ -120,6 +121,10 @@ pub struct Stats {
     /// Snapshots of shards this node wrote (in a cluster), after which the log entries they
     /// hold were removed.
     pub snapshots_written: u64,
+    /// Writes of the outbox frontier (on a single node, about every 100 ms while messages
+    /// flow; see `Builder`'s docs): each is one write of `writes`, after which targets
+    /// forget the messages it passed and the store drops them.
+    pub frontier_writes: u64,
     /// Snapshots this node loaded to take a shard whose log it lacked entries of (in a
     /// cluster).
     pub snapshots_loaded: u64,
@@ -169,6 +174,7 @@ impl Metrics {
             routed_requests: get(&self.routed_requests),
             routed_served: get(&self.routed_served),
             snapshots_written: get(&self.snapshots_written),
+            frontier_writes: get(&self.frontier_writes),
             snapshots_loaded: get(&self.snapshots_loaded),
             catch_ups: get(&self.catch_ups),
         }

@@ -17,7 +17,7 @@
 //! nothing is deleted that was not processed (or discarded by an operator), and the next
 //! start (perhaps with the type registered or the bug fixed) tries again.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -27,6 +27,7 @@ use foldhash::HashMap;
 use crate::codec::{ActorRef, OutboxId, OutboxRecord};
 use crate::dead_letters::{Next, Stored, after_failure, send_letter};
 use crate::error::Failure;
+use crate::frontier::{Frontier, FrontierRecord, MAX_PARKED_LISTED};
 use crate::shared::{DoneFn, Shared};
 
 /// Deliveries queued on activations at once, in all.
@@ -67,6 +68,12 @@ pub(crate) struct Dispatcher {
     /// Targets that may have something to deliver now.
     ready: VecDeque<Arc<ActorRef>>,
     inflight: usize,
+    /// Entries parked in this run and not handed back since: not processed, so the frontier
+    /// lists the ones it passes.
+    parked: BTreeSet<OutboxId>,
+    /// An entry was processed or parked since the frontier was last computed: only then may
+    /// it have moved.
+    pub(crate) progressed: bool,
 }
 
 impl Dispatcher {
@@ -85,6 +92,8 @@ impl Dispatcher {
     ) -> usize {
         let mut known = 0;
         for (seq, record) in entries {
+            // A parked entry handed back (retried by an operator).
+            self.parked.remove(&seq);
             match self.entries.get_mut(&seq) {
                 Some(entry) if !entry.dropped => {
                     known += 1;
@@ -178,6 +187,8 @@ impl Dispatcher {
                         target.queue.pop_front();
                         if let Some(entry) = self.entries.remove(&seq) {
                             park(shared, seq, &entry.record, &failure, entry.attempts + 1);
+                            self.parked.insert(seq);
+                            self.progressed = true;
                         }
                     }
                 }
@@ -210,6 +221,7 @@ impl Dispatcher {
         match outcome {
             Ok(()) => {
                 self.entries.remove(&seq);
+                self.progressed = true;
                 // Counted before the backlog falls: whoever sees the outbox empty sees every
                 // delivery counted.
                 shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +233,8 @@ impl Dispatcher {
                     Next::Park => {
                         if let Some(entry) = self.entries.remove(&seq) {
                             park(shared, seq, &entry.record, &failure, entry.attempts);
+                            self.parked.insert(seq);
+                            self.progressed = true;
                         }
                     }
                     Next::Retry(backoff) => {
@@ -263,6 +277,52 @@ impl Dispatcher {
             !(target.queue.is_empty() && target.inflight == 0)
         });
         dropped
+    }
+
+    /// The frontier to write now: per shard, below every entry still to be processed that
+    /// the dispatcher holds or may still get (`floor`: see [`crate::backlog::Backlog::floor`]),
+    /// and never below the `durable` one; the entries below it that are not processed
+    /// (parked, or handed back after parking) are listed. `next`: the numbers handed out so
+    /// far are below it.
+    pub(crate) fn frontier(&self, floor: u64, next: u64, durable: &Frontier) -> FrontierRecord {
+        let shards = usize::from(crate::codec::SHARDS);
+        let mut below: Vec<u64> = vec![floor; shards];
+        for id in self.entries.keys() {
+            let at = usize::from(id.shard) % shards;
+            below[at] = below[at].min(id.seq);
+        }
+        for (shard, at) in below.iter_mut().enumerate() {
+            *at = (*at).max(durable.of(shard as u16));
+        }
+        let mut unprocessed: Vec<OutboxId> = self
+            .entries
+            .keys()
+            .chain(&self.parked)
+            .filter(|id| id.seq < below[usize::from(id.shard) % shards])
+            .copied()
+            .collect();
+        unprocessed.sort_unstable();
+        if unprocessed.len() > MAX_PARKED_LISTED {
+            // Too many to list: the shards of the others stop at them. (Those below the
+            // durable frontier were listed in it, at most as many as this, so these are not.)
+            for id in unprocessed.split_off(MAX_PARKED_LISTED) {
+                let at = usize::from(id.shard) % shards;
+                below[at] = below[at].min(id.seq.max(durable.of(id.shard)));
+            }
+        }
+        let base = below.iter().copied().max().unwrap_or(floor);
+        let behind = below
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f < base)
+            .map(|(shard, f)| (shard as u16, *f))
+            .collect();
+        FrontierRecord {
+            next,
+            base,
+            behind,
+            parked: unprocessed,
+        }
     }
 
     /// Makes targets whose backoff has passed ready again.
@@ -383,5 +443,39 @@ mod tests {
         // Taken again: counted again.
         assert_eq!(dispatcher.add([entry(1, 1)]), 0);
         assert_eq!(dispatcher.drop_shard(1), 1);
+    }
+
+    #[test]
+    fn the_frontier_stays_below_what_is_not_processed_and_lists_what_it_passes() {
+        let durable = Frontier::default();
+        let mut dispatcher = Dispatcher::default();
+        dispatcher.add([entry(1, 10), entry(1, 12), entry(2, 11)]);
+        // Nothing pending beyond the dispatcher's: every other shard is at the floor.
+        let record = dispatcher.frontier(20, 25, &durable);
+        assert_eq!((record.next, record.base), (25, 20));
+        assert_eq!(record.behind, [(1, 10), (2, 11)]);
+        assert!(record.parked.is_empty());
+        // An entry not yet handed over holds every shard back.
+        let record = dispatcher.frontier(5, 25, &durable);
+        assert_eq!((record.base, record.behind.len()), (5, 0));
+
+        // Processed: shard 1 moves to its next entry; parked: passed, and listed.
+        dispatcher.entries.remove(&OutboxId { shard: 1, seq: 10 });
+        let parked = OutboxId { shard: 2, seq: 11 };
+        dispatcher.entries.remove(&parked);
+        dispatcher.parked.insert(parked);
+        let record = dispatcher.frontier(20, 25, &durable);
+        assert_eq!((record.base, &record.behind[..]), (20, &[(1, 12)][..]));
+        assert_eq!(record.parked, [parked]);
+        durable.set(&record);
+        assert!(!durable.passed(parked));
+        assert!(durable.passed(OutboxId { shard: 2, seq: 12 }));
+
+        // Handed back after parking (an operator's retry): below the durable frontier, which
+        // never goes back, so it is listed while it waits.
+        dispatcher.add([entry(2, 11)]);
+        let record = dispatcher.frontier(20, 25, &durable);
+        assert_eq!(record.of(2), 20);
+        assert_eq!(record.parked, [parked]);
     }
 }

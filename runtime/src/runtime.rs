@@ -290,6 +290,11 @@ impl Runtime {
                 tracing::warn!(error = %e, "leaving the cluster failed; its leases lapse by themselves");
             }
         }
+        // Every turn is over: the frontier passes every message processed, so the next
+        // start reads none of them again.
+        if let Some(host) = shared.services.get() {
+            host.flush_frontier().await;
+        }
         let committer_result = self.stop_services().await;
         // Sync, then close the store (dropping fjall joins its workers, so off the workers
         // here too); the path can be opened again as soon as this returns.

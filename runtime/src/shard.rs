@@ -7,21 +7,29 @@
 //! host for every shard; scale-out would run one per owned shard range.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::codec::{OutboxId, OutboxRecord};
+use crate::commit::KeyWrite;
 use crate::dead_letters::DeadLetterId;
 use crate::error::Failure;
+use crate::frontier::{FRONTIER_KEY, FrontierRecord};
 use crate::outbox::Dispatcher;
 use crate::shared::{DoneFn, Services, Settled, Shared};
+use crate::store::Space;
 use crate::timers::TimerService;
 
 /// How often the host retries busy deliveries and checks for due timers: the timers'
 /// resolution.
 const TICK: Duration = Duration::from_millis(20);
+
+/// Bytes the outbox may grow on disk after a whole compaction before the next one, which
+/// drops the entries the frontier passed (fjall moves tables of ever-growing keys down the
+/// levels without rewriting them, so its own compactions may never see them).
+const COMPACT_OUTBOX_AFTER: u64 = 64 << 20;
 
 /// Messages of the host.
 pub(crate) enum HostMsg {
@@ -56,6 +64,13 @@ pub(crate) enum HostMsg {
     /// This node gave a shard up: stop delivering its entries and firing its timers.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     ShardDropped(u16),
+    /// A frontier write is over: the record, if it is durable.
+    FrontierWritten(Option<FrontierRecord>),
+    /// Write the frontier now if it moved (a graceful shutdown, once every turn is over),
+    /// and answer once that is done.
+    FlushFrontier(RpcReplyPort<()>),
+    /// A whole compaction of the outbox is over: the outbox's bytes on disk after it.
+    OutboxCompacted(u64),
 }
 
 struct HostActor;
@@ -64,6 +79,21 @@ struct HostState {
     shared: Weak<Shared>,
     dispatcher: Dispatcher,
     timers: TimerService,
+    frontier: Keeper,
+}
+
+/// Where the writing of the outbox frontier stands.
+struct Keeper {
+    /// A write is under way.
+    writing: bool,
+    /// A whole compaction of the outbox is under way.
+    compacting: bool,
+    /// When the last frontier was computed (or the host started).
+    at: Instant,
+    /// The last record written.
+    written: Option<FrontierRecord>,
+    /// The outbox's bytes on disk after its last whole compaction.
+    compacted: u64,
 }
 
 impl Actor for HostActor {
@@ -95,6 +125,13 @@ impl Actor for HostActor {
             shared,
             dispatcher,
             timers: TimerService::new(shards),
+            frontier: Keeper {
+                writing: false,
+                compacting: false,
+                at: Instant::now(),
+                written: None,
+                compacted: 0,
+            },
         })
     }
 
@@ -130,6 +167,8 @@ impl Actor for HostActor {
                 return Ok(());
             }
             HostMsg::Committed(entries) => {
+                // Before the next frontier is computed (here too): the dispatcher holds them.
+                shared.backlog.settled(entries.iter().map(|(id, _)| *id));
                 let known = state.dispatcher.add(entries);
                 shared.backlog.release(known);
             }
@@ -151,6 +190,37 @@ impl Actor for HostActor {
             }
             HostMsg::UnparkTimer { id, shard } => {
                 state.timers.unpark(id, shard);
+                return Ok(());
+            }
+            HostMsg::FrontierWritten(record) => {
+                state.frontier.writing = false;
+                match record {
+                    Some(record) => {
+                        state.frontier.written = Some(record);
+                        compact_outbox(&myself, &shared, &mut state.frontier);
+                    }
+                    // Computed again at the next tick.
+                    None => state.dispatcher.progressed = true,
+                }
+                return Ok(());
+            }
+            HostMsg::FlushFrontier(reply) => {
+                if shared.keeps_frontier
+                    && let Some(record) = moved_frontier(&shared, state)
+                {
+                    // A write still under way was submitted before this one: it lands
+                    // first, and this one after it.
+                    match persist_frontier(&shared, record).await {
+                        Some(record) => state.frontier.written = Some(record),
+                        None => state.dispatcher.progressed = true,
+                    }
+                }
+                let _ = reply.send(());
+                return Ok(());
+            }
+            HostMsg::OutboxCompacted(space) => {
+                state.frontier.compacting = false;
+                state.frontier.compacted = space;
                 return Ok(());
             }
             HostMsg::ExpireKept => {
@@ -181,7 +251,7 @@ async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
         return;
     };
     let range = shard..shard.saturating_add(1);
-    match tokio::task::spawn_blocking(move || store.outbox_entries(range)).await {
+    match tokio::task::spawn_blocking(move || store.outbox_entries(range, None)).await {
         Ok(Ok(entries)) => {
             let (entries, last) = crate::outbox::decode_entries(entries);
             shared.backlog.adopt(entries.len(), last);
@@ -215,6 +285,99 @@ fn deliver(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut HostSta
     state.dispatcher.dispatch(shared, &done);
 }
 
+/// Writes the outbox frontier if it moved and the last write is over, at most every
+/// `frontier_every`; once it is durable, turns and compactions may forget what it passed.
+fn write_frontier(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut HostState) {
+    let keeper = &mut state.frontier;
+    let every = shared.config.frontier_every;
+    if keeper.writing || !state.dispatcher.progressed || keeper.at.elapsed() < every {
+        return;
+    }
+    keeper.at = Instant::now();
+    let Some(record) = moved_frontier(shared, state) else {
+        return;
+    };
+    state.frontier.writing = true;
+    let shared = shared.clone();
+    let host = myself.clone();
+    tokio::spawn(async move {
+        let written = persist_frontier(&shared, record).await;
+        let _ = host.cast(HostMsg::FrontierWritten(written));
+    });
+}
+
+/// The frontier now, if an entry was processed or parked since it was last computed and it
+/// differs from the last one written in more than the numbering (which moves with every
+/// send, and which nothing forgets by).
+fn moved_frontier(shared: &Shared, state: &mut HostState) -> Option<FrontierRecord> {
+    if !std::mem::take(&mut state.dispatcher.progressed) {
+        return None;
+    }
+    let record = state.dispatcher.frontier(
+        shared.backlog.floor(),
+        shared.backlog.issued(),
+        &shared.frontier,
+    );
+    let same = state.frontier.written.as_ref().is_some_and(|w| {
+        (w.base, &w.behind, &w.parked) == (record.base, &record.behind, &record.parked)
+    });
+    (!same).then_some(record)
+}
+
+/// Writes `record` through the committer; once it is durable, it is the frontier every turn
+/// and compaction reads. `None` if the write failed (the next tick tries again).
+async fn persist_frontier(shared: &Shared, record: FrontierRecord) -> Option<FrontierRecord> {
+    let value = match record.encode() {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the outbox frontier");
+            return None;
+        }
+    };
+    let write = KeyWrite {
+        space: Space::Meta,
+        key: Arc::from(FRONTIER_KEY),
+        value: Some(value.into()),
+    };
+    let ticket = shared.committer.submit(vec![write], None, None).await;
+    match ticket.wait().await {
+        Ok(()) => {
+            shared.frontier.set(&record);
+            shared
+                .metrics
+                .frontier_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(record)
+        }
+        Err(failure) => {
+            tracing::warn!(error = %failure, "cannot write the outbox frontier; trying again");
+            None
+        }
+    }
+}
+
+/// Compacts the whole outbox (off the async workers) once it grew by
+/// [`COMPACT_OUTBOX_AFTER`] since the last time, so the entries the frontier passed leave
+/// the disk.
+fn compact_outbox(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, keeper: &mut Keeper) {
+    let Ok(store) = shared.store() else {
+        return;
+    };
+    if keeper.compacting || store.outbox_disk_space() < keeper.compacted + COMPACT_OUTBOX_AFTER {
+        return;
+    }
+    keeper.compacting = true;
+    let host = myself.clone();
+    shared.tokio.spawn_blocking(move || {
+        if let Err(e) = store.compact_outbox() {
+            // Tried again once the outbox grew as much again.
+            tracing::warn!(error = %e, "cannot compact the outbox");
+        }
+        let space = store.outbox_disk_space();
+        let _ = host.cast(HostMsg::OutboxCompacted(space));
+    });
+}
+
 /// Where the rest of the runtime reaches the host.
 #[derive(Clone)]
 pub(crate) struct HostRef(ActorRef<HostMsg>);
@@ -222,6 +385,9 @@ pub(crate) struct HostRef(ActorRef<HostMsg>);
 /// A tick's work: retry what waited for a backoff, fire due timers.
 async fn tick(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut HostState) {
     state.dispatcher.tick();
+    if shared.keeps_frontier {
+        write_frontier(myself, shared, state);
+    }
     if state.timers.due(shared.clock.epoch_ms()) {
         let host = myself.clone();
         let done = move |key: Arc<[u8]>| -> DoneFn {
@@ -255,6 +421,13 @@ impl Services for HostRef {
 
     fn shard_dropped(&self, shard: u16) {
         let _ = self.0.cast(HostMsg::ShardDropped(shard));
+    }
+
+    fn flush_frontier(&self) -> BoxFuture<'static, ()> {
+        let host = self.0.clone();
+        Box::pin(async move {
+            let _ = host.call(HostMsg::FlushFrontier, None).await;
+        })
     }
 
     fn settle(&self) -> BoxFuture<'static, Result<Settled, Failure>> {

@@ -41,6 +41,8 @@ pub(crate) struct Config {
     pub(crate) hold_deliveries: bool,
     /// Test seam: the first outbox sequence number of this run, instead of the clock's.
     pub(crate) outbox_numbering_from: Option<u64>,
+    /// How often the outbox frontier is written, if it moved (see [`crate::frontier`]).
+    pub(crate) frontier_every: Duration,
     /// A test runtime's virtual time, instead of the system's.
     pub(crate) virtual_time: Option<Arc<crate::clock::VirtualTime>>,
 }
@@ -59,6 +61,7 @@ impl Default for Config {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             hold_deliveries: false,
             outbox_numbering_from: None,
+            frontier_every: Duration::from_millis(100),
             virtual_time: None,
         }
     }
@@ -145,6 +148,9 @@ pub(crate) trait Services: Send + Sync {
     /// This node gave `shard` up: stop delivering its entries and firing its timers.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     fn shard_dropped(&self, shard: u16);
+    /// Writes the outbox frontier now if it moved (a graceful shutdown): the next start then
+    /// reads no message that was processed.
+    fn flush_frontier(&self) -> futures::future::BoxFuture<'static, ()>;
     /// A parked timer of `shard` was retried or discarded: scans stop skipping it.
     fn unpark_timer(&self, id: DeadLetterId, shard: u16) -> Result<(), Failure>;
     /// Delivers what can be delivered and fires what is due now, then says whether that
@@ -280,6 +286,11 @@ pub(crate) struct Shared {
     pub(crate) types: HashMap<TypeId, Registered>,
     pub(crate) by_name: HashMap<&'static str, TypeId>,
     pub(crate) backlog: Backlog,
+    /// The outbox frontier last made durable ([`crate::frontier`]).
+    pub(crate) frontier: Arc<crate::frontier::Frontier>,
+    /// Whether this node keeps the frontier (a single node): then a processed outbox entry
+    /// is recorded by its target instead of deleted.
+    pub(crate) keeps_frontier: bool,
     /// The messages parked in this run.
     pub(crate) dead_letters: DeadLetters,
     /// The host service, once started.
@@ -412,20 +423,24 @@ impl Shared {
             let checked = shared
                 .with_store("outbox check", move |store| {
                     let mut kept = Vec::new();
-                    let mut gone = 0;
+                    let mut absent = Vec::new();
+                    let mut unknown = 0;
                     for (id, record) in entries {
                         match store.outbox_contains(&id.key()) {
                             Ok(true) => kept.push((id, record)),
-                            // Absent, or unknowable now: the next start reads what is stored.
-                            Ok(false) | Err(_) => gone += 1,
+                            Ok(false) => absent.push(id),
+                            // Unknowable now: the next start reads what is stored (so the
+                            // frontier stays below it in this run).
+                            Err(_) => unknown += 1,
                         }
                     }
-                    Ok((kept, gone))
+                    Ok((kept, absent, unknown))
                 })
                 .await;
             done.kept = match checked {
-                Ok((kept, gone)) => {
-                    shared.backlog.release(gone);
+                Ok((kept, absent, unknown)) => {
+                    shared.backlog.release(absent.len() + unknown);
+                    shared.backlog.settled(absent);
                     if !kept.is_empty() {
                         tracing::warn!(
                             messages = kept.len(),

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::StorageError;
+use crate::frontier::FrontierRecord;
 
 pub(crate) mod fjall;
 
@@ -47,6 +48,9 @@ pub(crate) enum Space {
     /// On a cluster node: `shard` → the sequence of the shard's replicated log that the
     /// other spaces reflect (u64, big-endian), written in the batch that applies it.
     Applied,
+    /// The store's own records: its format, and on a single node the outbox frontier
+    /// ([`crate::frontier::FRONTIER_KEY`]).
+    Meta,
 }
 
 /// One write of a commit batch: a value, or `None` to delete the key.
@@ -125,9 +129,22 @@ pub(crate) trait StateStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError>;
 
-    /// Every outbox entry of `shards`, shard by shard, each in sequence order (read once when
-    /// the shards are taken).
-    fn outbox_entries(&self, shards: Range<u16>) -> Result<Vec<Entry>, StorageError>;
+    /// Every outbox entry of `shards` the `frontier` has not passed, shard by shard, each in
+    /// sequence order, then the parked ones below it (read once when the shards are taken).
+    fn outbox_entries(
+        &self,
+        shards: Range<u16>,
+        frontier: Option<&FrontierRecord>,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// The outbox frontier last written (a single node's; see [`crate::frontier`]).
+    fn outbox_frontier(&self) -> Result<Option<FrontierRecord>, StorageError>;
+
+    /// Bytes the outbox takes on disk.
+    fn outbox_disk_space(&self) -> u64;
+
+    /// Compacts the whole outbox, which drops the entries the frontier passed.
+    fn compact_outbox(&self) -> Result<(), StorageError>;
 
     /// Up to `limit` timers of `shard` due at or before `now_ms`, earliest first, after the
     /// key `after` (if given).

@@ -135,6 +135,11 @@ pub(crate) fn render(stats: &Stats, ingress: &IngressCounts) -> Result<String, s
         stats.catch_ups,
     );
     counter(
+        "frontier_writes",
+        "Writes of the outbox frontier, past which processed messages are forgotten (single node)",
+        stats.frontier_writes,
+    );
+    counter(
         "http_requests",
         "HTTP requests answered by the ingress",
         ingress.requests,

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{Content, Durability, Entry, Space, StateStore, Write};
-use crate::codec::STORE_FORMAT;
+use crate::codec::{OutboxId, STORE_FORMAT};
 use crate::error::{Error, StorageError};
+use crate::frontier::{FRONTIER_KEY, Frontier, FrontierRecord};
 use crate::metrics::JournalPersists;
 
 /// The opened fjall store with its keyspaces.
@@ -22,6 +23,7 @@ pub(crate) struct FjallStore {
     kept: Keyspace,
     expiry: Keyspace,
     applied: Keyspace,
+    meta: Keyspace,
     durability: Durability,
     /// Set when a batch reached the memtables but its commit failed before its sync: reads
     /// would see writes that are not durable, so the next load syncs first (see
@@ -55,14 +57,17 @@ impl FjallStore {
     /// fjall panics on some corrupted files (an assertion in its journal reader): such a
     /// panic is turned into an error naming the path, like any other refusal to open.
     /// Every journal persist made through the store is counted in `persists`.
+    ///
+    /// Compactions of the outbox drop the entries `frontier` has passed.
     pub(crate) fn open(
         path: &Path,
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
         persists: Arc<JournalPersists>,
+        frontier: Arc<Frontier>,
     ) -> Result<FjallStore, Error> {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_unguarded(path, durability, upgrade_hook, persists)
+            Self::open_unguarded(path, durability, upgrade_hook, persists, frontier)
         }));
         opened.unwrap_or_else(|panic| {
             let why = panic
@@ -83,12 +88,18 @@ impl FjallStore {
         durability: Durability,
         upgrade_hook: Option<&UpgradeHook>,
         persists: Arc<JournalPersists>,
+        frontier: Arc<Frontier>,
     ) -> Result<FjallStore, Error> {
         let at =
             |e: fjall::Error| StorageError::new(format!("cannot open {}: {e}", path.display()));
+        let factory: Arc<dyn fjall::compaction::filter::Factory> =
+            Arc::new(PassedEntriesFactory(std::panic::AssertUnwindSafe(frontier)));
+        let filters =
+            Arc::new(move |keyspace: &str| (keyspace == upgrade::OUTBOX).then(|| factory.clone()));
         let db = Database::builder(path)
             // Gears syncs the journal itself, once per commit batch (group commit).
             .manual_journal_persist(true)
+            .with_compaction_filter_factories(filters)
             .open()
             .map_err(at)?;
         let state = db
@@ -149,6 +160,7 @@ impl FjallStore {
             kept,
             expiry,
             applied,
+            meta,
             durability,
             unsynced: Arc::new(Unsynced::default()),
             persists,
@@ -180,6 +192,7 @@ impl FjallStore {
             Space::Kept => &self.kept,
             Space::Expiry => &self.expiry,
             Space::Applied => &self.applied,
+            Space::Meta => &self.meta,
         }
     }
 
@@ -299,17 +312,55 @@ impl StateStore for FjallStore {
         Ok(keys)
     }
 
-    /// Every outbox entry of `shards`, shard by shard, each in sequence order (read once when
-    /// the shards are taken).
-    fn outbox_entries(&self, shards: Range<u16>) -> Result<Vec<Entry>, StorageError> {
+    fn outbox_entries(
+        &self,
+        shards: Range<u16>,
+        frontier: Option<&FrontierRecord>,
+    ) -> Result<Vec<Entry>, StorageError> {
         let mut entries = Vec::new();
-        for shard in shards {
+        for shard in shards.clone() {
+            let from = frontier.map_or(0, |f| f.of(shard));
+            if from == 0 {
+                entries.extend(collect(
+                    self.outbox.prefix(shard.to_be_bytes()),
+                    usize::MAX,
+                )?);
+                continue;
+            }
+            let start = OutboxId { shard, seq: from }.key();
+            let end = (shard + 1).to_be_bytes();
             entries.extend(collect(
-                self.outbox.prefix(shard.to_be_bytes()),
+                self.outbox.range::<&[u8], _>(&start[..]..&end[..]),
                 usize::MAX,
             )?);
         }
+        // The entries below their shard's frontier that were not processed.
+        for id in frontier.map_or(&[][..], |f| &f.parked[..]) {
+            if shards.contains(&id.shard) && id.seq < frontier.map_or(0, |f| f.of(id.shard)) {
+                let key = id.key();
+                if let Some(value) = self.outbox.get(&key[..]).map_err(storage)? {
+                    entries.push((key.to_vec(), value.to_vec()));
+                }
+            }
+        }
         Ok(entries)
+    }
+
+    fn outbox_frontier(&self) -> Result<Option<FrontierRecord>, StorageError> {
+        match self.meta.get(FRONTIER_KEY).map_err(storage)? {
+            None => Ok(None),
+            Some(bytes) => FrontierRecord::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::new(format!("the outbox frontier is corrupted: {e}"))),
+        }
+    }
+
+    fn outbox_disk_space(&self) -> u64 {
+        self.outbox.disk_space()
+    }
+
+    fn compact_outbox(&self) -> Result<(), StorageError> {
+        self.outbox.major_compact().map_err(storage)
     }
 
     /// Up to `limit` timers of `shard` due at or before `now_ms`, earliest first, after the
@@ -455,6 +506,46 @@ impl StateStore for FjallStore {
     }
 }
 
+/// The outbox's compaction filter: drops the entries the frontier passed (processed, and
+/// never delivered again). An outbox key is written once, so dropping its value leaves no
+/// older version behind to come back.
+struct PassedEntries {
+    frontier: Arc<Frontier>,
+}
+
+/// Makes a [`PassedEntries`] filter for each compaction. (fjall asks a factory to be unwind
+/// safe; the frontier's lock is never held across anything that panics.)
+struct PassedEntriesFactory(std::panic::AssertUnwindSafe<Arc<Frontier>>);
+
+impl fjall::compaction::filter::Factory for PassedEntriesFactory {
+    fn name(&self) -> &str {
+        "gears-passed-outbox-entries"
+    }
+
+    fn make_filter(
+        &self,
+        _: &fjall::compaction::filter::Context,
+    ) -> Box<dyn fjall::compaction::filter::CompactionFilter> {
+        Box::new(PassedEntries {
+            frontier: self.0.0.clone(),
+        })
+    }
+}
+
+impl fjall::compaction::filter::CompactionFilter for PassedEntries {
+    fn filter_item(
+        &mut self,
+        item: fjall::compaction::filter::ItemAccessor<'_>,
+        _: &fjall::compaction::filter::Context,
+    ) -> fjall::compaction::filter::CompactionFilterResult {
+        use fjall::compaction::filter::Verdict;
+        Ok(match OutboxId::of_key(item.key()) {
+            Some(id) if self.frontier.passed(id) => Verdict::Destroy,
+            _ => Verdict::Keep,
+        })
+    }
+}
+
 fn collect(
     iter: impl Iterator<Item = fjall::Guard>,
     limit: usize,
@@ -499,6 +590,7 @@ mod tests {
             Durability::Sync,
             None,
             Arc::new(JournalPersists::default()),
+            Arc::default(),
         )
         .unwrap();
         let value: &[u8] = &[0];

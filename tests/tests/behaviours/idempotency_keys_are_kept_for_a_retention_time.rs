@@ -190,8 +190,10 @@ async fn results_kept_in_records_by_the_previous_format_are_honoured_and_moved()
         .get(gears::__private::state_key("counter", "c"))
         .unwrap()
         .unwrap();
-    // Format 2: the state and its timers and subscriptions, without the kept results.
-    assert_eq!(record[0], 2, "{record:?}");
+    // Format 2: the state and its timers and subscriptions, without the kept results (or 5:
+    // the same, and the messages it processed that no frontier had passed when it was
+    // written).
+    assert!(matches!(record[0], 2 | 5), "{record:?}");
     let previous = include_bytes!("../../fixtures/state_v3_counter_300_with_replies.bin");
     assert!(record.len() < previous.len(), "{record:?}");
     let kept = db

@@ -74,6 +74,7 @@ pub mod panics_on_one_hot_key_are_contained_and_other_keys_keep_working;
 pub mod passivation_and_live_cap;
 pub mod per_call_timeout_bounds_the_wait_and_leaves_no_half_state;
 pub mod placement_routes_calls_and_fences_commits;
+pub mod processed_messages_are_recorded_by_their_target_and_passed_by_the_frontier;
 pub mod public_types_are_send_and_sync;
 pub mod random_operations_match_an_in_memory_model;
 pub mod read_timers_delete_and_keys_from_outside;

@@ -1,0 +1,186 @@
+//! On a single node a delivered message is not deleted by its target's turn: the target
+//! records the message's id in its own record (which the turn writes anyway), and every so
+//! often the host writes how far each shard's messages are all processed (the frontier). A
+//! message costs its sender one write and its target none of its own; the next start reads
+//! the outbox from the frontier on, a target that gets a message it recorded again does not
+//! process it again, and a parked message the frontier passed is listed with it.
+
+use std::time::Duration;
+
+use gears::prelude::*;
+use gears::testing::TestRuntime;
+use gears_tests::{
+    Alarm, Numberer, Receiver, Sender, Tally, builder, open, settle, wait_for_stats,
+};
+
+/// Writes the frontier only at a graceful shutdown: what a crash leaves is every message
+/// processed since the start still in the outbox.
+const NEVER: Duration = Duration::from_secs(3600);
+
+async fn frozen_frontier() -> TestRuntime {
+    TestRuntime::new(|b| {
+        b.register::<Numberer>()
+            .register::<Tally>()
+            .register::<Sender>()
+            .register::<Receiver>()
+            .register::<Alarm>()
+            .__outbox_frontier_every(NEVER)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_costs_its_sender_one_write_and_its_target_none_of_its_own() {
+    let rt = frozen_frontier().await;
+    let sender = rt.runtime().get::<Sender>("s");
+    // Both records exist.
+    sender.send_to("r".into(), 1).await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+
+    let before = rt.runtime().stats();
+    sender.send_to("r".into(), 2).await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+    let after = rt.runtime().stats();
+    assert_eq!(
+        rt.runtime().get::<Receiver>("r").totals().await.unwrap(),
+        (3, 2)
+    );
+    // The sender's record and the entry; the receiver's record (with the entry's id). No
+    // deletion of the entry.
+    assert_eq!(
+        after.turn_writes() - before.turn_writes(),
+        3,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.frontier_writes, 0);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_processed_before_a_crash_are_read_again_and_not_processed_again() {
+    let mut rt = frozen_frontier().await;
+    let numberer = rt.runtime().get::<Numberer>("n");
+    for tag in 0..50 {
+        numberer.send_tagged("t".into(), tag).await.unwrap();
+    }
+    rt.advance(Duration::ZERO).await.unwrap();
+    let all: Vec<u64> = (0..50).collect();
+    let tally = rt.runtime().get::<Tally>("t");
+    assert_eq!(tally.received("n".into()).await.unwrap(), all);
+
+    // The frontier never passed them: the next start reads all 50 again, and the tally,
+    // which recorded them, processes none of them again.
+    rt.crash_and_reopen().await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+    let stats = rt.runtime().stats();
+    assert_eq!((stats.delivered, stats.turns), (50, 0), "{stats:?}");
+    let tally = rt.runtime().get::<Tally>("t");
+    assert_eq!(tally.received("n".into()).await.unwrap(), all);
+
+    // A graceful shutdown writes the frontier past them: the next start reads none.
+    rt.restart().await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+    assert_eq!(rt.runtime().stats().delivered, 0);
+    let tally = rt.runtime().get::<Tally>("t");
+    assert_eq!(tally.received("n".into()).await.unwrap(), all);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_deleted_by_a_message_gets_none_of_its_messages_again_after_a_crash() {
+    let mut rt = frozen_frontier().await;
+    let outside = rt.runtime().clone();
+    outside.send::<Alarm>("a").ring("x".into()).await.unwrap();
+    outside.send::<Alarm>("a").delete().await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+    assert_eq!(rt.runtime().stats().delivered, 2);
+    assert_eq!(
+        rt.runtime()
+            .get::<Alarm>("a")
+            .rings("x".into())
+            .await
+            .unwrap(),
+        0
+    );
+
+    // The deleted actor keeps no record of what it processed: both messages were deleted
+    // with it instead, so neither comes back to a fresh actor.
+    rt.crash_and_reopen().await.unwrap();
+    rt.advance(Duration::ZERO).await.unwrap();
+    assert_eq!(rt.runtime().stats().delivered, 0);
+    assert_eq!(
+        rt.runtime()
+            .get::<Alarm>("a")
+            .rings("x".into())
+            .await
+            .unwrap(),
+        0
+    );
+    rt.shutdown().await.unwrap();
+}
+
+/// An actor type registered in some runs only.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "elsewhere")]
+struct Elsewhere {
+    got: Vec<u64>,
+}
+
+#[handlers]
+impl Elsewhere {
+    /// Records `n`.
+    async fn take(&mut self, n: u64) {
+        self.got.push(n);
+    }
+
+    /// What was recorded.
+    async fn got(&self) -> Vec<u64> {
+        self.got.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_message_the_frontier_passes_is_delivered_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = builder(dir.path())
+        .register::<Elsewhere>()
+        .__hold_deliveries()
+        .open()
+        .await
+        .unwrap();
+    rt.send::<Elsewhere>("x").take(7).await.unwrap();
+    rt.shutdown().await.unwrap();
+
+    // Without the type: parked. Messages processed after it move the frontier past it.
+    let rt = open(dir.path()).await;
+    wait_for_stats(&rt, "the message parked", |s| s.dead_letters == 1).await;
+    let sender = rt.get::<Sender>("s");
+    for n in 1..=20 {
+        sender.send_to("r".into(), n).await.unwrap();
+    }
+    settle(&rt).await;
+    assert_eq!(rt.get::<Receiver>("r").totals().await.unwrap(), (210, 20));
+    rt.shutdown().await.unwrap();
+
+    // With the type again: the parked message, below the frontier, is read and delivered.
+    let rt = builder(dir.path())
+        .register::<Elsewhere>()
+        .open()
+        .await
+        .unwrap();
+    settle(&rt).await;
+    assert_eq!(rt.get::<Elsewhere>("x").got().await.unwrap(), [7]);
+    assert_eq!(rt.stats().delivered, 1, "{:?}", rt.stats());
+    rt.shutdown().await.unwrap();
+
+    let rt = builder(dir.path())
+        .register::<Elsewhere>()
+        .open()
+        .await
+        .unwrap();
+    settle(&rt).await;
+    assert_eq!(rt.get::<Elsewhere>("x").got().await.unwrap(), [7]);
+    assert_eq!(rt.stats().delivered, 0, "delivered again");
+    rt.shutdown().await.unwrap();
+}
