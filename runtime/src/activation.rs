@@ -456,11 +456,11 @@ async fn prepare<A: Handlers>(
     }
     // A message whose earlier turn failed in the commit: that batch may have become durable
     // after all (it removed the entry), and then the message was processed. (Where the
-    // frontier is kept, the entry is not removed, and the check above is the one.)
+    // frontier is kept, a turn removes the entry only when its actor's record holds
+    // `MAX_PROCESSED` ids already; the check above finds the others.)
     if let Some(Delivery::Outbox {
         key, verify: true, ..
     }) = delivery
-        && !shared.keeps_frontier
     {
         let key = key.clone();
         let queued =
@@ -1302,6 +1302,10 @@ fn timer_write<A: Handlers>(
     }
 }
 
+/// Most outbox entries an actor's record lists as processed (see `crate::frontier`): about
+/// 12 bytes each, written with every write of the record until the frontier passes them.
+const MAX_PROCESSED: usize = 64;
+
 /// Removes a delivery in the turn's batch (what makes it exactly-once): an outbox entry, or
 /// a timer from the record (a periodic one gets its next firing there; one an older
 /// version stored apart loses its key too). Returns whether the record changed.
@@ -1316,21 +1320,27 @@ fn complete_delivery<A: Handlers>(
     match delivery {
         // Its sender deletes an entry of another shard once this turn is durable.
         Delivery::Outbox { apart: true, .. } => false,
-        // Recorded in the record, which the turn writes (see `crate::frontier`).
-        Delivery::Outbox { key, .. } if shared.keeps_frontier => match OutboxId::of_key(&key) {
-            Some(id) => {
-                l.meta.processed.push(id);
-                true
+        // Recorded in the record, which the turn writes (see `crate::frontier`), unless the
+        // record holds as many ids as it may: a message to an actor that gets more than
+        // that between two frontiers is removed, as on a cluster node.
+        Delivery::Outbox { key, .. } if shared.keeps_frontier => {
+            let processed = &mut l.meta.processed;
+            processed.retain(|id| !shared.frontier.passed(*id));
+            match OutboxId::of_key(&key) {
+                Some(id) if processed.len() < MAX_PROCESSED => {
+                    processed.push(id);
+                    true
+                }
+                _ => {
+                    writes.push(KeyWrite {
+                        space: Space::Outbox,
+                        key,
+                        value: None,
+                    });
+                    false
+                }
             }
-            None => {
-                writes.push(KeyWrite {
-                    space: Space::Outbox,
-                    key,
-                    value: None,
-                });
-                false
-            }
-        },
+        }
         Delivery::Outbox { key, .. } => {
             writes.push(KeyWrite {
                 space: Space::Outbox,

@@ -52,9 +52,11 @@ pub(crate) const ENVELOPE_V1: u8 = 1;
 
 /// Version of the store layout as a whole, kept in the `meta` keyspace. Format 1 keyed the
 /// outbox by a global sequence and timers by due time first; format 2 (keyspaces
-/// `outbox_v2`, `timers_v2`) keys both by shard first. A store of format 1 is upgraded when
-/// it is opened.
-pub(crate) const STORE_FORMAT: u32 = 2;
+/// `outbox_v2`, `timers_v2`) keys both by shard first; format 3 keeps processed outbox
+/// entries until the outbox frontier (`meta`: `outbox_frontier`) passes them, which a build
+/// of format 2 would deliver again: it refuses the store. Older stores are upgraded when
+/// they are opened (from 2, nothing moves).
+pub(crate) const STORE_FORMAT: u32 = 3;
 
 /// Checks a key before it can reach the store.
 pub(crate) fn validate_key(key: &str) -> Result<(), KeyError> {

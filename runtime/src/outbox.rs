@@ -3,10 +3,12 @@
 //!
 //! An entry is written in the same atomic batch as the sender's state and is handed to the
 //! [`Dispatcher`] once that batch is durable. The dispatcher queues it on the target's
-//! activation; the target's turn removes the entry in *its* batch, atomically with the state
-//! change the message caused. An entry therefore exists exactly as long as its message has
-//! not been processed: after a crash, whatever is left is delivered again, and nothing that
-//! was processed is.
+//! activation; the target's turn completes the entry in *its* batch, atomically with the
+//! state change the message caused: on a single node it records the entry's id in its own
+//! record (the entry stays until the frontier passes it, see [`crate::frontier`]), on a
+//! cluster node it removes the entry. After a crash, whatever is left is delivered again,
+//! and a target does not process again what it recorded; nothing that was processed is
+//! processed twice.
 //!
 //! Per target, entries are queued in sequence order and mailboxes are FIFO, so messages from
 //! one sender (and events of one publisher) are processed in order. A message whose turn

@@ -142,6 +142,12 @@ impl FjallStore {
                 layout.upgrade_format_1(upgrade_hook).map_err(|e| {
                     StorageError::new(format!("cannot upgrade {}: {e}", path.display()))
                 })?;
+                layout.set_format(STORE_FORMAT).map_err(at)?;
+            }
+            // Format 3 changes no record of format 2: it only stops older builds.
+            Some(2) => {
+                layout.drop_format_1().map_err(at)?;
+                layout.set_format(STORE_FORMAT).map_err(at)?;
             }
             Some(STORE_FORMAT) => layout.drop_format_1().map_err(at)?,
             Some(found) => {

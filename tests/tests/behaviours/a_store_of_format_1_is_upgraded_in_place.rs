@@ -92,7 +92,7 @@ async fn check_upgraded(dir: &Path) {
         .keyspace("meta", fjall::KeyspaceCreateOptions::default)
         .unwrap();
     let format = meta.get("store_format").unwrap().unwrap();
-    assert_eq!(&*format, 2u32.to_be_bytes().as_slice());
+    assert_eq!(&*format, 3u32.to_be_bytes().as_slice());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
