@@ -88,6 +88,12 @@ async fn messages_processed_before_a_crash_are_read_again_and_not_processed_agai
     rt.shutdown().await.unwrap();
 }
 
+/// How often alarm `a` rang `x`.
+async fn rings(rt: &TestRuntime) -> u64 {
+    let alarm = rt.runtime().get::<Alarm>("a");
+    alarm.rings("x".into()).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_deleted_by_a_message_gets_none_of_its_messages_again_after_a_crash() {
     let mut rt = frozen_frontier().await;
@@ -96,28 +102,14 @@ async fn an_actor_deleted_by_a_message_gets_none_of_its_messages_again_after_a_c
     outside.send::<Alarm>("a").delete().await.unwrap();
     rt.advance(Duration::ZERO).await.unwrap();
     assert_eq!(rt.runtime().stats().delivered, 2);
-    assert_eq!(
-        rt.runtime()
-            .get::<Alarm>("a")
-            .rings("x".into())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(rings(&rt).await, 0);
 
     // The deleted actor keeps no record of what it processed: both messages were deleted
     // with it instead, so neither comes back to a fresh actor.
     rt.crash_and_reopen().await.unwrap();
     rt.advance(Duration::ZERO).await.unwrap();
     assert_eq!(rt.runtime().stats().delivered, 0);
-    assert_eq!(
-        rt.runtime()
-            .get::<Alarm>("a")
-            .rings("x".into())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(rings(&rt).await, 0);
     rt.shutdown().await.unwrap();
 }
 
