@@ -64,8 +64,8 @@ pub(crate) enum HostMsg {
     /// This node gave a shard up: stop delivering its entries and firing its timers.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     ShardDropped(u16),
-    /// A frontier write is over: the record, if it is durable.
-    FrontierWritten(Option<FrontierRecord>),
+    /// Frontier write number `.0` is over: the record, if it is durable.
+    FrontierWritten(u64, Option<FrontierRecord>),
     /// Write the frontier now if it moved (a graceful shutdown, once every turn is over),
     /// and answer once that is done.
     FlushFrontier(RpcReplyPort<()>),
@@ -92,6 +92,10 @@ struct Keeper {
     at: Instant,
     /// The last record written.
     written: Option<FrontierRecord>,
+    /// Frontier writes started, and the number of the last one taken on (a write that ends
+    /// after a later one, as the one at shutdown, is not).
+    started: u64,
+    applied: u64,
     /// The outbox's bytes on disk after its last whole compaction.
     compacted: u64,
 }
@@ -130,6 +134,8 @@ impl Actor for HostActor {
                 compacting: false,
                 at: Instant::now(),
                 written: None,
+                started: 0,
+                applied: 0,
                 compacted: 0,
             },
         })
@@ -192,11 +198,11 @@ impl Actor for HostActor {
                 state.timers.unpark(id, shard);
                 return Ok(());
             }
-            HostMsg::FrontierWritten(record) => {
+            HostMsg::FrontierWritten(number, record) => {
                 state.frontier.writing = false;
                 match record {
                     Some(record) => {
-                        state.frontier.written = Some(record);
+                        take_frontier(&shared, &mut state.frontier, number, record);
                         compact_outbox(&myself, &shared, &mut state.frontier);
                     }
                     // Computed again at the next tick.
@@ -209,9 +215,11 @@ impl Actor for HostActor {
                     && let Some(record) = moved_frontier(&shared, state)
                 {
                     // A write still under way was submitted before this one: it lands
-                    // first, and this one after it.
+                    // first, this one after it, and this one is taken on.
+                    state.frontier.started += 1;
+                    let number = state.frontier.started;
                     match persist_frontier(&shared, record).await {
-                        Some(record) => state.frontier.written = Some(record),
+                        Some(record) => take_frontier(&shared, &mut state.frontier, number, record),
                         None => state.dispatcher.progressed = true,
                     }
                 }
@@ -298,12 +306,24 @@ fn write_frontier(myself: &ActorRef<HostMsg>, shared: &Arc<Shared>, state: &mut 
         return;
     };
     state.frontier.writing = true;
+    state.frontier.started += 1;
+    let number = state.frontier.started;
     let shared = shared.clone();
     let host = myself.clone();
     tokio::spawn(async move {
         let written = persist_frontier(&shared, record).await;
-        let _ = host.cast(HostMsg::FrontierWritten(written));
+        let _ = host.cast(HostMsg::FrontierWritten(number, written));
     });
+}
+
+/// Takes on durable frontier write `number`, unless a later one was taken on already: turns
+/// and compactions forget what it passed from now on.
+fn take_frontier(shared: &Shared, keeper: &mut Keeper, number: u64, record: FrontierRecord) {
+    if number > keeper.applied {
+        keeper.applied = number;
+        shared.frontier.set(&record);
+        keeper.written = Some(record);
+    }
 }
 
 /// The frontier now, if an entry was processed or parked since it was last computed and it
@@ -324,8 +344,8 @@ fn moved_frontier(shared: &Shared, state: &mut HostState) -> Option<FrontierReco
     (!same).then_some(record)
 }
 
-/// Writes `record` through the committer; once it is durable, it is the frontier every turn
-/// and compaction reads. `None` if the write failed (the next tick tries again).
+/// Writes `record` through the committer: `Some` once it is durable (for the host to take
+/// on), `None` if the write failed (the next tick tries again).
 async fn persist_frontier(shared: &Shared, record: FrontierRecord) -> Option<FrontierRecord> {
     let value = match record.encode() {
         Ok(value) => value,
@@ -342,7 +362,6 @@ async fn persist_frontier(shared: &Shared, record: FrontierRecord) -> Option<Fro
     let ticket = shared.committer.submit(vec![write], None, None).await;
     match ticket.wait().await {
         Ok(()) => {
-            shared.frontier.set(&record);
             shared
                 .metrics
                 .frontier_writes
