@@ -625,3 +625,53 @@ mod tests {
         assert!(due[0].0.starts_with(&timer_range_key(3, 10)));
     }
 }
+
+#[cfg(test)]
+mod frontier_tests {
+    use super::*;
+
+    /// A whole compaction of the outbox drops the entries the durable frontier passed, and
+    /// keeps the others: those at or above it, and a parked one it lists.
+    #[test]
+    fn compacting_the_outbox_drops_what_the_frontier_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let frontier = Arc::new(Frontier::default());
+        let store = FjallStore::open(
+            dir.path(),
+            Durability::Sync,
+            None,
+            Arc::new(JournalPersists::default()),
+            frontier.clone(),
+        )
+        .unwrap();
+        let keys: Vec<Arc<[u8]>> = (1..=100)
+            .map(|seq| OutboxId { shard: 3, seq }.key())
+            .collect();
+        let mut writes = keys.iter().map(|key| Write {
+            space: Space::Outbox,
+            key,
+            value: Some(&[1, 2, 3]),
+        });
+        store.write_batch(&mut writes, keys.len()).unwrap();
+        store.sync_batch().unwrap();
+        // In a table, where compactions see it.
+        store.outbox.rotate_memtable_and_wait().unwrap();
+        let parked = OutboxId { shard: 3, seq: 7 };
+        frontier.set(&FrontierRecord {
+            next: 101,
+            base: 101,
+            behind: vec![(3, 60)],
+            parked: vec![parked],
+        });
+        store.compact_outbox().unwrap();
+        let left: Vec<u64> = store
+            .outbox_entries(3..4, None)
+            .unwrap()
+            .iter()
+            .filter_map(|(key, _)| OutboxId::of_key(key).map(|id| id.seq))
+            .collect();
+        let mut want = vec![7];
+        want.extend(60..=100);
+        assert_eq!(left, want);
+    }
+}
