@@ -118,7 +118,8 @@ pub(super) fn space_code(space: Space) -> u8 {
         // Written by the node that applies the log, not shipped in it; coded so that the
         // mapping is total.
         Space::Applied => 6,
-        // Written by a single node only (the outbox frontier), never shipped in a log.
+        // Written by a single node only (the outbox frontier), never shipped in a log: an
+        // entry that names it is refused.
         Space::Meta => 7,
     }
 }
@@ -131,7 +132,6 @@ fn space_of(code: u8) -> Result<Space, String> {
         4 => Space::Kept,
         5 => Space::Expiry,
         6 => Space::Applied,
-        7 => Space::Meta,
         _ => return Err(format!("unknown space code {code}")),
     })
 }
