@@ -515,8 +515,11 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
         .map(|r| r.writes.len())
         .sum();
     let mut last: HashMap<(Space, &[u8]), (usize, usize)> = HashMap::with_capacity(submitted);
+    // The store's own records (the outbox frontier), counted apart as upkeep is.
+    let mut frontier = 0;
     for (i, r) in batch.iter().enumerate() {
         for (j, w) in r.writes.iter().enumerate() {
+            frontier += usize::from(w.space == Space::Meta);
             last.insert((w.space, &w.key), (i, j));
         }
     }
@@ -596,6 +599,9 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
     metrics
         .timer_index_writes
         .fetch_add(upkeep as u64, Ordering::Relaxed);
+    metrics
+        .frontier_writes
+        .fetch_add(frontier as u64, Ordering::Relaxed);
     metrics.writes.fetch_add(written as u64, Ordering::Relaxed);
     metrics
         .coalesced

@@ -122,8 +122,9 @@ pub struct Stats {
     /// hold were removed.
     pub snapshots_written: u64,
     /// Writes of the outbox frontier (on a single node, about every 100 ms while messages
-    /// flow; see `Builder`'s docs): each is one write of `writes`, after which targets
-    /// forget the messages it passed and the store drops them.
+    /// flow), after which targets forget the messages it passed and the store drops them:
+    /// upkeep that changes no actor, counted before coalescing like `timer_index_writes`
+    /// ([`Stats::turn_writes`] takes them off).
     pub frontier_writes: u64,
     /// Snapshots this node loaded to take a shard whose log it lacked entries of (in a
     /// cluster).
@@ -135,10 +136,12 @@ pub struct Stats {
 
 impl Stats {
     /// Keys the turns (and sends from outside) wrote, before coalescing:
-    /// `writes + coalesced_writes - timer_index_writes`. What an application's own work
-    /// costs the store; the timer index upkeep, which changes no actor, is left out.
+    /// `writes + coalesced_writes - timer_index_writes - frontier_writes`. What an
+    /// application's own work costs the store; the timer index upkeep and the outbox
+    /// frontier, which change no actor, are left out.
     pub fn turn_writes(&self) -> u64 {
-        (self.writes + self.coalesced_writes).saturating_sub(self.timer_index_writes)
+        (self.writes + self.coalesced_writes)
+            .saturating_sub(self.timer_index_writes + self.frontier_writes)
     }
 }
 

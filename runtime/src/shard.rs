@@ -361,13 +361,7 @@ async fn persist_frontier(shared: &Shared, record: FrontierRecord) -> Option<Fro
     };
     let ticket = shared.committer.submit(vec![write], None, None).await;
     match ticket.wait().await {
-        Ok(()) => {
-            shared
-                .metrics
-                .frontier_writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Some(record)
-        }
+        Ok(()) => Some(record),
         Err(failure) => {
             tracing::warn!(error = %failure, "cannot write the outbox frontier; trying again");
             None
