@@ -1325,7 +1325,10 @@ fn complete_delivery<A: Handlers>(
         // that between two frontiers is removed, as on a cluster node.
         Delivery::Outbox { key, .. } if shared.keeps_frontier => {
             let processed = &mut l.meta.processed;
-            processed.retain(|id| !shared.frontier.passed(*id));
+            if processed.len() >= MAX_PROCESSED {
+                // Room from the ids the frontier passed (`stage` forgets them otherwise).
+                processed.retain(|id| !shared.frontier.passed(*id));
+            }
             match OutboxId::of_key(&key) {
                 Some(id) if processed.len() < MAX_PROCESSED => {
                     processed.push(id);

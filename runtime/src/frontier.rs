@@ -23,10 +23,7 @@ use foldhash::HashSet;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{OutboxId, SHARDS};
-
-/// Format byte of a stored [`FrontierRecord`]: `[1][postcard]`.
-const FRONTIER_V1: u8 = 1;
+use crate::codec::{OutboxId, SHARDS, decode_envelope, encode_envelope};
 
 /// The key of the frontier record in the store's metadata.
 pub(crate) const FRONTIER_KEY: &[u8] = b"outbox_frontier";
@@ -58,24 +55,14 @@ impl FrontierRecord {
         }
     }
 
-    /// Its stored bytes.
+    /// Its stored bytes: `[1][postcard]` (the versioned envelope of outbox entries).
     pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
-        postcard::to_extend(self, vec![FRONTIER_V1]).map_err(|e| e.to_string())
+        encode_envelope(self)
     }
 
     /// Reads stored bytes.
     pub(crate) fn decode(bytes: &[u8]) -> Result<FrontierRecord, String> {
-        match bytes.split_first() {
-            Some((&FRONTIER_V1, rest)) => match postcard::take_from_bytes(rest) {
-                Ok((record, [])) => Ok(record),
-                Ok((_, tail)) => Err(format!("{} trailing bytes after the frontier", tail.len())),
-                Err(e) => Err(format!("bad frontier: {e}")),
-            },
-            Some((format, _)) => Err(format!(
-                "unknown frontier format {format} (this build reads format {FRONTIER_V1})"
-            )),
-            None => Err("empty frontier record".into()),
-        }
+        decode_envelope(bytes).map_err(|e| format!("bad outbox frontier: {e}"))
     }
 }
 
@@ -101,8 +88,7 @@ impl Frontier {
     /// Whether entry `id` was processed and will never be delivered again: a target may
     /// forget it, and the store may drop it.
     pub(crate) fn passed(&self, id: OutboxId) -> bool {
-        let below = self.below[usize::from(id.shard) % self.below.len()].load(Ordering::Acquire);
-        id.seq < below
+        id.seq < self.of(id.shard)
             && !(self.any_parked.load(Ordering::Acquire) && self.parked.read().contains(&id))
     }
 
