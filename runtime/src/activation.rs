@@ -21,8 +21,9 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::actor::Handlers;
 use crate::codec::{
-    ActorMeta, ActorRef, KeptResult, OutboxId, OutboxRecord, Payload, Subscriber, TimerEntry,
-    TimerMessage, decode_envelope, encode_envelope, expiry_key, kept_key, kept_prefix, timer_key,
+    ActorMeta, ActorRef, KeptResult, MAX_GROUP, OutboxId, OutboxRecord, OutboxValue, Payload,
+    Subscriber, TimerEntry, TimerMessage, decode_envelope, encode_envelope, expiry_key, kept_key,
+    kept_prefix, outbox_messages, timer_key,
 };
 use crate::commit::{KeyWrite, Ticket, release_after};
 use crate::context::{Chain, Context, Effects, SubscriptionOp, TimerOp, TurnType};
@@ -462,10 +463,12 @@ async fn prepare<A: Handlers>(
         key, verify: true, ..
     }) = delivery
     {
-        let key = key.clone();
-        let queued =
-            Box::pin(shared.with_store("outbox check", move |store| store.outbox_contains(&key)))
-                .await?;
+        let id = OutboxId::of_key(key)
+            .ok_or_else(|| Failure::Invalid("an outbox key of the wrong length".into()))?;
+        let queued = Box::pin(shared.with_store("outbox check", move |store| {
+            store.outbox_entry(id).map(|entry| entry.is_some())
+        }))
+        .await?;
         if !queued {
             tracing::debug!(actor = A::NAME, key = %slot.key, "a retried message was already processed");
             return Ok(Prepared::Processed);
@@ -1055,7 +1058,7 @@ fn roll_back<A: Handlers>(
     shared.backlog.release(released.outbox.len());
     shared
         .backlog
-        .settled(released.outbox.iter().map(|(id, _)| *id));
+        .settled(released.outbox.iter().map(|(id, r)| r.stored_as(*id)));
     *released = Released::default();
     reset(&mut activation.loaded, slot);
 }
@@ -1148,6 +1151,7 @@ fn apply_effects<A: Handlers>(
                     },
                     idempotency: None,
                     cause: cause.clone(),
+                    group: None,
                 });
             }
         }
@@ -1166,10 +1170,11 @@ fn apply_effects<A: Handlers>(
                 payload: Payload::Unsubscribe(me()),
                 idempotency: None,
                 cause: cause.clone(),
+                group: None,
             });
         }
-        // What it processed is kept until the turn is staged, which deletes those entries
-        // instead (see `stage`).
+        // What it processed is kept until the turn is staged, which marks those messages
+        // processed in the outbox instead (see `stage`).
         let processed = std::mem::take(&mut l.meta.processed);
         l.meta = ActorMeta {
             processed,
@@ -1220,6 +1225,7 @@ fn apply_effects<A: Handlers>(
                         }),
                         idempotency: None,
                         cause: cause.clone(),
+                        group: None,
                     });
                 }
                 SubscriptionOp::Unsubscribe(publisher) => {
@@ -1229,6 +1235,7 @@ fn apply_effects<A: Handlers>(
                         payload: Payload::Unsubscribe(me()),
                         idempotency: None,
                         cause: cause.clone(),
+                        group: None,
                     });
                 }
             }
@@ -1239,8 +1246,15 @@ fn apply_effects<A: Handlers>(
         let reserved = sends.len();
         shared.backlog.reserve(reserved)?;
         let before = released.outbox.len();
-        for record in sends {
-            let value = match encode_envelope(&record) {
+        // Where the frontier is kept, the messages of a turn share entries: one write for
+        // up to `MAX_GROUP` of them (see `encode_group`). Elsewhere a target's turn deletes
+        // its message, so each has an entry of its own.
+        let per_entry = if shared.keeps_frontier { MAX_GROUP } else { 1 };
+        let mut rest = sends;
+        while !rest.is_empty() {
+            let after = rest.split_off(rest.len().min(per_entry));
+            let stored = OutboxValue::of(std::mem::replace(&mut rest, after));
+            let value = match stored.encode() {
                 Ok(v) => v,
                 Err(e) => {
                     // The places of the entries already in `released` are given back when
@@ -1251,13 +1265,13 @@ fn apply_effects<A: Handlers>(
                     return Err(Failure::Invalid(format!("cannot encode a send: {e}")));
                 }
             };
-            let id = shared.backlog.next_id(slot.shard());
+            let id = shared.backlog.next_ids(slot.shard(), stored.numbers());
             writes.push(KeyWrite {
                 space: Space::Outbox,
                 key: id.key(),
                 value: Some(value.into()),
             });
-            released.outbox.push((id, record));
+            released.outbox.extend(outbox_messages(id, stored));
         }
     }
     released.events = events;
@@ -1322,7 +1336,7 @@ fn complete_delivery<A: Handlers>(
         Delivery::Outbox { apart: true, .. } => false,
         // Recorded in the record, which the turn writes (see `crate::frontier`), unless the
         // record holds as many ids as it may: a message to an actor that gets more than
-        // that between two frontiers is removed, as on a cluster node.
+        // that between two frontiers is marked processed in the outbox instead.
         Delivery::Outbox { key, .. } if shared.keeps_frontier => {
             let processed = &mut l.meta.processed;
             if processed.len() >= MAX_PROCESSED {
@@ -1335,11 +1349,7 @@ fn complete_delivery<A: Handlers>(
                     true
                 }
                 _ => {
-                    writes.push(KeyWrite {
-                        space: Space::Outbox,
-                        key,
-                        value: None,
-                    });
+                    writes.push(shared.processed_write(key));
                     false
                 }
             }
@@ -1513,14 +1523,10 @@ fn stage<A: Handlers>(
     }
     if dirty && !l.meta.processed.is_empty() {
         if l.deleted {
-            // A deleted actor keeps nothing: the entries it processed are deleted instead,
-            // so that none is delivered to it again.
+            // A deleted actor keeps nothing: the messages it processed are marked processed
+            // in the outbox instead, so that none is delivered to it again.
             for id in std::mem::take(&mut l.meta.processed) {
-                writes.push(KeyWrite {
-                    space: Space::Outbox,
-                    key: id.key(),
-                    value: None,
-                });
+                writes.push(shared.processed_write(id.key()));
             }
         } else {
             // The frontier passed them: never delivered again.

@@ -31,8 +31,9 @@ impl Numbers {
         self.0.fetch_max(next, Ordering::AcqRel);
     }
 
-    fn take(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::AcqRel)
+    /// The first of `n` consecutive numbers.
+    fn take(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Ordering::AcqRel)
     }
 }
 
@@ -81,7 +82,10 @@ impl Backlog {
         self.pending.lock().first().copied().unwrap_or(issued)
     }
 
-    /// The entries `ids` reached the dispatcher, or will never be written.
+    /// The entries stored as `ids` ([`OutboxRecord::stored_as`]: a group's messages by the
+    /// group's id) reached the dispatcher, or will never be written.
+    ///
+    /// [`OutboxRecord::stored_as`]: crate::codec::OutboxRecord::stored_as
     pub(crate) fn settled(&self, ids: impl IntoIterator<Item = OutboxId>) {
         if self.track.load(Ordering::Acquire) {
             let mut pending = self.pending.lock();
@@ -94,15 +98,21 @@ impl Backlog {
     /// A new entry of `shard` (the sender's shard; the target's for a send from outside any
     /// actor), numbered after every entry so far: entries sort in sending order.
     pub(crate) fn next_id(&self, shard: u16) -> OutboxId {
+        self.next_ids(shard, 1)
+    }
+
+    /// The first of `n` consecutive new numbers of `shard` (an entry and the messages of its
+    /// group); only the first is tracked (the group's messages are handed over with it).
+    pub(crate) fn next_ids(&self, shard: u16, n: u64) -> OutboxId {
         if self.track.load(Ordering::Acquire) {
             // Taken under the lock, so `floor` never misses a number handed out before it.
             let mut pending = self.pending.lock();
-            let seq = self.next.take();
+            let seq = self.next.take(n);
             pending.insert(seq);
             return OutboxId { seq, shard };
         }
         OutboxId {
-            seq: self.next.take(),
+            seq: self.next.take(n),
             shard,
         }
     }

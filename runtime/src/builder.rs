@@ -17,7 +17,7 @@ use crate::codec::{OutboxId, OutboxRecord};
 use crate::commit::{Committer, FaultHook};
 use crate::directory::Registry;
 use crate::error::Error;
-use crate::frontier::Frontier;
+use crate::frontier::{Frontier, FrontierRecord};
 use crate::loader::Loader;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
@@ -357,7 +357,7 @@ impl Builder {
             recovered,
             config.outbox_capacity,
             config.outbox_numbering_from,
-            found_frontier.as_ref().map_or(0, |f| f.next),
+            found_frontier.as_ref(),
         );
         if keeps_frontier {
             backlog.track();
@@ -521,7 +521,7 @@ fn recover_outbox(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     capacity: usize,
     numbering_from: Option<u64>,
-    issued_before: u64,
+    frontier: Option<&FrontierRecord>,
 ) -> (Backlog, Vec<(OutboxId, OutboxRecord)>) {
     // Sequence numbers are never used twice, even once every entry of a run is processed and
     // gone: a delivered entry's key identifies its turn (the ids of the calls it makes, see
@@ -533,8 +533,9 @@ fn recover_outbox(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
     });
-    let (recovered, last) = crate::outbox::decode_entries(entries);
+    let (recovered, last) = crate::outbox::decode_entries(entries, frontier);
     // The frontier record says how far the last run numbered when it was written.
+    let issued_before = frontier.map_or(0, |f| f.next);
     let next = now.max(1).max(last.saturating_add(1)).max(issued_before);
     if !recovered.is_empty() {
         tracing::info!(

@@ -583,6 +583,145 @@ pub(crate) struct OutboxRecord {
     /// The span it was sent under (in memory only: not stored, not compared).
     #[serde(skip)]
     pub(crate) cause: crate::trace::Cause,
+    /// The number of the stored group it is a message of, if it shares one entry with the
+    /// other messages of its turn (see [`encode_group`]; in memory only).
+    #[serde(skip)]
+    pub(crate) group: Option<u64>,
+}
+
+impl OutboxRecord {
+    /// The stored entry that holds message `id`: its own, or its group's.
+    pub(crate) fn stored_as(&self, id: OutboxId) -> OutboxId {
+        OutboxId {
+            seq: self.group.unwrap_or(id.seq),
+            shard: id.shard,
+        }
+    }
+}
+
+/// Format byte of an outbox entry that holds several messages of one turn:
+/// `[2][postcard Vec<OutboxRecord>]`. Stored under number `g`, its messages are numbered
+/// `g + 1 ..= g + n` (numbers no other entry takes), in the order they were sent.
+pub(crate) const OUTBOX_GROUP: u8 = 2;
+
+/// Most messages one group holds; a turn that sends more writes several.
+pub(crate) const MAX_GROUP: usize = 64;
+
+/// The value that says the message stored under its number was processed: where the outbox
+/// frontier is kept, written in place of deleting a message (a message of a group cannot be
+/// deleted alone). Dropped with the entries once the frontier passes it.
+pub(crate) const OUTBOX_PROCESSED: &[u8] = &[0];
+
+/// Encodes the messages of one turn as one outbox entry (2 to [`MAX_GROUP`] of them).
+pub(crate) fn encode_group(records: &[OutboxRecord]) -> Result<Vec<u8>, String> {
+    postcard::to_extend(records, vec![OUTBOX_GROUP]).map_err(|e| e.to_string())
+}
+
+/// How many messages the outbox value `bytes` holds if it is a group, read from its first
+/// bytes (postcard writes a sequence's length before its items).
+pub(crate) fn group_len(bytes: &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&OUTBOX_GROUP, rest)) => postcard::take_from_bytes::<u64>(rest).ok().map(|(n, _)| n),
+        _ => None,
+    }
+}
+
+/// What an outbox value holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OutboxValue {
+    /// One message (envelope format 1).
+    One(OutboxRecord),
+    /// The messages of one turn.
+    Group(Vec<OutboxRecord>),
+    /// The message stored under this number was processed.
+    Processed,
+}
+
+impl OutboxValue {
+    /// How messages sent together are stored: one alone, more as a group.
+    pub(crate) fn of(mut records: Vec<OutboxRecord>) -> OutboxValue {
+        match records.pop() {
+            Some(one) if records.is_empty() => OutboxValue::One(one),
+            last => {
+                records.extend(last);
+                OutboxValue::Group(records)
+            }
+        }
+    }
+
+    /// Its stored bytes.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
+        match self {
+            OutboxValue::One(record) => encode_envelope(record),
+            OutboxValue::Group(records) => encode_group(records),
+            OutboxValue::Processed => Ok(OUTBOX_PROCESSED.to_vec()),
+        }
+    }
+
+    /// The numbers it takes: its own, and a group one per message.
+    pub(crate) fn numbers(&self) -> u64 {
+        match self {
+            OutboxValue::Group(records) => records.len() as u64 + 1,
+            OutboxValue::One(_) | OutboxValue::Processed => 1,
+        }
+    }
+}
+
+/// Decodes an outbox value.
+pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<OutboxValue, String> {
+    match bytes.split_first() {
+        Some((&ENVELOPE_V1, _)) => decode_envelope(bytes).map(OutboxValue::One),
+        Some((&OUTBOX_GROUP, rest)) => {
+            let records: Vec<OutboxRecord> = decode_all(rest)?;
+            if !(2..=MAX_GROUP).contains(&records.len()) {
+                return Err(format!("a group of {} messages", records.len()));
+            }
+            Ok(OutboxValue::Group(records))
+        }
+        Some((0, [])) => Ok(OutboxValue::Processed),
+        None => Err("empty outbox entry".into()),
+        Some((format, _)) => Err(format!(
+            "unknown outbox entry format {format} (this build reads formats 0, \
+             {ENVELOPE_V1} and {OUTBOX_GROUP})"
+        )),
+    }
+}
+
+/// The messages of the outbox entry stored under `at`, each with its own id (a group's are
+/// numbered after it). Empty for a processed mark.
+pub(crate) fn outbox_messages(
+    at: OutboxId,
+    value: OutboxValue,
+) -> impl Iterator<Item = (OutboxId, OutboxRecord)> {
+    let (records, group) = match value {
+        OutboxValue::One(record) => (vec![record], None),
+        OutboxValue::Group(records) => (records, Some(at.seq)),
+        OutboxValue::Processed => (Vec::new(), None),
+    };
+    records.into_iter().zip(0u64..).map(move |(mut record, i)| {
+        record.group = group;
+        let seq = group.map_or(at.seq, |g| g + 1 + i);
+        (
+            OutboxId {
+                seq,
+                shard: at.shard,
+            },
+            record,
+        )
+    })
+}
+
+/// Message `id` from the outbox entry `key` that holds it (the store's `outbox_entry` finds
+/// it).
+pub(crate) fn outbox_message(
+    id: OutboxId,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<OutboxRecord>, String> {
+    let at = OutboxId::of_key(key).ok_or("an outbox key of the wrong length")?;
+    Ok(outbox_messages(at, decode_outbox(value)?)
+        .find(|(found, _)| *found == id)
+        .map(|(_, record)| record))
 }
 
 /// One timer in the `timers` keyspace.
@@ -1003,6 +1142,7 @@ mod tests {
             },
             idempotency: None,
             cause: Default::default(),
+            group: None,
         };
         let bytes = encode_envelope(&record).unwrap();
         assert_eq!(decode_envelope::<OutboxRecord>(&bytes).unwrap(), record);
@@ -1069,6 +1209,7 @@ mod tests {
             payload: Payload::Positional(vec![0, 1, b'a', 3]),
             idempotency: Some("payment-7".into()),
             cause: Default::default(),
+            group: None,
         };
         // Format 1 wrote timers with their message by handler position.
         let timer_v1 = TimerRecordV1 {
@@ -1149,6 +1290,10 @@ mod tests {
                 "state_v5_counter_300_with_processed.bin",
                 encode_record(1, &with_processed, &300u64).unwrap(),
             ),
+            (
+                "outbox_v2_group_of_two.bin",
+                encode_group(&[outbox.clone(), named.clone()]).unwrap(),
+            ),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         for (name, bytes) in &fixtures {
@@ -1194,6 +1339,68 @@ mod tests {
             decode_record::<u64>(&golden).unwrap(),
             (1, with_processed, 300)
         );
+        let golden = std::fs::read(dir.join(fixtures[10].0)).unwrap();
+        assert_eq!(group_len(&golden), Some(2));
+        assert_eq!(
+            decode_outbox(&golden).unwrap(),
+            OutboxValue::Group(vec![outbox.clone(), named.clone()])
+        );
+    }
+
+    #[test]
+    fn an_outbox_value_is_one_message_a_group_or_a_processed_mark() {
+        let record = |n: u8| OutboxRecord {
+            target: ActorRef {
+                actor: "tally".into(),
+                key: format!("t{n}"),
+            },
+            payload: Payload::Message {
+                handler: "record".into(),
+                args: vec![n],
+            },
+            idempotency: None,
+            cause: Default::default(),
+            group: None,
+        };
+        let one = encode_envelope(&record(1)).unwrap();
+        assert_eq!(decode_outbox(&one).unwrap(), OutboxValue::One(record(1)));
+        assert_eq!(group_len(&one), None);
+        assert_eq!(
+            decode_outbox(OUTBOX_PROCESSED).unwrap(),
+            OutboxValue::Processed
+        );
+        assert_eq!(group_len(OUTBOX_PROCESSED), None);
+
+        // A group stored under 40 numbers its messages 41, 42, 43, in sending order.
+        let three: Vec<_> = (1..=3).map(record).collect();
+        let at = OutboxId { shard: 5, seq: 40 };
+        let bytes = encode_group(&three).unwrap();
+        assert_eq!(group_len(&bytes), Some(3));
+        let messages: Vec<_> = outbox_messages(at, decode_outbox(&bytes).unwrap()).collect();
+        let ids: Vec<_> = messages.iter().map(|(id, _)| (id.shard, id.seq)).collect();
+        assert_eq!(ids, [(5, 41), (5, 42), (5, 43)]);
+        for ((id, found), (n, sent)) in messages.iter().zip((1..).zip(&three)) {
+            assert_eq!(found.target, sent.target, "message {n}");
+            assert_eq!(found.group, Some(40));
+            assert_eq!(found.stored_as(*id), at);
+        }
+        let key = at.key();
+        let second = OutboxId { shard: 5, seq: 42 };
+        let found = outbox_message(second, &key, &bytes).unwrap().unwrap();
+        assert_eq!(found.target.key, "t2");
+        assert_eq!(
+            outbox_message(OutboxId { shard: 5, seq: 44 }, &key, &bytes),
+            Ok(None)
+        );
+        assert_eq!(outbox_message(second, &key, OUTBOX_PROCESSED), Ok(None));
+
+        // Refused: a group of one (written as one message), of too many, an unknown format.
+        assert!(decode_outbox(&encode_group(&three[..1]).unwrap()).is_err());
+        let many = vec![record(0); MAX_GROUP + 1];
+        assert!(decode_outbox(&encode_group(&many).unwrap()).is_err());
+        assert!(decode_outbox(&[3, 0]).is_err());
+        assert!(decode_outbox(&[0, 0]).is_err());
+        assert!(decode_outbox(&[]).is_err());
     }
 
     #[test]

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::frontier::FrontierRecord;
 
 use crate::codec::{
-    ActorMeta, KeptResult, OutboxId, OutboxRecord, decode_arguments, decode_envelope,
-    decode_record, decode_state, decode_timer, encode_record, encode_state, kept_expiry,
-    kept_key_of_expiry, outbox_seq_v1, split_variant, timer_due, timer_key_state_key,
+    ActorMeta, KeptResult, OUTBOX_PROCESSED, OutboxId, OutboxRecord, decode_arguments,
+    decode_envelope, decode_outbox, decode_record, decode_state, decode_timer, encode_record,
+    encode_state, group_len, kept_expiry, kept_key_of_expiry, outbox_seq_v1, split_variant,
+    timer_due, timer_key_state_key,
 };
 
 /// Most the process's peak virtual memory may grow while decoding inputs of at most a few
@@ -93,6 +94,7 @@ fn seeds() -> Vec<Vec<u8>> {
         include_bytes!("../../tests/fixtures/state_v4_counter_300_with_kept_timer.bin").to_vec(),
         include_bytes!("../../tests/fixtures/state_v5_counter_300_with_processed.bin").to_vec(),
         include_bytes!("../../tests/fixtures/outbox_frontier_v1.bin").to_vec(),
+        include_bytes!("../../tests/fixtures/outbox_v2_group_of_two.bin").to_vec(),
     ]
 }
 
@@ -175,6 +177,8 @@ fn decode_all(bytes: &[u8]) -> usize {
         kept_expiry(bytes).is_some(),
         kept_key_of_expiry(bytes).is_some(),
         FrontierRecord::decode(bytes).is_ok(),
+        decode_outbox(bytes).is_ok(),
+        group_len(bytes).is_some(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -210,6 +214,8 @@ fn seeds_decode() {
     let (_, meta, _) = decode_record::<u64>(&seeds[13]).unwrap();
     assert_eq!(meta.processed.len(), 2);
     assert_eq!(FrontierRecord::decode(&seeds[14]).unwrap().behind.len(), 1);
+    assert_eq!(group_len(&seeds[15]), Some(2));
+    assert!(decode_outbox(&seeds[15]).is_ok());
 }
 
 #[test]
@@ -220,6 +226,10 @@ fn every_truncation_of_every_seed_is_an_error() {
             assert!(decode_record::<u64>(cut).is_err() || len > 1);
             assert!(decode_state::<Rich>(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<OutboxRecord>(cut).is_err(), "{cut:?}");
+            assert!(
+                decode_outbox(cut).is_err() || cut == OUTBOX_PROCESSED,
+                "{cut:?}"
+            );
             assert!(decode_timer(cut).is_err(), "{cut:?}");
             assert!(decode_envelope::<KeptResult>(cut).is_err(), "{cut:?}");
             assert!(decode_arguments::<(Rich,)>("h", cut).is_err(), "{cut:?}");
@@ -256,7 +266,7 @@ fn mutated_and_random_inputs_never_panic_or_allocate_hugely() {
         );
     }
     eprintln!(
-        "codec fuzz: {cases} cases x 17 decoders in {:.1} s, {accepted} decodes accepted, \
+        "codec fuzz: {cases} cases x 19 decoders in {:.1} s, {accepted} decodes accepted, \
          peak virtual memory grew by {growth:?} bytes",
         started.elapsed().as_secs_f64(),
     );

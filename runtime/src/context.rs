@@ -513,6 +513,7 @@ pub(crate) fn message_record<B: Handlers>(
         payload: encode_message::<B>(message)?,
         idempotency,
         cause: crate::trace::Cause::current(),
+        group: None,
     })
 }
 

@@ -442,6 +442,7 @@ mod tests {
             },
             idempotency: None,
             cause: Default::default(),
+            group: None,
         };
         for seq in 0..(MAX_LISTED as u64 + 3) {
             let id = OutboxId { seq, shard: 0 };

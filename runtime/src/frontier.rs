@@ -14,6 +14,13 @@
 //! Parked entries (dead letters) below a shard's frontier are listed in the record, so they
 //! are delivered again at the next start and no target forgets them.
 //!
+//! The messages one turn sends share one entry (a group, [`crate::codec::encode_group`]),
+//! numbered after it. The frontier stops at a group while any of its messages is held, so a
+//! group is read whole or not at all (a listed parked message of a group passed is read from
+//! it alone). A target that cannot record a message (its record lists as many as it may, or
+//! it was deleted) writes a processed mark under the message's number instead of deleting the
+//! entry it may share; the frontier passes marks as it passes entries.
+//!
 //! Only a node that serves every shard uses it (a single node). On a cluster node the
 //! target's turn deletes the entry as before, and the frontier stays at zero.
 
@@ -88,8 +95,17 @@ impl Frontier {
     /// Whether entry `id` was processed and will never be delivered again: a target may
     /// forget it, and the store may drop it.
     pub(crate) fn passed(&self, id: OutboxId) -> bool {
-        id.seq < self.of(id.shard)
-            && !(self.any_parked.load(Ordering::Acquire) && self.parked.read().contains(&id))
+        id.seq < self.of(id.shard) && !self.lists(id)
+    }
+
+    /// Whether any parked message is listed.
+    pub(crate) fn any_parked(&self) -> bool {
+        self.any_parked.load(Ordering::Acquire)
+    }
+
+    /// Whether message `id` is listed as parked (not processed, below its shard's frontier).
+    pub(crate) fn lists(&self, id: OutboxId) -> bool {
+        self.any_parked() && self.parked.read().contains(&id)
     }
 
     /// The frontier of `shard`.

@@ -19,14 +19,14 @@
 //! nothing is deleted that was not processed (or discarded by an operator), and the next
 //! start (perhaps with the type registered or the bug fixed) tries again.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use foldhash::HashMap;
 
-use crate::codec::{ActorRef, OutboxId, OutboxRecord};
+use crate::codec::{ActorRef, OutboxId, OutboxRecord, OutboxValue, decode_outbox, outbox_messages};
 use crate::dead_letters::{Next, Stored, after_failure, send_letter};
 use crate::error::Failure;
 use crate::frontier::{Frontier, FrontierRecord, MAX_PARKED_LISTED};
@@ -71,8 +71,8 @@ pub(crate) struct Dispatcher {
     ready: VecDeque<Arc<ActorRef>>,
     inflight: usize,
     /// Entries parked in this run and not handed back since: not processed, so the frontier
-    /// lists the ones it passes.
-    parked: BTreeSet<OutboxId>,
+    /// lists the ones it passes. Each with the id of the entry it is stored in.
+    parked: BTreeMap<OutboxId, OutboxId>,
     /// An entry was processed or parked since the frontier was last computed: only then may
     /// it have moved.
     pub(crate) progressed: bool,
@@ -189,7 +189,7 @@ impl Dispatcher {
                         target.queue.pop_front();
                         if let Some(entry) = self.entries.remove(&seq) {
                             park(shared, seq, &entry.record, &failure, entry.attempts + 1);
-                            self.parked.insert(seq);
+                            self.parked.insert(seq, entry.record.stored_as(seq));
                             self.progressed = true;
                         }
                     }
@@ -235,7 +235,7 @@ impl Dispatcher {
                     Next::Park => {
                         if let Some(entry) = self.entries.remove(&seq) {
                             park(shared, seq, &entry.record, &failure, entry.attempts);
-                            self.parked.insert(seq);
+                            self.parked.insert(seq, entry.record.stored_as(seq));
                             self.progressed = true;
                         }
                     }
@@ -289,9 +289,14 @@ impl Dispatcher {
     pub(crate) fn frontier(&self, floor: u64, next: u64, durable: &Frontier) -> FrontierRecord {
         let shards = usize::from(crate::codec::SHARDS);
         let mut below: Vec<u64> = vec![floor; shards];
+        // Below the entry that stores each message: a group is read whole or not at all.
+        let stored = |id: &OutboxId| match self.entries.get(id) {
+            Some(entry) => entry.record.stored_as(*id),
+            None => self.parked.get(id).copied().unwrap_or(*id),
+        };
         for id in self.entries.keys() {
             let at = usize::from(id.shard) % shards;
-            below[at] = below[at].min(id.seq);
+            below[at] = below[at].min(stored(id).seq);
         }
         for (shard, at) in below.iter_mut().enumerate() {
             *at = (*at).max(durable.of(shard as u16));
@@ -299,7 +304,7 @@ impl Dispatcher {
         let mut unprocessed: Vec<OutboxId> = self
             .entries
             .keys()
-            .chain(&self.parked)
+            .chain(self.parked.keys())
             .filter(|id| id.seq < below[usize::from(id.shard) % shards])
             .copied()
             .collect();
@@ -309,7 +314,7 @@ impl Dispatcher {
             // durable frontier were listed in it, at most as many as this, so these are not.)
             for id in unprocessed.split_off(MAX_PARKED_LISTED) {
                 let at = usize::from(id.shard) % shards;
-                below[at] = below[at].min(id.seq.max(durable.of(id.shard)));
+                below[at] = below[at].min(stored(&id).seq.max(durable.of(id.shard)));
             }
         }
         let base = below.iter().copied().max().unwrap_or(floor);
@@ -375,30 +380,46 @@ fn in_flight_limit(shared: &Shared, record: &OutboxRecord) -> usize {
     MAX_INFLIGHT_PER_TARGET
 }
 
-/// Decodes outbox entries read from the store, in sending order, with the highest sequence
-/// number among them (0 if none). An undecodable entry stays in the store (logged) rather
-/// than being dropped: nothing is lost, and an operator can look at it.
+/// Decodes outbox entries read from the store into their messages, in sending order, with
+/// the highest number among them (0 if none). A message marked processed is left out, and so
+/// is one below its shard's `frontier` that the frontier does not list (a group read for a
+/// listed message holds others, processed). An undecodable entry stays in the store (logged)
+/// rather than being dropped: nothing is lost, and an operator can look at it.
 pub(crate) fn decode_entries(
     entries: Vec<(Vec<u8>, Vec<u8>)>,
+    frontier: Option<&FrontierRecord>,
 ) -> (Vec<(OutboxId, OutboxRecord)>, u64) {
     let mut last = 0;
-    let mut decoded = Vec::with_capacity(entries.len());
+    // Sending order, whatever the shard.
+    let mut messages = std::collections::BTreeMap::new();
+    let mut marked = Vec::new();
     for (key, value) in entries {
-        let Some(id) = OutboxId::of_key(&key) else {
+        let Some(at) = OutboxId::of_key(&key) else {
             tracing::error!(key = ?key, "outbox key of the wrong length; left in place");
             continue;
         };
-        last = last.max(id.seq);
-        match crate::codec::decode_envelope::<OutboxRecord>(&value) {
-            Ok(record) => decoded.push((id, record)),
+        last = last.max(at.seq);
+        match decode_outbox(&value) {
+            Ok(OutboxValue::Processed) => marked.push(at),
+            Ok(value) => {
+                for (id, record) in outbox_messages(at, value) {
+                    last = last.max(id.seq);
+                    messages.insert(id, record);
+                }
+            }
             Err(reason) => {
-                tracing::error!(seq = id.seq, shard = id.shard, %reason, "undecodable outbox entry; left in place");
+                tracing::error!(seq = at.seq, shard = at.shard, %reason, "undecodable outbox entry; left in place");
             }
         }
     }
-    // Sending order, whatever the shard.
-    decoded.sort_unstable_by_key(|(id, _)| *id);
-    (decoded, last)
+    for id in marked {
+        messages.remove(&id);
+    }
+    if let Some(frontier) = frontier {
+        let listed: BTreeSet<OutboxId> = frontier.parked.iter().copied().collect();
+        messages.retain(|id, _| id.seq >= frontier.of(id.shard) || listed.contains(id));
+    }
+    (messages.into_iter().collect(), last)
 }
 
 /// Stops retrying an entry in this run and lists it as a dead letter; it stays in the store.
@@ -428,6 +449,7 @@ mod tests {
             },
             idempotency: None,
             cause: Default::default(),
+            group: None,
         };
         (OutboxId { shard, seq }, record)
     }
@@ -465,7 +487,7 @@ mod tests {
         dispatcher.entries.remove(&OutboxId { shard: 1, seq: 10 });
         let parked = OutboxId { shard: 2, seq: 11 };
         dispatcher.entries.remove(&parked);
-        dispatcher.parked.insert(parked);
+        dispatcher.parked.insert(parked, parked);
         let record = dispatcher.frontier(20, 25, &durable);
         assert_eq!((record.base, &record.behind[..]), (20, &[(1, 12)][..]));
         assert_eq!(record.parked, [parked]);
@@ -479,5 +501,101 @@ mod tests {
         let record = dispatcher.frontier(20, 25, &durable);
         assert_eq!(record.of(2), 20);
         assert_eq!(record.parked, [parked]);
+    }
+
+    /// Message `i` (from 1) of the group stored under `group`.
+    fn part(shard: u16, group: u64, i: u64) -> (OutboxId, OutboxRecord) {
+        let (id, mut record) = entry(shard, group + i);
+        record.group = Some(group);
+        (id, record)
+    }
+
+    #[test]
+    fn the_frontier_passes_a_group_whole_or_stops_at_it() {
+        let durable = Frontier::default();
+        let mut dispatcher = Dispatcher::default();
+        dispatcher.add([part(3, 3000, 1), part(3, 3000, 2), part(3, 3000, 3)]);
+        // One message processed, two held: at the group, which the next start reads whole.
+        dispatcher.entries.remove(&OutboxId {
+            shard: 3,
+            seq: 3002,
+        });
+        assert_eq!(dispatcher.frontier(5000, 5000, &durable).of(3), 3000);
+
+        // The last one parked: there are too many to list, so the shard stops at its group.
+        dispatcher.entries.remove(&OutboxId {
+            shard: 3,
+            seq: 3001,
+        });
+        let parked = OutboxId {
+            shard: 3,
+            seq: 3003,
+        };
+        dispatcher.entries.remove(&parked);
+        dispatcher.parked.insert(
+            parked,
+            OutboxId {
+                shard: 3,
+                seq: 3000,
+            },
+        );
+        for seq in 100..100 + MAX_PARKED_LISTED as u64 {
+            dispatcher
+                .parked
+                .insert(OutboxId { shard: 0, seq }, OutboxId { shard: 0, seq });
+        }
+        let record = dispatcher.frontier(5000, 5000, &durable);
+        assert_eq!(record.of(3), 3000);
+        assert!(!record.parked.contains(&parked));
+
+        // Few enough: passed, and listed.
+        dispatcher.parked.retain(|id, _| id.shard == 3);
+        let record = dispatcher.frontier(5000, 5000, &durable);
+        assert_eq!((record.of(3), &record.parked[..]), (5000, &[parked][..]));
+    }
+
+    #[test]
+    fn entries_read_at_start_are_their_messages_less_the_processed_and_the_passed() {
+        use crate::codec::{OUTBOX_PROCESSED, encode_envelope, encode_group};
+        let group = |shard: u16, at: u64, n: u64| {
+            let records: Vec<_> = (1..=n).map(|i| entry(shard, at + i).1).collect();
+            (
+                OutboxId { shard, seq: at }.key().to_vec(),
+                encode_group(&records).unwrap(),
+            )
+        };
+        let one = |shard: u16, seq: u64| {
+            let (id, record) = entry(shard, seq);
+            (id.key().to_vec(), encode_envelope(&record).unwrap())
+        };
+        let mark = |shard: u16, seq: u64| {
+            let key = OutboxId { shard, seq }.key().to_vec();
+            (key, OUTBOX_PROCESSED.to_vec())
+        };
+        // Shard 1 from 20: a group of three whose second message was marked processed, and a
+        // message marked processed in place. Shard 2: a group below its frontier of 90, read
+        // for its listed third message.
+        let read = vec![
+            group(1, 20, 3),
+            mark(1, 22),
+            mark(1, 25),
+            one(1, 27),
+            group(2, 10, 3),
+        ];
+        let frontier = FrontierRecord {
+            next: 100,
+            base: 90,
+            behind: vec![(1, 20)],
+            parked: vec![OutboxId { shard: 2, seq: 13 }],
+        };
+        let (messages, last) = decode_entries(read.clone(), Some(&frontier));
+        let ids: Vec<_> = messages.iter().map(|(id, _)| (id.shard, id.seq)).collect();
+        assert_eq!(ids, [(2, 13), (1, 21), (1, 23), (1, 27)]);
+        assert_eq!(messages[0].1.group, Some(10));
+        assert_eq!(messages[3].1.group, None);
+        assert_eq!(last, 27);
+        // Without a frontier (a cluster node's shard): every message not marked.
+        let (messages, _) = decode_entries(read, None);
+        assert_eq!(messages.len(), 6);
     }
 }

@@ -174,7 +174,9 @@ impl Actor for HostActor {
             }
             HostMsg::Committed(entries) => {
                 // Before the next frontier is computed (here too): the dispatcher holds them.
-                shared.backlog.settled(entries.iter().map(|(id, _)| *id));
+                shared
+                    .backlog
+                    .settled(entries.iter().map(|(id, r)| r.stored_as(*id)));
                 let known = state.dispatcher.add(entries);
                 shared.backlog.release(known);
             }
@@ -261,7 +263,7 @@ async fn take_shard(shared: &Arc<Shared>, state: &mut HostState, shard: u16) {
     let range = shard..shard.saturating_add(1);
     match tokio::task::spawn_blocking(move || store.outbox_entries(range, None)).await {
         Ok(Ok(entries)) => {
-            let (entries, last) = crate::outbox::decode_entries(entries);
+            let (entries, last) = crate::outbox::decode_entries(entries, None);
             shared.backlog.adopt(entries.len(), last);
             let known = state.dispatcher.add(entries);
             shared.backlog.release(known);

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use crate::admission::Admission;
 use crate::backlog::Backlog;
 use crate::codec::{ActorRef, OutboxId, OutboxRecord, Payload};
-use crate::commit::Committer;
+use crate::commit::{Committer, KeyWrite};
 use crate::dead_letters::{DeadLetterId, Registry as DeadLetters};
 use crate::error::{Failure, Overload, StorageError};
 use crate::loader::{Job, Loader};
 use crate::metrics::Metrics;
 use crate::placement::Placement;
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Space, Store};
 
 /// Settings fixed when the runtime opens.
 #[derive(Debug, Clone)]
@@ -351,6 +351,20 @@ impl Shared {
         Some(&*self.types.get(&type_id)?.mailbox)
     }
 
+    /// The write that says the message stored as `key` was processed, for when its
+    /// target does not record it: where the frontier is kept, a mark under its number (the
+    /// message may share its entry with others of its sender's turn; the frontier passes the
+    /// mark as it passes entries); elsewhere, the deletion of its entry.
+    pub(crate) fn processed_write(&self, key: Arc<[u8]>) -> KeyWrite {
+        KeyWrite {
+            space: Space::Outbox,
+            key,
+            value: self
+                .keeps_frontier
+                .then(|| crate::codec::OUTBOX_PROCESSED.into()),
+        }
+    }
+
     /// Queues an outbox entry on its target; `done` hears when its turn is over.
     pub(crate) fn deliver(
         self: &Arc<Self>,
@@ -426,9 +440,9 @@ impl Shared {
                     let mut absent = Vec::new();
                     let mut unknown = 0;
                     for (id, record) in entries {
-                        match store.outbox_contains(&id.key()) {
-                            Ok(true) => kept.push((id, record)),
-                            Ok(false) => absent.push(id),
+                        match store.outbox_entry(id) {
+                            Ok(Some(_)) => kept.push((id, record)),
+                            Ok(None) => absent.push(record.stored_as(id)),
                             // Unknowable now: the next start reads what is stored (so the
                             // frontier stays below it in this run).
                             Err(_) => unknown += 1,

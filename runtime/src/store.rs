@@ -8,6 +8,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::codec::OutboxId;
 use crate::error::StorageError;
 use crate::frontier::FrontierRecord;
 
@@ -98,13 +99,12 @@ pub(crate) trait StateStore: Send + Sync {
     /// then must not answer from them, so the store makes them durable first (or fails).
     fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Whether the outbox entry `key` is still waiting for its target (read as
-    /// [`StateStore::get_state`] reads).
-    fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError>;
-
-    /// The outbox entry `key`, if it is still waiting for its target (read as
-    /// [`StateStore::get_state`] reads).
-    fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The stored outbox entry that holds message `id`, with its key, while the message
+    /// waits for its target: the entry stored under `id`, or the group stored before it
+    /// that numbers it (see [`crate::codec::encode_group`]). `None` once the message was
+    /// processed (its entry deleted, or marked processed). Read as [`StateStore::get_state`]
+    /// reads.
+    fn outbox_entry(&self, id: OutboxId) -> Result<Option<Entry>, StorageError>;
 
     /// Up to `limit` state keys of actors of type `actor` with a stored record in `shards`,
     /// in storage order (shard, then key), after the state key `after` (if given).

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::codec::{OutboxId, OutboxRecord, decode_envelope, encode_record, split_record};
+use crate::codec::{OutboxId, encode_record, outbox_message, split_record};
 use crate::commit::KeyWrite;
 use crate::dead_letters::{DeadLetter, DeadLetterId, DeadLetterPage, Stored};
 use crate::error::{CallError, Failure};
@@ -69,7 +69,10 @@ impl Runtime {
             return Ok(false);
         };
         let discarded = match &parked.stored {
-            Stored::Send(entry) => delete(shared, Space::Outbox, entry.key(), entry.shard).await,
+            Stored::Send(entry) => {
+                let write = shared.processed_write(entry.key());
+                commit(shared, vec![write], entry.shard).await
+            }
             Stored::Timer(key) => discard_timer(shared, &parked.letter, key.clone()).await,
         };
         match discarded {
@@ -92,16 +95,18 @@ impl Runtime {
 
 /// Hands a parked outbox entry, read again from the store, back to the dispatcher.
 async fn retry_send(shared: &Arc<Shared>, entry: OutboxId) -> Result<(), Failure> {
-    let key = entry.key();
-    let value = shared
-        .with_store("dead letter read", move |store| store.outbox_get(&key))
+    let stored = shared
+        .with_store("dead letter read", move |store| store.outbox_entry(entry))
         .await?;
-    // Gone from the store: nothing is left to deliver.
-    let Some(value) = value else {
+    // Processed since: nothing is left to deliver.
+    let Some((key, value)) = stored else {
         return Ok(());
     };
-    let record = decode_envelope::<OutboxRecord>(&value)
+    let record = outbox_message(entry, &key, &value)
         .map_err(|reason| Failure::Invalid(format!("undecodable outbox entry: {reason}")))?;
+    let Some(record) = record else {
+        return Ok(());
+    };
     let host = shared.services.get().ok_or(Failure::ShuttingDown)?;
     shared.backlog.reserve(1)?;
     host.committed(vec![(entry, record)]);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{Content, Durability, Entry, Space, StateStore, Write};
-use crate::codec::{OutboxId, STORE_FORMAT};
+use crate::codec::{MAX_GROUP, OUTBOX_PROCESSED, OutboxId, STORE_FORMAT, group_len};
 use crate::error::{Error, StorageError};
 use crate::frontier::{FRONTIER_KEY, Frontier, FrontierRecord};
 use crate::metrics::JournalPersists;
@@ -190,6 +190,35 @@ impl FjallStore {
         Ok(())
     }
 
+    /// The entry that holds message `id`, as read now (see [`StateStore::outbox_entry`]).
+    fn entry_of(&self, id: OutboxId) -> Result<Option<Entry>, StorageError> {
+        let key = id.key();
+        if let Some(value) = self.outbox.get(&key[..]).map_err(storage)? {
+            // One message (a group's number is none of its messages').
+            let one = &*value != OUTBOX_PROCESSED && group_len(&value).is_none();
+            return Ok(one.then(|| (key.to_vec(), value.to_vec())));
+        }
+        // A message of a group: the group is the nearest entry before it in its shard, past
+        // the marks of the group's other messages that were processed.
+        let start = OutboxId {
+            shard: id.shard,
+            seq: 0,
+        }
+        .key();
+        let before = self.outbox.range::<&[u8], _>(&start[..]..&key[..]).rev();
+        for guard in before.take(MAX_GROUP + 1) {
+            let (found, value) = guard.into_inner().map_err(storage)?;
+            if &*value == OUTBOX_PROCESSED {
+                continue;
+            }
+            let holds = OutboxId::of_key(&found)
+                .zip(group_len(&value))
+                .is_some_and(|(group, n)| id.seq - group.seq <= n);
+            return Ok(holds.then(|| (found.to_vec(), value.to_vec())));
+        }
+        Ok(None)
+    }
+
     fn keyspace(&self, space: Space) -> &Keyspace {
         match space {
             Space::State => &self.state,
@@ -227,16 +256,12 @@ impl StateStore for FjallStore {
         Ok(self.state.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
 
-    /// Whether the outbox entry `key` is still waiting for its target (reads the store as
-    /// [`StateStore::get_state`] does: after syncing writes left unsynced by a failed commit).
-    fn outbox_contains(&self, key: &[u8]) -> Result<bool, StorageError> {
+    /// The entry that holds message `id` (see [`StateStore::outbox_entry`]), reading the
+    /// store as [`StateStore::get_state`] does: after syncing writes left unsynced by a
+    /// failed commit.
+    fn outbox_entry(&self, id: OutboxId) -> Result<Option<Entry>, StorageError> {
         self.settle_unsynced()?;
-        self.outbox.contains_key(key).map_err(storage)
-    }
-
-    fn outbox_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.settle_unsynced()?;
-        Ok(self.outbox.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        self.entry_of(id)
     }
 
     /// Up to `limit` state keys of actors of type `actor` with a stored record, in storage
@@ -340,15 +365,22 @@ impl StateStore for FjallStore {
                 usize::MAX,
             )?);
         }
-        // The entries below their shard's frontier that were not processed.
+        // The entries of messages below their shard's frontier that were not processed (a
+        // group once, however many of its messages are listed; a message marked processed
+        // since, with its mark).
+        let mut listed = std::collections::BTreeSet::new();
         for id in frontier.map_or(&[][..], |f| &f.parked[..]) {
             if shards.contains(&id.shard) && id.seq < frontier.map_or(0, |f| f.of(id.shard)) {
                 let key = id.key();
-                if let Some(value) = self.outbox.get(&key[..]).map_err(storage)? {
-                    entries.push((key.to_vec(), value.to_vec()));
+                match self.outbox.get(&key[..]).map_err(storage)? {
+                    Some(value) => {
+                        listed.insert((key.to_vec(), value.to_vec()));
+                    }
+                    None => listed.extend(self.entry_of(*id)?),
                 }
             }
         }
+        entries.extend(listed);
         Ok(entries)
     }
 
@@ -545,10 +577,24 @@ impl fjall::compaction::filter::CompactionFilter for PassedEntries {
         _: &fjall::compaction::filter::Context,
     ) -> fjall::compaction::filter::CompactionFilterResult {
         use fjall::compaction::filter::Verdict;
-        Ok(match OutboxId::of_key(item.key()) {
-            Some(id) if self.frontier.passed(id) => Verdict::Destroy,
-            _ => Verdict::Keep,
-        })
+        let Some(id) = OutboxId::of_key(item.key()).filter(|id| self.frontier.passed(*id)) else {
+            return Ok(Verdict::Keep);
+        };
+        // A group stays while the frontier lists one of its messages.
+        if self.frontier.any_parked() {
+            let value = item.value()?;
+            if let Some(n) = group_len(&value)
+                && (1..=n.min(MAX_GROUP as u64)).any(|i| {
+                    self.frontier.lists(OutboxId {
+                        seq: id.seq.saturating_add(i),
+                        shard: id.shard,
+                    })
+                })
+            {
+                return Ok(Verdict::Keep);
+            }
+        }
+        Ok(Verdict::Destroy)
     }
 }
 
@@ -629,39 +675,79 @@ mod tests {
 #[cfg(test)]
 mod frontier_tests {
     use super::*;
+    use crate::codec::{ActorRef, OutboxRecord, Payload, encode_group};
+
+    fn open(dir: &Path, frontier: Arc<Frontier>) -> FjallStore {
+        FjallStore::open(
+            dir,
+            Durability::Sync,
+            None,
+            Arc::new(JournalPersists::default()),
+            frontier,
+        )
+        .unwrap()
+    }
+
+    /// The value of a group of `n` messages.
+    fn group(n: usize) -> Vec<u8> {
+        let record = OutboxRecord {
+            target: ActorRef {
+                actor: "tally".into(),
+                key: "t".into(),
+            },
+            payload: Payload::Message {
+                handler: "record".into(),
+                args: vec![1],
+            },
+            idempotency: None,
+            cause: Default::default(),
+            group: None,
+        };
+        encode_group(&vec![record; n]).unwrap()
+    }
+
+    fn put(store: &FjallStore, entries: &[(OutboxId, &[u8])]) {
+        let keys: Vec<(Arc<[u8]>, &[u8])> = entries.iter().map(|(id, v)| (id.key(), *v)).collect();
+        let mut writes = keys.iter().map(|(key, value)| Write {
+            space: Space::Outbox,
+            key,
+            value: Some(value),
+        });
+        store.write_batch(&mut writes, keys.len()).unwrap();
+        store.sync_batch().unwrap();
+    }
+
+    fn at(seq: u64) -> OutboxId {
+        OutboxId { shard: 3, seq }
+    }
 
     /// A whole compaction of the outbox drops the entries the durable frontier passed, and
-    /// keeps the others: those at or above it, and a parked one it lists.
+    /// keeps the others: those at or above it, a parked one it lists, and a group one of
+    /// whose messages it lists.
     #[test]
     fn compacting_the_outbox_drops_what_the_frontier_passed() {
         let dir = tempfile::tempdir().unwrap();
         let frontier = Arc::new(Frontier::default());
-        let store = FjallStore::open(
-            dir.path(),
-            Durability::Sync,
-            None,
-            Arc::new(JournalPersists::default()),
-            frontier.clone(),
-        )
-        .unwrap();
-        let keys: Vec<Arc<[u8]>> = (1..=100)
-            .map(|seq| OutboxId { shard: 3, seq }.key())
-            .collect();
-        let mut writes = keys.iter().map(|key| Write {
-            space: Space::Outbox,
-            key,
-            value: Some(&[1, 2, 3]),
-        });
-        store.write_batch(&mut writes, keys.len()).unwrap();
-        store.sync_batch().unwrap();
+        let store = open(dir.path(), frontier.clone());
+        let mut entries: Vec<(OutboxId, &[u8])> =
+            (1..=100).map(|seq| (at(seq), &[1u8, 2, 3][..])).collect();
+        // Groups below the frontier: 20 holds 21..=23, 22 listed; 30 holds 31..=32 (31 was
+        // marked processed).
+        let (three, two) = (group(3), group(2));
+        entries.retain(|(id, _)| !(20..=23).contains(&id.seq) && !(30..=32).contains(&id.seq));
+        entries.extend([
+            (at(20), &three[..]),
+            (at(30), &two[..]),
+            (at(31), OUTBOX_PROCESSED),
+        ]);
+        put(&store, &entries);
         // In a table, where compactions see it.
         store.outbox.rotate_memtable_and_wait().unwrap();
-        let parked = OutboxId { shard: 3, seq: 7 };
         frontier.set(&FrontierRecord {
             next: 101,
             base: 101,
             behind: vec![(3, 60)],
-            parked: vec![parked],
+            parked: vec![at(7), at(22)],
         });
         store.compact_outbox().unwrap();
         let left: Vec<u64> = store
@@ -670,8 +756,44 @@ mod frontier_tests {
             .iter()
             .filter_map(|(key, _)| OutboxId::of_key(key).map(|id| id.seq))
             .collect();
-        let mut want = vec![7];
+        let mut want = vec![7, 20];
         want.extend(60..=100);
         assert_eq!(left, want);
+    }
+
+    /// The entry that holds a message: its own, or its group's past the marks of the
+    /// group's messages processed; none once it is processed, or if nothing numbers it.
+    #[test]
+    fn each_message_is_found_in_the_entry_that_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Arc::new(Frontier::default()));
+        let three = group(3);
+        put(
+            &store,
+            &[
+                (at(10), &[1, 2][..]),
+                (at(20), &three[..]),
+                (at(21), OUTBOX_PROCESSED),
+                (at(22), OUTBOX_PROCESSED),
+                (at(30), OUTBOX_PROCESSED),
+            ],
+        );
+        let found = |seq| {
+            store
+                .outbox_entry(at(seq))
+                .unwrap()
+                .and_then(|(key, _)| OutboxId::of_key(&key))
+                .map(|id| id.seq)
+        };
+        assert_eq!(found(10), Some(10));
+        assert_eq!(found(23), Some(20));
+        for processed_or_unknown in [11, 20, 21, 22, 24, 30, 31, 5] {
+            assert_eq!(found(processed_or_unknown), None, "{processed_or_unknown}");
+        }
+        // Another shard's entries are never taken for this one's.
+        assert_eq!(
+            store.outbox_entry(OutboxId { shard: 4, seq: 1 }).unwrap(),
+            None
+        );
     }
 }
