@@ -456,9 +456,10 @@ async fn prepare<A: Handlers>(
         return Ok(Prepared::Processed);
     }
     // A message whose earlier turn failed in the commit: that batch may have become durable
-    // after all (it removed the entry), and then the message was processed. (Where the
-    // frontier is kept, a turn removes the entry only when its actor's record holds
-    // `MAX_PROCESSED` ids already; the check above finds the others.)
+    // after all (it removed the entry, or marked the message processed), and then the
+    // message was processed. (Where the frontier is kept, a turn marks the message only
+    // when its actor's record holds `MAX_PROCESSED` ids already; the check above finds the
+    // others.)
     if let Some(Delivery::Outbox {
         key, verify: true, ..
     }) = delivery

@@ -391,7 +391,7 @@ pub(crate) fn decode_entries(
 ) -> (Vec<(OutboxId, OutboxRecord)>, u64) {
     let mut last = 0;
     // Sending order, whatever the shard.
-    let mut messages = std::collections::BTreeMap::new();
+    let mut messages = BTreeMap::new();
     let mut marked = Vec::new();
     for (key, value) in entries {
         let Some(at) = OutboxId::of_key(&key) else {

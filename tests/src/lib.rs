@@ -530,6 +530,28 @@ impl Numberer {
     }
 }
 
+/// An actor type [`builder`] does not register: a test registers it in some runs only, and
+/// its messages are parked in the others.
+#[derive(Actor, Default, Serialize, Deserialize)]
+#[actor(name = "elsewhere")]
+pub struct Elsewhere {
+    /// What it took, in order.
+    pub got: Vec<u64>,
+}
+
+#[handlers]
+impl Elsewhere {
+    /// Records `n`.
+    pub async fn take(&mut self, n: u64) {
+        self.got.push(n);
+    }
+
+    /// What was recorded.
+    pub async fn got(&self) -> Vec<u64> {
+        self.got.clone()
+    }
+}
+
 /// Records numbered messages per sender, in arrival order.
 #[derive(Actor, Default, Serialize, Deserialize)]
 #[actor(name = "tally")]

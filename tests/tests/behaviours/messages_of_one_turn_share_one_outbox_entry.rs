@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gears::prelude::*;
 use gears::testing::TestRuntime;
-use gears_tests::{Alarm, Sender, Tally, builder, settle, wait_for_stats};
+use gears_tests::{Alarm, Elsewhere, Sender, Tally, builder, settle, wait_for_stats};
 
 /// Writes the frontier only at a graceful shutdown: what a crash leaves is every message
 /// processed since the start still in the outbox.
@@ -38,36 +38,16 @@ impl Fanout {
         ctx.send::<Alarm>(alarm).delete();
     }
 
-    /// Sends `tag` to `Absent(absent)` and to `Tally(tally)`.
-    async fn send_to_absent_and_tally(
+    /// Sends `tag` to `Elsewhere(elsewhere)` and to `Tally(tally)`.
+    async fn send_to_elsewhere_and_tally(
         &mut self,
         ctx: &Context,
-        absent: String,
+        elsewhere: String,
         tally: String,
         tag: u64,
     ) {
-        ctx.send::<Absent>(absent).take(tag);
+        ctx.send::<Elsewhere>(elsewhere).take(tag);
         ctx.send::<Tally>(tally).record(ctx.key().to_string(), tag);
-    }
-}
-
-/// An actor type registered in some runs only.
-#[derive(Actor, Default, Serialize, Deserialize)]
-#[actor(name = "absent")]
-struct Absent {
-    got: Vec<u64>,
-}
-
-#[handlers]
-impl Absent {
-    /// Records `n`.
-    async fn take(&mut self, n: u64) {
-        self.got.push(n);
-    }
-
-    /// What was recorded.
-    async fn got(&self) -> Vec<u64> {
-        self.got.clone()
     }
 }
 
@@ -195,15 +175,15 @@ async fn an_actor_deleted_by_a_message_of_a_turn_gets_none_of_them_again_after_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_message_of_a_turn_is_delivered_alone_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let with_absent = || {
+    let with_elsewhere = || {
         builder(dir.path())
             .register::<Fanout>()
-            .register::<Absent>()
+            .register::<Elsewhere>()
     };
-    let rt = with_absent().__hold_deliveries().open().await.unwrap();
+    let rt = with_elsewhere().__hold_deliveries().open().await.unwrap();
     let fanout = rt.get::<Fanout>("f");
     fanout
-        .send_to_absent_and_tally("x".into(), "t".into(), 7)
+        .send_to_elsewhere_and_tally("x".into(), "t".into(), 7)
         .await
         .unwrap();
     rt.shutdown().await.unwrap();
@@ -228,9 +208,9 @@ async fn a_parked_message_of_a_turn_is_delivered_alone_at_the_next_start() {
     // With the type again: the parked message is read (from the entry it shares) and
     // delivered; the other one is not delivered again. At the start after that, neither.
     for delivered in [1, 0] {
-        let rt = with_absent().open().await.unwrap();
+        let rt = with_elsewhere().open().await.unwrap();
         settle(&rt).await;
-        assert_eq!(rt.get::<Absent>("x").got().await.unwrap(), [7]);
+        assert_eq!(rt.get::<Elsewhere>("x").got().await.unwrap(), [7]);
         let tally = rt.get::<Tally>("t");
         assert_eq!(tally.received("f".into()).await.unwrap(), [7]);
         assert_eq!(rt.stats().delivered, delivered, "{:?}", rt.stats());

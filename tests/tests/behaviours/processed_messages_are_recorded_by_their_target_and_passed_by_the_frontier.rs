@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gears::__private::CommitStage;
-use gears::prelude::*;
 use gears::testing::TestRuntime;
 use gears_tests::{
-    Alarm, Numberer, Receiver, Sender, Tally, builder, open, settle, wait_for_stats,
+    Alarm, Elsewhere, Numberer, Receiver, Sender, Tally, builder, open, settle, wait_for_stats,
 };
 
 /// Writes the frontier only at a graceful shutdown: what a crash leaves is every message
@@ -73,7 +72,7 @@ async fn messages_processed_before_a_crash_are_read_again_and_not_processed_agai
     assert_eq!(tally.received("n".into()).await.unwrap(), all);
 
     // The frontier never passed them. The tally's record lists the first 64 it processed
-    // (as many as a record lists); the turns of the other 36 deleted them instead. The next
+    // (as many as a record lists); the turns of the other 36 marked them processed. The next
     // start reads those 64 again, and the tally processes none of them again.
     rt.crash_and_reopen().await.unwrap();
     rt.advance(Duration::ZERO).await.unwrap();
@@ -107,33 +106,13 @@ async fn an_actor_deleted_by_a_message_gets_none_of_its_messages_again_after_a_c
     assert_eq!(rt.runtime().stats().delivered, 2);
     assert_eq!(rings(&rt).await, 0);
 
-    // The deleted actor keeps no record of what it processed: both messages were deleted
-    // with it instead, so neither comes back to a fresh actor.
+    // The deleted actor keeps no record of what it processed: it marked both messages
+    // processed in the outbox instead, so neither comes back to a fresh actor.
     rt.crash_and_reopen().await.unwrap();
     rt.advance(Duration::ZERO).await.unwrap();
     assert_eq!(rt.runtime().stats().delivered, 0);
     assert_eq!(rings(&rt).await, 0);
     rt.shutdown().await.unwrap();
-}
-
-/// An actor type registered in some runs only.
-#[derive(Actor, Default, Serialize, Deserialize)]
-#[actor(name = "elsewhere")]
-struct Elsewhere {
-    got: Vec<u64>,
-}
-
-#[handlers]
-impl Elsewhere {
-    /// Records `n`.
-    async fn take(&mut self, n: u64) {
-        self.got.push(n);
-    }
-
-    /// What was recorded.
-    async fn got(&self) -> Vec<u64> {
-        self.got.clone()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

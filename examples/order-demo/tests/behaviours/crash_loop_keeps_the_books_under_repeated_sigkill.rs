@@ -11,8 +11,8 @@
 //!
 //! `GEARS_CRASH_CYCLES` sets the number of cycles (default 40); `GEARS_CRASH_SEED` the seed.
 //! The extended run (RELIABILITY.md):
-//! `GEARS_CRASH_CYCLES=1000 cargo test --release -p order-demo --test
-//! crash_loop_keeps_the_books_under_repeated_sigkill -- --nocapture`.
+//! `GEARS_CRASH_CYCLES=1000 cargo test --release -p order-demo --test behaviours
+//! crash_loop -- --nocapture` (from `examples/order-demo`).
 
 use std::collections::HashMap;
 use std::path::Path;
