@@ -1355,12 +1355,9 @@ fn complete_delivery<A: Handlers>(
                 }
             }
         }
+        // Elsewhere its target's turn deletes the entry (the same write as the mark above).
         Delivery::Outbox { key, .. } => {
-            writes.push(KeyWrite {
-                space: Space::Outbox,
-                key,
-                value: None,
-            });
+            writes.push(shared.processed_write(key));
             false
         }
         Delivery::Timer {

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use gears::prelude::*;
 use gears::testing::TestRuntime;
-use gears_tests::{Alarm, Elsewhere, Sender, Tally, builder, settle, wait_for_stats};
+use gears_tests::{
+    Alarm, Elsewhere, Sender, Tally, assert_a_deleted_alarm_gets_nothing_again_after_a_crash,
+    builder, settle, wait_for_stats,
+};
 
 /// Writes the frontier only at a graceful shutdown: what a crash leaves is every message
 /// processed since the start still in the outbox.
@@ -152,24 +155,10 @@ async fn a_target_whose_record_is_full_marks_its_message_processed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_deleted_by_a_message_of_a_turn_gets_none_of_them_again_after_a_crash() {
-    let mut rt = frozen_frontier().await;
+    let rt = frozen_frontier().await;
     let fanout = rt.runtime().get::<Fanout>("f");
     fanout.ring_then_delete("a".into()).await.unwrap();
-    rt.advance(Duration::ZERO).await.unwrap();
-    assert_eq!(rt.runtime().stats().delivered, 2);
-    let rings = |rt: &TestRuntime| {
-        let alarm = rt.runtime().get::<Alarm>("a");
-        async move { alarm.rings("x".into()).await.unwrap() }
-    };
-    assert_eq!(rings(&rt).await, 0);
-
-    // The deleted actor keeps no record of what it processed: it marked both messages
-    // processed in the outbox instead, so neither comes back to a fresh actor.
-    rt.crash_and_reopen().await.unwrap();
-    rt.advance(Duration::ZERO).await.unwrap();
-    assert_eq!(rt.runtime().stats().delivered, 0);
-    assert_eq!(rings(&rt).await, 0);
-    rt.shutdown().await.unwrap();
+    assert_a_deleted_alarm_gets_nothing_again_after_a_crash(rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
