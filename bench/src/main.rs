@@ -22,7 +22,7 @@
 /// mimalloc, as the order demo links it: Gears allocates per turn (its turn's future, the
 /// writes it hands to the committer, fjall's memtable entries), and glibc's malloc and free
 /// were a fifth of the runtime's CPU in the order flow; with mimalloc the flow costs a quarter
-/// to a third less CPU per order (BENCHMARKS.md, "mimalloc in the benchmark"). SQLite, the
+/// to a half less CPU per order (BENCHMARKS.md, "mimalloc in the benchmark"). SQLite, the
 /// baseline, allocates through libc's malloc either way (the bundled build's default), and
 /// from its own lookaside buffers on its hot path.
 #[global_allocator]
