@@ -88,6 +88,9 @@ enum Workload {
     /// Orders of 3 lines on the order demo's actors (or lean stand-ins) vs the same flow on
     /// SQLite.
     OrderWorkflow(order_workflow::OrderWorkflowArgs),
+    /// Exactly `--orders` demo orders on Gears alone, with no clock deciding how many: for
+    /// counting instructions per order under callgrind (BENCHMARKS.md, "Instructions").
+    OrderCount(order_workflow::OrderCountArgs),
     /// The order flow on one node, on one node replicating through NATS JetStream and on
     /// three nodes; and a call across nodes against a local one.
     Cluster(cluster::ClusterArgs),
@@ -159,6 +162,7 @@ fn run_one(
         Workload::ReadCall(args) => read_call::run(tokio, mode, args),
         Workload::ColdActivation(args) => cold_activation::run(tokio, mode, args),
         Workload::OrderWorkflow(args) => order_workflow::run(tokio, mode, args),
+        Workload::OrderCount(args) => order_workflow::count(tokio, mode, args),
         Workload::Cluster(args) => cluster::run(tokio, args),
         Workload::Memory(args) => memory::run(mode, args),
         Workload::All | Workload::Smoke | Workload::MemoryProbe(_) => {
@@ -198,6 +202,7 @@ fn every_workload(sizes: Sizes) -> Vec<Workload> {
             Workload::ReadCall(read_call::ReadCallArgs::tiny()),
             Workload::ColdActivation(cold_activation::ColdActivationArgs::tiny()),
             Workload::OrderWorkflow(order_workflow::OrderWorkflowArgs::tiny()),
+            Workload::OrderCount(order_workflow::OrderCountArgs::tiny()),
             Workload::Cluster(cluster::ClusterArgs::tiny()),
             Workload::Memory(memory::MemoryArgs::tiny()),
         ],

@@ -452,3 +452,90 @@ impl PerOrder {
         )
     }
 }
+
+/// Flags of `order-count`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub(crate) struct OrderCountArgs {
+    /// Orders to place, in all.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) orders: u64,
+    /// Concurrent callers placing them.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) callers: usize,
+    /// What an order is: the order demo's actors, or lean stand-ins.
+    #[arg(long, value_enum, default_value_t = Flow::Demo)]
+    pub(crate) flow: Flow,
+    /// Items (SKUs) that orders pick their lines from at random.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) skus: u64,
+}
+
+impl OrderCountArgs {
+    /// The smoke run's: a few orders.
+    pub(crate) fn tiny() -> Self {
+        OrderCountArgs {
+            orders: 50,
+            callers: 8,
+            flow: Flow::Demo,
+            skus: 50,
+        }
+    }
+}
+
+/// Runs `order-count`: exactly `--orders` orders on Gears alone (no baseline, no clock
+/// deciding how many), the outbox drained, then the runtime's counters. What it is for:
+/// counting instructions, which are the same on a busy machine as on a quiet one. Under
+/// `valgrind --tool=callgrind`, the difference between two counts (say 1,000 and 3,000
+/// orders) divided by the difference in orders is the instructions of one order, with the
+/// opening, the stocking and the shutdown cancelled out.
+pub(crate) fn count(tokio: &Tokio, mode: Mode, args: &OrderCountArgs) -> BenchResult<Report> {
+    let mut report = Report::new("order-count", mode, serde_json::to_value(args)?);
+    let shape = Shape {
+        skus: args.skus.max(3),
+        lines: 3,
+        customers: 1_000,
+    };
+    let (flow, total) = (args.flow, args.orders);
+    let dir = tempfile::tempdir()?;
+    let rt = tokio.block_on(open_gears(dir.path(), mode, flow, shape.skus))?;
+    let before = rt.stats();
+    let (cpu_from, started) = (process::cpu_time(), Instant::now());
+    let next = Arc::new(AtomicU64::new(0));
+    tokio.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.callers.max(1) {
+            let (rt, next) = (rt.clone(), next.clone());
+            tasks.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return BenchResult::Ok(());
+                    }
+                    place_on_gears(&rt, flow, n, shape).await?;
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.map_err(|e| format!("a caller failed: {e}"))??;
+        }
+        drain_outbox(&rt).await
+    })?;
+    let (elapsed, cpu) = (
+        started.elapsed(),
+        process::cpu_time().saturating_sub(cpu_from),
+    );
+    let after = rt.stats();
+    tokio.block_on(rt.shutdown())?;
+    let per = |of: fn(&Stats) -> u64| (of(&after) - of(&before)) as f64 / total.max(1) as f64;
+    report.figure("orders placed", total as f64, "");
+    report.figure("seconds", elapsed.as_secs_f64(), "s");
+    report.figure(
+        "CPU per order",
+        cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
+        "us",
+    );
+    report.figure("turns per order", per(|s| s.turns), "");
+    report.figure("writes per order", per(|s| s.writes), "");
+    report.figure("commit batches per order", per(|s| s.commit_batches), "");
+    Ok(report)
+}
