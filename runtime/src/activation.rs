@@ -1270,7 +1270,7 @@ fn apply_effects<A: Handlers>(
             writes.push(KeyWrite {
                 space: Space::Outbox,
                 key: id.key(),
-                value: Some(value.into()),
+                value: Some(value),
             });
             released.outbox.extend(outbox_messages(id, stored));
         }
@@ -1482,7 +1482,7 @@ fn kept_writes<A: Handlers>(
         KeyWrite {
             space: Space::Kept,
             key: key.into(),
-            value: Some(value.into()),
+            value: Some(value),
         },
     ])
 }
@@ -1553,7 +1553,6 @@ fn stage<A: Handlers>(
                     bytes.len()
                 ))));
             }
-            let bytes: Arc<[u8]> = bytes.into();
             writes.push(KeyWrite {
                 space: Space::State,
                 key: slot.store_key.clone(),

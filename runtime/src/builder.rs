@@ -278,8 +278,8 @@ impl Builder {
             ));
         }
 
-        let mut types: HashMap<TypeId, Registered> = HashMap::new();
-        let mut names: HashMap<&'static str, TypeId> = HashMap::new();
+        let mut types: foldhash::HashMap<TypeId, Registered> = Default::default();
+        let mut names: foldhash::HashMap<&'static str, TypeId> = Default::default();
         for (type_id, registration) in self.registrations {
             if types.contains_key(&type_id) {
                 continue;

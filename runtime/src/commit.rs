@@ -94,7 +94,7 @@ pub(crate) struct Ticket {
 }
 
 struct TicketInner {
-    waiting: Vec<GatedReply>,
+    waiting: smallvec::SmallVec<[GatedReply; 2]>,
     /// Why the write failed: set when it is doomed, so writes that depend on it fail alike.
     error: Option<Failure>,
 }
@@ -105,7 +105,7 @@ impl Ticket {
             status: AtomicU8::new(PENDING),
             doomed: AtomicBool::new(false),
             inner: Mutex::new(TicketInner {
-                waiting: Vec::new(),
+                waiting: smallvec::SmallVec::new(),
                 error: None,
             }),
         })

@@ -24,6 +24,7 @@
 //! Only a node that serves every shard uses it (a single node). On a cluster node the
 //! target's turn deletes the entry as before, and the frontier stays at zero.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use foldhash::HashSet;
@@ -63,7 +64,7 @@ impl FrontierRecord {
     }
 
     /// Its stored bytes: `[1][postcard]` (the versioned envelope of outbox entries).
-    pub(crate) fn encode(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn encode(&self) -> Result<Arc<[u8]>, String> {
         encode_envelope(self)
     }
 
@@ -155,7 +156,7 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
         }
         let golden = std::fs::read(&path).unwrap();
-        assert_eq!(golden, bytes, "the frontier's format changed");
+        assert_eq!(golden[..], bytes[..], "the frontier's format changed");
         assert_eq!(FrontierRecord::decode(&golden).unwrap(), frontier);
     }
 

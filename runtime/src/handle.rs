@@ -398,7 +398,7 @@ impl<A: Handlers> Deliver<A> for OutsideSend<A> {
                     let write = KeyWrite {
                         space: Space::Outbox,
                         key: id.key(),
-                        value: Some(value.into()),
+                        value: Some(value),
                     };
                     let epoch =
                         local_epoch(&*shared.placement, target_shard).inspect_err(|_| {

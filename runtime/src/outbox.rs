@@ -561,12 +561,15 @@ mod tests {
             let records: Vec<_> = (1..=n).map(|i| entry(shard, at + i).1).collect();
             (
                 OutboxId { shard, seq: at }.key().to_vec(),
-                encode_group(&records).unwrap(),
+                encode_group(&records).unwrap().to_vec(),
             )
         };
         let one = |shard: u16, seq: u64| {
             let (id, record) = entry(shard, seq);
-            (id.key().to_vec(), encode_envelope(&record).unwrap())
+            (
+                id.key().to_vec(),
+                encode_envelope(&record).unwrap().to_vec(),
+            )
         };
         let mark = |shard: u16, seq: u64| {
             let key = OutboxId { shard, seq }.key().to_vec();

@@ -253,13 +253,15 @@ impl<A: Handlers> ServeRouted for RoutedFace<A> {
                     }
                 }
                 Op::Read => {
+                    // One name for the type the turn boxes and the type unboxed here.
+                    type Encoded = Result<Arc<[u8]>, String>;
                     let read = Body::Read(Box::new(|state: &A, meta: &ActorMeta| {
-                        Box::new(crate::codec::encode_record(A::VERSION, meta, state))
-                            as Box<dyn Any + Send>
+                        let record: Encoded = crate::codec::encode_record(A::VERSION, meta, state);
+                        Box::new(record) as Box<dyn Any + Send>
                     }));
                     let value = caller.request(read, "read").await.map_err(failed)?;
-                    match value.downcast::<Result<Vec<u8>, String>>().map(|r| *r) {
-                        Ok(Ok(record)) => Ok(Done::State(record)),
+                    match value.downcast::<Encoded>().map(|r| *r) {
+                        Ok(Ok(record)) => Ok(Done::State(record.to_vec())),
                         Ok(Err(e)) => Err(WireFailure::Invalid(format!(
                             "cannot encode the state of {caller:?}: {e}"
                         ))),

@@ -359,7 +359,7 @@ async fn persist_frontier(shared: &Shared, record: FrontierRecord) -> Option<Fro
     let write = KeyWrite {
         space: Space::Meta,
         key: Arc::from(FRONTIER_KEY),
-        value: Some(value.into()),
+        value: Some(value),
     };
     let ticket = shared.committer.submit(vec![write], None, None).await;
     match ticket.wait().await {

@@ -5,7 +5,6 @@
 //! [`Services`]).
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -283,8 +282,10 @@ pub(crate) struct Shared {
     pub(crate) committer: Committer,
     pub(crate) loader: Loader,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) types: HashMap<TypeId, Registered>,
-    pub(crate) by_name: HashMap<&'static str, TypeId>,
+    /// Looked up by every turn that delivers or sends (foldhash: the keys are the registered
+    /// types, fixed at start, so nothing a request sends can collide them).
+    pub(crate) types: foldhash::HashMap<TypeId, Registered>,
+    pub(crate) by_name: foldhash::HashMap<&'static str, TypeId>,
     pub(crate) backlog: Backlog,
     /// The outbox frontier last made durable ([`crate::frontier`]).
     pub(crate) frontier: Arc<crate::frontier::Frontier>,

@@ -703,7 +703,7 @@ mod frontier_tests {
             cause: Default::default(),
             group: None,
         };
-        encode_group(&vec![record; n]).unwrap()
+        encode_group(&vec![record; n]).unwrap().to_vec()
     }
 
     fn put(store: &FjallStore, entries: &[(OutboxId, &[u8])]) {
