@@ -206,8 +206,15 @@ fn release<A: Handlers>(
 const MAX_RECORD: usize = 1 << 30;
 
 /// Runs the turns of an idle activation that was just given a message, in a task of its own.
+///
+/// The turns' future is boxed: it holds a whole turn (the handler's future with it), and a
+/// task stores its future in place, then overwrites it with the output and again when that is
+/// taken, each a copy of its full size (an order's three item commits and its notice are
+/// deliveries).
 pub(crate) fn start<A: Handlers>(shared: &Arc<Shared>, idle: Idle<A>) {
-    shared.tokio.spawn(run(shared.clone(), idle, false));
+    shared
+        .tokio
+        .spawn(Box::pin(run(shared.clone(), idle, false)));
 }
 
 /// Turns run in their caller's task nested at most this deep on one thread (a handler
