@@ -484,10 +484,12 @@ impl OrderCountArgs {
 
 /// Runs `order-count`: exactly `--orders` orders on Gears alone (no baseline, no clock
 /// deciding how many), the outbox drained, then the runtime's counters. What it is for:
-/// counting instructions, which are the same on a busy machine as on a quiet one. Under
-/// `valgrind --tool=callgrind`, the difference between two counts (say 1,000 and 3,000
-/// orders) divided by the difference in orders is the instructions of one order, with the
-/// opening, the stocking and the shutdown cancelled out.
+/// counting instructions, which a change of a few per cent moves visibly where timings do
+/// not. Under `valgrind --tool=callgrind`, the difference between two counts (say 1,000 and
+/// 3,000 orders) divided by the difference in orders is the instructions of one order, with
+/// the opening, the stocking and the shutdown cancelled out. The runtime's periodic work
+/// runs by the clock, so counts repeat within ≈ 1 % only on a quiet machine (BENCHMARKS.md,
+/// "How it measures").
 pub(crate) fn count(tokio: &Tokio, mode: Mode, args: &OrderCountArgs) -> BenchResult<Report> {
     let mut report = Report::new("order-count", mode, serde_json::to_value(args)?);
     let shape = Shape {
