@@ -132,7 +132,7 @@ fn enqueue_durable<A: Handlers>(
         span: None,
     };
     registry
-        .enqueue(shared, &Arc::from(key), envelope)
+        .enqueue(shared, key, envelope)
         .map(|idle| {
             if let Some(idle) = idle {
                 start(shared, idle);

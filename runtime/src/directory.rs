@@ -180,22 +180,25 @@ impl<A: Handlers> Registry<A> {
     }
 
     /// The live activation of `key`, created (without loading) if there is none.
-    fn get_or_insert(&self, shared: &Shared, key: &Arc<str>) -> Result<Arc<Slot<A>>, Failure> {
+    fn get_or_insert(&self, shared: &Shared, key: &str) -> Result<Arc<Slot<A>>, Failure> {
         let shard = self.shard(key);
-        if let Some(slot) = shard.lock().get(&**key) {
+        if let Some(slot) = shard.lock().get(key) {
             return Ok(slot.clone());
         }
         // A new activation needs a place under the live cap; making one may passivate
         // another activation, so no shard lock is held here.
         shared.reserve_live()?;
         let mut map = shard.lock();
-        if let Some(slot) = map.get(&**key) {
+        if let Some(slot) = map.get(key) {
             shared.release_live();
             return Ok(slot.clone());
         }
+        // The key is copied only here, for a new activation (a delivery or call to a live
+        // one, the common case, allocates nothing for it).
+        let key: Arc<str> = Arc::from(key);
         let slot = Arc::new(Slot {
             key: key.clone(),
-            store_key: crate::codec::state_key(A::NAME, key).into(),
+            store_key: crate::codec::state_key(A::NAME, &key).into(),
             used_and_replying: AtomicU64::new(shared.now_ms() & !REPLYING),
             inner: Mutex::new(SlotInner {
                 activation: Activation::empty(),
@@ -204,7 +207,7 @@ impl<A: Handlers> Registry<A> {
                 retired: false,
             }),
         });
-        map.insert(key.clone(), slot.clone());
+        map.insert(key, slot.clone());
         shared.metrics.activations.fetch_add(1, Ordering::Relaxed);
         Ok(slot)
     }
@@ -216,7 +219,7 @@ impl<A: Handlers> Registry<A> {
     pub(crate) fn enqueue(
         &self,
         shared: &Arc<Shared>,
-        key: &Arc<str>,
+        key: &str,
         envelope: Envelope<A>,
     ) -> Result<Option<Idle<A>>, Refused<A>> {
         loop {
