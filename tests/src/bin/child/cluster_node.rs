@@ -4,7 +4,8 @@
 //! Usage: `child cluster_node <nats urls, comma-separated> <node id> <lease ms> <replicas>`.
 //! Prints `joined <node id>` once it is a member, then `serves <unix ms> <bitmap>` per sample
 //! (the 256 shards as 64 hex digits, shard 0 in the first digit's high bit), taken right after
-//! asking the placement. On SIGTERM it leaves the cluster (handing its shards over) and
+//! asking the placement (a sample that took longer than 50 ms, paused in between, is not
+//! printed). On SIGTERM it leaves the cluster (handing its shards over) and
 //! prints `left <shards it held>` before exiting 0.
 
 use std::io::Write;
@@ -18,6 +19,11 @@ use crate::BoxError;
 
 /// How often the placement is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+/// Longest a sample may take from asking the placement to reading the clock; a longer one
+/// (the process was paused in between) is dropped, as its time would be later than its
+/// answer.
+const MAX_SAMPLE_SPAN: Duration = Duration::from_millis(50);
 
 #[tokio::main]
 pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
@@ -33,6 +39,7 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = sample.tick() => {
+                let asked = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
                 let mut bits = [0u8; SHARDS as usize / 8];
                 for shard in 0..SHARDS {
                     if matches!(placement.place(shard), Place::Local { .. }) {
@@ -40,6 +47,11 @@ pub(crate) async fn run(mut args: std::env::Args) -> Result<(), BoxError> {
                     }
                 }
                 let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+                if at.saturating_sub(asked) > MAX_SAMPLE_SPAN.as_millis() {
+                    // Stopped (SIGSTOP) or starved between asking and the clock: what the
+                    // placement said belongs to before, not to `at`. Not reported.
+                    continue;
+                }
                 let hex: String = bits.iter().map(|b| format!("{b:02x}")).collect();
                 writeln!(out, "serves {at} {hex}")?;
                 out.flush()?;
