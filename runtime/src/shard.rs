@@ -66,11 +66,11 @@ pub(crate) enum HostMsg {
     OutboxCompacted(u64),
 }
 
-/// What the order of the day tells the host several times per order (each send's entries
-/// once durable, each delivery's end, each timer a turn arms). They wait in the host's
-/// inbox rather than each in a message of their own: a ractor message costs its send, a
-/// wake-up of the host and a turn of its loop (together ≈ 5 % of an order's instructions,
-/// seven times per order), and one [`HostMsg::Notices`] carries all that came in meanwhile.
+/// What the host hears of several times per order of the demo (a send's entries are
+/// durable, a delivery is over, a turn armed a timer). They wait in the host's inbox rather
+/// than each in a message of its own: a ractor message costs its send, a wake-up of the host
+/// and a pass of its loop, and each of these ran the dispatcher (seven per order were ≈ 6 %
+/// of its instructions); one [`HostMsg::Notices`] carries all that came in meanwhile.
 enum Notice {
     /// Outbox entries whose batch is durable.
     Committed(Vec<(OutboxId, OutboxRecord)>),
