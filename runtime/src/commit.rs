@@ -520,28 +520,30 @@ fn commit_batch(pipeline: &Pipeline, batch: &mut Vec<CommitRequest>, settlement:
         .filter(|r| r.upkeep)
         .map(|r| r.writes.len())
         .sum();
-    let mut last: HashMap<(Space, &[u8]), (usize, usize)> = HashMap::with_capacity(submitted);
+    // Each key's last write, by its place among the batch's writes; an earlier write of the
+    // key is marked superseded as the later one is found, so writing needs no second lookup
+    // (the committer is the serial stage: a lookup per write was 2 % of its instructions).
+    let mut last: HashMap<(Space, &[u8]), usize> = HashMap::with_capacity(submitted);
+    let mut superseded = vec![false; submitted];
     // The store's own records (the outbox frontier), counted apart as upkeep is.
     let mut frontier = 0;
-    for (i, r) in batch.iter().enumerate() {
-        for (j, w) in r.writes.iter().enumerate() {
-            frontier += usize::from(w.space == Space::Meta);
-            last.insert((w.space, &w.key), (i, j));
+    for (at, w) in batch.iter().flat_map(|r| &r.writes).enumerate() {
+        frontier += usize::from(w.space == Space::Meta);
+        if let Some(earlier) = last.insert((w.space, &w.key), at) {
+            superseded[earlier] = true;
         }
     }
     let coalesced_writes = || {
-        batch.iter().enumerate().flat_map(|(i, r)| {
-            let last = &last;
-            r.writes
-                .iter()
-                .enumerate()
-                .filter(move |(j, w)| last.get(&(w.space, &*w.key)) == Some(&(i, *j)))
-                .map(|(_, w)| Write {
-                    space: w.space,
-                    key: &w.key,
-                    value: w.value.as_deref(),
-                })
-        })
+        batch
+            .iter()
+            .flat_map(|r| &r.writes)
+            .zip(&superseded)
+            .filter(|(_, superseded)| !**superseded)
+            .map(|(w, _)| Write {
+                space: w.space,
+                key: &w.key,
+                value: w.value.as_deref(),
+            })
     };
     let coalesced = submitted - last.len();
 
