@@ -1549,7 +1549,7 @@ fn stage<A: Handlers>(
             });
         }
     } else if dirty {
-        let bytes = crate::codec::encode_record(A::VERSION, &l.meta, &l.state)
+        let bytes: Arc<[u8]> = crate::codec::encode_record(A::VERSION, &l.meta, &l.state)
             .map_err(|e| Failure::Storage(StorageError::new(e)))?;
         if l.record.as_deref() != Some(&bytes[..]) {
             if bytes.len() > MAX_RECORD {

@@ -433,12 +433,13 @@ fn encoded<R: for<'a> From<&'a [u8]>>(
     result
 }
 
-/// Encodes a state record: version 1 when the actor has no metadata, else version 2.
-pub(crate) fn encode_record<A: Serialize>(
+/// Encodes a state record: version 1 when the actor has no metadata, else version 2. As
+/// the `Arc` a commit takes, or a `Vec` for a reader that hands the bytes on.
+pub(crate) fn encode_record<A: Serialize, R: for<'a> From<&'a [u8]>>(
     schema: u32,
     meta: &ActorMeta,
     state: &A,
-) -> Result<Arc<[u8]>, String> {
+) -> Result<R, String> {
     encoded(|out| {
         if meta.is_empty() {
             out.push(STATE_RECORD_V1);
@@ -501,7 +502,7 @@ pub(crate) fn encode_record<A: Serialize>(
 
 /// Encodes a state record without metadata (version 1).
 pub(crate) fn encode_state<A: Serialize>(schema: u32, state: &A) -> Result<Vec<u8>, String> {
-    encode_record(schema, &ActorMeta::default(), state).map(|bytes| bytes.to_vec())
+    encode_record(schema, &ActorMeta::default(), state)
 }
 
 /// Decodes the state bytes of a record as `T`, using every byte.
@@ -1185,12 +1186,12 @@ mod tests {
             dedup: thin_vec::thin_vec!["k".to_string()],
             ..ActorMeta::default()
         };
-        let bytes = encode_record(1, &meta, &42u32).unwrap();
+        let bytes: Vec<u8> = encode_record(1, &meta, &42u32).unwrap();
         assert_eq!(bytes[0], STATE_RECORD_V2);
         let (schema, back, state): (u32, ActorMeta, u32) = decode_record(&bytes).unwrap();
         assert_eq!((schema, &back, state), (1, &meta, 42));
-        let plain = encode_record(1, &ActorMeta::default(), &42u32).unwrap();
-        assert_eq!(*plain, [STATE_RECORD_V1, 1, 42]);
+        let plain: Vec<u8> = encode_record(1, &ActorMeta::default(), &42u32).unwrap();
+        assert_eq!(plain, [STATE_RECORD_V1, 1, 42]);
         for cut in 0..bytes.len() {
             assert!(decode_record::<u32>(&bytes[..cut]).is_err());
         }
@@ -1214,7 +1215,7 @@ mod tests {
             ..ActorMeta::default()
         };
         for meta in [kept, index_only] {
-            let bytes = encode_record(1, &meta, &42u32).unwrap();
+            let bytes: Vec<u8> = encode_record(1, &meta, &42u32).unwrap();
             assert_eq!(bytes[0], STATE_RECORD_V4);
             let (schema, back, state): (u32, ActorMeta, u32) = decode_record(&bytes).unwrap();
             assert_eq!((schema, &back, state), (1, &meta, 42));

@@ -84,7 +84,7 @@ fn seeds() -> Vec<Vec<u8>> {
         include_bytes!("../../tests/fixtures/outbox_v1_message.bin").to_vec(),
         include_bytes!("../../tests/fixtures/timer_v1_one_shot.bin").to_vec(),
         encode_state(3, &rich()).unwrap(),
-        encode_record(3, &meta, &done).unwrap().to_vec(),
+        encode_record(3, &meta, &done).unwrap(),
         encode_state(1, &u64::MAX).unwrap(),
         postcard::to_allocvec(&rich()).unwrap(),
         include_bytes!("../../tests/fixtures/state_v3_counter_300_with_replies.bin").to_vec(),

@@ -254,14 +254,14 @@ impl<A: Handlers> ServeRouted for RoutedFace<A> {
                 }
                 Op::Read => {
                     // One name for the type the turn boxes and the type unboxed here.
-                    type Encoded = Result<Arc<[u8]>, String>;
+                    type Encoded = Result<Vec<u8>, String>;
                     let read = Body::Read(Box::new(|state: &A, meta: &ActorMeta| {
                         let record: Encoded = crate::codec::encode_record(A::VERSION, meta, state);
                         Box::new(record) as Box<dyn Any + Send>
                     }));
                     let value = caller.request(read, "read").await.map_err(failed)?;
                     match value.downcast::<Encoded>().map(|r| *r) {
-                        Ok(Ok(record)) => Ok(Done::State(record.to_vec())),
+                        Ok(Ok(record)) => Ok(Done::State(record)),
                         Ok(Err(e)) => Err(WireFailure::Invalid(format!(
                             "cannot encode the state of {caller:?}: {e}"
                         ))),

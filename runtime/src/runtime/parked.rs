@@ -170,9 +170,7 @@ async fn discard_unregistered(
         // The rescan that unparking schedules looks at the entry's new place.
         crate::timers::sync_index(&state_key, &mut meta, true, &mut writes, &mut None);
         // `()` encodes to no bytes: the record's metadata, then its state as it was.
-        let mut bytes = encode_record(schema, &meta, &())
-            .map_err(Failure::Invalid)?
-            .to_vec();
+        let mut bytes: Vec<u8> = encode_record(schema, &meta, &()).map_err(Failure::Invalid)?;
         bytes.extend_from_slice(state);
         writes.push(KeyWrite {
             space: Space::State,
